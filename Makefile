@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv (Python 3.11)
+# when missing and install the project editable with every extra, pinned by constraints.txt.
+# The install reruns only when pyproject.toml or constraints.txt changes.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast demo lint typecheck bench-batched bench-quality clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check ecoval_ops tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not slow"
+
+demo: $(STAMP)
+	$(BIN)/ecoval demo
+
+bench-batched: $(STAMP)
+	$(BIN)/python benchmarks/batched_training.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py --protocols P1 P3 M1 D1 --seeds 0 1 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,424 @@
+"""The EcoVal estimator: stages 0-3 and out-of-sample valuation (the whole method spec).
+
+``EcoVal().fit(X_train, y_train, X_val, y_val)`` clusters the rows (stage 0), runs
+``(2 + p + p(p-1)/2) * seeds`` masked trainings (stages 1 and 2), fits the production function
+(section 3) and propagates cluster values to rows (section 4). ``value`` values new rows
+against the fitted state without retraining (section 5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ecoval_ops.exceptions import InvalidInputError, NotFittedError
+from ecoval_ops.valuation._inputs import check_features, check_labels, check_training_data, encode_labels
+from ecoval_ops.valuation.clustering import (
+    ClusterModel,
+    FeatureSpace,
+    KMeansClusterer,
+    choose_n_clusters,
+    min_cluster_size,
+)
+from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities, SecondOrderProduction
+from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState
+from ecoval_ops.valuation.protocols import Clusterer
+from ecoval_ops.valuation.result import ValuationResult
+from ecoval_ops.valuation.trainer import DeviceName, learner_from_name
+from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior_utility
+
+__all__ = ["EcoVal"]
+
+_FORMAT_VERSION = 1
+_STATE_FILE = "state.npz"
+_META_FILE = "ecoval.json"
+
+
+class EcoVal:
+    """EcoVal data valuation (Tarun et al., KDD 2024), as defined in the method spec.
+
+    Args:
+        n_clusters: p; ``None`` takes the largest p whose trainings fit ``budget``.
+        budget: most model fits R, used when ``n_clusters`` is None. Default ``None`` = 80
+            (p = 12 with the pairwise stage).
+        pairwise: run the O(p^2) pairwise leave-out stage. Default True.
+        utility: ``"log_likelihood"`` (clipped log-probability of the true label) or
+            ``"accuracy"``. Default ``"log_likelihood"``.
+        learner: ``"logistic"`` (batched softmax regression), ``"mlp"`` (batched one-hidden-layer
+            MLP), a scikit-learn classifier (trained one model at a time) or an object with
+            ``predict_proba_masked``. Default ``"logistic"``.
+        k_neighbors: within-cluster neighbours per row, k. Default 10.
+        c_kappa: ``kappa = c_kappa |mu|`` weighs a row's effective input against its cluster's
+            mean. Default 5.0.
+        seeds: repeated trainings averaged with common random numbers. Default 1.
+        seed: seeds k-means, the half split, sampling and the learner. Default 0.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch learners. Default ``"auto"``.
+        max_train_rows: trainings run on a cluster-stratified sample of at most this many rows.
+            Default 100_000.
+        min_cluster_frac: smallest cluster as a share of the rows (at least 2 rows).
+            Default 0.01.
+        pca_dims: embeddings wider than this are clustered in this many PCA dimensions.
+            Default 64.
+        clusterer: a :class:`~ecoval_ops.valuation.protocols.Clusterer`; ``None`` = k-means.
+        shrinkage: James-Stein shrinkage of ``V_c`` and ``I_cd``. Default True.
+        empirical_bayes: empirical-Bayes shrinkage of cluster shares. Default True.
+
+    Attributes:
+        values_: ``(n,)`` row values ``v_i``.
+        intrinsic_: ``(n,)`` ``alpha_i``.
+        extrinsic_: ``(n,)`` ``beta_i``.
+        clusters_: ``(n,)`` cluster id per row.
+        cluster_values_: ``(p,)`` ``phi_c``.
+        gamma_alpha_: ``Gamma_alpha``.
+        gamma_beta_: ``Gamma_beta*``.
+        returns_to_scale_: ``gamma``.
+        n_trainings_: model trainings actually run.
+        n_clusters_: p after capping and merging.
+        classes_: ``(K,)`` training labels.
+        result_: the in-sample :class:`ValuationResult`.
+        game_: the fitted :class:`ClusterGame`.
+        feature_space_, cluster_model_, state_: the state that values new rows.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_clusters: int | None = None,
+        budget: int | None = None,
+        pairwise: bool = True,
+        utility: UtilityName = "log_likelihood",
+        learner: Any = "logistic",
+        k_neighbors: int = 10,
+        c_kappa: float = 5.0,
+        seeds: int = 1,
+        seed: int = 0,
+        device: DeviceName = "auto",
+        max_train_rows: int = 100_000,
+        min_cluster_frac: float = 0.01,
+        pca_dims: int = 64,
+        clusterer: Clusterer | None = None,
+        shrinkage: bool = True,
+        empirical_bayes: bool = True,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.budget = budget
+        self.pairwise = pairwise
+        self.utility = utility
+        self.learner = learner
+        self.k_neighbors = k_neighbors
+        self.c_kappa = c_kappa
+        self.seeds = seeds
+        self.seed = seed
+        self.device = device
+        self.max_train_rows = max_train_rows
+        self.min_cluster_frac = min_cluster_frac
+        self.pca_dims = pca_dims
+        self.clusterer = clusterer
+        self.shrinkage = shrinkage
+        self.empirical_bayes = empirical_bayes
+
+    def __repr__(self) -> str:
+        return f"EcoVal({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
+
+    def fit(self, X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike) -> EcoVal:
+        """Value every training row.
+
+        Args:
+            X_train: ``(n, d)`` float embeddings of the training rows.
+            y_train: ``(n,)`` labels (at least two classes).
+            X_val: ``(m, d)`` validation embeddings.
+            y_val: ``(m,)`` validation labels, all seen in ``y_train``.
+
+        Returns:
+            self, with the fitted attributes set.
+
+        Raises:
+            InvalidInputError: bad shapes, NaN/inf, a single class, unseen validation labels,
+                too few rows for two clusters, or an invalid parameter.
+        """
+        self._check_params()
+        data = check_training_data(X_train, y_train, X_val, y_val)
+        n = data.X_train.shape[0]
+        space = FeatureSpace.fit(data.X_train, max_dims=self.pca_dims)
+        Z = space.cluster_space(data.X_train)
+        p = choose_n_clusters(
+            n,
+            n_clusters=self.n_clusters,
+            budget=self.budget,
+            pairwise=self.pairwise,
+            seeds=self.seeds,
+            min_cluster_frac=self.min_cluster_frac,
+        )
+        clusterer = KMeansClusterer() if self.clusterer is None else self.clusterer
+        first = clusterer.fit_predict(Z, p, self.seed)
+        model, clusters = ClusterModel.from_labels(Z, first, min_size=min_cluster_size(n, self.min_cluster_frac))
+        if model.n_clusters < 2:
+            raise InvalidInputError(f"the {n} training rows form a single cluster; 2 are needed")
+        utilities, trainings = self._train(data.X_train, data.y_train, data.X_val, data.y_val, space,
+                                           clusters, model.n_clusters, data.n_classes)
+        game = SecondOrderProduction(shrinkage=self.shrinkage).fit(utilities)
+        propagator = NeighbourPropagator(
+            k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
+        )
+        state, inputs = propagator.fit(Z, data.y_train, clusters, game)
+        self._set_fitted(
+            classes=data.classes,
+            space=space,
+            model=model,
+            game=game,
+            state=state,
+            result=ValuationResult(
+                values=state.values(inputs, clusters),
+                intrinsic=inputs.alpha,
+                extrinsic=inputs.beta,
+                clusters=clusters,
+                cluster_values=game.phi[clusters],
+                mode="in_sample",
+            ),
+            n_trainings=trainings,
+        )
+        return self
+
+    def value(self, X_new: ArrayLike, y_new: ArrayLike, *, train_index: ArrayLike | None = None) -> NDArray[np.float64]:
+        """Out-of-sample values of labelled rows, without retraining (spec section 5).
+
+        Args:
+            X_new: ``(m, d)`` embeddings.
+            y_new: ``(m,)`` labels seen in training.
+            train_index: ``(m,)`` index of each row in the training set, to leave it out of its
+                own neighbours (then its value equals its in-sample value), or -1 for a new row.
+                Default: all rows are new.
+
+        Returns:
+            ``(m,)`` values.
+        """
+        return self.value_rows(X_new, y_new, train_index=train_index).values
+
+    def value_rows(
+        self, X_new: ArrayLike, y_new: ArrayLike, *, train_index: ArrayLike | None = None
+    ) -> ValuationResult:
+        """Like :meth:`value`, with ``alpha``, ``beta``, cluster and ``phi`` of every row."""
+        self._check_fitted()
+        X = check_features(X_new, "X_new", n_features=self.n_features_in_)
+        y = encode_labels(check_labels(y_new, "y_new", n_rows=X.shape[0]), self.classes_, "y_new")
+        exclude = None
+        if train_index is not None:
+            exclude = np.asarray(train_index, dtype=np.int64)
+            if exclude.shape != (X.shape[0],):
+                raise InvalidInputError(f"train_index has shape {exclude.shape}; expected ({X.shape[0]},)")
+        Z = self.feature_space_.cluster_space(X)
+        clusters = self.cluster_model_.assign(Z)
+        inputs = self.state_.inputs(Z, y, clusters, exclude=exclude)
+        return ValuationResult(
+            values=self.state_.values(inputs, clusters),
+            intrinsic=inputs.alpha,
+            extrinsic=inputs.beta,
+            clusters=clusters,
+            cluster_values=self.game_.phi[clusters],
+            mode="out_of_sample",
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted state to the folder ``path`` as ``state.npz`` and ``ecoval.json``.
+
+        Only arrays and JSON are written (no pickle), so a saved state from an untrusted place
+        loads no code. A learner given as an object is recorded by its class name.
+        """
+        self._check_fitted()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        game, state, result = self.game_, self.state_, self.result_
+        arrays: dict[str, NDArray[Any]] = {
+            "classes": self.classes_,
+            "space_mean": self.feature_space_.mean,
+            "space_scale": self.feature_space_.scale,
+            "space_components": self.feature_space_.components,
+            "centroids": self.cluster_model_.centroids,
+            "s2": self.cluster_model_.s2,
+            **{f"game_{k}": v for k, v in asdict(game).items() if isinstance(v, np.ndarray)},
+            **{f"state_{k}": v for k, v in state.__dict__.items() if isinstance(v, np.ndarray)},
+            **{f"result_{k}": v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)},
+        }
+        if arrays["classes"].dtype == object:
+            raise InvalidInputError("labels of mixed Python types cannot be saved; use int or str labels")
+        np.savez(folder / _STATE_FILE, **arrays)
+        params = self._params()
+        if not isinstance(params["learner"], str):
+            params["learner"] = type(params["learner"]).__qualname__
+        params["clusterer"] = None if self.clusterer is None else type(self.clusterer).__qualname__
+        meta = {
+            "format_version": _FORMAT_VERSION,
+            "params": params,
+            "game": {k: v for k, v in asdict(game).items() if not isinstance(v, np.ndarray)},
+            "state": {"kappa": state.kappa, "gamma": state.gamma},
+            "n_trainings": self.n_trainings_,
+            "n_features_in": self.n_features_in_,
+        }
+        (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> EcoVal:
+        """Read a state written by :meth:`save`; arrays load with ``allow_pickle=False``."""
+        folder = Path(path)
+        try:
+            meta = json.loads((folder / _META_FILE).read_text())
+            arrays = dict(np.load(folder / _STATE_FILE, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"{folder} does not hold a saved EcoVal state: {e}") from e
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise InvalidInputError(
+                f"{folder} has state format {meta.get('format_version')}; expected {_FORMAT_VERSION}"
+            )
+        params = dict(meta["params"])
+        params["clusterer"] = None
+        est = cls(**params)
+
+        def take(prefix: str) -> dict[str, Any]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        game = ClusterGame(**take("game_"), **meta["game"])
+        state = PropagationState(**take("state_"), **meta["state"])
+        res = take("result_")
+        est._set_fitted(
+            classes=arrays["classes"],
+            space=FeatureSpace(arrays["space_mean"], arrays["space_scale"], arrays["space_components"]),
+            model=ClusterModel(centroids=arrays["centroids"], s2=arrays["s2"]),
+            game=game,
+            state=state,
+            result=ValuationResult(**res, mode="in_sample"),
+            n_trainings=int(meta["n_trainings"]),
+        )
+        return est
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            name: getattr(self, name)
+            for name in (
+                "n_clusters", "budget", "pairwise", "utility", "learner", "k_neighbors", "c_kappa",
+                "seeds", "seed", "device", "max_train_rows", "min_cluster_frac", "pca_dims",
+                "clusterer", "shrinkage", "empirical_bayes",
+            )
+        }
+
+    def _check_params(self) -> None:
+        if self.utility not in ("log_likelihood", "accuracy"):
+            raise InvalidInputError(f"utility must be 'log_likelihood' or 'accuracy'; found {self.utility!r}")
+        for name in ("seeds", "k_neighbors", "max_train_rows", "pca_dims"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer; found {value!r}")
+        if not (math.isfinite(self.c_kappa) and self.c_kappa >= 0):
+            raise InvalidInputError(f"c_kappa must be finite and >= 0; found {self.c_kappa!r}")
+        if not 0 <= self.min_cluster_frac < 0.5:
+            raise InvalidInputError(f"min_cluster_frac must be in [0, 0.5); found {self.min_cluster_frac!r}")
+
+    def _train(
+        self,
+        X: NDArray[np.float64],
+        y: NDArray[np.int64],
+        X_val: NDArray[np.float64],
+        y_val: NDArray[np.int64],
+        space: FeatureSpace,
+        clusters: NDArray[np.int64],
+        p: int,
+        n_classes: int,
+    ) -> tuple[LeaveOutUtilities, int]:
+        """Run the stage 1-2 trainings on a cluster-stratified sample; average over seeds.
+
+        Masks in order: all rows B, a cluster-stratified half H, ``B \\ C_c`` for each c, then
+        ``B \\ (C_c ∪ C_d)`` for c < d. An empty mask (only ``B \\ (C_0 ∪ C_1)`` at p = 2) is
+        the prior and is not trained.
+        """
+        rng = np.random.default_rng(self.seed)
+        rows = _stratified_sample(clusters, self.max_train_rows, rng)
+        Xs, ys, cs = space.standardise(X[rows]), y[rows], clusters[rows]
+        Xv = space.standardise(X_val)
+        pairs = [(c, d) for c in range(p) for d in range(c + 1, p)] if self.pairwise else []
+        learner = learner_from_name(self.learner, self.device)
+        empty = prior_utility(ys, y_val, n_classes, self.utility)
+        total = np.zeros((2 + p + len(pairs), y_val.shape[0]))
+        trainings = 0
+        for s in range(self.seeds):
+            masks = np.ones((total.shape[0], rows.size), dtype=bool)
+            masks[1] = _stratified_half(cs, np.random.default_rng([self.seed, s]))
+            masks[2 : 2 + p] = cs[None, :] != np.arange(p)[:, None]
+            for r, (c, d) in enumerate(pairs):
+                masks[2 + p + r] = (cs != c) & (cs != d)
+            trained = masks.any(axis=1)
+            u = np.tile(empty, (total.shape[0], 1))
+            proba = learner.predict_proba_masked(Xs, ys, masks[trained], Xv, n_classes=n_classes, seed=self.seed + s)
+            u[trained] = per_example_utility(proba, y_val, self.utility)
+            total += u
+            trainings += int(trained.sum())
+        u_mean = total / self.seeds
+        pair = None
+        if self.pairwise:
+            pair = np.zeros((p, p, y_val.shape[0]))
+            for r, (c, d) in enumerate(pairs):
+                pair[c, d] = pair[d, c] = u_mean[2 + p + r]
+        utilities = LeaveOutUtilities(
+            full=u_mean[0], half=u_mean[1], empty=empty, lco=u_mean[2 : 2 + p], pair=pair
+        )
+        return utilities, trainings
+
+    def _set_fitted(
+        self,
+        *,
+        classes: NDArray[Any],
+        space: FeatureSpace,
+        model: ClusterModel,
+        game: ClusterGame,
+        state: PropagationState,
+        result: ValuationResult,
+        n_trainings: int,
+    ) -> None:
+        self.classes_ = classes
+        self.feature_space_ = space
+        self.cluster_model_ = model
+        self.game_ = game
+        self.state_ = state
+        self.result_ = result
+        self.values_ = result.values
+        self.intrinsic_ = result.intrinsic
+        self.extrinsic_ = result.extrinsic
+        self.clusters_ = result.clusters
+        self.cluster_values_ = game.phi
+        self.gamma_alpha_ = game.gamma_alpha
+        self.gamma_beta_ = game.gamma_beta
+        self.returns_to_scale_ = game.returns_to_scale
+        self.n_trainings_ = n_trainings
+        self.n_clusters_ = model.n_clusters
+        self.n_features_in_ = int(space.mean.shape[0])
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "state_"):
+            raise NotFittedError("this EcoVal is not fitted yet; call fit(X_train, y_train, X_val, y_val) first")
+
+
+def _stratified_sample(clusters: NDArray[np.int64], limit: int, rng: np.random.Generator) -> NDArray[np.intp]:
+    """Row indices of at most ``limit`` rows keeping each cluster's share (all rows if fewer)."""
+    n = clusters.shape[0]
+    if n <= limit:
+        return np.arange(n)
+    picked = []
+    for c in np.unique(clusters):
+        members = np.flatnonzero(clusters == c)
+        take = max(1, round(limit * members.size / n))
+        picked.append(rng.choice(members, size=min(take, members.size), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def _stratified_half(clusters: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.bool_]:
+    """A random half of each cluster (the diagonal point t = 1/2 of the production function)."""
+    half = np.zeros(clusters.shape[0], dtype=bool)
+    for c in np.unique(clusters):
+        members = np.flatnonzero(clusters == c)
+        half[rng.permutation(members)[: (members.size + 1) // 2]] = True
+    return half

@@ -1,0 +1,53 @@
+"""Shared fixtures: seeds (widened by ECOVAL_TEST_SEEDS), small labelled data, shared datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def _seeds() -> list[int]:
+    return list(range(int(os.environ.get("ECOVAL_TEST_SEEDS", "3"))))
+
+
+@pytest.fixture(params=_seeds(), ids=lambda s: f"seed{s}")
+def seed(request: pytest.FixtureRequest) -> int:
+    """A seed; ``ECOVAL_TEST_SEEDS=N`` runs the seeded tests on N seeds (default 3)."""
+    return int(request.param)
+
+
+def blobs(n: int, *, n_classes: int = 3, d: int = 5, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs, one per class, with a share ``noise`` of labels flipped."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(n_classes, d))
+    y = rng.integers(0, n_classes, size=n)
+    X = centres[y] + rng.normal(size=(n, d))
+    flip = rng.random(n) < noise
+    y = np.where(flip, (y + rng.integers(1, n_classes, size=n)) % n_classes, y)
+    return X, y
+
+
+@pytest.fixture
+def small_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """300 training and 100 validation rows of 3 blobs with 10% label noise."""
+    X, y = blobs(400, noise=0.1, seed=7)
+    return X[:300], y[:300], X[300:], y[300:]
+
+
+@pytest.fixture
+def shared_dataset():
+    """Loader of ``shared/datasets/<name>.npz``; skips when the folder is absent."""
+
+    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+        path = SHARED_DATASETS / f"{name}.npz"
+        if not path.exists():
+            pytest.skip(f"shared dataset {path} is absent (the shared/ folder must sit beside the checkout)")
+        with np.load(path, allow_pickle=False) as f:
+            return f["X"].astype(np.float64), f["y"].astype(np.int64)
+
+    return load
