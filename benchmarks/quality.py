@@ -62,6 +62,8 @@ PROTOCOLS = {
 
 @dataclass(frozen=True)
 class Split:
+    """One draw of a protocol: noisy train and valid splits, a clean test split."""
+
     X_train: np.ndarray
     y_train: np.ndarray
     X_val: np.ndarray
@@ -120,7 +122,8 @@ METHODS: dict[str, Callable[[Split, int], tuple[np.ndarray, int]]] = {
     "data_oob": lambda s, seed: (data_oob(s.X_train, s.y_train, s.X_val, s.y_val, n_estimators=200, seed=seed), 200),
     "loo": lambda s, seed: (leave_one_out(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed), s.y_train.size + 1),
     "tmc_shapley": lambda s, seed: (
-        tmc_shapley(s.X_train, s.y_train, s.X_val, s.y_val, budget=TMC_BUDGET, seed=seed), TMC_BUDGET
+        tmc_shapley(s.X_train, s.y_train, s.X_val, s.y_val, budget=TMC_BUDGET, seed=seed),
+        TMC_BUDGET,
     ),
     "random": lambda s, seed: (np.random.default_rng(seed + 10_000).random(s.y_train.size), 0),
 }
@@ -173,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="EcoVal quality protocols (benchmarks.md)")
     parser.add_argument("--protocols", nargs="+", default=["P1", "P3", "M1"], choices=sorted(PROTOCOLS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["ecoval", "knn_shapley", "data_oob", "loo", "random"],
-                        choices=sorted(METHODS))
+    parser.add_argument(
+        "--methods", nargs="+", default=["ecoval", "knn_shapley", "data_oob", "loo", "random"], choices=sorted(METHODS)
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -183,9 +187,11 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"{name}: {result['dataset']} {result['split']} noise {result['noise']}")
         for method, r in result["methods"].items():  # type: ignore[attr-defined]
-            print(f"  {method:12s} auroc {np.mean(r['auroc']):.3f}±{np.std(r['auroc']):.3f}  "
-                  f"f1 {np.mean(r['f1']):.3f}  rm20 {np.mean(r['rm20']):.3f}  "
-                  f"trainings {r['trainings']}  wall {np.median(r['wall_s']):.2f}s")
+            print(
+                f"  {method:12s} auroc {np.mean(r['auroc']):.3f}±{np.std(r['auroc']):.3f}  "
+                f"f1 {np.mean(r['f1']):.3f}  rm20 {np.mean(r['rm20']):.3f}  "
+                f"trainings {r['trainings']}  wall {np.median(r['wall_s']):.2f}s"
+            )
 
 
 if __name__ == "__main__":

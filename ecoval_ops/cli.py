@@ -23,12 +23,11 @@ def _demo(args: argparse.Namespace) -> int:
         "(Shapley-style methods need thousands)"
     )
     console.print(f"  noise detection AUROC of the value ranking: [bold]{s.auroc:.3f}[/bold]")
-    console.print(
-        f"  suspect flag (alpha < 0): precision {s.suspect_precision:.2f}, recall {s.suspect_recall:.2f}"
-    )
+    console.print(f"  suspect flag (alpha < 0): precision {s.suspect_precision:.2f}, recall {s.suspect_recall:.2f}")
     console.print(f"  297 new rows valued out of sample, no retraining: AUROC {s.oos_auroc:.3f}")
     console.print(
-        f"  Gamma_alpha {s.gamma_alpha:.3f}, Gamma_beta* {s.gamma_beta:.3f}, returns to scale gamma {s.returns_to_scale:.3f}"
+        f"  Gamma_alpha {s.gamma_alpha:.3f}, Gamma_beta* {s.gamma_beta:.3f}, "
+        f"returns to scale gamma {s.returns_to_scale:.3f}"
     )
     table = Table(title="cluster values phi_c (utility units: mean log-likelihood on validation)")
     table.add_column("cluster", justify="right")
@@ -36,8 +35,12 @@ def _demo(args: argparse.Namespace) -> int:
     table.add_column("phi_c", justify="right")
     table.add_column("phi_c per row", justify="right")
     for c in range(s.n_clusters):
-        table.add_row(str(c), str(s.cluster_sizes[c]), f"{s.cluster_values[c]:+.4f}",
-                      f"{s.cluster_values[c] / s.cluster_sizes[c]:+.2e}")
+        table.add_row(
+            str(c),
+            str(s.cluster_sizes[c]),
+            f"{s.cluster_values[c]:+.4f}",
+            f"{s.cluster_values[c] / s.cluster_sizes[c]:+.2e}",
+        )
     console.print(table)
     return 0
 

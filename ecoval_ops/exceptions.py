@@ -9,9 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "EcovalError",
+    "EcovalWarning",
     "InvalidInputError",
     "NotFittedError",
-    "EcovalWarning",
 ]
 
 

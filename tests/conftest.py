@@ -21,7 +21,9 @@ def seed(request: pytest.FixtureRequest) -> int:
     return int(request.param)
 
 
-def blobs(n: int, *, n_classes: int = 3, d: int = 5, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    n: int, *, n_classes: int = 3, d: int = 5, noise: float = 0.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian blobs, one per class, with a share ``noise`` of labels flipped."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=4.0, size=(n_classes, d))

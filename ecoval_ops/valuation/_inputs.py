@@ -62,15 +62,12 @@ def check_features(X: ArrayLike, name: str, *, n_features: int | None = None) ->
     if arr.shape[1] == 0:
         raise InvalidInputError(f"{name} has no feature columns: shape {arr.shape}")
     if n_features is not None and arr.shape[1] != n_features:
-        raise InvalidInputError(
-            f"{name} has {arr.shape[1]} features; expected {n_features} as in training"
-        )
+        raise InvalidInputError(f"{name} has {arr.shape[1]} features; expected {n_features} as in training")
     bad = ~np.isfinite(arr)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         raise InvalidInputError(
-            f"{name} has {int(bad.sum())} NaN or infinite values in {rows.size} rows "
-            f"(first row index {int(rows[0])})"
+            f"{name} has {int(bad.sum())} NaN or infinite values in {rows.size} rows (first row index {int(rows[0])})"
         )
     return arr
 
@@ -91,16 +88,12 @@ def check_labels(y: ArrayLike, name: str, *, n_rows: int) -> NDArray[np.generic]
     elif np.issubdtype(arr.dtype, np.floating):
         missing = np.isnan(arr)
         if not missing.any() and not np.all(arr == np.round(arr)):
-            raise InvalidInputError(
-                f"{name} holds non-integer floats; class labels must be integers or strings"
-            )
+            raise InvalidInputError(f"{name} holds non-integer floats; class labels must be integers or strings")
     else:
         missing = np.zeros(arr.shape[0], dtype=bool)
     if missing.any():
         rows = np.flatnonzero(missing)
-        raise InvalidInputError(
-            f"{name} has {rows.size} missing labels (first row index {int(rows[0])})"
-        )
+        raise InvalidInputError(f"{name} has {rows.size} missing labels (first row index {int(rows[0])})")
     return arr
 
 
@@ -123,9 +116,7 @@ def encode_labels(y: NDArray[np.generic], classes: NDArray[np.generic], name: st
     return codes.astype(np.int64)
 
 
-def check_training_data(
-    X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike
-) -> LabelledData:
+def check_training_data(X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike) -> LabelledData:
     """Validate a training and a validation split and encode their labels.
 
     Raises:
@@ -141,9 +132,7 @@ def check_training_data(
     except TypeError as e:
         raise InvalidInputError(f"y_train mixes label types that cannot be ordered: {e}") from e
     if classes.size < 2:
-        raise InvalidInputError(
-            f"y_train has a single class ({classes[0]!r}); valuation needs at least 2 classes"
-        )
+        raise InvalidInputError(f"y_train has a single class ({classes[0]!r}); valuation needs at least 2 classes")
     return LabelledData(
         X_train=Xt,
         y_train=encode_labels(yt, classes, "y_train"),

@@ -1,10 +1,10 @@
-"""Baselines implemented beside EcoVal (method spec section 7), same inputs and output.
+r"""Baselines implemented beside EcoVal (method spec section 7), same inputs and output.
 
 Each takes ``(X_train, y_train, X_val, y_val)`` and returns an ``(n,)`` float64 array of row
 values, checked by :func:`~ecoval_ops.valuation.result.check_values`:
 
 - :func:`exact_shapley`: Shapley values by enumerating all ``2^n`` subsets (tiny n);
-- :func:`leave_one_out`: ``U(B) - U(B \\ {i})``;
+- :func:`leave_one_out`: ``U(B) - U(B \ {i})``;
 - :func:`tmc_shapley`: truncated Monte-Carlo Shapley (Ghorbani and Zou, 2019);
 - :func:`knn_shapley`: exact Shapley values of the K-nearest-neighbour utility (Jia et al., 2019);
 - :func:`data_oob`: out-of-bag accuracy of each row over a bagged ensemble (Kwon and Zou, 2023).
@@ -83,7 +83,9 @@ def shapley_from_game(values: NDArray[np.float64]) -> NDArray[np.float64]:
         raise ValueError(f"a game on n players has 2^n values; found {size}")
     coalitions = np.arange(size)
     members = np.array([bin(s).count("1") for s in range(size)])
-    weight = np.array([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) if k < n else 0.0 for k in range(n + 1)])
+    weight = np.array(
+        [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) if k < n else 0.0 for k in range(n + 1)]
+    )
     phi = np.empty(n)
     for i in range(n):
         without = coalitions[(coalitions >> i) & 1 == 0]
@@ -106,7 +108,15 @@ def exact_shapley(
     """Shapley values by training on every subset of the rows (``2^n - 1`` trainings).
 
     Args:
+        X_train: ``(n, d)`` training features.
+        y_train: ``(n,)`` training labels.
+        X_val: ``(m, d)`` validation features.
+        y_val: ``(m,)`` validation labels.
+        learner: ``"logistic"``, ``"mlp"`` or a scikit-learn classifier, as for EcoVal.
+        utility: ``"log_likelihood"`` or ``"accuracy"``, as for EcoVal.
         max_rows: refuse more rows than this (``2^14`` trainings). Default 14.
+        seed: seeds the learner. Default 0.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch learners.
 
     Raises:
         InvalidInputError: more than ``max_rows`` rows.
@@ -132,7 +142,7 @@ def leave_one_out(
     seed: int = 0,
     device: DeviceName = "auto",
 ) -> NDArray[np.float64]:
-    """``U(B) - U(B \\ {i})`` for every row (``n + 1`` trainings, batched)."""
+    r"""``U(B) - U(B \ {i})`` for every row (``n + 1`` trainings, batched)."""
     data = check_training_data(X_train, y_train, X_val, y_val)
     n = data.X_train.shape[0]
     masks = np.vstack([np.ones((1, n), dtype=bool), ~np.eye(n, dtype=bool)])
@@ -162,9 +172,17 @@ def tmc_shapley(
     (``truncation=0`` never truncates).
 
     Args:
+        X_train: ``(n, d)`` training features.
+        y_train: ``(n,)`` training labels.
+        X_val: ``(m, d)`` validation features.
+        y_val: ``(m,)`` validation labels.
+        learner: ``"logistic"``, ``"mlp"`` or a scikit-learn classifier, as for EcoVal.
+        utility: ``"log_likelihood"`` or ``"accuracy"``, as for EcoVal.
         budget: trainings at most (the full model included). Default 2000.
         truncation: relative truncation tolerance. Default 0.01.
         chunk: prefixes trained per batched call. Default 64.
+        seed: seeds the permutations and the learner. Default 0.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch learners.
 
     Returns:
         The mean marginal contribution of each row over the complete permutations; a

@@ -86,7 +86,7 @@ class KMeansClusterer:
         from sklearn.cluster import KMeans
 
         km = KMeans(n_clusters=n_clusters, init="k-means++", n_init=self.n_init, random_state=seed)
-        return km.fit_predict(Z).astype(np.int64)
+        return np.asarray(km.fit_predict(Z), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class ClusterModel:
 
     @property
     def n_clusters(self) -> int:
-        """p."""
+        """P."""
         return int(self.centroids.shape[0])
 
     @classmethod
@@ -155,11 +155,11 @@ class ClusterModel:
         log_r = self.log_responsibility(Z)
         log_r -= log_r.max(axis=1, keepdims=True)
         r = np.exp(log_r)
-        return r / r.sum(axis=1, keepdims=True)
+        return np.asarray(r / r.sum(axis=1, keepdims=True), dtype=np.float64)
 
     def assign(self, Z: NDArray[np.float64]) -> NDArray[np.int64]:
         """``(m,)`` cluster ids ``argmax_c r_c(z)``."""
-        return np.argmax(self.log_responsibility(Z), axis=1).astype(np.int64)
+        return np.asarray(np.argmax(self.log_responsibility(Z), axis=1), dtype=np.int64)
 
 
 def n_trainings(p: int, *, pairwise: bool, seeds: int = 1) -> int:
@@ -213,13 +213,11 @@ def choose_n_clusters(
     p_rows = n_rows // size
     if p_rows < 2:
         raise InvalidInputError(
-            f"{n_rows} training rows are too few: 2 clusters of at least {size} rows need "
-            f"{2 * size} rows"
+            f"{n_rows} training rows are too few: 2 clusters of at least {size} rows need {2 * size} rows"
         )
     if p > p_rows:
         warnings.warn(
-            f"{p} clusters asked for but {n_rows} rows hold at most {p_rows} clusters of "
-            f"{size} rows; using {p_rows}",
+            f"{p} clusters asked for but {n_rows} rows hold at most {p_rows} clusters of {size} rows; using {p_rows}",
             EcovalWarning,
             stacklevel=3,
         )

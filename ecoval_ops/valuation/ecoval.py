@@ -160,8 +160,9 @@ class EcoVal:
         model, clusters = ClusterModel.from_labels(Z, first, min_size=min_cluster_size(n, self.min_cluster_frac))
         if model.n_clusters < 2:
             raise InvalidInputError(f"the {n} training rows form a single cluster; 2 are needed")
-        utilities, trainings = self._train(data.X_train, data.y_train, data.X_val, data.y_val, space,
-                                           clusters, model.n_clusters, data.n_classes)
+        utilities, trainings = self._train(
+            data.X_train, data.y_train, data.X_val, data.y_val, space, clusters, model.n_clusters, data.n_classes
+        )
         game = SecondOrderProduction(shrinkage=self.shrinkage).fit(utilities)
         propagator = NeighbourPropagator(
             k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
@@ -247,7 +248,7 @@ class EcoVal:
         }
         if arrays["classes"].dtype == object:
             raise InvalidInputError("labels of mixed Python types cannot be saved; use int or str labels")
-        np.savez(folder / _STATE_FILE, **arrays)
+        np.savez(folder / _STATE_FILE, allow_pickle=False, **arrays)
         params = self._params()
         if not isinstance(params["learner"], str):
             params["learner"] = type(params["learner"]).__qualname__
@@ -281,7 +282,7 @@ class EcoVal:
         est = cls(**params)
 
         def take(prefix: str) -> dict[str, Any]:
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
         game = ClusterGame(**take("game_"), **meta["game"])
         state = PropagationState(**take("state_"), **meta["state"])
@@ -301,9 +302,22 @@ class EcoVal:
         return {
             name: getattr(self, name)
             for name in (
-                "n_clusters", "budget", "pairwise", "utility", "learner", "k_neighbors", "c_kappa",
-                "seeds", "seed", "device", "max_train_rows", "min_cluster_frac", "pca_dims",
-                "clusterer", "shrinkage", "empirical_bayes",
+                "n_clusters",
+                "budget",
+                "pairwise",
+                "utility",
+                "learner",
+                "k_neighbors",
+                "c_kappa",
+                "seeds",
+                "seed",
+                "device",
+                "max_train_rows",
+                "min_cluster_frac",
+                "pca_dims",
+                "clusterer",
+                "shrinkage",
+                "empirical_bayes",
             )
         }
 
@@ -330,10 +344,10 @@ class EcoVal:
         p: int,
         n_classes: int,
     ) -> tuple[LeaveOutUtilities, int]:
-        """Run the stage 1-2 trainings on a cluster-stratified sample; average over seeds.
+        r"""Run the stage 1-2 trainings on a cluster-stratified sample; average over seeds.
 
-        Masks in order: all rows B, a cluster-stratified half H, ``B \\ C_c`` for each c, then
-        ``B \\ (C_c ∪ C_d)`` for c < d. An empty mask (only ``B \\ (C_0 ∪ C_1)`` at p = 2) is
+        Masks in order: all rows B, a cluster-stratified half H, ``B \ C_c`` for each c, then
+        ``B \ (C_c ∪ C_d)`` for c < d. An empty mask (only ``B \ (C_0 ∪ C_1)`` at p = 2) is
         the prior and is not trained.
         """
         rng = np.random.default_rng(self.seed)
@@ -363,9 +377,7 @@ class EcoVal:
             pair = np.zeros((p, p, y_val.shape[0]))
             for r, (c, d) in enumerate(pairs):
                 pair[c, d] = pair[d, c] = u_mean[2 + p + r]
-        utilities = LeaveOutUtilities(
-            full=u_mean[0], half=u_mean[1], empty=empty, lco=u_mean[2 : 2 + p], pair=pair
-        )
+        utilities = LeaveOutUtilities(full=u_mean[0], half=u_mean[1], empty=empty, lco=u_mean[2 : 2 + p], pair=pair)
         return utilities, trainings
 
     def _set_fitted(

@@ -1,8 +1,8 @@
-"""Cluster values from the leave-out trainings: the production function (spec section 3).
+r"""Cluster values from the leave-out trainings: the production function (spec section 3).
 
 Given the per-example utilities of the O(1) + O(p) + O(p^2) trainings, this module computes
 
-- ``V_c = U(B) - U(B \\ C_c)`` and ``I_cd = U(B) - U(B \\ C_c) - U(B \\ C_d) + U(B \\ (C_c ∪ C_d))``,
+- ``V_c = U(B) - U(B \ C_c)`` and ``I_cd = U(B) - U(B \ C_c) - U(B \ C_d) + U(B \ (C_c ∪ C_d))``,
   each shrunk by positive-part James-Stein ``D * max(0, 1 - se^2 / D^2)``;
 - ``E_c = sum_{d != c} I_cd`` and the intrinsic cluster value ``a_c = V_c - E_c``;
 - the correction factors ``Gamma_alpha`` and ``Gamma_beta*`` from the diagonal of the
@@ -35,14 +35,14 @@ RETURNS_CLIP = (0.05, 1.0)
 
 @dataclass(frozen=True)
 class LeaveOutUtilities:
-    """Per-example validation utilities of the stage 1-2 models, each row ``(m,)``.
+    r"""Per-example validation utilities of the stage 1-2 models, each row ``(m,)``.
 
     Attributes:
         full: ``u_j(B)``, the model on all rows.
         half: ``u_j(H)``, the model on a cluster-stratified random half.
         empty: ``u_j(empty)``, the class-prior predictor.
-        lco: ``(p, m)``: ``u_j(B \\ C_c)``.
-        pair: ``(p, p, m)`` symmetric: ``u_j(B \\ (C_c ∪ C_d))`` for ``c != d``; ``None`` when
+        lco: ``(p, m)``: ``u_j(B \ C_c)``.
+        pair: ``(p, p, m)`` symmetric: ``u_j(B \ (C_c ∪ C_d))`` for ``c != d``; ``None`` when
             the pairwise stage is off.
     """
 
@@ -76,7 +76,7 @@ class ClusterGame:
     """
 
     V: NDArray[np.float64]
-    I: NDArray[np.float64]  # noqa: E741 - the spec's name
+    I: NDArray[np.float64]
     E: NDArray[np.float64]
     a: NDArray[np.float64]
     gamma_alpha: float
@@ -189,8 +189,11 @@ class SecondOrderProduction:
 
 
 def returns_to_scale(delta_full: float, delta_half: float) -> float:
-    """``gamma = clip(log2(dB / dH), 0.05, 1)``; 1 (constant returns) when the ratio is not
-    positive and finite, since a half model no better than the prior says nothing of scale."""
+    """Returns-to-scale exponent ``gamma = clip(log2(dB / dH), 0.05, 1)``.
+
+    1 (constant returns) when the ratio is not positive and finite, since a half model no
+    better than the prior says nothing of scale.
+    """
     ratio = delta_full / delta_half if delta_half != 0 else math.nan
     if not (math.isfinite(ratio) and ratio > 0):
         return 1.0

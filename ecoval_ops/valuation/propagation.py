@@ -77,8 +77,10 @@ def _nearest_members(
         if exclude is not None:
             rows = np.flatnonzero(exclude[start : start + _CHUNK_ROWS] >= 0)
             sq[rows, exclude[start : start + _CHUNK_ROWS][rows]] = np.inf
-        part = np.argpartition(sq, k - 1, axis=1)[:, :k] if k < sq.shape[1] else np.tile(
-            np.arange(sq.shape[1]), (sq.shape[0], 1)
+        part = (
+            np.argpartition(sq, k - 1, axis=1)[:, :k]
+            if k < sq.shape[1]
+            else np.tile(np.arange(sq.shape[1]), (sq.shape[0], 1))
         )
         part_sq = np.take_along_axis(sq, part, axis=1)
         order = np.lexsort((part, part_sq), axis=1)
@@ -172,6 +174,9 @@ class PropagationState:
         """``alpha``, ``beta``, ``rho`` of rows ``(Z, y)`` assigned to ``clusters``.
 
         Args:
+            Z: ``(m, q)`` rows in the cluster space.
+            y: ``(m,)`` their class codes.
+            clusters: ``(m,)`` their assigned clusters.
             exclude: ``(m,)`` index into the members of a row to leave out of its own
                 neighbours (a training row valued out of sample), or -1 for none.
         """
@@ -253,8 +258,11 @@ class NeighbourPropagator:
 
 
 def _bandwidth(dist: NDArray[np.float64]) -> float:
-    """``h_c``: the median neighbour distance; the mean positive one (or 1) when the median is
-    0, as in a cluster of exact duplicates, so that ``dist / h`` stays finite."""
+    """Bandwidth ``h_c``: the median neighbour distance.
+
+    The mean positive distance (or 1) when the median is 0, as in a cluster of exact
+    duplicates, so that ``dist / h`` stays finite.
+    """
     median = float(np.median(dist))
     if median > 0:
         return median

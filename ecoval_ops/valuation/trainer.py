@@ -16,8 +16,8 @@ Three learners satisfy :class:`~ecoval_ops.valuation.protocols.Learner`:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -132,9 +132,7 @@ class _BatchedTorchLearner:
         import torch
 
         logits = self._logits(params, X)
-        ce = torch.logsumexp(logits, dim=2) - logits.gather(
-            2, y.expand(logits.shape[0], -1).unsqueeze(2)
-        ).squeeze(2)
+        ce = torch.logsumexp(logits, dim=2) - logits.gather(2, y.expand(logits.shape[0], -1).unsqueeze(2)).squeeze(2)
         counts = masks.sum(dim=1).clamp_min(1.0)
         penalty = sum(((w**2).flatten(1).sum(dim=1) for w in params[::2]), torch.zeros_like(counts))
         return (((ce * masks).sum(dim=1) + penalty / (2.0 * self.C)) / counts).sum()
@@ -243,7 +241,11 @@ class SoftmaxRegression(_BatchedTorchLearner):
         tol = self.tol
         x0 = torch.cat([start[0].reshape(M, d * K), start[1]], dim=1)
         x, memory = batched_lbfgs(
-            objective, x0, tol=tol, max_iter=self.max_iter, memory=memory,
+            objective,
+            x0,
+            tol=tol,
+            max_iter=self.max_iter,
+            memory=memory,
             inverse_diagonal=1.0 / hessian_diagonal(x0),
         )
         return [x[:, : d * K].reshape(M, d, K), x[:, d * K :]], memory
@@ -278,6 +280,8 @@ def batched_lbfgs(
         history: curvature pairs kept per model.
         memory: curvature pairs to start from, for example those of the all-rows model, whose
             Hessian the masked models nearly share; ``None`` starts with a scaled gradient step.
+        inverse_diagonal: ``[M, P]`` initial inverse-Hessian diagonal (a diagonal
+            preconditioner); ``None`` uses the identity.
 
     Returns:
         The ``[M, P]`` minimisers and the final curvature memory.
@@ -297,7 +301,9 @@ def batched_lbfgs(
     if memory is None:
         pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         scale = (
-            1.0 / g.abs().sum(dim=1).clamp_min(1.0) if inverse_diagonal is None else torch.ones(M, dtype=x.dtype, device=x.device)
+            1.0 / g.abs().sum(dim=1).clamp_min(1.0)
+            if inverse_diagonal is None
+            else torch.ones(M, dtype=x.dtype, device=x.device)
         )
     else:
         pairs = [(s.expand(M, -1), yv.expand(M, -1), rho.expand(M)) for s, yv, rho in memory.pairs]
@@ -417,7 +423,7 @@ class MLPClassifier(_BatchedTorchLearner):
         for _ in range(self.steps):
             opt.zero_grad()
             loss = self._loss(params, X, y, masks)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             value = float(loss.detach())
             if abs(previous - value) <= self.tol * max(1.0, abs(value)):
@@ -493,9 +499,7 @@ def learner_from_name(
             "mlp": lambda: MLPClassifier(device=device),
         }
         if learner not in factories:
-            raise ValueError(
-                f"unknown learner {learner!r}; expected 'logistic', 'mlp' or a classifier instance"
-            )
+            raise ValueError(f"unknown learner {learner!r}; expected 'logistic', 'mlp' or a classifier instance")
         return factories[learner]()
     if hasattr(learner, "predict_proba_masked"):
         return learner

@@ -36,9 +36,10 @@ def per_example_utility(
     """
     if utility == "log_likelihood":
         p_true = np.take_along_axis(proba, y_val[None, :, None], axis=2)[..., 0]
-        return np.log(np.maximum(p_true, PROBA_FLOOR))
+        return np.asarray(np.log(np.maximum(p_true, PROBA_FLOOR)), dtype=np.float64)
     if utility == "accuracy":
-        return (np.argmax(proba, axis=2) == y_val[None, :]).astype(np.float64)
+        correct: NDArray[np.float64] = (np.argmax(proba, axis=2) == y_val[None, :]).astype(np.float64)
+        return correct
     raise ValueError(f"unknown utility {utility!r}; expected 'log_likelihood' or 'accuracy'")
 
 
@@ -52,4 +53,4 @@ def prior_utility(
     """
     prior = np.bincount(y_train, minlength=n_classes).astype(np.float64) / y_train.shape[0]
     proba = np.broadcast_to(prior, (1, y_val.shape[0], n_classes))
-    return per_example_utility(np.ascontiguousarray(proba), y_val, utility)[0]
+    return np.asarray(per_example_utility(np.ascontiguousarray(proba), y_val, utility)[0], dtype=np.float64)

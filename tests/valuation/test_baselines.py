@@ -49,9 +49,7 @@ def test_knn_shapley_matches_brute_force(k: int, seed: int) -> None:
         pytest.skip("this seed drew a single class; the oracle needs two")
     mean, scale = X.mean(axis=0), X.std(axis=0)
     Xs, Xvs = (X - mean) / scale, (Xv - mean) / scale
-    game = np.array([
-        _knn_utility(Xs, y, Xvs, yv, [i for i in range(7) if s >> i & 1], k) for s in range(1 << 7)
-    ])
+    game = np.array([_knn_utility(Xs, y, Xvs, yv, [i for i in range(7) if s >> i & 1], k) for s in range(1 << 7)])
     np.testing.assert_allclose(knn_shapley(X, y, Xv, yv, k=k), shapley_from_game(game), atol=1e-12)
 
 
@@ -122,7 +120,9 @@ def test_tmc_shapley_is_efficient_and_converges(tiny) -> None:
     X, y, Xv, yv = (a[:4] if a.shape[0] == 6 else a for a in tiny)
     learner = GaussianNB()
     game = _sklearn_game(X, y, Xv, yv, 4, utility="accuracy", learner=learner)
-    values = tmc_shapley(X, y, Xv, yv, budget=1 + 4 * 2000, truncation=0.0, learner=learner, chunk=4, utility="accuracy")
+    values = tmc_shapley(
+        X, y, Xv, yv, budget=1 + 4 * 2000, truncation=0.0, learner=learner, chunk=4, utility="accuracy"
+    )
     assert values.sum() == pytest.approx(game[-1] - game[0], abs=1e-12)
     np.testing.assert_allclose(values, shapley_from_game(game), atol=0.05)
 

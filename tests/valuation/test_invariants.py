@@ -38,8 +38,11 @@ def _leave_out(values: np.ndarray, p: int) -> LeaveOutUtilities:
     for c, d in itertools.combinations(range(p), 2):
         pair[c, d] = pair[d, c] = values[full_set & ~(1 << c) & ~(1 << d)]
     return LeaveOutUtilities(
-        full=np.array([values[full_set]]), half=np.array([values[full_set] / 2]),
-        empty=np.array([values[0]]), lco=lco, pair=pair,
+        full=np.array([values[full_set]]),
+        half=np.array([values[full_set] / 2]),
+        empty=np.array([values[0]]),
+        lco=lco,
+        pair=pair,
     )
 
 
@@ -54,10 +57,12 @@ def test_invariant_exactness_quadratic_games(p: int, seed: int) -> None:
 def test_invariant_exactness_error_formula_higher_orders(p: int, seed: int) -> None:
     values, dividends = _random_game(p, max_order=p, rng=np.random.default_rng(seed))
     game = SecondOrderProduction(shrinkage=False, correction=False).fit(_leave_out(values, p))
-    expected_error = np.array([
-        sum(d * (len(s) - 1) * (len(s) - 2) / (2 * len(s)) for s, d in dividends.items() if c in s and len(s) >= 3)
-        for c in range(p)
-    ])
+    expected_error = np.array(
+        [
+            sum(d * (len(s) - 1) * (len(s) - 2) / (2 * len(s)) for s, d in dividends.items() if c in s and len(s) >= 3)
+            for c in range(p)
+        ]
+    )
     np.testing.assert_allclose(shapley_from_game(values) - game.phi, expected_error, atol=1e-10)
     assert np.abs(expected_error).max() > 1e-3, "the game must have higher-order terms for this test to bite"
 
@@ -118,7 +123,7 @@ def test_invariant_monotonicity(small_data) -> None:
     assert np.all(np.diff(values) > 0)
     # End to end, beta held at 1 (gamma = 1): a row agreeing with more neighbours is worth more.
     flat = dataclasses.replace(state, gamma=1.0)
-    X_train, y_train = small_data[0], small_data[1]
+    X_train, _y_train = small_data[0], small_data[1]
     x = X_train[:1]
     labels = np.arange(3)
     Z = ev.feature_space_.cluster_space(np.repeat(x, 3, axis=0))

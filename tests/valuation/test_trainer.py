@@ -1,0 +1,90 @@
+"""The batched masked trainer against scikit-learn and against itself one model at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+
+from ecoval_ops.valuation import MLPClassifier, SklearnLearner, SoftmaxRegression
+from ecoval_ops.valuation.trainer import learner_from_name
+from tests.conftest import blobs
+
+
+@pytest.fixture
+def masked():
+    X, y = blobs(300, n_classes=3, d=4, noise=0.15, seed=2)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    Xv, _ = blobs(50, n_classes=3, d=4, seed=3)
+    rng = np.random.default_rng(0)
+    masks = rng.random((6, 300)) < 0.7
+    masks[0] = True
+    return X, y, masks, Xv
+
+
+def test_softmax_regression_matches_scikit_learn(masked) -> None:
+    X, y, masks, Xv = masked
+    proba = SoftmaxRegression(device="cpu", tol=1e-9).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    for r, mask in enumerate(masks):
+        reference = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(X[mask], y[mask]).predict_proba(Xv)
+        np.testing.assert_allclose(proba[r], reference, atol=1e-5)
+
+
+def test_each_model_is_independent_of_its_batch(masked) -> None:
+    X, y, masks, Xv = masked
+    batched = SoftmaxRegression(device="cpu", tol=1e-9).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    alone = SoftmaxRegression(device="cpu", tol=1e-9, one_by_one=True).predict_proba_masked(
+        X, y, masks, Xv, n_classes=3, seed=0
+    )
+    np.testing.assert_allclose(batched, alone, atol=1e-12)
+    chunked = SoftmaxRegression(device="cpu", tol=1e-9, batch_size=4).predict_proba_masked(
+        X, y, masks, Xv, n_classes=3, seed=0
+    )
+    np.testing.assert_allclose(batched, chunked, atol=1e-12)
+
+
+def test_a_class_missing_from_a_mask_gets_low_probability(masked) -> None:
+    X, y, _, Xv = masked
+    masks = np.stack([np.ones(300, bool), y != 2])
+    proba = SoftmaxRegression(device="cpu").predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    assert proba.shape == (2, 50, 3)
+    np.testing.assert_allclose(proba.sum(axis=2), 1.0, atol=1e-12)
+    assert proba[1, :, 2].max() < proba[0, :, 2].max()
+
+
+def test_mlp_learns_and_is_deterministic(masked) -> None:
+    X, y, masks, _Xv = masked
+    learner = MLPClassifier(device="cpu", hidden=16, steps=200)
+    first = learner.predict_proba_masked(X, y, masks, X, n_classes=3, seed=1)
+    second = learner.predict_proba_masked(X, y, masks, X, n_classes=3, seed=1)
+    assert np.array_equal(first, second)
+    assert (first[0].argmax(axis=1) == y).mean() > 0.8
+
+
+def test_sklearn_learner_single_class_mask_and_no_mutation(masked) -> None:
+    X, y, _, Xv = masked
+    estimator = GaussianNB()
+    masks = np.stack([np.ones(300, bool), y == 1])
+    proba = SklearnLearner(estimator).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    np.testing.assert_array_equal(proba[1], np.tile([0.0, 1.0, 0.0], (50, 1)))
+    assert not hasattr(estimator, "classes_")
+
+
+def test_learner_resolution() -> None:
+    assert isinstance(learner_from_name("logistic", "cpu"), SoftmaxRegression)
+    assert isinstance(learner_from_name("mlp", "cpu"), MLPClassifier)
+    assert isinstance(learner_from_name(GaussianNB(), "cpu"), SklearnLearner)
+    custom = SoftmaxRegression()
+    assert learner_from_name(custom, "cpu") is custom
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(masked) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine (run where the device tool lends a GPU)")
+    X, y, masks, Xv = masked
+    cpu = SoftmaxRegression(device="cpu").predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    gpu = SoftmaxRegression(device="cuda").predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    np.testing.assert_allclose(cpu, gpu, atol=1e-3)
