@@ -1,0 +1,81 @@
+"""EcoVal as an estimator: learners, sampling, PCA, persistence."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from sklearn.naive_bayes import GaussianNB
+
+from ecoval_ops.valuation import EcoVal
+from ecoval_ops.valuation.clustering import n_trainings
+from tests.conftest import blobs
+
+
+@pytest.mark.parametrize("learner", ["logistic", "mlp", GaussianNB()], ids=["logistic", "mlp", "sklearn"])
+def test_every_learner_values_every_row(learner, small_data) -> None:
+    ev = EcoVal(n_clusters=4, learner=learner, device="cpu").fit(*small_data)
+    assert ev.values_.shape == (300,) and np.isfinite(ev.values_).all()
+    assert ev.n_trainings_ == n_trainings(4, pairwise=True)
+    assert ev.learner is learner
+
+
+def test_default_budget_gives_twelve_clusters_and_eighty_trainings() -> None:
+    X, y = blobs(2400, n_classes=4, d=6, noise=0.05, seed=9)
+    ev = EcoVal().fit(X[:2000], y[:2000], X[2000:], y[2000:])
+    assert ev.n_clusters_ <= 12
+    assert ev.n_trainings_ == n_trainings(ev.n_clusters_, pairwise=True) <= 80
+
+
+def test_seeds_average_repeated_trainings(small_data) -> None:
+    # The MLP's initialisation depends on the seed, so a second seed changes the average.
+    one = EcoVal(n_clusters=3, seeds=1, learner="mlp", device="cpu").fit(*small_data)
+    two = EcoVal(n_clusters=3, seeds=2, learner="mlp", device="cpu").fit(*small_data)
+    assert two.n_trainings_ == 2 * one.n_trainings_
+    assert not np.array_equal(one.values_, two.values_)
+
+
+def test_trainings_run_on_a_stratified_sample_but_value_every_row() -> None:
+    X, y = blobs(1300, seed=4, noise=0.1)
+    ev = EcoVal(n_clusters=4, max_train_rows=300).fit(X[:1200], y[:1200], X[1200:], y[1200:])
+    assert ev.values_.shape == (1200,)
+    assert ev.n_trainings_ == n_trainings(4, pairwise=True)
+    np.testing.assert_allclose(ev.values_.sum(), (np.bincount(ev.clusters_) * ev.state_.share).sum())
+
+
+def test_wide_embeddings_are_clustered_in_pca_space() -> None:
+    X, y = blobs(400, d=100, seed=6)
+    ev = EcoVal(n_clusters=3, pca_dims=8).fit(X[:300], y[:300], X[300:], y[300:])
+    assert ev.feature_space_.components.shape == (8, 100)
+    assert ev.state_.Z.shape == (300, 8)
+    r = ev.cluster_model_.responsibilities(ev.feature_space_.cluster_space(X[300:]))
+    np.testing.assert_allclose(r.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(r.argmax(axis=1), ev.cluster_model_.assign(ev.feature_space_.cluster_space(X[300:])))
+
+
+def test_save_writes_arrays_and_json_only(small_data, tmp_path) -> None:
+    ev = EcoVal(n_clusters=3).fit(*small_data)
+    folder = ev.save(tmp_path / "state")
+    assert sorted(p.name for p in folder.iterdir()) == ["ecoval.json", "state.npz"]
+    meta = json.loads((folder / "ecoval.json").read_text())
+    assert meta["params"]["n_clusters"] == 3 and meta["n_trainings"] == ev.n_trainings_
+    with zipfile.ZipFile(folder / "state.npz") as z, np.load(folder / "state.npz", allow_pickle=False) as arrays:
+        assert all(name.endswith(".npy") for name in z.namelist())
+        assert all(arrays[k].dtype != object for k in arrays.files)
+    loaded = EcoVal.load(folder)
+    for name in ("values_", "intrinsic_", "extrinsic_", "clusters_", "cluster_values_"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(ev, name))
+    assert loaded.gamma_alpha_ == ev.gamma_alpha_ and loaded.n_trainings_ == ev.n_trainings_
+    X_val, y_val = small_data[2], small_data[3]
+    np.testing.assert_array_equal(loaded.value(X_val, y_val), ev.value(X_val, y_val))
+
+
+def test_value_rows_reports_out_of_sample_details(small_data) -> None:
+    ev = EcoVal(n_clusters=3).fit(*small_data)
+    rows = ev.value_rows(small_data[2], small_data[3])
+    assert rows.mode == "out_of_sample" and len(rows) == 100
+    np.testing.assert_array_equal(rows.cluster_values, ev.cluster_values_[rows.clusters])
+    assert np.all((rows.intrinsic >= -1) & (rows.intrinsic <= 1))
+    assert np.all((rows.extrinsic > 0) & (rows.extrinsic <= 1))
