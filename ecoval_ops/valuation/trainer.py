@@ -213,28 +213,31 @@ class SoftmaxRegression(_BatchedTorchLearner):
 
         M, d, K = start[0].shape
         n = X.shape[0]
-        onehot = torch.nn.functional.one_hot(y, K).to(X.dtype).unsqueeze(1)
-        weight = (masks / masks.sum(dim=1, keepdim=True).clamp_min(1.0)).T.unsqueeze(2)
+        rows = torch.arange(n, device=X.device)
+        weight = (masks / masks.sum(dim=1, keepdim=True).clamp_min(1.0)).T.contiguous()
         ridge = 1.0 / (self.C * masks.sum(dim=1).clamp_min(1.0))
 
         def objective(x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # The [n, m, K] tensors dominate the cost by memory traffic, so they are updated
+            # in place: logits -> probabilities -> weighted residuals in one buffer.
             m = idx.shape[0]
             W = x[:, : d * K].reshape(m, d, K)
             b = x[:, d * K :]
             w = weight[:, idx]
-            logits = (X.matmul(W.permute(1, 0, 2).reshape(d, m * K)) + b.reshape(1, m * K)).reshape(n, m, K)
-            lse = torch.logsumexp(logits, dim=2, keepdim=True)
-            ce = (lse - (logits * onehot).sum(dim=2, keepdim=True)) * w
-            f = ce.sum(dim=(0, 2)) + 0.5 * ridge[idx] * (W**2).sum(dim=(1, 2))
-            G = (torch.exp(logits - lse) - onehot) * w
-            gW = X.T.matmul(G.reshape(n, m * K)).reshape(d, m, K).permute(1, 0, 2) + ridge[idx, None, None] * W
-            return f, torch.cat([gW.reshape(m, d * K), G.sum(dim=0)], dim=1)
+            buf = X.matmul(W.permute(1, 0, 2).reshape(d, m * K)).add_(b.reshape(1, m * K)).reshape(n, m, K)
+            lse = torch.logsumexp(buf, dim=2)
+            true_logit = buf[rows, :, y]
+            f = ((lse - true_logit) * w).sum(dim=0) + 0.5 * ridge[idx] * (W**2).sum(dim=(1, 2))
+            buf.sub_(lse.unsqueeze(2)).exp_().mul_(w.unsqueeze(2))
+            buf[rows, :, y] -= w
+            gW = X.T.matmul(buf.reshape(n, m * K)).reshape(d, m, K).permute(1, 0, 2) + ridge[idx, None, None] * W
+            return f, torch.cat([gW.reshape(m, d * K), buf.sum(dim=0)], dim=1)
 
         def hessian_diagonal(x: torch.Tensor) -> torch.Tensor:
             W = x[:, : d * K].reshape(M, d, K)
             logits = (X.matmul(W.permute(1, 0, 2).reshape(d, M * K)) + x[:, d * K :].reshape(1, M * K)).reshape(n, M, K)
             prob = torch.softmax(logits, dim=2)
-            curv = prob * (1.0 - prob) * weight
+            curv = prob * (1.0 - prob) * weight.unsqueeze(2)
             dW = (X**2).T.matmul(curv.reshape(n, M * K)).reshape(d, M, K).permute(1, 0, 2) + ridge[:, None, None]
             return torch.cat([dW.reshape(M, d * K), curv.sum(dim=0) + ridge[:, None]], dim=1)
 

@@ -32,16 +32,15 @@ def test_softmax_regression_matches_scikit_learn(masked) -> None:
 
 
 def test_each_model_is_independent_of_its_batch(masked) -> None:
+    # Each model has its own L-BFGS state, so its optimum is the same whatever shares its
+    # batch; only rounding differs, bounded by tol / ridge = 1e-10 * 300 = 3e-8 in the weights.
     X, y, masks, Xv = masked
-    batched = SoftmaxRegression(device="cpu", tol=1e-9).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
-    alone = SoftmaxRegression(device="cpu", tol=1e-9, one_by_one=True).predict_proba_masked(
-        X, y, masks, Xv, n_classes=3, seed=0
-    )
-    np.testing.assert_allclose(batched, alone, atol=1e-12)
-    chunked = SoftmaxRegression(device="cpu", tol=1e-9, batch_size=4).predict_proba_masked(
-        X, y, masks, Xv, n_classes=3, seed=0
-    )
-    np.testing.assert_allclose(batched, chunked, atol=1e-12)
+    kwargs = {"device": "cpu", "tol": 1e-10, "max_iter": 2000}
+    batched = SoftmaxRegression(**kwargs).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    alone = SoftmaxRegression(**kwargs, one_by_one=True).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    np.testing.assert_allclose(batched, alone, atol=1e-7)
+    chunked = SoftmaxRegression(**kwargs, batch_size=4).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
+    np.testing.assert_allclose(batched, chunked, atol=1e-7)
 
 
 def test_a_class_missing_from_a_mask_gets_low_probability(masked) -> None:
