@@ -1,0 +1,167 @@
+"""Value columns on a Delta table through delta-rs: schema evolution, one MERGE, watermark.
+
+Every write is a transaction (style 12): the value columns are added once by a schema change,
+then each run commits exactly one MERGE keyed on the row key that updates only value columns,
+carrying an application transaction ``ecoval-<run id>`` (so a retried run commits nothing) and
+the watermark (the source version it valued) in its commit metadata. Original columns are never
+in the update set and no row is inserted or deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.lakehouse.columns import VALUE_COLUMNS, value_schema
+from ecoval_ops.lakehouse.identifiers import check_identifier, quote_identifier
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+__all__ = ["Watermark", "ensure_value_columns", "merge_values", "open_table", "read_watermark"]
+
+WATERMARK_KEY = "ecoval.source_version"
+RUN_KEY = "ecoval.run_id"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The last valuation committed to a table.
+
+    Attributes:
+        source_version: the table version whose rows that run valued.
+        run_id: the run (MLflow run id) that wrote the values.
+        table_version: the version its MERGE committed.
+    """
+
+    source_version: int
+    run_id: str
+    table_version: int
+
+
+def _app_id(run_id: str) -> str:
+    return f"ecoval-{run_id}"
+
+
+def open_table(path: str | Path, version: int | None = None) -> DeltaTable:
+    """Open the Delta table at ``path`` (at ``version`` when given).
+
+    Raises:
+        InvalidInputError: the path holds no Delta table, or the version does not exist.
+    """
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    uri = str(path)
+    if not DeltaTable.is_deltatable(uri):
+        raise InvalidInputError(f"{uri} is not a Delta table (no _delta_log found)")
+    try:
+        return DeltaTable(uri, version=version)
+    except (TableNotFoundError, DeltaError, OSError) as e:
+        raise InvalidInputError(f"cannot open Delta table {uri} at version {version}: {e}") from e
+
+
+def ensure_value_columns(path: str | Path) -> int | None:
+    """Add the value columns the table lacks, in one schema-change commit.
+
+    Returns:
+        The committed version, or None when every value column was already there.
+
+    Raises:
+        InvalidInputError: a column of that name exists with another type.
+    """
+    from deltalake.schema import Field, PrimitiveType
+
+    table = open_table(path)
+    present = {f.name: f for f in table.schema().fields}
+    missing = []
+    for name, delta_type in VALUE_COLUMNS.items():
+        if name in present:
+            found = getattr(present[name].type, "type", str(present[name].type))
+            if found not in (delta_type, "timestamp_ntz" if delta_type == "timestamp" else delta_type):
+                raise InvalidInputError(
+                    f"column {name!r} of {path} has type {found}; the value column needs {delta_type}"
+                )
+            continue
+        missing.append(Field(name, PrimitiveType(delta_type), nullable=True))
+    if not missing:
+        return None
+    table.alter.add_columns(missing)
+    return int(open_table(path).version())
+
+
+def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int) -> int | None:
+    """Write one run's values with a single MERGE on ``key``; a no-op if the run already did.
+
+    Args:
+        path: the Delta table, which must already have the value columns.
+        values: the key column and any value columns, one row per valued key.
+        key: the row-key column (a plain identifier).
+        run_id: the run writing the values; its transaction makes the MERGE idempotent.
+        source_version: the table version whose rows were valued (the new watermark).
+
+    Returns:
+        The committed version, or None when this run's MERGE had committed before.
+
+    Raises:
+        InvalidInputError: a bad identifier, unknown value columns, duplicate keys on either
+            side, or valued keys missing from the table; nothing is written then.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import CommitProperties, Transaction
+
+    check_identifier(key, "key column")
+    table = open_table(path)
+    if table.transaction_version(_app_id(run_id)) is not None:
+        return None
+    columns = [c for c in values.column_names if c != key]
+    unknown = sorted(set(columns) - set(VALUE_COLUMNS))
+    if key not in values.column_names or unknown:
+        raise InvalidInputError(f"values must hold the key {key!r} and value columns only; unknown: {unknown}")
+    if pc.count_distinct(values.column(key)).as_py() != values.num_rows:
+        raise InvalidInputError(f"values hold duplicate keys in {key!r}; each row is valued once")
+    if key not in table.schema().to_arrow().names:
+        raise InvalidInputError(f"{path} has no key column {key!r}")
+    target_keys = table.to_pyarrow_table(columns=[key]).column(key)
+    if pc.count_distinct(target_keys).as_py() != len(target_keys):
+        raise InvalidInputError(f"{path}@v{table.version()} has duplicate values in key column {key!r}")
+    absent = pc.sum(pc.invert(pc.is_in(values.column(key), value_set=target_keys))).as_py() or 0
+    if absent:
+        raise InvalidInputError(f"{absent} valued keys are not in {path}@v{table.version()}; nothing was written")
+    schema = value_schema()
+    source = values.select([key, *columns]).cast(
+        pa.schema([values.schema.field(key), *(schema.field(c) for c in columns)])
+    )
+    q_key = quote_identifier(key, "key column")
+    updates = {quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}" for c in columns}
+    (
+        table.merge(
+            source,
+            predicate=f"t.{q_key} = s.{q_key}",
+            source_alias="s",
+            target_alias="t",
+            commit_properties=CommitProperties(
+                custom_metadata={WATERMARK_KEY: str(source_version), RUN_KEY: run_id},
+                app_transactions=[Transaction(_app_id(run_id), 1)],
+            ),
+        )
+        .when_matched_update(updates=updates)
+        .execute()
+    )
+    return int(open_table(path).version())
+
+
+def read_watermark(path: str | Path) -> Watermark | None:
+    """The newest committed valuation of the table, from its commit history; None if never valued."""
+    for commit in open_table(path).history():
+        if WATERMARK_KEY in commit:
+            return Watermark(
+                source_version=int(commit[WATERMARK_KEY]),
+                run_id=str(commit.get(RUN_KEY, "")),
+                table_version=int(commit["version"]),
+            )
+    return None

@@ -1,0 +1,38 @@
+"""Identifiers (column and table names) are checked against an allow-list before any SQL.
+
+Nothing user-given reaches SQL text unless it passed :func:`check_identifier`; the check is the
+same for the Spark and the delta-rs engines.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ecoval_ops.exceptions import InvalidInputError
+
+__all__ = ["check_identifier", "quote_identifier"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def check_identifier(name: object, what: str) -> str:
+    """Return ``name`` if it is a plain identifier: a letter or ``_``, then letters, digits, ``_``.
+
+    Args:
+        name: the candidate.
+        what: what it names, for the message (for example ``"key column"``).
+
+    Raises:
+        InvalidInputError: anything else, such as ``label; DROP TABLE x`` or ``a.b``.
+    """
+    if not isinstance(name, str) or _IDENTIFIER.fullmatch(name) is None:
+        raise InvalidInputError(
+            f"{what} {name!r} is not a plain identifier (letters, digits and _, starting with a letter or _, "
+            "at most 128 characters)"
+        )
+    return name
+
+
+def quote_identifier(name: str, what: str) -> str:
+    """Back-quote a checked identifier for Spark SQL and delta-rs predicates."""
+    return f"`{check_identifier(name, what)}`"
