@@ -6,6 +6,12 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Delta's jars, fetched with Maven: Spark's own resolver cannot reach Maven Central here, and
+# Central serves delta-spark_4.2_2.13 up to 4.4.0 (the pip package 4.4.1 would ask for 4.4.1).
+DELTA_JARS_VERSION := 4.4.0
+JARS := .jars
+JARS_STAMP := $(JARS)/.delta-$(DELTA_JARS_VERSION)
+export ECOVAL_DELTA_JARS := $(CURDIR)/$(JARS)
 
 .PHONY: install test test-fast demo lint typecheck bench-batched bench-quality clean
 
@@ -16,7 +22,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(JARS_STAMP):
+	@command -v mvn >/dev/null 2>&1 || { echo "mvn not found: install Maven to fetch Delta's jars"; exit 1; }
+	rm -rf $(JARS) && mkdir -p $(JARS)
+	mvn -B -q dependency:copy -Dartifact=io.delta:delta-spark_4.2_2.13:$(DELTA_JARS_VERSION) -DoutputDirectory=$(JARS)
+	mvn -B -q dependency:copy -Dartifact=io.delta:delta-storage:$(DELTA_JARS_VERSION) -DoutputDirectory=$(JARS)
+	touch $@
+
+install: $(STAMP) $(JARS_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ecoval_ops tests benchmarks
@@ -24,13 +37,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(JARS_STAMP)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(JARS_STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow"
 
-demo: $(STAMP)
+demo: $(STAMP) $(JARS_STAMP)
 	$(BIN)/ecoval demo
 
 bench-batched: $(STAMP)
@@ -40,4 +53,4 @@ bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --protocols P1 P3 M1 D1 --seeds 0 1 2
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(JARS) .pytest_cache .mypy_cache .ruff_cache

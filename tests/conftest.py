@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+PROJECT_JARS = Path(__file__).resolve().parents[1] / ".jars"
+if PROJECT_JARS.is_dir():
+    os.environ.setdefault("ECOVAL_DELTA_JARS", str(PROJECT_JARS))
 
 
 def _seeds() -> list[int]:
@@ -53,3 +56,14 @@ def shared_dataset():
             return f["X"].astype(np.float64), f["y"].astype(np.int64)
 
     return load
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession with Delta for the whole test session (it takes ~10 s to start)."""
+    from ecoval_ops.lakehouse.spark import spark_session
+
+    session = spark_session("ecoval-tests", master="local[2]", shuffle_partitions=2)
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
