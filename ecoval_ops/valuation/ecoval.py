@@ -83,6 +83,7 @@ class EcoVal:
         classes_: ``(K,)`` training labels.
         result_: the in-sample :class:`ValuationResult`.
         game_: the fitted :class:`ClusterGame`.
+        utilities_: the per-example :class:`LeaveOutUtilities` of the trainings (not saved).
         feature_space_, cluster_model_, state_: the state that values new rows.
     """
 
@@ -164,6 +165,7 @@ class EcoVal:
             data.X_train, data.y_train, data.X_val, data.y_val, space, clusters, model.n_clusters, data.n_classes
         )
         game = SecondOrderProduction(shrinkage=self.shrinkage).fit(utilities)
+        self.utilities_ = utilities
         propagator = NeighbourPropagator(
             k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
         )

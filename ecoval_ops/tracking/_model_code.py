@@ -1,0 +1,42 @@
+"""MLflow "model from code" file of the registered valuation model.
+
+MLflow executes this file when it loads the model (it is never imported by ecoval_ops), so the
+model is rebuilt from code and from the saved arrays + JSON state: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from ecoval_ops.valuation import EcoVal
+
+
+class EcoValPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+    """Values a DataFrame of new labelled rows against the fitted state, out of sample."""
+
+    def load_context(self, context: Any) -> None:
+        self.ecoval = EcoVal.load(context.artifacts["state"])
+        self.columns = json.loads(Path(context.artifacts["columns"]).read_text())
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        rows = self.ecoval.value_rows(
+            model_input[self.columns["features"]].to_numpy(dtype=float), model_input[self.columns["label"]].to_numpy()
+        )
+        return pd.DataFrame(
+            {
+                "ecoval_value": rows.values,
+                "ecoval_intrinsic": rows.intrinsic,
+                "ecoval_extrinsic": rows.extrinsic,
+                "ecoval_cluster": rows.clusters.astype("int32"),
+                "ecoval_cluster_value": rows.cluster_values,
+                "ecoval_suspect": rows.suspect,
+            }
+        )
+
+
+mlflow.models.set_model(EcoValPyfunc())

@@ -1,0 +1,166 @@
+"""MLflow records of a valuation: parent run, a child run per LCO shard, the registered model.
+
+Runs are written through :class:`mlflow.MlflowClient` bound to one tracking URI, so nothing
+depends on MLflow's process-global active run; only model logging goes through the fluent API,
+inside this module.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ecoval_ops.exceptions import EcovalError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from ecoval_ops.valuation import EcoVal
+
+__all__ = ["CURRENT_ALIAS", "Shard", "ValuationTracker"]
+
+CURRENT_ALIAS = "current"
+_MODEL_CODE = Path(__file__).with_name("_model_code.py")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A group of masked trainings logged as one child run.
+
+    Attributes:
+        name: child run name, for example ``lco-3``.
+        left_out: for each training, the clusters left out: ``"none"`` for all rows, ``"half"``
+            for the stratified half, ``"3"`` or ``"3,5"`` for leave-cluster-out models.
+        utilities: for each training, ``U`` on the validation rows.
+    """
+
+    name: str
+    left_out: tuple[str, ...]
+    utilities: tuple[float, ...]
+
+
+class ValuationTracker:
+    """Writes one valuation run to MLflow.
+
+    Args:
+        tracking_uri: MLflow tracking URI (a SQLite file by default in the CLI).
+        experiment: experiment name, created when missing.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+
+    def _client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def start(self, params: dict[str, str], tags: dict[str, str]) -> str:
+        """Create the parent run with the configuration as params; returns its run id.
+
+        Raises:
+            EcovalError: the tracking server cannot be reached or refuses the run.
+        """
+        client = self._client()
+        try:
+            experiment = client.get_experiment_by_name(self.experiment)
+            experiment_id = (
+                experiment.experiment_id if experiment is not None else client.create_experiment(self.experiment)
+            )
+            run = client.create_run(experiment_id, run_name="ecoval", tags=tags)
+        except Exception as e:  # MLflow raises many types for a bad URI or an unreachable server
+            raise EcovalError(f"MLflow at {self._safe_uri()} is not usable: {type(e).__name__}: {e}") from e
+        for name, value in params.items():
+            client.log_param(run.info.run_id, name, value)
+        return str(run.info.run_id)
+
+    def log_shards(self, parent_run_id: str, shards: list[Shard]) -> list[str]:
+        """A child run per shard: params name the clusters left out, metrics the utilities."""
+        client = self._client()
+        parent = client.get_run(parent_run_id)
+        children = []
+        for shard in shards:
+            child = client.create_run(
+                parent.info.experiment_id, run_name=shard.name, tags={"mlflow.parentRunId": parent_run_id}
+            )
+            client.log_param(child.info.run_id, "clusters_left_out", ";".join(shard.left_out))
+            client.log_param(child.info.run_id, "trainings", str(len(shard.utilities)))
+            for step, (clusters, utility) in enumerate(zip(shard.left_out, shard.utilities, strict=True)):
+                client.log_metric(child.info.run_id, "utility", utility, step=step)
+                client.set_tag(child.info.run_id, f"step_{step}", clusters)
+            client.set_terminated(child.info.run_id)
+            children.append(str(child.info.run_id))
+        return children
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Log scalar metrics on a run."""
+        client = self._client()
+        for name, value in metrics.items():
+            client.log_metric(run_id, name, float(value))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set tags on a run."""
+        client = self._client()
+        for name, value in tags.items():
+            client.set_tag(run_id, name, value)
+
+    def finish(self, run_id: str, *, failed: bool = False) -> None:
+        """Close a run as FINISHED or FAILED."""
+        self._client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def register(self, run_id: str, ecoval: EcoVal, *, model_name: str, columns: dict[str, Any]) -> str:
+        """Log the fitted state as a pyfunc model on the run, register it, alias it ``current``.
+
+        Returns:
+            The new registered model version.
+        """
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            state = ecoval.save(Path(tmp) / "state")
+            columns_file = Path(tmp) / "columns.json"
+            columns_file.write_text(json.dumps(columns))
+            previous = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            try:
+                with mlflow.start_run(run_id=run_id):
+                    info = mlflow.pyfunc.log_model(
+                        name="valuation_model",
+                        python_model=str(_MODEL_CODE),
+                        artifacts={"state": str(state), "columns": str(columns_file)},
+                        registered_model_name=model_name,
+                    )
+            finally:
+                mlflow.set_tracking_uri(previous)
+        version = str(info.registered_model_version)
+        self._client().set_registered_model_alias(model_name, CURRENT_ALIAS, version)
+        return version
+
+    def load_current(self, model_name: str) -> tuple[EcoVal, str] | None:
+        """The valuation model with alias ``current`` and its version, or None if there is none."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        try:
+            version = client.get_model_version_by_alias(model_name, CURRENT_ALIAS)
+        except MlflowException:
+            return None
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CURRENT_ALIAS}")
+        finally:
+            mlflow.set_tracking_uri(previous)
+        return model.unwrap_python_model().ecoval, str(version.version)
+
+    def _safe_uri(self) -> str:
+        from ecoval_ops.config import scrub_uri
+
+        return scrub_uri(self.tracking_uri)

@@ -1,0 +1,117 @@
+"""`run_valuation` end to end on a real Delta table with a real MLflow store (delta-rs engine)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from mlflow import MlflowClient
+
+from ecoval_ops.config import load_config
+from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.lakehouse import read_watermark
+from ecoval_ops.pipeline import run_valuation
+from tests.conftest import blobs
+
+pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
+
+ORIGINAL = ["row_id", "f0", "f1", "f2", "label"]
+
+
+def _rows(start: int, stop: int, seed: int = 1) -> pa.Table:
+    """Rows ``start..stop`` of one fixed draw (so later batches share the distribution)."""
+    X, y = blobs(1000, n_classes=3, d=3, noise=0.1, seed=seed)
+    ids = np.arange(start, stop)
+    return pa.table({"row_id": ids, "f0": X[ids, 0], "f1": X[ids, 1], "f2": X[ids, 2], "label": y[ids]})
+
+
+def _checksum(path) -> str:
+    t = DeltaTable(str(path)).to_pyarrow_table(columns=ORIGINAL).sort_by("row_id")
+    return hashlib.sha256(b"".join(np.asarray(t.column(c)).tobytes() for c in ORIGINAL)).hexdigest()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    path = tmp_path / "lake" / "train"
+    write_deltalake(str(path), _rows(0, 400))
+    cfg = load_config(
+        None,
+        table=str(path),
+        key="row_id",
+        label="label",
+        features="f0,f1,f2",
+        engine="delta-rs",
+        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        clusters=4,
+    )
+    return path, cfg
+
+
+def test_refit_then_noop_then_incremental(setup) -> None:
+    path, cfg = setup
+    first = run_valuation(cfg)
+    assert first.mode == "refit" and first.rows_valued == 400 and first.n_trainings == 2 + 4 + 6
+    assert first.rows_out_of_sample == pytest.approx(40, abs=20)
+    table = DeltaTable(str(path)).to_pyarrow_table()
+    assert table.column("ecoval_value").null_count == 0
+    percentile = table.column("ecoval_percentile").to_numpy()
+    assert percentile.min() >= 0 and percentile.max() <= 1
+    checksum = _checksum(path)
+
+    version = DeltaTable(str(path)).version()
+    again = run_valuation(cfg)
+    assert again.mode == "noop" and DeltaTable(str(path)).version() == version
+
+    write_deltalake(str(path), _rows(400, 460), mode="append", schema_mode="merge")
+    nightly = run_valuation(cfg)
+    assert nightly.mode == "incremental" and nightly.rows_valued == 60 and nightly.n_trainings == 0
+    assert nightly.model_version == first.model_version
+    after = DeltaTable(str(path)).to_pyarrow_table().sort_by("row_id")
+    assert after.num_rows == 460 and after.column("ecoval_value").null_count == 0
+    old = after.filter(pa.compute.less(after.column("row_id"), 400))
+    np.testing.assert_array_equal(
+        old.column("ecoval_value").to_numpy(), table.sort_by("row_id").column("ecoval_value").to_numpy()
+    )
+    assert read_watermark(path).run_id == nightly.run_id
+    old_only = DeltaTable(str(path)).to_pyarrow_table(columns=ORIGINAL).sort_by("row_id").slice(0, 400)
+    assert hashlib.sha256(b"".join(np.asarray(old_only.column(c)).tobytes() for c in ORIGINAL)).hexdigest() == checksum
+
+
+def test_drifted_new_rows_trigger_a_refit(setup) -> None:
+    path, cfg = setup
+    run_valuation(cfg)
+    shifted = _rows(400, 460, seed=2)
+    write_deltalake(str(path), shifted, mode="append", schema_mode="merge")
+    assert run_valuation(cfg).mode == "refit"
+
+
+def test_mlflow_records(setup) -> None:
+    path, cfg = setup
+    summary = run_valuation(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    parent = client.get_run(summary.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["table"] == str(path) and parent.data.params["features"] == "f0,f1,f2"
+    assert {"U_B", "U_empty", "Gamma_alpha", "Gamma_beta", "gamma", "p", "trainings", "suspect_share"} <= set(
+        parent.data.metrics
+    )
+    assert parent.data.tags["ecoval.mode"] == "refit" and parent.data.tags["ecoval.table_version_read"] == "0"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'"
+    )
+    assert len(children) == 1 + 4
+    assert sum(int(c.data.params["trainings"]) for c in children) == summary.n_trainings
+    version = client.get_model_version_by_alias("ecoval_train", "current")
+    assert str(version.version) == summary.model_version
+
+
+def test_bad_input_leaves_the_table_as_it_was(setup) -> None:
+    path, cfg = setup
+    before = (DeltaTable(str(path)).version(), _checksum(path))
+    bad = cfg.model_copy(update={"features": ("f0", "nope")})
+    with pytest.raises(InvalidInputError, match=r"has no column\(s\) \['nope'\]"):
+        run_valuation(bad)
+    assert (DeltaTable(str(path)).version(), _checksum(path)) == before

@@ -1,0 +1,59 @@
+"""The `ecoval` command as a user runs it: a real subprocess, a real Delta table, real MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from tests.conftest import blobs
+
+pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
+
+
+def _ecoval(*args: str, cwd) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ecoval_ops.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def lake(tmp_path):
+    X, y = blobs(300, n_classes=2, d=2, noise=0.1, seed=4)
+    path = tmp_path / "events"
+    write_deltalake(str(path), pa.table({"id": np.arange(300), "a": X[:, 0], "b": X[:, 1], "y": y}))
+    return path
+
+
+def test_run_with_yaml_config_and_json_summary(lake, tmp_path) -> None:
+    (tmp_path / "run.yaml").write_text(f"table: {lake}\nkey: id\nlabel: y\nfeatures: a,b\nclusters: 3\n")
+    out = _ecoval("run", "--config", "run.yaml", "--engine", "delta-rs", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["mode"] == "refit" and summary["rows_valued"] == 300
+    assert (tmp_path / "mlflow.db").exists()
+    assert DeltaTable(str(lake)).to_pyarrow_table().column("ecoval_value").null_count == 0
+    again = _ecoval("run", "--config", "run.yaml", "--engine", "delta-rs", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to value" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--label", "y; DROP TABLE x"], "not a plain identifier"),
+        (["--features", "a,zz"], "has no column(s) ['zz']"),
+        (["--table", "/nonexistent/table"], "is not a Delta table"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(lake, tmp_path, flags, message) -> None:
+    base = {"--table": str(lake), "--key": "id", "--label": "y", "--features": "a,b"}
+    base.update(dict(zip(flags[::2], flags[1::2], strict=True)))
+    args = [x for pair in base.items() for x in pair]
+    version = DeltaTable(str(lake)).version()
+    out = _ecoval("run", *args, "--engine", "delta-rs", cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert DeltaTable(str(lake)).version() == version
