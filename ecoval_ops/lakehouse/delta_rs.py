@@ -3,12 +3,15 @@
 Every write is a transaction (style 12): the value columns are added once by a schema change,
 then each run commits exactly one MERGE keyed on the row key that updates only value columns,
 carrying an application transaction ``ecoval-<run id>`` (so a retried run commits nothing) and
-the watermark (the source version it valued) in its commit metadata. Original columns are never
+the watermark (the source version it valued) in its commit metadata. ``prepare_values`` holds
+the checks both engines' writers share. Original columns are never
 in the update set and no row is inserted or deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +24,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
-__all__ = ["Watermark", "ensure_value_columns", "merge_values", "open_table", "read_watermark"]
+__all__ = [
+    "Watermark",
+    "app_id",
+    "ensure_value_columns",
+    "merge_values",
+    "open_table",
+    "prepare_values",
+    "read_watermark",
+]
 
 WATERMARK_KEY = "ecoval.source_version"
 RUN_KEY = "ecoval.run_id"
@@ -42,7 +53,8 @@ class Watermark:
     table_version: int
 
 
-def _app_id(run_id: str) -> str:
+def app_id(run_id: str) -> str:
+    """The Delta application-transaction id of a run's MERGE (the same for both engines)."""
     return f"ecoval-{run_id}"
 
 
@@ -93,31 +105,20 @@ def ensure_value_columns(path: str | Path) -> int | None:
     return int(open_table(path).version())
 
 
-def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int) -> int | None:
-    """Write one run's values with a single MERGE on ``key``; a no-op if the run already did.
+def prepare_values(path: str | Path, values: pa.Table, *, key: str) -> pa.Table:
+    """Check a run's values against the table and cast them to the value-column types.
 
-    Args:
-        path: the Delta table, which must already have the value columns.
-        values: the key column and any value columns, one row per valued key.
-        key: the row-key column (a plain identifier).
-        run_id: the run writing the values; its transaction makes the MERGE idempotent.
-        source_version: the table version whose rows were valued (the new watermark).
-
-    Returns:
-        The committed version, or None when this run's MERGE had committed before.
+    Shared by both writers, so the Spark and the delta-rs MERGE refuse the same inputs.
 
     Raises:
         InvalidInputError: a bad identifier, unknown value columns, duplicate keys on either
-            side, or valued keys missing from the table; nothing is written then.
+            side, or valued keys missing from the table.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    from deltalake import CommitProperties, Transaction
 
     check_identifier(key, "key column")
     table = open_table(path)
-    if table.transaction_version(_app_id(run_id)) is not None:
-        return None
     columns = [c for c in values.column_names if c != key]
     unknown = sorted(set(columns) - set(VALUE_COLUMNS))
     if key not in values.column_names or unknown:
@@ -133,20 +134,48 @@ def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, s
     if absent:
         raise InvalidInputError(f"{absent} valued keys are not in {path}@v{table.version()}; nothing was written")
     schema = value_schema()
-    source = values.select([key, *columns]).cast(
+    return values.select([key, *columns]).cast(
         pa.schema([values.schema.field(key), *(schema.field(c) for c in columns)])
     )
+
+
+def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int) -> int | None:
+    """Write one run's values with a single MERGE on ``key``; a no-op if the run already did.
+
+    Args:
+        path: the Delta table, which must already have the value columns.
+        values: the key column and any value columns, one row per valued key.
+        key: the row-key column (a plain identifier).
+        run_id: the run writing the values; its transaction makes the MERGE idempotent.
+        source_version: the table version whose rows were valued (the new watermark).
+
+    Returns:
+        The committed version, or None when this run's MERGE had committed before.
+
+    Raises:
+        InvalidInputError: see :func:`prepare_values`; nothing is written then.
+    """
+    from deltalake import CommitProperties, Transaction
+
+    if open_table(path).transaction_version(app_id(run_id)) is not None:
+        return None
+    source = prepare_values(path, values, key=key)
     q_key = quote_identifier(key, "key column")
-    updates = {quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}" for c in columns}
+    updates = {
+        quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}"
+        for c in source.column_names
+        if c != key
+    }
     (
-        table.merge(
+        open_table(path)
+        .merge(
             source,
             predicate=f"t.{q_key} = s.{q_key}",
             source_alias="s",
             target_alias="t",
             commit_properties=CommitProperties(
                 custom_metadata={WATERMARK_KEY: str(source_version), RUN_KEY: run_id},
-                app_transactions=[Transaction(_app_id(run_id), 1)],
+                app_transactions=[Transaction(app_id(run_id), 1)],
             ),
         )
         .when_matched_update(updates=updates)
@@ -156,12 +185,20 @@ def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, s
 
 
 def read_watermark(path: str | Path) -> Watermark | None:
-    """The newest committed valuation of the table, from its commit history; None if never valued."""
+    """The newest committed valuation of the table, from its commit history; None if never valued.
+
+    delta-rs writes the watermark as custom commit metadata, delta-spark as JSON in
+    ``userMetadata``; both are read.
+    """
     for commit in open_table(path).history():
-        if WATERMARK_KEY in commit:
+        metadata = dict(commit)
+        if isinstance(commit.get("userMetadata"), str):
+            with contextlib.suppress(ValueError):
+                metadata.update(json.loads(commit["userMetadata"]))
+        if WATERMARK_KEY in metadata:
             return Watermark(
-                source_version=int(commit[WATERMARK_KEY]),
-                run_id=str(commit.get(RUN_KEY, "")),
+                source_version=int(metadata[WATERMARK_KEY]),
+                run_id=str(metadata.get(RUN_KEY, "")),
                 table_version=int(commit["version"]),
             )
     return None

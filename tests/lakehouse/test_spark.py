@@ -48,3 +48,40 @@ def test_spark_table_valued_by_delta_rs_and_filtered_with_spark_sql(spark, tmp_p
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").select("version", "operation").collect()
     assert [r.operation for r in sorted(history, key=lambda r: r.version)] == ["WRITE", "ADD COLUMN", "MERGE"]
     assert read_watermark(path).table_version == 2
+
+
+def test_spark_merge_is_idempotent_and_keeps_originals(spark, tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    from ecoval_ops.exceptions import InvalidInputError
+    from ecoval_ops.lakehouse.delta_spark import merge_values_spark
+
+    X, y = blobs(120, n_classes=2, d=2, noise=0.1, seed=9)
+    path = str(tmp_path / "t")
+    spark.createDataFrame(
+        [(int(i), float(X[i, 0]), float(X[i, 1]), int(y[i])) for i in range(120)],
+        "row_id long, a double, b double, label long",
+    ).write.format("delta").save(path)
+    ensure_value_columns(path)
+    ev = EcoVal(n_clusters=3).fit(X[:100], y[:100], X[100:], y[100:])
+    values = ev.result_.to_arrow(np.arange(100), "row_id")
+    values = values.append_column(
+        "ecoval_valued_at", pa.array([datetime(2026, 11, 28, tzinfo=UTC)] * 100, pa.timestamp("us", tz="UTC"))
+    )
+    before = sorted(spark.read.format("delta").load(path).select("row_id", "a", "b", "label").collect())
+
+    with pytest.raises(InvalidInputError, match="duplicate keys"):
+        merge_values_spark(spark, path, pa.concat_tables([values, values]), key="row_id", run_id="s1", source_version=1)
+    assert DeltaTable(path).version() == 1
+
+    version = merge_values_spark(spark, path, values, key="row_id", run_id="s1", source_version=1)
+    assert version == 2
+    assert merge_values_spark(spark, path, values, key="row_id", run_id="s1", source_version=1) is None
+    assert DeltaTable(path).version() == 2
+    mark = read_watermark(path)
+    assert (mark.source_version, mark.run_id, mark.table_version) == (1, "s1", 2)
+    after = spark.read.format("delta").load(path)
+    assert sorted(after.select("row_id", "a", "b", "label").collect()) == before
+    read_back = DeltaTable(path).to_pyarrow_table().sort_by("row_id")
+    np.testing.assert_allclose(read_back.column("ecoval_value").to_numpy()[:100], ev.values_)
+    assert read_back.column("ecoval_value").null_count == 20

@@ -1,0 +1,71 @@
+"""The value-column MERGE through delta-spark (the Spark engine's writer).
+
+Same contract as :func:`ecoval_ops.lakehouse.delta_rs.merge_values`: the checks of
+``prepare_values``, one MERGE that updates value columns only, made idempotent by Delta's
+``spark.databricks.delta.write.txnAppId`` / ``txnVersion`` session confs (honoured by MERGE), and
+the watermark as JSON in the commit's ``userMetadata``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecoval_ops.lakehouse.delta_rs import RUN_KEY, WATERMARK_KEY, app_id, open_table, prepare_values
+from ecoval_ops.lakehouse.identifiers import quote_identifier
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import Column, SparkSession
+
+__all__ = ["merge_values_spark"]
+
+_CONFS = (
+    "spark.databricks.delta.write.txnAppId",
+    "spark.databricks.delta.write.txnVersion",
+    "spark.databricks.delta.commitInfo.userMetadata",
+)
+
+
+def merge_values_spark(
+    spark: SparkSession, path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int
+) -> int | None:
+    """Write one run's values with a single delta-spark MERGE on ``key``; None if already done.
+
+    Raises:
+        InvalidInputError: see :func:`~ecoval_ops.lakehouse.delta_rs.prepare_values`.
+    """
+    from delta.tables import DeltaTable
+
+    if open_table(path).transaction_version(app_id(run_id)) is not None:
+        return None
+    source = prepare_values(path, values, key=key)
+    frame = spark.createDataFrame(source.to_pandas(types_mapper=None))
+    q_key = quote_identifier(key, "key column")
+    updates: dict[str, str | Column] = {
+        quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}"
+        for c in source.column_names
+        if c != key
+    }
+    settings = dict(
+        zip(
+            _CONFS,
+            (app_id(run_id), "1", json.dumps({WATERMARK_KEY: str(source_version), RUN_KEY: run_id})),
+            strict=True,
+        )
+    )
+    for name, value in settings.items():
+        spark.conf.set(name, value)
+    try:
+        (
+            DeltaTable.forPath(spark, str(path))
+            .alias("t")
+            .merge(frame.alias("s"), f"t.{q_key} = s.{q_key}")
+            .whenMatchedUpdate(set=updates)
+            .execute()
+        )
+    finally:
+        for name in _CONFS:
+            spark.conf.unset(name)
+    return int(open_table(path).version())
