@@ -1,8 +1,8 @@
 """One valuation run over a Delta table (architecture.md, "Data flow of one nightly run").
 
-detect -> decide (refit or incremental) -> value -> write (one MERGE) -> report. This module
-runs the steps in-process for the delta-rs engine; each step is a plain function over
-references so that the CLI and (later) the Airflow tasks call the same code.
+detect -> decide (refit or incremental) -> value -> write (one MERGE) -> report, with either
+engine of :mod:`ecoval_ops.pipeline.engines`; the CLI and (later) the Airflow tasks call the
+same functions.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.config import RunConfig
-from ecoval_ops.exceptions import EcovalError, InvalidInputError
-from ecoval_ops.lakehouse import ensure_value_columns, merge_values, open_table
+from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.split import holdout_mask
+from ecoval_ops.pipeline.engines import Engine, Rows, engine_for
 from ecoval_ops.tracking import Shard, ValuationTracker
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal, ValuationResult
 
-__all__ = ["REFIT_SHARE", "Rows", "RunSummary", "decide_mode", "read_rows", "run_valuation"]
+__all__ = ["DRIFT_LIMIT", "REFIT_SHARE", "RunSummary", "decide_mode", "run_valuation"]
 
 REFIT_SHARE = 0.25
 """``refit=auto`` refits when new rows exceed this share of the valued rows."""
@@ -34,25 +34,6 @@ DRIFT_LIMIT = 0.2
 more than this total-variation distance."""
 
 Mode = Literal["refit", "incremental", "noop"]
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The rows of a table version that a run needs, validated.
-
-    Attributes:
-        version: the table version read.
-        keys: ``(n,)`` row keys.
-        X: ``(n, d)`` float features.
-        y: ``(n,)`` labels.
-        valued: ``(n,)`` whether a run already valued the row.
-    """
-
-    version: int
-    keys: NDArray[np.generic]
-    X: NDArray[np.float64]
-    y: NDArray[np.generic]
-    valued: NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -70,56 +51,6 @@ class RunSummary:
     table_version_written: int | None
     n_trainings: int
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def read_rows(cfg: RunConfig, path: str | None = None) -> Rows:
-    """Read and validate key, label and feature columns of the table's latest version.
-
-    Raises:
-        InvalidInputError: a missing column, nulls, duplicate keys, non-finite features or an
-            empty table, each naming the column and the table version.
-    """
-    import pyarrow.compute as pc
-
-    table = open_table(path or cfg.table)
-    version = int(table.version())
-    name = f"{path or cfg.table}@v{version}"
-    if cfg.features is None:
-        raise EcovalError("only the features embedder is wired into `ecoval run` so far; pass --features")
-    schema_names = set(table.schema().to_arrow().names)
-    wanted = [cfg.key, cfg.label, *cfg.features]
-    missing = [c for c in wanted if c not in schema_names]
-    if missing:
-        raise InvalidInputError(f"{name} has no column(s) {missing}; it has {sorted(schema_names)}")
-    extra = ["ecoval_run_id"] if "ecoval_run_id" in schema_names else []
-    data = table.to_pyarrow_table(columns=wanted + extra)
-    if data.num_rows == 0:
-        raise InvalidInputError(f"{name} is empty: there are no rows to value")
-    for column in wanted:
-        nulls = data.column(column).null_count
-        if nulls:
-            raise InvalidInputError(f"column {column!r} of {name} has {nulls} null values")
-    keys = data.column(cfg.key)
-    if pc.count_distinct(keys).as_py() != data.num_rows:
-        raise InvalidInputError(
-            f"key column {cfg.key!r} of {name} has {data.num_rows - pc.count_distinct(keys).as_py()} duplicate keys"
-        )
-    try:
-        X = np.column_stack([data.column(c).to_numpy().astype(np.float64) for c in cfg.features])
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError(f"feature columns {list(cfg.features)} of {name} must be numeric: {e}") from e
-    bad = ~np.isfinite(X)
-    if bad.any():
-        column = cfg.features[int(np.flatnonzero(bad.any(axis=0))[0])]
-        raise InvalidInputError(f"feature column {column!r} of {name} has {int(bad.sum())} NaN or infinite values")
-    valued = data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False) if extra else np.zeros(len(X), bool)
-    return Rows(
-        version=version,
-        keys=keys.to_numpy(zero_copy_only=False),
-        X=X,
-        y=data.column(cfg.label).to_numpy(zero_copy_only=False),
-        valued=np.asarray(valued, dtype=bool),
-    )
 
 
 def decide_mode(cfg: RunConfig, rows: Rows, current: EcoVal | None) -> Mode:
@@ -187,8 +118,12 @@ def _columns(
     )
 
 
-def run_valuation(cfg: RunConfig) -> RunSummary:
-    """Run one valuation of ``cfg.table`` end to end with the delta-rs engine.
+def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
+    """Run one valuation of ``cfg.table`` end to end.
+
+    Args:
+        cfg: the run configuration.
+        engine: the engine; default the one ``cfg.engine`` names.
 
     Raises:
         InvalidInputError: bad input; the table is left as it was.
@@ -198,9 +133,8 @@ def run_valuation(cfg: RunConfig) -> RunSummary:
 
     from ecoval_ops.valuation import EcoVal
 
-    if cfg.engine != "delta-rs":
-        raise EcovalError("the Spark engine is not wired into `ecoval run` yet; use --engine delta-rs")
-    rows = read_rows(cfg)
+    engine = engine or engine_for(cfg)
+    rows = engine.read_rows(cfg)
     tracker = ValuationTracker(cfg.tracking_uri, cfg.experiment)
     current = tracker.load_current(cfg.registered_model_name)
     mode = decide_mode(cfg, rows, current[0] if current else None)
@@ -213,13 +147,13 @@ def run_valuation(cfg: RunConfig) -> RunSummary:
     try:
         if mode == "refit":
             if cfg.validation_table is not None:
-                val = read_rows(cfg, str(cfg.validation_table))
+                val = engine.read_rows(cfg, str(cfg.validation_table))
                 holdout = np.zeros(len(rows.keys), bool)
                 X_val, y_val = val.X, val.y
             else:
                 holdout = holdout_mask(rows.keys, cfg.validation_fraction)
                 X_val, y_val = rows.X[holdout], rows.y[holdout]
-            ev = EcoVal(n_clusters=cfg.clusters, budget=cfg.budget, seed=cfg.seed).fit(
+            ev = EcoVal(n_clusters=cfg.clusters, budget=cfg.budget, seed=cfg.seed, clusterer=engine.clusterer()).fit(
                 rows.X[~holdout], rows.y[~holdout], X_val, y_val
             )
             tracker.log_shards(run_id, _shards(ev))
@@ -242,8 +176,7 @@ def run_valuation(cfg: RunConfig) -> RunSummary:
             parts = [_columns(rows.keys[new], oos, ev.values_, cfg.key, run_id, version)]
             trainings = 0
         values = pa.concat_tables(parts)
-        ensure_value_columns(cfg.table)
-        written = merge_values(cfg.table, values, key=cfg.key, run_id=run_id, source_version=rows.version)
+        written = engine.write_values(cfg, values, run_id=run_id, source_version=rows.version)
         modes = values.column("ecoval_mode").to_pylist()
         summary = RunSummary(
             mode=mode,

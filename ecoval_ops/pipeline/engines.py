@@ -1,0 +1,221 @@
+"""The two engines of a run: where rows are read and values written (architecture.md).
+
+Both engines read a pinned table version, validate with :func:`rows_from_arrow` (the same
+checks and messages), value with the same EcoVal code, and write one MERGE with the same checks
+(``prepare_values``); they differ in the reader, the clusterer and the writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ecoval_ops.config import RunConfig
+from ecoval_ops.exceptions import EcovalError, InvalidInputError
+from ecoval_ops.lakehouse import ensure_value_columns, merge_values, open_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+
+    from ecoval_ops.valuation.protocols import Clusterer
+
+__all__ = ["DeltaRsEngine", "Engine", "Rows", "SparkEngine", "columns_present", "engine_for", "rows_from_arrow"]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The rows of a table version that a run needs, validated.
+
+    Attributes:
+        version: the table version read.
+        keys: ``(n,)`` row keys.
+        X: ``(n, d)`` float features.
+        y: ``(n,)`` labels.
+        valued: ``(n,)`` whether a run already valued the row.
+    """
+
+    version: int
+    keys: NDArray[np.generic]
+    X: NDArray[np.float64]
+    y: NDArray[np.generic]
+    valued: NDArray[np.bool_]
+
+
+def columns_present(cfg: RunConfig, names: set[str], where: str) -> list[str]:
+    """The columns a run reads, after checking the table has them."""
+    if cfg.features is None:
+        raise EcovalError("only the features embedder is wired into `ecoval run` so far; pass --features")
+    wanted = [cfg.key, cfg.label, *cfg.features]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise InvalidInputError(f"{where} has no column(s) {missing}; it has {sorted(names)}")
+    return wanted
+
+
+def rows_from_arrow(cfg: RunConfig, version: int, where: str, data: pa.Table, X: NDArray[np.float64]) -> Rows:
+    """Validate what an engine read and build :class:`Rows` (the checks both engines share).
+
+    Args:
+        cfg: the run configuration.
+        version: the table version read.
+        where: ``path@vN`` for messages.
+        data: key and label columns, and ``ecoval_run_id`` when the table has it.
+        X: ``(n, d)`` embeddings built from ``cfg.features`` (nulls as NaN).
+
+    Raises:
+        InvalidInputError: an empty table, nulls in key or label, duplicate keys, or null / NaN /
+            infinite features, each naming the column and the table version.
+    """
+    import pyarrow.compute as pc
+
+    if data.num_rows == 0:
+        raise InvalidInputError(f"{where} is empty: there are no rows to value")
+    for column in (cfg.key, cfg.label):
+        nulls = data.column(column).null_count
+        if nulls:
+            raise InvalidInputError(f"column {column!r} of {where} has {nulls} null values")
+    keys = data.column(cfg.key)
+    distinct = pc.count_distinct(keys).as_py()
+    if distinct != data.num_rows:
+        raise InvalidInputError(f"key column {cfg.key!r} of {where} has {data.num_rows - distinct} duplicate keys")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        column = (cfg.features or ())[int(np.flatnonzero(bad.any(axis=0))[0])]
+        raise InvalidInputError(
+            f"feature column {column!r} of {where} has {int(bad[:, list(cfg.features or ()).index(column)].sum())} "
+            "null, NaN or infinite values"
+        )
+    names = data.column_names
+    valued = (
+        data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False) if "ecoval_run_id" in names else None
+    )
+    return Rows(
+        version=version,
+        keys=keys.to_numpy(zero_copy_only=False),
+        X=X,
+        y=data.column(cfg.label).to_numpy(zero_copy_only=False),
+        valued=np.zeros(data.num_rows, bool) if valued is None else np.asarray(valued, dtype=bool),
+    )
+
+
+def _read_rows_delta_rs(cfg: RunConfig, path: str | None = None) -> Rows:
+    table = open_table(path or cfg.table)
+    version = int(table.version())
+    where = f"{path or cfg.table}@v{version}"
+    names = set(table.schema().to_arrow().names)
+    wanted = columns_present(cfg, names, where)
+    data = table.to_pyarrow_table(columns=wanted + (["ecoval_run_id"] if "ecoval_run_id" in names else []))
+    try:
+        X = np.column_stack(
+            [data.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cfg.features or ()]
+        )
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"feature columns {list(cfg.features or ())} of {where} must be numeric: {e}") from e
+    return rows_from_arrow(cfg, version, where, data, X)
+
+
+class Engine(Protocol):
+    """Reads the rows of a run and writes its values."""
+
+    def read_rows(self, cfg: RunConfig, path: str | None = None) -> Rows:
+        """The validated rows of the latest version of ``path`` (default ``cfg.table``)."""
+        ...
+
+    def write_values(self, cfg: RunConfig, values: pa.Table, *, run_id: str, source_version: int) -> int | None:
+        """Add the value columns once, then one idempotent MERGE; None if already written."""
+        ...
+
+    def clusterer(self) -> Clusterer | None:
+        """The clusterer EcoVal uses with this engine (None: scikit-learn k-means)."""
+        ...
+
+
+class DeltaRsEngine:
+    """In-process engine: delta-rs reads and writes, numpy/torch compute (no JVM)."""
+
+    def read_rows(self, cfg: RunConfig, path: str | None = None) -> Rows:
+        """See :class:`Engine`."""
+        return _read_rows_delta_rs(cfg, path)
+
+    def write_values(self, cfg: RunConfig, values: pa.Table, *, run_id: str, source_version: int) -> int | None:
+        """See :class:`Engine`."""
+        ensure_value_columns(cfg.table)
+        return merge_values(cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version)
+
+    def clusterer(self) -> Clusterer | None:
+        """See :class:`Engine`."""
+        return None
+
+
+class SparkEngine:
+    """Spark engine: Spark reads and embeds, MLlib clusters, delta-spark writes.
+
+    Spark reads a pinned version and builds the embeddings in Arrow batches (``mapInPandas``).
+
+    Args:
+        spark: a session; ``None`` starts the embedded one (``local[*]`` with Delta).
+    """
+
+    def __init__(self, spark: SparkSession | None = None) -> None:
+        self.spark = spark
+
+    def _session(self) -> SparkSession:
+        if self.spark is None:
+            from ecoval_ops.lakehouse.spark import spark_session
+
+            self.spark = spark_session()
+        return self.spark
+
+    def read_rows(self, cfg: RunConfig, path: str | None = None) -> Rows:
+        """See :class:`Engine`."""
+        from pyspark.sql.types import NumericType
+
+        from ecoval_ops.lakehouse.spark_engine import EMBEDDING_COL, embed_features
+
+        uri = str(path or cfg.table)
+        version = int(open_table(uri).version())
+        where = f"{uri}@v{version}"
+        frame = self._session().read.format("delta").option("versionAsOf", version).load(uri)
+        names = set(frame.columns)
+        columns_present(cfg, names, where)
+        not_numeric = [
+            f.name
+            for f in frame.schema.fields
+            if f.name in (cfg.features or ()) and not isinstance(f.dataType, NumericType)
+        ]
+        if not_numeric:
+            raise InvalidInputError(f"feature columns {not_numeric} of {where} must be numeric")
+        keep = [cfg.key, cfg.label, *(["ecoval_run_id"] if "ecoval_run_id" in names else [])]
+        data = embed_features(frame, cfg.features or (), keep=keep).toArrow()
+        d = len(cfg.features or ())
+        flat = data.column(EMBEDDING_COL).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        X = np.asarray(flat, dtype=np.float64).reshape(data.num_rows, d)
+        return rows_from_arrow(cfg, version, where, data.drop_columns([EMBEDDING_COL]), X)
+
+    def write_values(self, cfg: RunConfig, values: pa.Table, *, run_id: str, source_version: int) -> int | None:
+        """See :class:`Engine`."""
+        from ecoval_ops.lakehouse.delta_spark import merge_values_spark
+
+        ensure_value_columns(cfg.table)
+        return merge_values_spark(
+            self._session(), cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version
+        )
+
+    def clusterer(self) -> Clusterer | None:
+        """See :class:`Engine`."""
+        from ecoval_ops.lakehouse.spark_engine import SparkKMeansClusterer
+
+        return SparkKMeansClusterer(self._session())
+
+
+def engine_for(cfg: RunConfig, **options: Any) -> Engine:
+    """The engine ``cfg.engine`` names."""
+    if cfg.engine == "delta-rs":
+        return DeltaRsEngine()
+    if cfg.engine == "spark":
+        return SparkEngine(**options)
+    raise EcovalError(f"unknown engine {cfg.engine!r}")
