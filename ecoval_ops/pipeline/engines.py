@@ -129,8 +129,8 @@ class Engine(Protocol):
         """Add the value columns once, then one idempotent MERGE; None if already written."""
         ...
 
-    def clusterer(self) -> Clusterer | None:
-        """The clusterer EcoVal uses with this engine (None: scikit-learn k-means)."""
+    def clusterer(self, n_rows: int) -> Clusterer | None:
+        """The clusterer EcoVal uses for ``n_rows`` training rows (None: scikit-learn k-means)."""
         ...
 
 
@@ -146,7 +146,7 @@ class DeltaRsEngine:
         ensure_value_columns(cfg.table)
         return merge_values(cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version)
 
-    def clusterer(self) -> Clusterer | None:
+    def clusterer(self, n_rows: int) -> Clusterer | None:
         """See :class:`Engine`."""
         return None
 
@@ -156,12 +156,19 @@ class SparkEngine:
 
     Spark reads a pinned version and builds the embeddings in Arrow batches (``mapInPandas``).
 
+    Tables with fewer than ``mllib_min_rows`` training rows are clustered on the driver by the
+    same scikit-learn k-means as the delta-rs engine (an MLlib job costs more than the whole
+    clustering there), so both engines give the same values on such tables; larger ones are
+    clustered by MLlib.
+
     Args:
         spark: a session; ``None`` starts the embedded one (``local[*]`` with Delta).
+        mllib_min_rows: training rows from which MLlib clusters. Default 50_000.
     """
 
-    def __init__(self, spark: SparkSession | None = None) -> None:
+    def __init__(self, spark: SparkSession | None = None, *, mllib_min_rows: int = 50_000) -> None:
         self.spark = spark
+        self.mllib_min_rows = mllib_min_rows
 
     def _session(self) -> SparkSession:
         if self.spark is None:
@@ -205,11 +212,11 @@ class SparkEngine:
             self._session(), cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version
         )
 
-    def clusterer(self) -> Clusterer | None:
+    def clusterer(self, n_rows: int) -> Clusterer | None:
         """See :class:`Engine`."""
         from ecoval_ops.lakehouse.spark_engine import SparkKMeansClusterer
 
-        return SparkKMeansClusterer(self._session())
+        return SparkKMeansClusterer(self._session()) if n_rows >= self.mllib_min_rows else None
 
 
 def engine_for(cfg: RunConfig, **options: Any) -> Engine:

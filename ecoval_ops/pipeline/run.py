@@ -153,9 +153,12 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
             else:
                 holdout = holdout_mask(rows.keys, cfg.validation_fraction)
                 X_val, y_val = rows.X[holdout], rows.y[holdout]
-            ev = EcoVal(n_clusters=cfg.clusters, budget=cfg.budget, seed=cfg.seed, clusterer=engine.clusterer()).fit(
-                rows.X[~holdout], rows.y[~holdout], X_val, y_val
-            )
+            ev = EcoVal(
+                n_clusters=cfg.clusters,
+                budget=cfg.budget,
+                seed=cfg.seed,
+                clusterer=engine.clusterer(int((~holdout).sum())),
+            ).fit(rows.X[~holdout], rows.y[~holdout], X_val, y_val)
             tracker.log_shards(run_id, _shards(ev))
             version = tracker.register(
                 run_id,

@@ -59,3 +59,28 @@ def test_spark_engine_reports_null_features_and_writes_nothing(spark, cfg) -> No
     with pytest.raises(InvalidInputError, match=r"feature column 'f0' of .*@v1 has 10 null, NaN or infinite values"):
         run_valuation(cfg, SparkEngine(spark))
     assert DeltaTable(str(cfg.table)).version() == version
+
+
+def test_engines_give_the_same_values_on_the_same_table(spark, cfg, tmp_path) -> None:
+    twin = tmp_path / "twin"
+    write_deltalake(str(twin), _rows(0, 400))
+    twin_cfg = cfg.model_copy(update={"table": twin, "model_name": "ecoval_twin"})
+    run_valuation(cfg, SparkEngine(spark))
+    run_valuation(twin_cfg, DeltaRsEngine())
+    columns = ["row_id", "ecoval_value", "ecoval_intrinsic", "ecoval_extrinsic", "ecoval_cluster", "ecoval_mode"]
+    a = DeltaTable(str(cfg.table)).to_pyarrow_table(columns=columns).sort_by("row_id")
+    b = DeltaTable(str(twin)).to_pyarrow_table(columns=columns).sort_by("row_id")
+    for column in columns:
+        left, right = a.column(column).to_numpy(zero_copy_only=False), b.column(column).to_numpy(zero_copy_only=False)
+        if column == "ecoval_mode":
+            np.testing.assert_array_equal(left, right)
+        else:
+            np.testing.assert_allclose(left, right, rtol=1e-12)
+
+
+def test_mllib_clusters_large_tables(spark, cfg) -> None:
+    summary = run_valuation(cfg, SparkEngine(spark, mllib_min_rows=100))
+    assert summary.mode == "refit" and summary.rows_valued == 400
+    table = DeltaTable(str(cfg.table)).to_pyarrow_table()
+    assert table.column("ecoval_value").null_count == 0
+    assert set(table.column("ecoval_cluster").to_pylist()) <= set(range(4))
