@@ -12,38 +12,35 @@ __all__ = ["main"]
 
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from ecoval_ops.demo import run_digits_demo
+    from ecoval_ops.demo import FILTER_SQL, run_demo
 
-    console = Console()
-    with console.status("valuing scikit-learn digits with 10% injected label noise..."):
-        s = run_digits_demo(seed=args.seed)
-    console.print(f"[bold]EcoVal demo[/bold]: {s.n_train} digits, {s.n_noisy} labels flipped on purpose")
+    console = Console(soft_wrap=True)
+    with console.status(f"building a Delta table of noisy digits and running two nights ({args.engine} engine)..."):
+        r = run_demo(args.workdir, engine=args.engine, seed=args.seed)
+    first, second = r.nights
+    console.print(f"[bold]EcoVal lakehouse demo[/bold]: {r.table}")
     console.print(
-        f"  {s.n_trainings} model trainings for p = {s.n_clusters} clusters, fitted in {s.fit_seconds:.1f} s "
-        "(Shapley-style methods need thousands)"
+        f"  night 1 ({first.mode}): {first.rows_valued} rows valued ({first.rows_in_sample} in sample, "
+        f"{first.rows_out_of_sample} held out for validation and valued out of sample) with {first.n_trainings} "
+        f"trainings; model version {first.model_version}"
     )
-    console.print(f"  noise detection AUROC of the value ranking: [bold]{s.auroc:.3f}[/bold]")
-    console.print(f"  suspect flag (alpha < 0): precision {s.suspect_precision:.2f}, recall {s.suspect_recall:.2f}")
-    console.print(f"  297 new rows valued out of sample, no retraining: AUROC {s.oos_auroc:.3f}")
     console.print(
-        f"  Gamma_alpha {s.gamma_alpha:.3f}, Gamma_beta* {s.gamma_beta:.3f}, "
-        f"returns to scale gamma {s.returns_to_scale:.3f}"
+        f"  night 2 ({second.mode}): {second.rows_valued} new rows valued out of sample, no retraining "
+        f"(Delta v{second.table_version_read} -> v{second.table_version_written})"
     )
-    table = Table(title="cluster values phi_c (utility units: mean log-likelihood on validation)")
-    table.add_column("cluster", justify="right")
-    table.add_column("rows", justify="right")
-    table.add_column("phi_c", justify="right")
-    table.add_column("phi_c per row", justify="right")
-    for c in range(s.n_clusters):
-        table.add_row(
-            str(c),
-            str(s.cluster_sizes[c]),
-            f"{s.cluster_values[c]:+.4f}",
-            f"{s.cluster_values[c] / s.cluster_sizes[c]:+.2e}",
-        )
-    console.print(table)
+    console.print(
+        f"  {r.n_flipped} of {r.n_rows} labels were flipped on purpose: AUROC of the value ranking {r.auroc:.3f} "
+        f"(new rows alone {r.auroc_new:.3f}); ecoval_suspect flags them with precision {r.suspect_precision:.2f}, "
+        f"recall {r.suspect_recall:.2f}"
+    )
+    console.print("  keep the helpful, label-consistent rows with Spark SQL:")
+    console.print(f"    {FILTER_SQL.format(table=r.table)}", markup=False)
+    console.print(f"    -> {r.clean_rows} rows")
+    store = r.tracking_uri
+    console.print("  review the runs in the MLflow UI:")
+    console.print(f"    mlflow ui --backend-store-uri {store} --port 5000", markup=False)
+    console.print(f"    http://127.0.0.1:5000/#/experiments/{r.experiment_id}/runs/{first.run_id}", markup=False)
     return 0
 
 
@@ -116,8 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecoval", description="EcoVal data valuation for ML lakehouse pipelines")
     commands = parser.add_subparsers(dest="command", required=True)
     _run_parser(commands)
-    demo = commands.add_parser("demo", help="value scikit-learn's digits with 10%% injected label noise")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the split, the noise and EcoVal (default 0)")
+    demo = commands.add_parser(
+        "demo", help="build a Delta table of digits with 10%% flipped labels and run the nightly job twice"
+    )
+    demo.add_argument("--workdir", default="ecoval-demo", help="folder for the table and MLflow store (replaced)")
+    demo.add_argument("--engine", choices=["spark", "delta-rs"], default="spark", help="engine (default spark)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the noise and of EcoVal (default 0)")
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -1,95 +1,160 @@
-"""The in-memory demo: EcoVal on scikit-learn's digits with 10% injected label noise.
+"""``ecoval demo``: the nightly lakehouse flow on scikit-learn's digits with injected label noise.
 
-Data ships inside scikit-learn, so the demo needs no download. The lakehouse demo (Delta table,
-MLflow runs, nightly increment) builds on this once the pipeline exists.
+The data ships inside scikit-learn, so the demo needs no download. It builds a Delta table of
+1500 digits with 10% of the labels flipped (the demo remembers which), runs the nightly job
+(a full valuation, registered in MLflow), appends 297 new rows and runs it again (the new rows
+are valued out of sample, without retraining), then measures how well the values and the suspect
+flag find the flipped labels.
 """
 
 from __future__ import annotations
 
-import time
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DemoSummary", "run_digits_demo"]
+from ecoval_ops.pipeline.run import RunSummary
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["FILTER_SQL", "DemoResult", "run_demo"]
+
+FILTER_SQL = (
+    "SELECT row_id, label, ecoval_value FROM delta.`{table}` WHERE " + "ecoval_value > 0 AND NOT ecoval_suspect"
+)
+"""The Spark SQL a downstream job runs to keep helpful, label-consistent rows."""
+_FILTER = "ecoval_value > 0 AND NOT ecoval_suspect"
 
 
 @dataclass(frozen=True)
-class DemoSummary:
-    """What the demo measured.
+class DemoResult:
+    """What the demo did and measured.
 
     Attributes:
-        n_train: training rows valued.
-        n_noisy: rows whose label was flipped.
-        auroc: AUROC of ``-value`` against the flipped rows.
-        suspect_precision: share of flagged suspects (``alpha < 0``) that were flipped.
-        suspect_recall: share of flipped rows that were flagged.
-        n_clusters: p.
-        n_trainings: model trainings run.
-        cluster_values: ``(p,)`` phi.
-        cluster_sizes: ``(p,)`` rows per cluster.
-        gamma_alpha: ``Gamma_alpha``.
-        gamma_beta: ``Gamma_beta*``.
-        returns_to_scale: ``gamma``.
-        oos_auroc: AUROC on 297 held-out noisy rows valued out of sample.
-        fit_seconds: wall time of the fit.
+        table: the Delta table written.
+        tracking_uri: the MLflow store.
+        experiment_id: the MLflow experiment of the runs.
+        nights: the two run summaries.
+        n_rows: rows in the table after both nights.
+        n_flipped: labels flipped on purpose.
+        auroc: AUROC of ``-ecoval_value`` against the flipped rows, all rows.
+        auroc_new: the same on the rows valued out of sample the second night.
+        suspect_precision: share of ``ecoval_suspect`` rows whose label was flipped.
+        suspect_recall: share of flipped rows flagged ``ecoval_suspect``.
+        clean_rows: rows the filter query keeps, counted by Spark SQL (Spark engine) or by
+            delta-rs's SQL engine (delta-rs engine).
     """
 
-    n_train: int
-    n_noisy: int
+    table: Path
+    tracking_uri: str
+    experiment_id: str
+    nights: tuple[RunSummary, RunSummary]
+    n_rows: int
+    n_flipped: int
     auroc: float
+    auroc_new: float
     suspect_precision: float
     suspect_recall: float
-    n_clusters: int
-    n_trainings: int
-    cluster_values: NDArray[np.float64]
-    cluster_sizes: NDArray[np.int64]
-    gamma_alpha: float
-    gamma_beta: float
-    returns_to_scale: float
-    oos_auroc: float
-    fit_seconds: float
+    clean_rows: int
 
 
-def _flip(y: NDArray[np.int64], rate: float, rng: np.random.Generator) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
-    flipped = np.zeros(y.size, dtype=bool)
-    flipped[rng.choice(y.size, size=round(rate * y.size), replace=False)] = True
-    noisy = np.where(flipped, (y + rng.integers(1, 10, size=y.size)) % 10, y)
-    return noisy, flipped
-
-
-def run_digits_demo(*, seed: int = 0, noise: float = 0.1) -> DemoSummary:
-    """Value 1200 digits (10% flipped) against 300 validation rows; value 297 more out of sample."""
+def _digits(seed: int, noise: float) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_]]:
     from sklearn.datasets import load_digits
-    from sklearn.metrics import roc_auc_score
-
-    from ecoval_ops.valuation import EcoVal
 
     X, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(seed)
     order = rng.permutation(y.size)
-    train, val, new = order[:1200], order[1200:1500], order[1500:]
-    y_train, flipped = _flip(y[train].astype(np.int64), noise, rng)
-    y_val, _ = _flip(y[val].astype(np.int64), noise, rng)
-    y_new, flipped_new = _flip(y[new].astype(np.int64), noise, rng)
-    start = time.perf_counter()
-    ev = EcoVal(seed=seed).fit(X[train], y_train, X[val], y_val)
-    seconds = time.perf_counter() - start
-    suspects = ev.intrinsic_ < 0
-    return DemoSummary(
-        n_train=int(train.size),
-        n_noisy=int(flipped.sum()),
-        auroc=float(roc_auc_score(flipped, -ev.values_)),
-        suspect_precision=float(flipped[suspects].mean()) if suspects.any() else 0.0,
-        suspect_recall=float(suspects[flipped].mean()),
-        n_clusters=ev.n_clusters_,
-        n_trainings=ev.n_trainings_,
-        cluster_values=ev.cluster_values_,
-        cluster_sizes=np.bincount(ev.clusters_, minlength=ev.n_clusters_),
-        gamma_alpha=ev.gamma_alpha_,
-        gamma_beta=ev.gamma_beta_,
-        returns_to_scale=ev.returns_to_scale_,
-        oos_auroc=float(roc_auc_score(flipped_new, -ev.value(X[new], y_new))),
-        fit_seconds=seconds,
+    X, y = X[order], y[order].astype(np.int64)
+    flipped = np.zeros(y.size, dtype=bool)
+    flipped[rng.choice(y.size, size=round(noise * y.size), replace=False)] = True
+    y = np.where(flipped, (y + rng.integers(1, 10, size=y.size)) % 10, y)
+    return X, y, flipped
+
+
+def _frame(X: NDArray[np.float64], y: NDArray[np.int64], rows: slice) -> pa.Table:
+    import pyarrow as pa
+
+    ids = np.arange(X.shape[0])[rows]
+    columns = {"row_id": pa.array(ids), "label": pa.array(y[rows])}
+    columns.update({f"px{j}": pa.array(X[rows, j]) for j in range(X.shape[1])})
+    return pa.table(columns)
+
+
+def run_demo(
+    workdir: str | Path = "ecoval-demo", *, engine: Literal["spark", "delta-rs"] = "spark", seed: int = 0
+) -> DemoResult:
+    """Build the demo table under ``workdir`` (replacing an earlier demo there) and run two nights."""
+    from deltalake import DeltaTable, write_deltalake
+    from mlflow import MlflowClient
+    from sklearn.metrics import roc_auc_score
+
+    from ecoval_ops.config import load_config
+    from ecoval_ops.pipeline import engine_for, run_valuation
+
+    root = Path(workdir).resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    table = root / "lake" / "digits"
+    X, y, flipped = _digits(seed, 0.1)
+    write_deltalake(str(table), _frame(X, y, slice(0, 1500)))
+    cfg = load_config(
+        None,
+        table=str(table),
+        key="row_id",
+        label="label",
+        features=",".join(f"px{j}" for j in range(64)),
+        engine=engine,
+        mlflow_uri=f"sqlite:///{root / 'mlflow.db'}",
+        experiment="ecoval-demo",
+        seed=seed,
     )
+    runner = engine_for(cfg)
+    first = run_valuation(cfg, runner)
+    write_deltalake(str(table), _frame(X, y, slice(1500, None)), mode="append", schema_mode="merge")
+    second = run_valuation(cfg, runner)
+    valued = DeltaTable(str(table)).to_pyarrow_table(
+        columns=["row_id", "ecoval_value", "ecoval_suspect", "ecoval_mode"]
+    )
+    ids = valued.column("row_id").to_numpy()
+    truth = flipped[ids]
+    value = valued.column("ecoval_value").to_numpy()
+    suspect = valued.column("ecoval_suspect").to_numpy(zero_copy_only=False).astype(bool)
+    new = ids >= 1500
+    experiment = MlflowClient(tracking_uri=cfg.tracking_uri).get_experiment_by_name(cfg.experiment)
+    assert experiment is not None, "the runs above created the experiment"
+    return DemoResult(
+        table=table,
+        tracking_uri=cfg.tracking_uri,
+        experiment_id=str(experiment.experiment_id),
+        nights=(first, second),
+        n_rows=int(ids.size),
+        n_flipped=int(truth.sum()),
+        auroc=float(roc_auc_score(truth, -value)),
+        auroc_new=float(roc_auc_score(truth[new], -value[new])),
+        suspect_precision=float(truth[suspect].mean()) if suspect.any() else 0.0,
+        suspect_recall=float(suspect[truth].mean()),
+        clean_rows=_count_clean(table, engine),
+    )
+
+
+def _count_clean(table: Path, engine: str) -> int:
+    """Run the filter as SQL on the engine of the run, as a downstream job would."""
+    if engine == "spark":
+        from ecoval_ops.lakehouse.spark import spark_session
+
+        row = spark_session().sql(f"SELECT count(*) FROM delta.`{table}` WHERE {_FILTER}").first()
+        return 0 if row is None else int(row[0])
+    import pyarrow as pa
+    from deltalake import DeltaTable, QueryBuilder
+
+    reader = (
+        QueryBuilder()
+        .register("rows", DeltaTable(str(table)))
+        .execute(f"SELECT count(*) AS n FROM rows WHERE {_FILTER}")
+    )
+    return int(pa.table(reader.read_all()).column("n")[0].as_py())

@@ -62,5 +62,12 @@ def spark_session(app_name: str = "ecoval", *, master: str = "local[*]", shuffle
             raise EcovalError(f"{DELTA_JARS_ENV}={folder} holds no jars; run `make install` to fetch them")
         return builder.config("spark.jars", ",".join(jars)).getOrCreate()
     from delta import configure_spark_with_delta_pip
+    from pyspark.errors import PySparkRuntimeError
 
-    return configure_spark_with_delta_pip(builder).getOrCreate()
+    try:
+        return configure_spark_with_delta_pip(builder).getOrCreate()
+    except PySparkRuntimeError as e:
+        raise EcovalError(
+            "Spark could not start with Delta's jars resolved from Maven Central (see the log above); "
+            f"fetch them with `make install` and set {DELTA_JARS_ENV}=<project>/.jars, or use --engine delta-rs"
+        ) from e
