@@ -88,7 +88,10 @@ def _frame(X: NDArray[np.float64], y: NDArray[np.int64], rows: slice) -> pa.Tabl
 def run_demo(
     workdir: str | Path = "ecoval-demo", *, engine: Literal["spark", "delta-rs"] = "spark", seed: int = 0
 ) -> DemoResult:
-    """Build the demo table under ``workdir`` (replacing an earlier demo there) and run two nights."""
+    """Build the demo table under ``workdir`` (replacing an earlier demo's table) and run two nights.
+
+    The MLflow store beside it is kept, so runs of earlier demos stay reviewable.
+    """
     from deltalake import DeltaTable, write_deltalake
     from mlflow import MlflowClient
     from sklearn.metrics import roc_auc_score
@@ -97,9 +100,9 @@ def run_demo(
     from ecoval_ops.pipeline import engine_for, run_valuation
 
     root = Path(workdir).resolve()
-    if root.exists():
-        shutil.rmtree(root)
     table = root / "lake" / "digits"
+    if table.exists():
+        shutil.rmtree(table)
     X, y, flipped = _digits(seed, 0.1)
     write_deltalake(str(table), _frame(X, y, slice(0, 1500)))
     cfg = load_config(

@@ -69,7 +69,9 @@ class ValuationTracker:
         try:
             experiment = client.get_experiment_by_name(self.experiment)
             experiment_id = (
-                experiment.experiment_id if experiment is not None else client.create_experiment(self.experiment)
+                experiment.experiment_id
+                if experiment is not None
+                else client.create_experiment(self.experiment, artifact_location=self._artifact_location())
             )
             run = client.create_run(experiment_id, run_name="ecoval", tags=tags)
         except Exception as e:  # MLflow raises many types for a bad URI or an unreachable server
@@ -159,6 +161,17 @@ class ValuationTracker:
         finally:
             mlflow.set_tracking_uri(previous)
         return model.unwrap_python_model().ecoval, str(version.version)
+
+    def _artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts.
+
+        Beside a SQLite store (``<folder>/mlartifacts``) rather than in ``./mlruns`` of whatever
+        directory the job ran in; other stores keep their server's default.
+        """
+        prefix = "sqlite:///"
+        if not self.tracking_uri.startswith(prefix):
+            return None
+        return (Path(self.tracking_uri[len(prefix) :]).parent / "mlartifacts").resolve().as_uri()
 
     def _safe_uri(self) -> str:
         from ecoval_ops.config import scrub_uri
