@@ -118,6 +118,16 @@ def _columns(
     )
 
 
+def _digest(rows: Rows) -> str:
+    """A short content digest of the rows read (keys, labels, features), for MLflow's dataset."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in (np.asarray(rows.keys).astype(str), np.asarray(rows.y).astype(str), rows.X):
+        h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()[:16]
+
+
 def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
     """Run one valuation of ``cfg.table`` end to end.
 
@@ -145,6 +155,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
         {"ecoval.table": str(cfg.table), "ecoval.mode": mode, "ecoval.table_version_read": str(rows.version)},
     )
     try:
+        tracker.log_source(run_id, str(cfg.table), rows.version, _digest(rows))
         if mode == "refit":
             if cfg.validation_table is not None:
                 val = engine.read_rows(cfg, str(cfg.validation_table))

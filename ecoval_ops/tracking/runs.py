@@ -98,6 +98,23 @@ class ValuationTracker:
             children.append(str(child.info.run_id))
         return children
 
+    def log_source(self, run_id: str, table: str, version: int, digest: str) -> None:
+        """Log the source Delta table at the version read as the run's input dataset."""
+        from mlflow.data.delta_dataset_source import DeltaDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        # MetaDataset implements profile at run time; its type stub still marks it abstract.
+        dataset = MetaDataset(  # type: ignore[abstract]
+            source=DeltaDatasetSource(path=table, delta_table_version=version),
+            name=f"{Path(table).name}@v{version}",
+            digest=digest,
+        )
+        self._client().log_inputs(
+            run_id,
+            datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "valuation")])],
+        )
+
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Log scalar metrics on a run."""
         client = self._client()

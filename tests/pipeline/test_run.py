@@ -104,6 +104,9 @@ def test_mlflow_records(setup) -> None:
     )
     assert len(children) == 1 + 4
     assert sum(int(c.data.params["trainings"]) for c in children) == summary.n_trainings
+    (source,) = parent.inputs.dataset_inputs
+    assert source.dataset.source_type == "delta_table" and '"delta_table_version": 0' in source.dataset.source
+    assert source.dataset.name == "train@v0"
     version = client.get_model_version_by_alias("ecoval_train", "current")
     assert str(version.version) == summary.model_version
 
