@@ -23,7 +23,17 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation.protocols import Clusterer
 
-__all__ = ["DeltaRsEngine", "Engine", "Rows", "SparkEngine", "columns_present", "engine_for", "rows_from_arrow"]
+__all__ = [
+    "DeltaRsEngine",
+    "Engine",
+    "Rows",
+    "SparkEngine",
+    "columns_present",
+    "embedding_columns",
+    "embedding_matrix",
+    "engine_for",
+    "rows_from_arrow",
+]
 
 
 @dataclass(frozen=True)
@@ -45,15 +55,52 @@ class Rows:
     valued: NDArray[np.bool_]
 
 
+def embedding_columns(cfg: RunConfig) -> list[str]:
+    """The columns the embedder reads: the feature columns, or the embedding column."""
+    if cfg.features is not None:
+        return list(cfg.features)
+    if cfg.embedding_col is not None:
+        return [cfg.embedding_col]
+    raise EcovalError(
+        "the torchvision image embedder is not wired into `ecoval run` yet; use --features or --embedding-col"
+    )
+
+
 def columns_present(cfg: RunConfig, names: set[str], where: str) -> list[str]:
     """The columns a run reads, after checking the table has them."""
-    if cfg.features is None:
-        raise EcovalError("only the features embedder is wired into `ecoval run` so far; pass --features")
-    wanted = [cfg.key, cfg.label, *cfg.features]
+    wanted = [cfg.key, cfg.label, *embedding_columns(cfg)]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise InvalidInputError(f"{where} has no column(s) {missing}; it has {sorted(names)}")
     return wanted
+
+
+def embedding_matrix(column: pa.ChunkedArray, name: str, where: str) -> NDArray[np.float64]:
+    """``(n, d)`` float64 from a list column of embeddings, every row of the same length.
+
+    Raises:
+        InvalidInputError: null embeddings, embeddings of different lengths, or a column that
+            does not hold numeric lists.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (
+        pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type)
+    ):
+        raise InvalidInputError(f"embedding column {name!r} of {where} holds {column.type}, not numeric arrays")
+    if column.null_count:
+        raise InvalidInputError(f"embedding column {name!r} of {where} has {column.null_count} null values")
+    lengths = pc.unique(pc.list_value_length(column)).to_pylist()
+    if len(lengths) != 1 or not lengths[0]:
+        raise InvalidInputError(
+            f"embeddings in {name!r} of {where} must share one non-zero length; found {sorted(lengths)}"
+        )
+    try:
+        flat = pc.list_flatten(column).cast(pa.float64()).fill_null(float("nan"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InvalidInputError(f"embedding column {name!r} of {where} must hold numbers: {e}") from e
+    return np.asarray(flat.to_numpy(), dtype=np.float64).reshape(len(column), int(lengths[0]))
 
 
 def rows_from_arrow(cfg: RunConfig, version: int, where: str, data: pa.Table, X: NDArray[np.float64]) -> Rows:
@@ -84,10 +131,15 @@ def rows_from_arrow(cfg: RunConfig, version: int, where: str, data: pa.Table, X:
         raise InvalidInputError(f"key column {cfg.key!r} of {where} has {data.num_rows - distinct} duplicate keys")
     bad = ~np.isfinite(X)
     if bad.any():
-        column = (cfg.features or ())[int(np.flatnonzero(bad.any(axis=0))[0])]
+        first = int(np.flatnonzero(bad.any(axis=0))[0])
+        if cfg.features is not None:
+            raise InvalidInputError(
+                f"feature column {cfg.features[first]!r} of {where} has {int(bad[:, first].sum())} "
+                "null, NaN or infinite values"
+            )
         raise InvalidInputError(
-            f"feature column {column!r} of {where} has {int(bad[:, list(cfg.features or ()).index(column)].sum())} "
-            "null, NaN or infinite values"
+            f"embedding column {cfg.embedding_col!r} of {where} has {int(bad.any(axis=1).sum())} rows with NaN or "
+            f"infinite entries (first at dimension {first})"
         )
     names = data.column_names
     valued = (
@@ -109,6 +161,9 @@ def _read_rows_delta_rs(cfg: RunConfig, path: str | None = None) -> Rows:
     names = set(table.schema().to_arrow().names)
     wanted = columns_present(cfg, names, where)
     data = table.to_pyarrow_table(columns=wanted + (["ecoval_run_id"] if "ecoval_run_id" in names else []))
+    if cfg.embedding_col is not None:
+        X = embedding_matrix(data.column(cfg.embedding_col), cfg.embedding_col, where)
+        return rows_from_arrow(cfg, version, where, data, X)
     try:
         X = np.column_stack(
             [data.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cfg.features or ()]
@@ -197,10 +252,12 @@ class SparkEngine:
         if not_numeric:
             raise InvalidInputError(f"feature columns {not_numeric} of {where} must be numeric")
         keep = [cfg.key, cfg.label, *(["ecoval_run_id"] if "ecoval_run_id" in names else [])]
-        data = embed_features(frame, cfg.features or (), keep=keep).toArrow()
-        d = len(cfg.features or ())
-        flat = data.column(EMBEDDING_COL).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        X = np.asarray(flat, dtype=np.float64).reshape(data.num_rows, d)
+        if cfg.embedding_col is not None:
+            embedded = frame.select(*keep, frame[cfg.embedding_col].alias(EMBEDDING_COL))
+        else:
+            embedded = embed_features(frame, cfg.features or (), keep=keep)
+        data = embedded.toArrow()
+        X = embedding_matrix(data.column(EMBEDDING_COL), cfg.embedding_col or EMBEDDING_COL, where)
         return rows_from_arrow(cfg, version, where, data.drop_columns([EMBEDDING_COL]), X)
 
     def write_values(self, cfg: RunConfig, values: pa.Table, *, run_id: str, source_version: int) -> int | None:

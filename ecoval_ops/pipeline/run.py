@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from ecoval_ops.config import RunConfig
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.split import holdout_mask
-from ecoval_ops.pipeline.engines import Engine, Rows, engine_for
+from ecoval_ops.pipeline.engines import Engine, Rows, embedding_columns, engine_for
 from ecoval_ops.tracking import Shard, ValuationTracker
 
 if TYPE_CHECKING:
@@ -175,7 +175,11 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
                 run_id,
                 ev,
                 model_name=cfg.registered_model_name,
-                columns={"features": list(cfg.features or ()), "label": cfg.label},
+                columns={
+                    "embedding": embedding_columns(cfg),
+                    "is_vector": cfg.embedding_col is not None,
+                    "label": cfg.label,
+                },
             )
             parts = [_columns(rows.keys[~holdout], ev.result_, ev.values_, cfg.key, run_id, version)]
             if holdout.any():

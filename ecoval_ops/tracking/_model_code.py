@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 from ecoval_ops.valuation import EcoVal
@@ -24,9 +25,12 @@ class EcoValPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined
         self.columns = json.loads(Path(context.artifacts["columns"]).read_text())
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        rows = self.ecoval.value_rows(
-            model_input[self.columns["features"]].to_numpy(dtype=float), model_input[self.columns["label"]].to_numpy()
-        )
+        embedding = self.columns["embedding"]
+        if self.columns["is_vector"]:
+            X = np.stack([np.asarray(v, dtype=float) for v in model_input[embedding[0]]])
+        else:
+            X = model_input[embedding].to_numpy(dtype=float)
+        rows = self.ecoval.value_rows(X, model_input[self.columns["label"]].to_numpy())
         return pd.DataFrame(
             {
                 "ecoval_value": rows.values,

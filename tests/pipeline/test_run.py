@@ -120,3 +120,51 @@ def test_bad_input_leaves_the_table_as_it_was(setup) -> None:
     with pytest.raises(InvalidInputError, match=r"has no column\(s\) \['nope'\]"):
         run_valuation(bad)
     assert (DeltaTable(str(path)).version(), _checksum(path)) == before
+
+
+def test_embedding_column_and_the_registered_pyfunc(tmp_path) -> None:
+    import mlflow
+
+    X, y = blobs(300, n_classes=2, d=4, noise=0.1, seed=5)
+    path = tmp_path / "emb"
+    write_deltalake(
+        str(path),
+        pa.table({"id": np.arange(300), "emb": pa.array([list(r) for r in X], pa.list_(pa.float32())), "y": y}),
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(
+        None, table=str(path), key="id", label="y", embedding_col="emb", engine="delta-rs", mlflow_uri=uri, clusters=3
+    )
+    summary = run_valuation(cfg)
+    assert summary.mode == "refit" and summary.rows_valued == 300
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model_name}@current")
+    frame = DeltaTable(str(path)).to_pandas(columns=["id", "emb", "y", "ecoval_value", "ecoval_mode"])
+    new_rows = frame[frame.ecoval_mode == "out_of_sample"]
+    predicted = model.predict(new_rows[["emb", "y"]])
+    np.testing.assert_allclose(predicted["ecoval_value"].to_numpy(), new_rows["ecoval_value"].to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "message"),
+    [
+        ([[1.0, 2.0]] * 9 + [None], "embedding column 'emb' of .* has 1 null values"),
+        ([[1.0, 2.0]] * 9 + [[1.0]], "must share one non-zero length; found \\[1, 2\\]"),
+        ([[1.0, 2.0]] * 9 + [[float("nan"), 1.0]], "1 rows with NaN or infinite entries"),
+    ],
+)
+def test_bad_embeddings_are_named(tmp_path, embeddings, message) -> None:
+    path = tmp_path / "emb"
+    write_deltalake(str(path), pa.table({"id": np.arange(10), "emb": embeddings, "y": [0, 1] * 5}))
+    cfg = load_config(
+        None,
+        table=str(path),
+        key="id",
+        label="y",
+        embedding_col="emb",
+        engine="delta-rs",
+        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    with pytest.raises(InvalidInputError, match=message):
+        run_valuation(cfg)
+    assert DeltaTable(str(path)).version() == 0

@@ -84,3 +84,22 @@ def test_mllib_clusters_large_tables(spark, cfg) -> None:
     table = DeltaTable(str(cfg.table)).to_pyarrow_table()
     assert table.column("ecoval_value").null_count == 0
     assert set(table.column("ecoval_cluster").to_pylist()) <= set(range(4))
+
+
+def test_spark_engine_reads_an_embedding_column(spark, tmp_path) -> None:
+    X, y = blobs(200, n_classes=2, d=4, noise=0.1, seed=6)
+    path = tmp_path / "emb"
+    write_deltalake(str(path), pa.table({"id": np.arange(200), "emb": [list(r) for r in X], "y": y}))
+    cfg = load_config(
+        None,
+        table=str(path),
+        key="id",
+        label="y",
+        embedding_col="emb",
+        engine="spark",
+        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        clusters=3,
+    )
+    rows = SparkEngine(spark).read_rows(cfg)
+    np.testing.assert_allclose(rows.X[np.argsort(rows.keys)], X)
+    assert run_valuation(cfg, SparkEngine(spark)).rows_valued == 200
