@@ -7,6 +7,9 @@ same functions.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -51,6 +54,29 @@ class RunSummary:
     table_version_written: int | None
     n_trainings: int
     metrics: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+class _Stages:
+    """Wall time of each stage, and the process's peak resident memory when it ended.
+
+    The peak is the Python process's (``ru_maxrss``, never decreasing); Spark's JVM is a
+    separate process and is not included.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        import resource
+
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.peak_rss_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def decide_mode(cfg: RunConfig, rows: Rows, current: EcoVal | None) -> Mode:
@@ -144,7 +170,9 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
     from ecoval_ops.valuation import EcoVal
 
     engine = engine or engine_for(cfg)
-    rows = engine.read_rows(cfg)
+    stages = _Stages()
+    with stages("read"):
+        rows = engine.read_rows(cfg)
     tracker = ValuationTracker(cfg.tracking_uri, cfg.experiment)
     current = tracker.load_current(cfg.registered_model_name)
     mode = decide_mode(cfg, rows, current[0] if current else None)
@@ -164,37 +192,42 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
             else:
                 holdout = holdout_mask(rows.keys, cfg.validation_fraction)
                 X_val, y_val = rows.X[holdout], rows.y[holdout]
-            ev = EcoVal(
-                n_clusters=cfg.clusters,
-                budget=cfg.budget,
-                seed=cfg.seed,
-                clusterer=engine.clusterer(int((~holdout).sum())),
-            ).fit(rows.X[~holdout], rows.y[~holdout], X_val, y_val)
-            tracker.log_shards(run_id, _shards(ev))
-            version = tracker.register(
-                run_id,
-                ev,
-                model_name=cfg.registered_model_name,
-                columns={
-                    "embedding": embedding_columns(cfg),
-                    "is_vector": cfg.embedding_col is not None,
-                    "label": cfg.label,
-                },
-            )
-            parts = [_columns(rows.keys[~holdout], ev.result_, ev.values_, cfg.key, run_id, version)]
-            if holdout.any():
-                oos = ev.value_rows(rows.X[holdout], rows.y[holdout])
-                parts.append(_columns(rows.keys[holdout], oos, ev.values_, cfg.key, run_id, version))
+            with stages("fit"):
+                ev = EcoVal(
+                    n_clusters=cfg.clusters,
+                    budget=cfg.budget,
+                    seed=cfg.seed,
+                    clusterer=engine.clusterer(int((~holdout).sum())),
+                ).fit(rows.X[~holdout], rows.y[~holdout], X_val, y_val)
+            with stages("register"):
+                tracker.log_shards(run_id, _shards(ev))
+                version = tracker.register(
+                    run_id,
+                    ev,
+                    model_name=cfg.registered_model_name,
+                    columns={
+                        "embedding": embedding_columns(cfg),
+                        "is_vector": cfg.embedding_col is not None,
+                        "label": cfg.label,
+                    },
+                )
+            with stages("value"):
+                parts = [_columns(rows.keys[~holdout], ev.result_, ev.values_, cfg.key, run_id, version)]
+                if holdout.any():
+                    oos = ev.value_rows(rows.X[holdout], rows.y[holdout])
+                    parts.append(_columns(rows.keys[holdout], oos, ev.values_, cfg.key, run_id, version))
             trainings = ev.n_trainings_
         else:
             assert current is not None
             ev, version = current
             new = ~rows.valued
-            oos = ev.value_rows(rows.X[new], rows.y[new])
-            parts = [_columns(rows.keys[new], oos, ev.values_, cfg.key, run_id, version)]
+            with stages("value"):
+                oos = ev.value_rows(rows.X[new], rows.y[new])
+                parts = [_columns(rows.keys[new], oos, ev.values_, cfg.key, run_id, version)]
             trainings = 0
         values = pa.concat_tables(parts)
-        written = engine.write_values(cfg, values, run_id=run_id, source_version=rows.version)
+        with stages("write"):
+            written = engine.write_values(cfg, values, run_id=run_id, source_version=rows.version)
         modes = values.column("ecoval_mode").to_pylist()
         summary = RunSummary(
             mode=mode,
@@ -215,6 +248,8 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
                 "gamma": ev.returns_to_scale_,
                 "p": float(ev.n_clusters_),
             },
+            stage_seconds=dict(stages.seconds),
+            stage_peak_rss_mb=dict(stages.peak_rss_mb),
         )
         tracker.log_metrics(
             run_id,
@@ -224,6 +259,8 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
                 "rows_in_sample": float(summary.rows_in_sample),
                 "rows_out_of_sample": float(summary.rows_out_of_sample),
                 "suspect_share": summary.suspect_share,
+                **{f"seconds_{k}": v for k, v in stages.seconds.items()},
+                **{f"peak_rss_mb_{k}": v for k, v in stages.peak_rss_mb.items()},
             },
         )
         tracker.set_tags(run_id, {"ecoval.table_version_written": str(written), "ecoval.model_version": version})
