@@ -13,7 +13,7 @@ JARS := .jars
 JARS_STAMP := $(JARS)/.delta-$(DELTA_JARS_VERSION)
 export ECOVAL_DELTA_JARS := $(CURDIR)/$(JARS)
 
-.PHONY: install test test-fast demo lint typecheck bench-batched bench-quality clean
+.PHONY: install test test-fast demo lint typecheck bench-batched bench-quality bench-scale clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -51,6 +51,9 @@ bench-batched: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --protocols P1 P3 M1 D1 --seeds 0 1 2
+
+bench-scale: $(STAMP) $(JARS_STAMP)
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(JARS) .pytest_cache .mypy_cache .ruff_cache

@@ -37,6 +37,18 @@ def blobs(
     return X, y
 
 
+def blob_rows(start: int, stop: int, seed: int = 1):
+    """Rows ``start..stop`` of one fixed 1000-row draw as an Arrow table (row_id, f0-f2, label).
+
+    Later batches share the distribution of earlier ones unless the seed changes.
+    """
+    import pyarrow as pa
+
+    X, y = blobs(1000, n_classes=3, d=3, noise=0.1, seed=seed)
+    ids = np.arange(start, stop)
+    return pa.table({"row_id": ids, "f0": X[ids, 0], "f1": X[ids, 1], "f2": X[ids, 2], "label": y[ids]})
+
+
 @pytest.fixture
 def small_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """300 training and 100 validation rows of 3 blobs with 10% label noise."""

@@ -27,7 +27,9 @@ __all__ = ["DELTA_JARS_ENV", "spark_session"]
 DELTA_JARS_ENV = "ECOVAL_DELTA_JARS"
 
 
-def spark_session(app_name: str = "ecoval", *, master: str = "local[*]", shuffle_partitions: int = 4) -> SparkSession:
+def spark_session(
+    app_name: str = "ecoval", *, master: str = "local[*]", shuffle_partitions: int = 4, driver_memory: str = "4g"
+) -> SparkSession:
     """Return the active SparkSession, or start one with Delta Lake configured.
 
     Args:
@@ -35,6 +37,8 @@ def spark_session(app_name: str = "ecoval", *, master: str = "local[*]", shuffle
         master: Spark master URL. Default ``local[*]``.
         shuffle_partitions: ``spark.sql.shuffle.partitions`` (Spark's 200 is far too many for
             one machine). Default 4.
+        driver_memory: ``spark.driver.memory`` of a new session (in local mode the driver does
+            all the work; Spark's 1g thrashes on a million 64-d embeddings). Default 4g.
 
     Raises:
         EcovalError: ``ECOVAL_DELTA_JARS`` names a folder without jars.
@@ -54,6 +58,7 @@ def spark_session(app_name: str = "ecoval", *, master: str = "local[*]", shuffle
         # Delta reads its log with 50 partitions by default: far too many tasks on one machine.
         .config("spark.databricks.delta.snapshotPartitions", str(shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", driver_memory)
     )
     folder = os.environ.get(DELTA_JARS_ENV)
     if folder:

@@ -35,6 +35,9 @@ REFIT_SHARE = 0.25
 DRIFT_LIMIT = 0.2
 """``refit=auto`` refits when the new rows' cluster shares differ from the training shares by
 more than this total-variation distance."""
+DRIFT_MIN_ROWS_PER_CLUSTER = 10
+"""The drift test needs this many new rows per cluster: with fewer, sampling noise alone moves
+the shares past :data:`DRIFT_LIMIT` and every small nightly batch would refit."""
 
 Mode = Literal["refit", "incremental", "noop"]
 
@@ -84,7 +87,8 @@ def decide_mode(cfg: RunConfig, rows: Rows, current: EcoVal | None) -> Mode:
 
     ``auto`` refits when there is no registered model, when new rows exceed
     :data:`REFIT_SHARE` of the valued rows, or when their cluster shares drift by more than
-    :data:`DRIFT_LIMIT` (total variation) from the training shares.
+    :data:`DRIFT_LIMIT` (total variation) from the training shares, tested once there are
+    :data:`DRIFT_MIN_ROWS_PER_CLUSTER` new rows per cluster.
     """
     new = ~rows.valued
     if cfg.refit == "always":
@@ -97,8 +101,10 @@ def decide_mode(cfg: RunConfig, rows: Rows, current: EcoVal | None) -> Mode:
         return "incremental"
     if current is None or new.sum() > REFIT_SHARE * max(1, rows.valued.sum()):
         return "refit"
-    assigned = current.cluster_model_.assign(current.feature_space_.cluster_space(rows.X[new]))
     p = current.n_clusters_
+    if new.sum() < DRIFT_MIN_ROWS_PER_CLUSTER * p:
+        return "incremental"
+    assigned = current.cluster_model_.assign(current.feature_space_.cluster_space(rows.X[new]))
     new_share = np.bincount(assigned, minlength=p) / assigned.size
     train_share = np.bincount(current.clusters_, minlength=p) / current.clusters_.size
     return "refit" if 0.5 * np.abs(new_share - train_share).sum() > DRIFT_LIMIT else "incremental"

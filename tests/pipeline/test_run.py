@@ -14,18 +14,11 @@ from ecoval_ops.config import load_config
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse import read_watermark
 from ecoval_ops.pipeline import run_valuation
-from tests.conftest import blobs
+from tests.conftest import blob_rows, blobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
 
 ORIGINAL = ["row_id", "f0", "f1", "f2", "label"]
-
-
-def _rows(start: int, stop: int, seed: int = 1) -> pa.Table:
-    """Rows ``start..stop`` of one fixed draw (so later batches share the distribution)."""
-    X, y = blobs(1000, n_classes=3, d=3, noise=0.1, seed=seed)
-    ids = np.arange(start, stop)
-    return pa.table({"row_id": ids, "f0": X[ids, 0], "f1": X[ids, 1], "f2": X[ids, 2], "label": y[ids]})
 
 
 def _checksum(path) -> str:
@@ -36,7 +29,7 @@ def _checksum(path) -> str:
 @pytest.fixture
 def setup(tmp_path):
     path = tmp_path / "lake" / "train"
-    write_deltalake(str(path), _rows(0, 400))
+    write_deltalake(str(path), blob_rows(0, 400))
     cfg = load_config(
         None,
         table=str(path),
@@ -65,7 +58,7 @@ def test_refit_then_noop_then_incremental(setup) -> None:
     again = run_valuation(cfg)
     assert again.mode == "noop" and DeltaTable(str(path)).version() == version
 
-    write_deltalake(str(path), _rows(400, 460), mode="append", schema_mode="merge")
+    write_deltalake(str(path), blob_rows(400, 460), mode="append", schema_mode="merge")
     nightly = run_valuation(cfg)
     assert nightly.mode == "incremental" and nightly.rows_valued == 60 and nightly.n_trainings == 0
     assert nightly.model_version == first.model_version
@@ -80,10 +73,17 @@ def test_refit_then_noop_then_incremental(setup) -> None:
     assert hashlib.sha256(b"".join(np.asarray(old_only.column(c)).tobytes() for c in ORIGINAL)).hexdigest() == checksum
 
 
+def test_a_small_batch_never_refits_on_drift(setup) -> None:
+    path, cfg = setup
+    run_valuation(cfg)
+    write_deltalake(str(path), blob_rows(400, 410, seed=2), mode="append", schema_mode="merge")
+    assert run_valuation(cfg).mode == "incremental"
+
+
 def test_drifted_new_rows_trigger_a_refit(setup) -> None:
     path, cfg = setup
     run_valuation(cfg)
-    shifted = _rows(400, 460, seed=2)
+    shifted = blob_rows(400, 460, seed=2)
     write_deltalake(str(path), shifted, mode="append", schema_mode="merge")
     assert run_valuation(cfg).mode == "refit"
 

@@ -11,21 +11,15 @@ from ecoval_ops.config import load_config
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse import read_watermark
 from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation
-from tests.conftest import blobs
+from tests.conftest import blob_rows, blobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta, pytest.mark.mlflow, pytest.mark.slow]
-
-
-def _rows(start: int, stop: int) -> pa.Table:
-    X, y = blobs(1000, n_classes=3, d=3, noise=0.1, seed=1)
-    ids = np.arange(start, stop)
-    return pa.table({"row_id": ids, "f0": X[ids, 0], "f1": X[ids, 1], "f2": X[ids, 2], "label": y[ids]})
 
 
 @pytest.fixture
 def cfg(tmp_path):
     path = tmp_path / "lake" / "train"
-    write_deltalake(str(path), _rows(0, 400))
+    write_deltalake(str(path), blob_rows(0, 400))
     return load_config(
         None,
         table=str(path),
@@ -42,7 +36,7 @@ def test_spark_engine_refit_then_delta_rs_incremental(spark, cfg) -> None:
     first = run_valuation(cfg, SparkEngine(spark))
     assert first.mode == "refit" and first.rows_valued == 400 and first.n_trainings == 12
     assert run_valuation(cfg, SparkEngine(spark)).mode == "noop"
-    write_deltalake(str(cfg.table), _rows(400, 450), mode="append", schema_mode="merge")
+    write_deltalake(str(cfg.table), blob_rows(400, 450), mode="append", schema_mode="merge")
     nightly = run_valuation(cfg, DeltaRsEngine())
     assert nightly.mode == "incremental" and nightly.rows_valued == 50
     table = spark.read.format("delta").load(str(cfg.table))
@@ -53,7 +47,7 @@ def test_spark_engine_refit_then_delta_rs_incremental(spark, cfg) -> None:
 
 
 def test_spark_engine_reports_null_features_and_writes_nothing(spark, cfg) -> None:
-    broken = _rows(400, 410).set_column(1, "f0", pa.array([None] * 10, pa.float64()))
+    broken = blob_rows(400, 410).set_column(1, "f0", pa.array([None] * 10, pa.float64()))
     write_deltalake(str(cfg.table), broken, mode="append")
     version = DeltaTable(str(cfg.table)).version()
     with pytest.raises(InvalidInputError, match=r"feature column 'f0' of .*@v1 has 10 null, NaN or infinite values"):
@@ -63,7 +57,7 @@ def test_spark_engine_reports_null_features_and_writes_nothing(spark, cfg) -> No
 
 def test_engines_give_the_same_values_on_the_same_table(spark, cfg, tmp_path) -> None:
     twin = tmp_path / "twin"
-    write_deltalake(str(twin), _rows(0, 400))
+    write_deltalake(str(twin), blob_rows(0, 400))
     twin_cfg = cfg.model_copy(update={"table": twin, "model_name": "ecoval_twin"})
     run_valuation(cfg, SparkEngine(spark))
     run_valuation(twin_cfg, DeltaRsEngine())
