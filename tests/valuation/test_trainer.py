@@ -80,7 +80,8 @@ def test_learner_resolution() -> None:
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu(masked) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine (run where the device tool lends a GPU)")
     X, y, masks, Xv = masked
