@@ -49,6 +49,21 @@ def blob_rows(start: int, stop: int, seed: int = 1):
     return pa.table({"row_id": ids, "f0": X[ids, 0], "f1": X[ids, 1], "f2": X[ids, 2], "label": y[ids]})
 
 
+def run_config(table, tmp_path, *, engine: str, embedding: bool = False, **flags):
+    """A RunConfig over a :func:`blob_rows` table (or an ``id, emb, y`` embedding table) with
+    its own SQLite MLflow store in ``tmp_path``."""
+    from ecoval_ops.config import load_config
+
+    columns = (
+        {"key": "id", "label": "y", "embedding_col": "emb"}
+        if embedding
+        else {"key": "row_id", "label": "label", "features": "f0,f1,f2"}
+    )
+    return load_config(
+        None, table=str(table), engine=engine, mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **columns, **flags
+    )
+
+
 @pytest.fixture
 def small_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """300 training and 100 validation rows of 3 blobs with 10% label noise."""

@@ -105,10 +105,11 @@ def ensure_value_columns(path: str | Path) -> int | None:
     return int(open_table(path).version())
 
 
-def prepare_values(path: str | Path, values: pa.Table, *, key: str) -> pa.Table:
-    """Check a run's values against the table and cast them to the value-column types.
+def prepare_values(table: DeltaTable, path: str | Path, values: pa.Table, *, key: str) -> pa.Table:
+    """Check a run's values against the opened table and cast them to the value-column types.
 
     Shared by both writers, so the Spark and the delta-rs MERGE refuse the same inputs.
+    ``path`` only names the table in messages.
 
     Raises:
         InvalidInputError: a bad identifier, unknown value columns, duplicate keys on either
@@ -118,7 +119,6 @@ def prepare_values(path: str | Path, values: pa.Table, *, key: str) -> pa.Table:
     import pyarrow.compute as pc
 
     check_identifier(key, "key column")
-    table = open_table(path)
     columns = [c for c in values.column_names if c != key]
     unknown = sorted(set(columns) - set(VALUE_COLUMNS))
     if key not in values.column_names or unknown:
@@ -157,9 +157,10 @@ def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, s
     """
     from deltalake import CommitProperties, Transaction
 
-    if open_table(path).transaction_version(app_id(run_id)) is not None:
+    table = open_table(path)
+    if table.transaction_version(app_id(run_id)) is not None:
         return None
-    source = prepare_values(path, values, key=key)
+    source = prepare_values(table, path, values, key=key)
     q_key = quote_identifier(key, "key column")
     updates = {
         quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}"
@@ -167,8 +168,7 @@ def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, s
         if c != key
     }
     (
-        open_table(path)
-        .merge(
+        table.merge(
             source,
             predicate=f"t.{q_key} = s.{q_key}",
             source_alias="s",

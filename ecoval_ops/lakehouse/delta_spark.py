@@ -38,9 +38,10 @@ def merge_values_spark(
     """
     from delta.tables import DeltaTable
 
-    if open_table(path).transaction_version(app_id(run_id)) is not None:
+    table = open_table(path)
+    if table.transaction_version(app_id(run_id)) is not None:
         return None
-    source = prepare_values(path, values, key=key)
+    source = prepare_values(table, path, values, key=key)
     frame = spark.createDataFrame(source.to_pandas(types_mapper=None))
     q_key = quote_identifier(key, "key column")
     updates: dict[str, str | Column] = {

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,19 +145,13 @@ class ValuationTracker:
             state = ecoval.save(Path(tmp) / "state")
             columns_file = Path(tmp) / "columns.json"
             columns_file.write_text(json.dumps(columns))
-            previous = mlflow.get_tracking_uri()
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
-            try:
-                with mlflow.start_run(run_id=run_id):
-                    info = mlflow.pyfunc.log_model(
-                        name="valuation_model",
-                        python_model=str(_MODEL_CODE),
-                        artifacts={"state": str(state), "columns": str(columns_file)},
-                        registered_model_name=model_name,
-                    )
-            finally:
-                mlflow.set_tracking_uri(previous)
+            with self._fluent(), mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="valuation_model",
+                    python_model=str(_MODEL_CODE),
+                    artifacts={"state": str(state), "columns": str(columns_file)},
+                    registered_model_name=model_name,
+                )
         version = str(info.registered_model_version)
         self._client().set_registered_model_alias(model_name, CURRENT_ALIAS, version)
         return version
@@ -170,14 +166,26 @@ class ValuationTracker:
             version = client.get_model_version_by_alias(model_name, CURRENT_ALIAS)
         except MlflowException:
             return None
+        with self._fluent():
+            model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CURRENT_ALIAS}")
+        return model.unwrap_python_model().ecoval, str(version.version)
+
+    @contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """Point MLflow's process-global URIs at this store for a fluent-API call.
+
+        The tracking URI is restored afterwards; the registry URI stays on this store, as it
+        was before this helper existed.
+        """
+        import mlflow
+
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         try:
-            model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CURRENT_ALIAS}")
+            yield
         finally:
             mlflow.set_tracking_uri(previous)
-        return model.unwrap_python_model().ecoval, str(version.version)
 
     def _artifact_location(self) -> str | None:
         """Where a new experiment keeps its artifacts.

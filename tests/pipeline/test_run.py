@@ -10,11 +10,10 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 
-from ecoval_ops.config import load_config
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse import read_watermark
 from ecoval_ops.pipeline import run_valuation
-from tests.conftest import blob_rows, blobs
+from tests.conftest import blob_rows, blobs, run_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
 
@@ -30,16 +29,7 @@ def _checksum(path) -> str:
 def setup(tmp_path):
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 400))
-    cfg = load_config(
-        None,
-        table=str(path),
-        key="row_id",
-        label="label",
-        features="f0,f1,f2",
-        engine="delta-rs",
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        clusters=4,
-    )
+    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=4)
     return path, cfg
 
 
@@ -132,9 +122,7 @@ def test_embedding_column_and_the_registered_pyfunc(tmp_path) -> None:
         pa.table({"id": np.arange(300), "emb": pa.array([list(r) for r in X], pa.list_(pa.float32())), "y": y}),
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config(
-        None, table=str(path), key="id", label="y", embedding_col="emb", engine="delta-rs", mlflow_uri=uri, clusters=3
-    )
+    cfg = run_config(path, tmp_path, engine="delta-rs", embedding=True, clusters=3)
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 300
     mlflow.set_tracking_uri(uri)
@@ -156,15 +144,7 @@ def test_embedding_column_and_the_registered_pyfunc(tmp_path) -> None:
 def test_bad_embeddings_are_named(tmp_path, embeddings, message) -> None:
     path = tmp_path / "emb"
     write_deltalake(str(path), pa.table({"id": np.arange(10), "emb": embeddings, "y": [0, 1] * 5}))
-    cfg = load_config(
-        None,
-        table=str(path),
-        key="id",
-        label="y",
-        embedding_col="emb",
-        engine="delta-rs",
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
+    cfg = run_config(path, tmp_path, engine="delta-rs", embedding=True)
     with pytest.raises(InvalidInputError, match=message):
         run_valuation(cfg)
     assert DeltaTable(str(path)).version() == 0

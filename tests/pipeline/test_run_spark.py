@@ -7,11 +7,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from ecoval_ops.config import load_config
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse import read_watermark
 from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation
-from tests.conftest import blob_rows, blobs
+from tests.conftest import blob_rows, blobs, run_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -20,16 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta, pyt
 def cfg(tmp_path):
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 400))
-    return load_config(
-        None,
-        table=str(path),
-        key="row_id",
-        label="label",
-        features="f0,f1,f2",
-        engine="spark",
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        clusters=4,
-    )
+    return run_config(path, tmp_path, engine="spark", clusters=4)
 
 
 def test_spark_engine_refit_then_delta_rs_incremental(spark, cfg) -> None:
@@ -84,16 +74,7 @@ def test_spark_engine_reads_an_embedding_column(spark, tmp_path) -> None:
     X, y = blobs(200, n_classes=2, d=4, noise=0.1, seed=6)
     path = tmp_path / "emb"
     write_deltalake(str(path), pa.table({"id": np.arange(200), "emb": [list(r) for r in X], "y": y}))
-    cfg = load_config(
-        None,
-        table=str(path),
-        key="id",
-        label="y",
-        embedding_col="emb",
-        engine="spark",
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        clusters=3,
-    )
+    cfg = run_config(path, tmp_path, engine="spark", embedding=True, clusters=3)
     rows = SparkEngine(spark).read_rows(cfg)
     np.testing.assert_allclose(rows.X[np.argsort(rows.keys)], X)
     assert run_valuation(cfg, SparkEngine(spark)).rows_valued == 200
