@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace, KMeansClusterer
 from ecoval_ops.valuation.ecoval import EcoVal
+from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities, SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState, RowInputs
 from ecoval_ops.valuation.protocols import Clusterer, Learner, ProductionFunction, Propagator
@@ -31,5 +32,6 @@ __all__ = [
     "SecondOrderProduction",
     "SklearnLearner",
     "SoftmaxRegression",
+    "TrainingPlan",
     "ValuationResult",
 ]

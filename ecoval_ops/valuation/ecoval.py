@@ -4,6 +4,10 @@
 ``(2 + p + p(p-1)/2) * seeds`` masked trainings (stages 1 and 2), fits the production function
 (section 3) and propagates cluster values to rows (section 4). ``value`` values new rows
 against the fitted state without retraining (section 5).
+
+``fit`` is three steps that can also run apart (the Airflow DAG runs them as separate tasks):
+``prepare`` (stage 0 and the :class:`TrainingPlan`), ``train_masks`` on groups of masks (one
+shard each), and ``fit_plan`` on the utilities of all masks.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from ecoval_ops.valuation.clustering import (
     choose_n_clusters,
     min_cluster_size,
 )
-from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities, SecondOrderProduction
+from ecoval_ops.valuation.plan import TrainingPlan
+from ecoval_ops.valuation.production import ClusterGame, SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState
 from ecoval_ops.valuation.protocols import Clusterer
 from ecoval_ops.valuation.result import ValuationResult
@@ -128,7 +133,7 @@ class EcoVal:
         return f"EcoVal({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
 
     def fit(self, X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike) -> EcoVal:
-        """Value every training row.
+        """Value every training row: :meth:`prepare`, :meth:`train_masks` on every mask, :meth:`fit_plan`.
 
         Args:
             X_train: ``(n, d)`` float embeddings of the training rows.
@@ -142,6 +147,19 @@ class EcoVal:
         Raises:
             InvalidInputError: bad shapes, NaN/inf, a single class, unseen validation labels,
                 too few rows for two clusters, or an invalid parameter.
+        """
+        plan = self.prepare(X_train, y_train, X_val, y_val)
+        utilities = self.train_masks(plan, np.arange(plan.n_masks))
+        return self.fit_plan(plan, utilities, X_train, y_train, n_trainings=plan.n_trainings())
+
+    def prepare(self, X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike) -> TrainingPlan:
+        """Stage 0 and the plan of the stage 1-2 trainings (no model is trained).
+
+        Fits the feature space, clusters the rows (``p`` from ``n_clusters`` or ``budget``),
+        draws the cluster-stratified training sample and the stratified halves.
+
+        Raises:
+            InvalidInputError: as :meth:`fit`.
         """
         self._check_params()
         data = check_training_data(X_train, y_train, X_val, y_val)
@@ -161,30 +179,97 @@ class EcoVal:
         model, clusters = ClusterModel.from_labels(Z, first, min_size=min_cluster_size(n, self.min_cluster_frac))
         if model.n_clusters < 2:
             raise InvalidInputError(f"the {n} training rows form a single cluster; 2 are needed")
-        utilities, trainings = self._train(
-            data.X_train, data.y_train, data.X_val, data.y_val, space, clusters, model.n_clusters, data.n_classes
-        )
-        game = SecondOrderProduction(shrinkage=self.shrinkage).fit(utilities)
-        self.utilities_ = utilities
-        propagator = NeighbourPropagator(
-            k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
-        )
-        state, inputs = propagator.fit(Z, data.y_train, clusters, game)
-        self._set_fitted(
+        rows = _stratified_sample(clusters, self.max_train_rows, np.random.default_rng(self.seed))
+        cs = clusters[rows]
+        return TrainingPlan(
+            X=space.standardise(data.X_train[rows]),
+            y=data.y_train[rows],
+            sample_clusters=cs,
+            halves=np.stack([_stratified_half(cs, np.random.default_rng([self.seed, s])) for s in range(self.seeds)]),
+            X_val=space.standardise(data.X_val),
+            y_val=data.y_val,
+            empty=prior_utility(data.y_train[rows], data.y_val, data.n_classes, self.utility),
             classes=data.classes,
             space=space,
             model=model,
+            clusters=clusters,
+            pairwise=self.pairwise,
+            seed=self.seed,
+        )
+
+    def train_masks(self, plan: TrainingPlan, indices: ArrayLike) -> NDArray[np.float64]:
+        """Run the trainings of masks ``indices`` of ``plan`` (one shard); average over seeds.
+
+        Returns:
+            ``(len(indices), m)`` per-example validation utilities ``u_j(S)``; an empty mask
+            gets the prior's utility without training.
+        """
+        self._check_params()
+        index = np.asarray(indices, dtype=np.intp)
+        if index.size and (index.min() < 0 or index.max() >= plan.n_masks):
+            raise InvalidInputError(f"mask indices must be in [0, {plan.n_masks}); found {index.tolist()}")
+        learner = learner_from_name(self.learner, self.device)
+        total = np.zeros((index.size, plan.y_val.size))
+        for s in range(plan.seeds):
+            masks = plan.masks(s, index)
+            trained = masks.any(axis=1)
+            u = np.tile(plan.empty, (index.size, 1))
+            if trained.any():
+                proba = learner.predict_proba_masked(
+                    plan.X, plan.y, masks[trained], plan.X_val, n_classes=plan.classes.size, seed=plan.seed + s
+                )
+                u[trained] = per_example_utility(proba, plan.y_val, self.utility)
+            total += u
+        return total / plan.seeds
+
+    def fit_plan(
+        self,
+        plan: TrainingPlan,
+        utilities: ArrayLike,
+        X_train: ArrayLike,
+        y_train: ArrayLike,
+        *,
+        n_trainings: int,
+    ) -> EcoVal:
+        """Fit the production function and propagate to rows from a plan's training utilities.
+
+        Args:
+            plan: the plan of :meth:`prepare` on the same training rows.
+            utilities: ``(n_masks, m)`` utilities of every mask, in mask order.
+            X_train: ``(n, d)`` the training embeddings given to :meth:`prepare`.
+            y_train: ``(n,)`` their labels.
+            n_trainings: models fitted for ``utilities`` (for ``n_trainings_``).
+
+        Returns:
+            self, fitted.
+        """
+        X = check_features(X_train, "X_train")
+        y = encode_labels(check_labels(y_train, "y_train", n_rows=X.shape[0]), plan.classes, "y_train")
+        if X.shape[0] != plan.clusters.size:
+            raise InvalidInputError(f"X_train has {X.shape[0]} rows; the plan was made for {plan.clusters.size}")
+        leave_out = plan.leave_out_utilities(np.asarray(utilities, dtype=np.float64))
+        game = SecondOrderProduction(shrinkage=self.shrinkage).fit(leave_out)
+        self.utilities_ = leave_out
+        propagator = NeighbourPropagator(
+            k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
+        )
+        Z = plan.space.cluster_space(X)
+        state, inputs = propagator.fit(Z, y, plan.clusters, game)
+        self._set_fitted(
+            classes=plan.classes,
+            space=plan.space,
+            model=plan.model,
             game=game,
             state=state,
             result=ValuationResult(
-                values=state.values(inputs, clusters),
+                values=state.values(inputs, plan.clusters),
                 intrinsic=inputs.alpha,
                 extrinsic=inputs.beta,
-                clusters=clusters,
-                cluster_values=game.phi[clusters],
+                clusters=plan.clusters,
+                cluster_values=game.phi[plan.clusters],
                 mode="in_sample",
             ),
-            n_trainings=trainings,
+            n_trainings=n_trainings,
         )
         return self
 
@@ -334,53 +419,6 @@ class EcoVal:
             raise InvalidInputError(f"c_kappa must be finite and >= 0; found {self.c_kappa!r}")
         if not 0 <= self.min_cluster_frac < 0.5:
             raise InvalidInputError(f"min_cluster_frac must be in [0, 0.5); found {self.min_cluster_frac!r}")
-
-    def _train(
-        self,
-        X: NDArray[np.float64],
-        y: NDArray[np.int64],
-        X_val: NDArray[np.float64],
-        y_val: NDArray[np.int64],
-        space: FeatureSpace,
-        clusters: NDArray[np.int64],
-        p: int,
-        n_classes: int,
-    ) -> tuple[LeaveOutUtilities, int]:
-        r"""Run the stage 1-2 trainings on a cluster-stratified sample; average over seeds.
-
-        Masks in order: all rows B, a cluster-stratified half H, ``B \ C_c`` for each c, then
-        ``B \ (C_c ∪ C_d)`` for c < d. An empty mask (only ``B \ (C_0 ∪ C_1)`` at p = 2) is
-        the prior and is not trained.
-        """
-        rng = np.random.default_rng(self.seed)
-        rows = _stratified_sample(clusters, self.max_train_rows, rng)
-        Xs, ys, cs = space.standardise(X[rows]), y[rows], clusters[rows]
-        Xv = space.standardise(X_val)
-        pairs = [(c, d) for c in range(p) for d in range(c + 1, p)] if self.pairwise else []
-        learner = learner_from_name(self.learner, self.device)
-        empty = prior_utility(ys, y_val, n_classes, self.utility)
-        total = np.zeros((2 + p + len(pairs), y_val.shape[0]))
-        trainings = 0
-        for s in range(self.seeds):
-            masks = np.ones((total.shape[0], rows.size), dtype=bool)
-            masks[1] = _stratified_half(cs, np.random.default_rng([self.seed, s]))
-            masks[2 : 2 + p] = cs[None, :] != np.arange(p)[:, None]
-            for r, (c, d) in enumerate(pairs):
-                masks[2 + p + r] = (cs != c) & (cs != d)
-            trained = masks.any(axis=1)
-            u = np.tile(empty, (total.shape[0], 1))
-            proba = learner.predict_proba_masked(Xs, ys, masks[trained], Xv, n_classes=n_classes, seed=self.seed + s)
-            u[trained] = per_example_utility(proba, y_val, self.utility)
-            total += u
-            trainings += int(trained.sum())
-        u_mean = total / self.seeds
-        pair = None
-        if self.pairwise:
-            pair = np.zeros((p, p, y_val.shape[0]))
-            for r, (c, d) in enumerate(pairs):
-                pair[c, d] = pair[d, c] = u_mean[2 + p + r]
-        utilities = LeaveOutUtilities(full=u_mean[0], half=u_mean[1], empty=empty, lco=u_mean[2 : 2 + p], pair=pair)
-        return utilities, trainings
 
     def _set_fitted(
         self,

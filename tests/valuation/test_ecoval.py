@@ -79,3 +79,31 @@ def test_value_rows_reports_out_of_sample_details(small_data) -> None:
     np.testing.assert_array_equal(rows.cluster_values, ev.cluster_values_[rows.clusters])
     assert np.all((rows.intrinsic >= -1) & (rows.intrinsic <= 1))
     assert np.all((rows.extrinsic > 0) & (rows.extrinsic <= 1))
+
+
+def test_sharded_trainings_give_the_values_of_one_fit(small_data, tmp_path) -> None:
+    from ecoval_ops.valuation import TrainingPlan
+
+    X, y, X_val, y_val = small_data
+    whole = EcoVal(n_clusters=4).fit(X, y, X_val, y_val)
+    est = EcoVal(n_clusters=4)
+    plan = TrainingPlan.load(est.prepare(X, y, X_val, y_val).save(tmp_path / "plan"))
+    shards = plan.shards(3)
+    assert sorted(i for s in shards for i in s) == list(range(plan.n_masks)) and len(shards) == 3
+    utilities = np.concatenate([est.train_masks(plan, s) for s in shards])
+    est.fit_plan(plan, utilities, X, y, n_trainings=plan.n_trainings(len(shards)))
+    # Each shard warm-starts from its own fit of B, so values agree to the optimiser's tolerance.
+    np.testing.assert_allclose(est.values_, whole.values_, atol=1e-4)
+    np.testing.assert_array_equal(est.clusters_, whole.clusters_)
+    assert est.n_trainings_ == whole.n_trainings_ + 2
+    assert [plan.left_out(i) for i in (0, 1, 2, 6)] == ["none", "half", "0", "0,1"]
+
+
+def test_fit_plan_refuses_utilities_of_another_shape(small_data) -> None:
+    from ecoval_ops.exceptions import InvalidInputError
+
+    X, y, X_val, y_val = small_data
+    est = EcoVal(n_clusters=3)
+    plan = est.prepare(X, y, X_val, y_val)
+    with pytest.raises(InvalidInputError, match="utilities have shape"):
+        est.fit_plan(plan, np.zeros((2, y_val.size)), X, y, n_trainings=0)

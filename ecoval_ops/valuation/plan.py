@@ -1,0 +1,195 @@
+r"""The masked trainings of one fit (stages 1 and 2), as a self-contained, shardable plan.
+
+A :class:`TrainingPlan` holds everything the trainings need (the standardised cluster-stratified
+sample, its clusters, the stratified halves, the validation rows) and everything the later
+stages need from stage 0 (feature space, cluster model, every training row's cluster), so the
+trainings can run as separate tasks (an Airflow shard per group of masks, each on its own GPU)
+and the production function can be fitted from their saved utilities.
+
+Masks in order, per seed: all rows B, a cluster-stratified half H, ``B \ C_c`` for each c, then
+``B \ (C_c ∪ C_d)`` for c < d. An empty mask (only ``B \ (C_0 ∪ C_1)`` at p = 2) is the prior
+and is not trained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
+from ecoval_ops.valuation.production import LeaveOutUtilities
+
+__all__ = ["TrainingPlan"]
+
+_ARRAYS = "plan.npz"
+_META = "plan.json"
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The stage 1-2 trainings of one fit and the stage-0 state they rest on.
+
+    Attributes:
+        X: ``(n_s, d)`` standardised training sample.
+        y: ``(n_s,)`` its class codes.
+        sample_clusters: ``(n_s,)`` its cluster ids.
+        halves: ``(seeds, n_s)`` the stratified half H of each seed.
+        X_val: ``(m, d)`` standardised validation rows.
+        y_val: ``(m,)`` their class codes.
+        empty: ``(m,)`` ``u_j(empty)``, the class-prior utility.
+        classes: ``(K,)`` training labels.
+        space: the fitted feature space.
+        model: the fitted cluster model.
+        clusters: ``(n,)`` the cluster of every training row.
+        pairwise: whether the pairwise stage runs.
+        seed: the fit's seed (the learner of seed s uses ``seed + s``).
+    """
+
+    X: NDArray[np.float64]
+    y: NDArray[np.int64]
+    sample_clusters: NDArray[np.int64]
+    halves: NDArray[np.bool_]
+    X_val: NDArray[np.float64]
+    y_val: NDArray[np.int64]
+    empty: NDArray[np.float64]
+    classes: NDArray[Any]
+    space: FeatureSpace
+    model: ClusterModel
+    clusters: NDArray[np.int64]
+    pairwise: bool
+    seed: int
+
+    @property
+    def p(self) -> int:
+        """Number of clusters."""
+        return self.model.n_clusters
+
+    @property
+    def seeds(self) -> int:
+        """Repeated trainings per mask."""
+        return int(self.halves.shape[0])
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """The cluster pairs ``(c, d)``, ``c < d``, of the pairwise stage, in mask order."""
+        p = self.p
+        return [(c, d) for c in range(p) for d in range(c + 1, p)] if self.pairwise else []
+
+    @property
+    def n_masks(self) -> int:
+        """Masks per seed: ``2 + p + p(p-1)/2`` (``2 + p`` without the pairwise stage)."""
+        return 2 + self.p + len(self.pairs)
+
+    def left_out(self, index: int) -> str:
+        """What mask ``index`` leaves out: ``none``, ``half``, ``"c"`` or ``"c,d"``."""
+        if index == 0:
+            return "none"
+        if index == 1:
+            return "half"
+        if index < 2 + self.p:
+            return str(index - 2)
+        c, d = self.pairs[index - 2 - self.p]
+        return f"{c},{d}"
+
+    def masks(self, seed_index: int, indices: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """``(len(indices), n_s)`` training-row masks of seed ``seed_index``."""
+        cs = self.sample_clusters
+        out = np.ones((len(indices), cs.size), dtype=bool)
+        for row, i in enumerate(indices):
+            if i == 1:
+                out[row] = self.halves[seed_index]
+            elif 2 <= i < 2 + self.p:
+                out[row] = cs != i - 2
+            elif i >= 2 + self.p:
+                c, d = self.pairs[i - 2 - self.p]
+                out[row] = (cs != c) & (cs != d)
+        return out
+
+    def shards(self, n_shards: int) -> list[list[int]]:
+        """The mask indices split into at most ``n_shards`` contiguous groups of similar size."""
+        if n_shards < 1:
+            raise InvalidInputError(f"shards must be >= 1; found {n_shards}")
+        return [part.tolist() for part in np.array_split(np.arange(self.n_masks), min(n_shards, self.n_masks))]
+
+    def n_trainings(self, shards: int = 1) -> int:
+        """Models fitted: every non-empty mask per seed, plus each extra shard's warm-start fit of B.
+
+        The batched learners fit the full-data model first and warm-start the masked ones from
+        it, so a shard without mask 0 fits B once more.
+        """
+        trained = int(self.masks(0, np.arange(self.n_masks)).any(axis=1).sum())
+        return (trained + max(0, shards - 1)) * self.seeds
+
+    def leave_out_utilities(self, utilities: NDArray[np.float64]) -> LeaveOutUtilities:
+        """Arrange ``(n_masks, m)`` seed-averaged utilities of all masks as :class:`LeaveOutUtilities`."""
+        if utilities.shape != (self.n_masks, self.y_val.size):
+            raise InvalidInputError(
+                f"utilities have shape {utilities.shape}; expected ({self.n_masks}, {self.y_val.size})"
+            )
+        p = self.p
+        pair = None
+        if self.pairwise:
+            pair = np.zeros((p, p, self.y_val.size))
+            for r, (c, d) in enumerate(self.pairs):
+                pair[c, d] = pair[d, c] = utilities[2 + p + r]
+        return LeaveOutUtilities(
+            full=utilities[0], half=utilities[1], empty=self.empty, lco=utilities[2 : 2 + p], pair=pair
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan to the folder ``path`` as arrays and JSON (no pickle)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.classes.dtype == object:
+            raise InvalidInputError("labels of mixed Python types cannot be saved; use int or str labels")
+        np.savez(
+            folder / _ARRAYS,
+            allow_pickle=False,
+            X=self.X,
+            y=self.y,
+            sample_clusters=self.sample_clusters,
+            halves=self.halves,
+            X_val=self.X_val,
+            y_val=self.y_val,
+            empty=self.empty,
+            classes=self.classes,
+            space_mean=self.space.mean,
+            space_scale=self.space.scale,
+            space_components=self.space.components,
+            centroids=self.model.centroids,
+            s2=self.model.s2,
+            clusters=self.clusters,
+        )
+        (folder / _META).write_text(json.dumps({"pairwise": self.pairwise, "seed": self.seed}))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainingPlan:
+        """Read a plan written by :meth:`save`; arrays load with ``allow_pickle=False``."""
+        folder = Path(path)
+        try:
+            meta = json.loads((folder / _META).read_text())
+            a = dict(np.load(folder / _ARRAYS, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"{folder} does not hold a saved training plan: {e}") from e
+        return cls(
+            X=a["X"],
+            y=a["y"],
+            sample_clusters=a["sample_clusters"],
+            halves=a["halves"],
+            X_val=a["X_val"],
+            y_val=a["y_val"],
+            empty=a["empty"],
+            classes=a["classes"],
+            space=FeatureSpace(a["space_mean"], a["space_scale"], a["space_components"]),
+            model=ClusterModel(centroids=a["centroids"], s2=a["s2"]),
+            clusters=a["clusters"],
+            pairwise=bool(meta["pairwise"]),
+            seed=int(meta["seed"]),
+        )
