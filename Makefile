@@ -32,7 +32,7 @@ $(JARS_STAMP):
 install: $(STAMP) $(JARS_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ecoval_ops tests benchmarks
+	$(BIN)/ruff check ecoval_ops spark_jobs dags tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -103,6 +103,8 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add("--budget", type=int, help="most model trainings (default 80)")
     add("--seed", type=int, help="seed of every random choice (default 0)")
     add("--engine", choices=["spark", "delta-rs"], help="execution engine (default spark)")
+    add("--shards", type=int, help="groups of leave-cluster-out trainings, run in turn here (default 1)")
+    add("--staging-dir", help="run workspace (default <table parent>/_ecoval/<table name>)")
     add("--config", help="YAML file with any of these flags (snake_case keys)")
     add("--quiet", action="store_true", help="print nothing but errors")
     add("--json", dest="json_output", action="store_true", help="print a machine-readable summary")

@@ -50,6 +50,10 @@ class RunConfig(BaseModel):
         budget: most model trainings. Default 80 (in the engine).
         seed: seed of every random choice. Default 0.
         engine: ``spark`` or ``delta-rs``. Default ``spark``.
+        shards: groups of LCO trainings run as separate tasks (Airflow maps one task per
+            shard; ``ecoval run`` runs them in turn). Default 1.
+        staging_dir: the run workspace (embeddings table, plans, shard results); default
+            ``<table parent>/_ecoval/<table name>``.
         quiet: no progress bars.
         json_output: print a machine-readable summary (the ``--json`` flag).
     """
@@ -74,18 +78,22 @@ class RunConfig(BaseModel):
     budget: int | None = Field(default=None, ge=5)
     seed: int = 0
     engine: Literal["spark", "delta-rs"] = "spark"
+    shards: int = Field(default=1, ge=1)
+    staging_dir: Path | None = None
     quiet: bool = False
     json_output: bool = Field(default=False, alias="json")
 
-    @field_validator("table", "validation_table", "weights")
+    @field_validator("table", "validation_table", "weights", "staging_dir")
     @classmethod
     def _normalise(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(value).expanduser().resolve()
 
-    @field_validator("key", "label", "embedding_col", "image_col")
+    @field_validator("key", "label", "embedding_col", "image_col", "model_name")
     @classmethod
     def _identifier(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else check_identifier(value, f"{info.field_name} column")
+        # model_name reaches MLflow's search filters, so it obeys the same allow-list.
+        what = info.field_name if info.field_name == "model_name" else f"{info.field_name} column"
+        return None if value is None else check_identifier(value, what)
 
     @field_validator("features", mode="before")
     @classmethod

@@ -16,7 +16,6 @@ from ecoval_ops.lakehouse.delta_rs import RUN_KEY, WATERMARK_KEY, app_id, open_t
 from ecoval_ops.lakehouse.identifiers import quote_identifier
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from pyspark.sql import Column, SparkSession
 
 __all__ = ["merge_values_spark"]
@@ -29,20 +28,30 @@ _CONFS = (
 
 
 def merge_values_spark(
-    spark: SparkSession, path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int
+    spark: SparkSession, path: str | Path, values: Path, *, key: str, run_id: str, source_version: int
 ) -> int | None:
     """Write one run's values with a single delta-spark MERGE on ``key``; None if already done.
+
+    Args:
+        spark: the session.
+        path: the Delta table, which must already have the value columns.
+        values: a Parquet file or folder of the key and value columns (typed as
+            :func:`~ecoval_ops.lakehouse.columns.value_schema`); Spark reads it directly.
+        key: the row-key column.
+        run_id: the run writing the values (the idempotent transaction).
+        source_version: the table version whose rows were valued (the new watermark).
 
     Raises:
         InvalidInputError: see :func:`~ecoval_ops.lakehouse.delta_rs.prepare_values`.
     """
+    import pyarrow.parquet as pq
     from delta.tables import DeltaTable
 
     table = open_table(path)
     if table.transaction_version(app_id(run_id)) is not None:
         return None
-    source = prepare_values(table, path, values, key=key)
-    frame = spark.createDataFrame(source.to_pandas(types_mapper=None))
+    source = prepare_values(table, path, pq.read_table(values), key=key)
+    frame = spark.read.option("recursiveFileLookup", "true").parquet(str(values)).select(*source.column_names)
     q_key = quote_identifier(key, "key column")
     updates: dict[str, str | Column] = {
         quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}"

@@ -1,53 +1,161 @@
-"""Spark implementations: the features embedder in batches and MLlib k-means (architecture.md).
+"""Spark implementations of the engine's steps (architecture.md, steps 2, 4 and 5).
 
-- :func:`embed_features` builds the embedding vector of each row with ``mapInPandas`` in Arrow
-  batches (the ``features`` embedder: numeric columns as float64; EcoVal standardises them, the
-  same way for both engines);
+- :func:`embed_rows` runs an embedder with ``mapInPandas`` in Arrow batches and appends the
+  embeddings to the embeddings Delta table (idempotent per source version);
 - :class:`SparkKMeansClusterer` satisfies the ``Clusterer`` Protocol with Spark MLlib's KMeans
-  (k-means|| initialisation, fixed seed), for clustering at scale.
+  (k-means|| initialisation, fixed seed), for clustering at scale;
+- :func:`value_by_cluster` values rows out of sample per cluster with ``applyInPandas``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 from ecoval_ops.lakehouse.identifiers import check_identifier
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
-__all__ = ["EMBEDDING_COL", "SparkKMeansClusterer", "embed_features"]
+    from ecoval_ops.lakehouse.embedders import Embedder
+    from ecoval_ops.valuation import EcoVal
 
-EMBEDDING_COL = "ecoval_embedding"
+__all__ = ["SparkKMeansClusterer", "embed_rows", "value_by_cluster"]
 
 
-def embed_features(frame: DataFrame, features: Sequence[str], *, keep: Sequence[str]) -> DataFrame:
-    """Add :data:`EMBEDDING_COL` (``array<double>``) built from ``features``, batch by batch.
+def embed_rows(
+    spark: SparkSession,
+    source: str,
+    version: int,
+    embedder: Embedder,
+    *,
+    key: str,
+    target: str,
+    app_id: str,
+    target_exists: bool,
+) -> int:
+    """Append the embeddings of the rows of ``source@version`` that ``target`` lacks.
 
-    Args:
-        frame: the rows.
-        features: numeric feature columns (plain identifiers).
-        keep: other columns to carry through (key, label, ...).
+    The embedder runs in ``mapInPandas`` batches on the executors; the append carries Delta's
+    idempotent-write options (``txnAppId``, ``txnVersion`` = the source version), so a retried
+    call commits nothing.
 
     Returns:
-        ``keep`` columns plus the embedding column.
+        Rows embedded.
     """
-    names = [check_identifier(c, "feature column") for c in features]
-    carried = [check_identifier(c, "column") for c in keep]
-    schema = frame.select(*carried).schema.simpleString()[len("struct<") : -1]
+    q_key = check_identifier(key, "key column")
+    columns = [check_identifier(c, "embedder column") for c in embedder.columns]
+    frame = spark.read.format("delta").option("versionAsOf", version).load(source).select(q_key, *columns)
+    if target_exists:
+        done = spark.read.format("delta").load(target).select(q_key)
+        frame = frame.join(done, on=q_key, how="left_anti")
+    key_type = frame.schema[q_key].dataType.simpleString()
 
     def batches(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for part in parts:
-            out = part[carried].copy()
-            out[EMBEDDING_COL] = list(part[names].to_numpy(dtype=np.float64))
-            yield out
+        import pandas as pd
 
-    return frame.select(*carried, *names).mapInPandas(batches, f"{schema}, {EMBEDDING_COL} array<double>")
+        for part in parts:
+            if len(part):
+                yield pd.DataFrame({q_key: part[q_key], EMBEDDING_COL: list(embedder.embed(part))})
+
+    embedded = frame.mapInPandas(batches, f"{q_key} {key_type}, {EMBEDDING_COL} array<double>").cache()
+    try:
+        count = embedded.count()
+        (
+            embedded.write.format("delta")
+            .mode("append")
+            .option("txnAppId", app_id)
+            .option("txnVersion", str(version))
+            .save(target)
+        )
+    finally:
+        embedded.unpersist()
+    return int(count)
+
+
+def value_by_cluster(
+    spark: SparkSession,
+    keys: NDArray[np.generic],
+    X: NDArray[np.float64],
+    y: NDArray[np.generic],
+    model: Path,
+    out: Path,
+    *,
+    key: str,
+    run_id: str,
+    model_version: str,
+) -> None:
+    """Value rows out of sample with Spark: assign clusters, then ``groupBy(cluster).applyInPandas``.
+
+    Each executor loads the saved valuation state once (arrays and JSON, no pickle) and values
+    one cluster's rows at a time against that cluster's members (spec section 5). The value
+    columns land as Parquet in ``out``.
+    """
+    import pyarrow as pa
+
+    from ecoval_ops.lakehouse.columns import value_schema
+
+    q_key = check_identifier(key, "key column")
+    state = str(model)
+    valued_at = datetime.now(UTC)
+    rows = pa.table(
+        {
+            q_key: pa.array(keys),
+            "ecoval_label": pa.array(y),
+            EMBEDDING_COL: pa.array(list(X), pa.list_(pa.float64())),
+        }
+    )
+    frame = spark.createDataFrame(rows.to_pandas())
+    input_schema = frame.schema.simpleString()[len("struct<") : -1]
+    key_type = frame.schema[q_key].dataType.simpleString()
+
+    def assign(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ev = _load_state(state)
+        for part in parts:
+            Z = ev.feature_space_.cluster_space(np.stack(part[EMBEDDING_COL].to_numpy()))
+            yield part.assign(ecoval_cluster=ev.cluster_model_.assign(Z).astype(np.int32))
+
+    def value(part: pd.DataFrame) -> pd.DataFrame:
+        from ecoval_ops.lakehouse.columns import value_columns
+
+        ev = _load_state(state)
+        result = ev.value_rows(np.stack(part[EMBEDDING_COL].to_numpy()), part["ecoval_label"].to_numpy())
+        table = value_columns(
+            part[q_key].to_numpy(),
+            result,
+            key=q_key,
+            reference=ev.values_,
+            run_id=run_id,
+            model_version=model_version,
+            valued_at=valued_at,
+        )
+        return table.to_pandas()
+
+    spark_types = {"double": "double", "int32": "int", "bool": "boolean", "string": "string"}
+    value_fields = ", ".join(f"{f.name} {spark_types.get(str(f.type), 'timestamp')}" for f in value_schema())
+    (
+        frame.mapInPandas(assign, f"{input_schema}, ecoval_cluster int")
+        .groupBy("ecoval_cluster")
+        .applyInPandas(value, f"{q_key} {key_type}, {value_fields}")
+        .write.mode("overwrite")
+        .parquet(str(out))
+    )
+
+
+@lru_cache(maxsize=1)
+def _load_state(path: str) -> EcoVal:
+    """The saved valuation state, loaded once per Python worker (workers are reused)."""
+    from ecoval_ops.valuation import EcoVal
+
+    return EcoVal.load(path)
 
 
 class SparkKMeansClusterer:

@@ -1,13 +1,21 @@
-"""The two engines of a run: where rows are read and values written (architecture.md).
+"""The two engines of a run: who embeds, clusters, propagates and writes (architecture.md).
 
-Both engines read a pinned table version, validate with :func:`rows_from_arrow` (the same
-checks and messages), value with the same EcoVal code, and write one MERGE with the same checks
-(``prepare_values``); they differ in the reader, the clusterer and the writer.
+Both engines run the same checks (:func:`check_source`, :func:`read_rows`), value with the
+same EcoVal code and write one MERGE with the same checks (``prepare_values``); they differ in
+where the work runs:
+
+- :class:`DeltaRsEngine`: in-process with delta-rs, numpy and torch (no JVM);
+- :class:`SparkEngine`: embeddings in Arrow batches (``mapInPandas``), MLlib k-means on large
+  tables, per-cluster propagation with ``groupBy(cluster).applyInPandas``, delta-spark writes.
+
+Rows are read by delta-rs into numpy for the fit in either engine (a million 64-d embeddings
+are 0.5 GB), always sorted by key, so both engines see the same rows in the same order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -16,6 +24,8 @@ from numpy.typing import NDArray
 from ecoval_ops.config import RunConfig
 from ecoval_ops.exceptions import EcovalError, InvalidInputError
 from ecoval_ops.lakehouse import ensure_value_columns, merge_values, open_table
+from ecoval_ops.lakehouse.columns import EMBEDDING_COL
+from ecoval_ops.lakehouse.embedders import Embedder
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -28,22 +38,22 @@ __all__ = [
     "Engine",
     "Rows",
     "SparkEngine",
-    "columns_present",
+    "check_source",
     "embedding_columns",
     "embedding_matrix",
     "engine_for",
-    "rows_from_arrow",
+    "read_rows",
 ]
 
 
 @dataclass(frozen=True)
 class Rows:
-    """The rows of a table version that a run needs, validated.
+    """The rows of a table version that a run needs, validated and sorted by key.
 
     Attributes:
         version: the table version read.
-        keys: ``(n,)`` row keys.
-        X: ``(n, d)`` float features.
+        keys: ``(n,)`` row keys, ascending.
+        X: ``(n, d)`` float embeddings.
         y: ``(n,)`` labels.
         valued: ``(n,)`` whether a run already valued the row.
     """
@@ -56,26 +66,50 @@ class Rows:
 
 
 def embedding_columns(cfg: RunConfig) -> list[str]:
-    """The columns the embedder reads: the feature columns, or the embedding column."""
+    """The source columns the embedding comes from."""
     if cfg.features is not None:
         return list(cfg.features)
-    if cfg.embedding_col is not None:
-        return [cfg.embedding_col]
-    raise EcovalError(
-        "the torchvision image embedder is not wired into `ecoval run` yet; use --features or --embedding-col"
-    )
+    return [cfg.embedding_col or cfg.image_col or ""]
 
 
-def columns_present(cfg: RunConfig, names: set[str], where: str) -> list[str]:
-    """The columns a run reads, after checking the table has them."""
+def _where(path: str | Path, version: int) -> str:
+    return f"{path}@v{version}"
+
+
+def check_source(cfg: RunConfig, path: str | Path, version: int) -> pa.Table:
+    """Check the columns, keys and labels of a source version; return its key and label columns.
+
+    Runs before anything is written, so bad input leaves every table as it was.
+
+    Raises:
+        InvalidInputError: missing columns, an empty table, null keys or labels, duplicate
+            keys; each message names the column and the table version.
+    """
+    import pyarrow.compute as pc
+
+    table = open_table(path, version)
+    where = _where(path, version)
+    names = set(table.schema().to_arrow().names)
     wanted = [cfg.key, cfg.label, *embedding_columns(cfg)]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise InvalidInputError(f"{where} has no column(s) {missing}; it has {sorted(names)}")
-    return wanted
+    data = table.to_pyarrow_table(
+        columns=[cfg.key, cfg.label, *(["ecoval_run_id"] if "ecoval_run_id" in names else [])]
+    )
+    if data.num_rows == 0:
+        raise InvalidInputError(f"{where} is empty: there are no rows to value")
+    for column in (cfg.key, cfg.label):
+        nulls = data.column(column).null_count
+        if nulls:
+            raise InvalidInputError(f"column {column!r} of {where} has {nulls} null values")
+    distinct = pc.count_distinct(data.column(cfg.key)).as_py()
+    if distinct != data.num_rows:
+        raise InvalidInputError(f"key column {cfg.key!r} of {where} has {data.num_rows - distinct} duplicate keys")
+    return data
 
 
-def embedding_matrix(column: pa.ChunkedArray, name: str, where: str) -> NDArray[np.float64]:
+def embedding_matrix(column: pa.ChunkedArray | pa.Array, name: str, where: str) -> NDArray[np.float64]:
     """``(n, d)`` float64 from a list column of embeddings, every row of the same length.
 
     Raises:
@@ -91,6 +125,8 @@ def embedding_matrix(column: pa.ChunkedArray, name: str, where: str) -> NDArray[
         raise InvalidInputError(f"embedding column {name!r} of {where} holds {column.type}, not numeric arrays")
     if column.null_count:
         raise InvalidInputError(f"embedding column {name!r} of {where} has {column.null_count} null values")
+    if len(column) == 0:
+        return np.zeros((0, 0))
     lengths = pc.unique(pc.list_value_length(column)).to_pylist()
     if len(lengths) != 1 or not lengths[0]:
         raise InvalidInputError(
@@ -103,113 +139,201 @@ def embedding_matrix(column: pa.ChunkedArray, name: str, where: str) -> NDArray[
     return np.asarray(flat.to_numpy(), dtype=np.float64).reshape(len(column), int(lengths[0]))
 
 
-def rows_from_arrow(cfg: RunConfig, version: int, where: str, data: pa.Table, X: NDArray[np.float64]) -> Rows:
-    """Validate what an engine read and build :class:`Rows` (the checks both engines share).
+def _check_finite(cfg: RunConfig, X: NDArray[np.float64], where: str) -> None:
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    first = int(np.flatnonzero(bad.any(axis=0))[0])
+    if cfg.features is not None:
+        raise InvalidInputError(
+            f"feature column {cfg.features[first]!r} of {where} has {int(bad[:, first].sum())} "
+            "null, NaN or infinite values"
+        )
+    raise InvalidInputError(
+        f"embedding of {embedding_columns(cfg)[0]!r} in {where} has {int(bad.any(axis=1).sum())} rows with NaN or "
+        f"infinite entries (first at dimension {first})"
+    )
+
+
+def read_rows(
+    cfg: RunConfig, *, embeddings: Path | None, path: str | Path | None = None, version: int | None = None
+) -> Rows:
+    """The validated rows of a source version with their embeddings, sorted by key.
 
     Args:
         cfg: the run configuration.
-        version: the table version read.
-        where: ``path@vN`` for messages.
-        data: key and label columns, and ``ecoval_run_id`` when the table has it.
-        X: ``(n, d)`` embeddings built from ``cfg.features`` (nulls as NaN).
+        embeddings: the embeddings table, or None when ``cfg.embedding_col`` holds them.
+        path: the source table; default ``cfg.table``.
+        version: the version to read; default the latest.
 
     Raises:
-        InvalidInputError: an empty table, nulls in key or label, duplicate keys, or null / NaN /
-            infinite features, each naming the column and the table version.
+        InvalidInputError: the checks of :func:`check_source`, rows without an embedding,
+            embeddings with NaN or infinite entries.
     """
     import pyarrow.compute as pc
 
-    if data.num_rows == 0:
-        raise InvalidInputError(f"{where} is empty: there are no rows to value")
-    for column in (cfg.key, cfg.label):
-        nulls = data.column(column).null_count
-        if nulls:
-            raise InvalidInputError(f"column {column!r} of {where} has {nulls} null values")
-    keys = data.column(cfg.key)
-    distinct = pc.count_distinct(keys).as_py()
-    if distinct != data.num_rows:
-        raise InvalidInputError(f"key column {cfg.key!r} of {where} has {data.num_rows - distinct} duplicate keys")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        first = int(np.flatnonzero(bad.any(axis=0))[0])
-        if cfg.features is not None:
-            raise InvalidInputError(
-                f"feature column {cfg.features[first]!r} of {where} has {int(bad[:, first].sum())} "
-                "null, NaN or infinite values"
-            )
-        raise InvalidInputError(
-            f"embedding column {cfg.embedding_col!r} of {where} has {int(bad.any(axis=1).sum())} rows with NaN or "
-            f"infinite entries (first at dimension {first})"
-        )
-    names = data.column_names
+    source = path or cfg.table
+    version = int(open_table(source).version()) if version is None else version
+    where = _where(source, version)
+    data = check_source(cfg, source, version)
+    if embeddings is None:
+        column = open_table(source, version).to_pyarrow_table(columns=[cfg.embedding_col or ""]).column(0)
+        X = embedding_matrix(column, cfg.embedding_col or "", where)
+    else:
+        emb = open_table(embeddings).to_pyarrow_table(columns=[cfg.key, EMBEDDING_COL])
+        index = pc.index_in(data.column(cfg.key), value_set=emb.column(cfg.key))
+        if index.null_count:
+            raise InvalidInputError(f"{index.null_count} rows of {where} have no embedding in {embeddings}")
+        X = embedding_matrix(emb.column(EMBEDDING_COL).take(index), EMBEDDING_COL, where)
+    _check_finite(cfg, X, where)
+    order = np.argsort(data.column(cfg.key).to_numpy(zero_copy_only=False), kind="stable")
     valued = (
-        data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False) if "ecoval_run_id" in names else None
+        data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False)
+        if "ecoval_run_id" in data.column_names
+        else np.zeros(data.num_rows, bool)
     )
     return Rows(
         version=version,
-        keys=keys.to_numpy(zero_copy_only=False),
-        X=X,
-        y=data.column(cfg.label).to_numpy(zero_copy_only=False),
-        valued=np.zeros(data.num_rows, bool) if valued is None else np.asarray(valued, dtype=bool),
+        keys=data.column(cfg.key).to_numpy(zero_copy_only=False)[order],
+        X=X[order],
+        y=data.column(cfg.label).to_numpy(zero_copy_only=False)[order],
+        valued=np.asarray(valued, dtype=bool)[order],
     )
 
 
-def _read_rows_delta_rs(cfg: RunConfig, path: str | None = None) -> Rows:
-    table = open_table(path or cfg.table)
-    version = int(table.version())
-    where = f"{path or cfg.table}@v{version}"
-    names = set(table.schema().to_arrow().names)
-    wanted = columns_present(cfg, names, where)
-    data = table.to_pyarrow_table(columns=wanted + (["ecoval_run_id"] if "ecoval_run_id" in names else []))
-    if cfg.embedding_col is not None:
-        X = embedding_matrix(data.column(cfg.embedding_col), cfg.embedding_col, where)
-        return rows_from_arrow(cfg, version, where, data, X)
-    try:
-        X = np.column_stack(
-            [data.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cfg.features or ()]
-        )
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError(f"feature columns {list(cfg.features or ())} of {where} must be numeric: {e}") from e
-    return rows_from_arrow(cfg, version, where, data, X)
+def _new_keys(source: pa.Table, key: str, target: Path) -> pa.Table:
+    """The rows of ``source`` whose key is not yet in the embeddings table ``target``."""
+    import pyarrow.compute as pc
+
+    if not (target / "_delta_log").exists():
+        return source
+    done = open_table(target).to_pyarrow_table(columns=[key]).column(key)
+    return source.filter(pc.invert(pc.is_in(source.column(key), value_set=done)))
+
+
+def _embed_app_id(target: Path) -> str:
+    return f"ecoval-embed-{target.name}"
+
+
+def embedded_through(target: Path) -> int | None:
+    """The newest source version whose rows the embeddings table ``target`` holds."""
+    if not (target / "_delta_log").exists():
+        return None
+    version = open_table(target).transaction_version(_embed_app_id(target))
+    return None if version is None else int(version)
 
 
 class Engine(Protocol):
-    """Reads the rows of a run and writes its values."""
+    """Embeds rows, picks the clusterer, values rows out of sample, writes values."""
 
-    def read_rows(self, cfg: RunConfig, path: str | None = None) -> Rows:
-        """The validated rows of the latest version of ``path`` (default ``cfg.table``)."""
-        ...
+    def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
+        """Append embeddings of the rows of ``source@version`` missing from ``target``; rows embedded.
 
-    def write_values(self, cfg: RunConfig, values: pa.Table, *, run_id: str, source_version: int) -> int | None:
-        """Add the value columns once, then one idempotent MERGE; None if already written."""
+        Idempotent per source version: a retried call commits nothing.
+        """
         ...
 
     def clusterer(self, n_rows: int) -> Clusterer | None:
         """The clusterer EcoVal uses for ``n_rows`` training rows (None: scikit-learn k-means)."""
         ...
 
+    def value_out_of_sample(
+        self,
+        cfg: RunConfig,
+        rows: Rows,
+        select: NDArray[np.bool_],
+        model: Path,
+        out: Path,
+        *,
+        run_id: str,
+        model_version: str,
+    ) -> None:
+        """Value ``rows[select]`` against the saved model ``model``; write Parquet files in ``out``.
+
+        ``run_id`` and ``model_version`` go into the value columns.
+        """
+        ...
+
+    def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
+        """Add the value columns once, then one idempotent MERGE of the Parquet ``values``; None if done."""
+        ...
+
+
+def _append_embeddings(target: Path, table: pa.Table, version: int) -> None:
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    write_deltalake(
+        str(target),
+        table,
+        mode="append",
+        commit_properties=CommitProperties(app_transactions=[Transaction(_embed_app_id(target), version)]),
+    )
+
 
 class DeltaRsEngine:
     """In-process engine: delta-rs reads and writes, numpy/torch compute (no JVM)."""
 
-    def read_rows(self, cfg: RunConfig, path: str | None = None) -> Rows:
+    def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
         """See :class:`Engine`."""
-        return _read_rows_delta_rs(cfg, path)
+        import pyarrow as pa
 
-    def write_values(self, cfg: RunConfig, values: pa.Table, *, run_id: str, source_version: int) -> int | None:
-        """See :class:`Engine`."""
-        ensure_value_columns(cfg.table)
-        return merge_values(cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version)
+        done = embedded_through(target)
+        if done is not None and done >= version:
+            return 0
+        data = open_table(source, version).to_pyarrow_table(columns=[cfg.key, *embedder.columns])
+        todo = _new_keys(data, cfg.key, target)
+        parts = [embedder.embed(batch.to_pandas()) for batch in todo.to_batches(max_chunksize=4096) if batch.num_rows]
+        X = np.concatenate(parts) if parts else np.zeros((0, 1))
+        embeddings = pa.table(
+            {
+                cfg.key: todo.column(cfg.key),
+                EMBEDDING_COL: pa.array(list(X), pa.list_(pa.float64()))
+                if len(X)
+                else pa.array([], pa.list_(pa.float64())),
+            }
+        )
+        _append_embeddings(target, embeddings, version)
+        return int(todo.num_rows)
 
     def clusterer(self, n_rows: int) -> Clusterer | None:
         """See :class:`Engine`."""
         return None
 
+    def value_out_of_sample(
+        self,
+        cfg: RunConfig,
+        rows: Rows,
+        select: NDArray[np.bool_],
+        model: Path,
+        out: Path,
+        *,
+        run_id: str,
+        model_version: str,
+    ) -> None:
+        """See :class:`Engine`."""
+        import pyarrow.parquet as pq
+
+        from ecoval_ops.lakehouse.columns import value_columns
+        from ecoval_ops.valuation import EcoVal
+
+        ev = EcoVal.load(model)
+        result = ev.value_rows(rows.X[select], rows.y[select])
+        table = value_columns(
+            rows.keys[select], result, key=cfg.key, reference=ev.values_, run_id=run_id, model_version=model_version
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out / "part-0.parquet")
+
+    def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
+        """See :class:`Engine`."""
+        import pyarrow.parquet as pq
+
+        ensure_value_columns(cfg.table)
+        return merge_values(cfg.table, pq.read_table(values), key=cfg.key, run_id=run_id, source_version=source_version)
+
 
 class SparkEngine:
-    """Spark engine: Spark reads and embeds, MLlib clusters, delta-spark writes.
-
-    Spark reads a pinned version and builds the embeddings in Arrow batches (``mapInPandas``).
+    """Spark engine: embeddings with ``mapInPandas``, MLlib k-means, ``applyInPandas`` propagation.
 
     Tables with fewer than ``mllib_min_rows`` training rows are clustered on the driver by the
     same scikit-learn k-means as the delta-rs engine (an MLlib job costs more than the whole
@@ -232,41 +356,22 @@ class SparkEngine:
             self.spark = spark_session()
         return self.spark
 
-    def read_rows(self, cfg: RunConfig, path: str | None = None) -> Rows:
+    def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
         """See :class:`Engine`."""
-        from pyspark.sql.types import NumericType
+        from ecoval_ops.lakehouse.spark_engine import embed_rows
 
-        from ecoval_ops.lakehouse.spark_engine import EMBEDDING_COL, embed_features
-
-        uri = str(path or cfg.table)
-        version = int(open_table(uri).version())
-        where = f"{uri}@v{version}"
-        frame = self._session().read.format("delta").option("versionAsOf", version).load(uri)
-        names = set(frame.columns)
-        columns_present(cfg, names, where)
-        not_numeric = [
-            f.name
-            for f in frame.schema.fields
-            if f.name in (cfg.features or ()) and not isinstance(f.dataType, NumericType)
-        ]
-        if not_numeric:
-            raise InvalidInputError(f"feature columns {not_numeric} of {where} must be numeric")
-        keep = [cfg.key, cfg.label, *(["ecoval_run_id"] if "ecoval_run_id" in names else [])]
-        if cfg.embedding_col is not None:
-            embedded = frame.select(*keep, frame[cfg.embedding_col].alias(EMBEDDING_COL))
-        else:
-            embedded = embed_features(frame, cfg.features or (), keep=keep)
-        data = embedded.toArrow()
-        X = embedding_matrix(data.column(EMBEDDING_COL), cfg.embedding_col or EMBEDDING_COL, where)
-        return rows_from_arrow(cfg, version, where, data.drop_columns([EMBEDDING_COL]), X)
-
-    def write_values(self, cfg: RunConfig, values: pa.Table, *, run_id: str, source_version: int) -> int | None:
-        """See :class:`Engine`."""
-        from ecoval_ops.lakehouse.delta_spark import merge_values_spark
-
-        ensure_value_columns(cfg.table)
-        return merge_values_spark(
-            self._session(), cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version
+        done = embedded_through(target)
+        if done is not None and done >= version:
+            return 0
+        return embed_rows(
+            self._session(),
+            str(source),
+            version,
+            embedder,
+            key=cfg.key,
+            target=str(target),
+            app_id=_embed_app_id(target),
+            target_exists=(target / "_delta_log").exists(),
         )
 
     def clusterer(self, n_rows: int) -> Clusterer | None:
@@ -274,6 +379,45 @@ class SparkEngine:
         from ecoval_ops.lakehouse.spark_engine import SparkKMeansClusterer
 
         return SparkKMeansClusterer(self._session()) if n_rows >= self.mllib_min_rows else None
+
+    def value_out_of_sample(
+        self,
+        cfg: RunConfig,
+        rows: Rows,
+        select: NDArray[np.bool_],
+        model: Path,
+        out: Path,
+        *,
+        run_id: str,
+        model_version: str,
+    ) -> None:
+        """See :class:`Engine`.
+
+        Rows go to Spark as Arrow, are assigned to clusters batch by batch, and each cluster is
+        valued by ``applyInPandas`` against the saved model.
+        """
+        from ecoval_ops.lakehouse.spark_engine import value_by_cluster
+
+        value_by_cluster(
+            self._session(),
+            rows.keys[select],
+            rows.X[select],
+            rows.y[select],
+            model,
+            out,
+            key=cfg.key,
+            run_id=run_id,
+            model_version=model_version,
+        )
+
+    def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
+        """See :class:`Engine`."""
+        from ecoval_ops.lakehouse.delta_spark import merge_values_spark
+
+        ensure_value_columns(cfg.table)
+        return merge_values_spark(
+            self._session(), cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version
+        )
 
 
 def engine_for(cfg: RunConfig, **options: Any) -> Engine:

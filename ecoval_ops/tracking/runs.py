@@ -82,23 +82,32 @@ class ValuationTracker:
             client.log_param(run.info.run_id, name, value)
         return str(run.info.run_id)
 
-    def log_shards(self, parent_run_id: str, shards: list[Shard]) -> list[str]:
-        """A child run per shard: params name the clusters left out, metrics the utilities."""
+    def log_shard(self, parent_run_id: str, shard: Shard) -> str:
+        """A child run for one shard: params name the clusters left out, metrics the utilities.
+
+        Runs while the parent is open, from any process (``mlflow.parentRunId``). A shard
+        logged before under the same parent is not logged again (a retried task).
+        """
         client = self._client()
         parent = client.get_run(parent_run_id)
-        children = []
-        for shard in shards:
-            child = client.create_run(
-                parent.info.experiment_id, run_name=shard.name, tags={"mlflow.parentRunId": parent_run_id}
-            )
-            client.log_param(child.info.run_id, "clusters_left_out", ";".join(shard.left_out))
-            client.log_param(child.info.run_id, "trainings", str(len(shard.utilities)))
-            for step, (clusters, utility) in enumerate(zip(shard.left_out, shard.utilities, strict=True)):
-                client.log_metric(child.info.run_id, "utility", utility, step=step)
-                client.set_tag(child.info.run_id, f"step_{step}", clusters)
-            client.set_terminated(child.info.run_id)
-            children.append(str(child.info.run_id))
-        return children
+        found = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.ecoval.shard = '{shard.name}'",
+        )
+        if found:
+            return str(found[0].info.run_id)
+        child = client.create_run(
+            parent.info.experiment_id,
+            run_name=shard.name,
+            tags={"mlflow.parentRunId": parent_run_id, "ecoval.shard": shard.name},
+        )
+        client.log_param(child.info.run_id, "clusters_left_out", ";".join(shard.left_out))
+        client.log_param(child.info.run_id, "trainings", str(len(shard.utilities)))
+        for step, (clusters, utility) in enumerate(zip(shard.left_out, shard.utilities, strict=True)):
+            client.log_metric(child.info.run_id, "utility", utility, step=step)
+            client.set_tag(child.info.run_id, f"step_{step}", clusters)
+        client.set_terminated(child.info.run_id)
+        return str(child.info.run_id)
 
     def log_source(self, run_id: str, table: str, version: int, digest: str) -> None:
         """Log the source Delta table at the version read as the run's input dataset."""
@@ -136,11 +145,23 @@ class ValuationTracker:
     def register(self, run_id: str, ecoval: EcoVal, *, model_name: str, columns: dict[str, Any]) -> str:
         """Log the fitted state as a pyfunc model on the run, register it, alias it ``current``.
 
+        Registering again for the same run returns the version registered before.
+
         Returns:
-            The new registered model version.
+            The registered model version.
         """
         import mlflow
+        from mlflow.exceptions import MlflowException
 
+        client = self._client()
+        try:
+            earlier = list(client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"))
+        except MlflowException:
+            earlier = []
+        if earlier:
+            version = str(max(int(v.version) for v in earlier))
+            client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
+            return version
         with tempfile.TemporaryDirectory() as tmp:
             state = ecoval.save(Path(tmp) / "state")
             columns_file = Path(tmp) / "columns.json"
@@ -153,7 +174,7 @@ class ValuationTracker:
                     registered_model_name=model_name,
                 )
         version = str(info.registered_model_version)
-        self._client().set_registered_model_alias(model_name, CURRENT_ALIAS, version)
+        client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
         return version
 
     def load_current(self, model_name: str) -> tuple[EcoVal, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -69,14 +70,17 @@ def test_spark_merge_is_idempotent_and_keeps_originals(spark, tmp_path) -> None:
         "ecoval_valued_at", pa.array([datetime(2026, 11, 28, tzinfo=UTC)] * 100, pa.timestamp("us", tz="UTC"))
     )
     before = sorted(spark.read.format("delta").load(path).select("row_id", "a", "b", "label").collect())
+    twice, once = tmp_path / "twice.parquet", tmp_path / "once.parquet"
+    pq.write_table(pa.concat_tables([values, values]), twice)
+    pq.write_table(values, once)
 
     with pytest.raises(InvalidInputError, match="duplicate keys"):
-        merge_values_spark(spark, path, pa.concat_tables([values, values]), key="row_id", run_id="s1", source_version=1)
+        merge_values_spark(spark, path, twice, key="row_id", run_id="s1", source_version=1)
     assert DeltaTable(path).version() == 1
 
-    version = merge_values_spark(spark, path, values, key="row_id", run_id="s1", source_version=1)
+    version = merge_values_spark(spark, path, once, key="row_id", run_id="s1", source_version=1)
     assert version == 2
-    assert merge_values_spark(spark, path, values, key="row_id", run_id="s1", source_version=1) is None
+    assert merge_values_spark(spark, path, once, key="row_id", run_id="s1", source_version=1) is None
     assert DeltaTable(path).version() == 2
     mark = read_watermark(path)
     assert (mark.source_version, mark.run_id, mark.table_version) == (1, "s1", 2)

@@ -80,7 +80,7 @@ def test_drifted_new_rows_trigger_a_refit(setup) -> None:
 
 def test_mlflow_records(setup) -> None:
     path, cfg = setup
-    summary = run_valuation(cfg)
+    summary = run_valuation(cfg.model_copy(update={"shards": 3}))
     client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     parent = client.get_run(summary.run_id)
     assert parent.info.status == "FINISHED"
@@ -92,8 +92,10 @@ def test_mlflow_records(setup) -> None:
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'"
     )
-    assert len(children) == 1 + 4
-    assert sum(int(c.data.params["trainings"]) for c in children) == summary.n_trainings
+    assert sorted(c.info.run_name for c in children) == ["shard-0", "shard-1", "shard-2"]
+    masks = sum(int(c.data.params["trainings"]) for c in children)
+    # Each shard after the first fits the all-rows model once more as its warm start.
+    assert masks == 2 + 4 + 6 and summary.n_trainings == masks + 2
     (source,) = parent.inputs.dataset_inputs
     # MLflow's DeltaDatasetSource leaves out version 0 (it tests the version for truth), so the
     # version read is also in the dataset's name.

@@ -10,6 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse import read_watermark
 from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation
+from ecoval_ops.pipeline.engines import read_rows
 from tests.conftest import blob_rows, blobs, run_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta, pytest.mark.mlflow, pytest.mark.slow]
@@ -75,6 +76,131 @@ def test_spark_engine_reads_an_embedding_column(spark, tmp_path) -> None:
     path = tmp_path / "emb"
     write_deltalake(str(path), pa.table({"id": np.arange(200), "emb": [list(r) for r in X], "y": y}))
     cfg = run_config(path, tmp_path, engine="spark", embedding=True, clusters=3)
-    rows = SparkEngine(spark).read_rows(cfg)
-    np.testing.assert_allclose(rows.X[np.argsort(rows.keys)], X)
+    rows = read_rows(cfg, embeddings=None)
+    np.testing.assert_allclose(rows.X, X)
     assert run_valuation(cfg, SparkEngine(spark)).rows_valued == 200
+
+
+def test_spark_embeds_images_with_torchvision_in_batches(spark, tmp_path) -> None:
+    import torch
+    import torchvision
+
+    from ecoval_ops.config import load_config
+    from ecoval_ops.pipeline import steps
+    from tests.pipeline.test_steps import _digits_table
+
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None).state_dict(), weights)
+    path = tmp_path / "digits"
+    write_deltalake(str(path), _digits_table(120, png=True))
+    common = {
+        "table": str(path),
+        "key": "id",
+        "label": "label",
+        "image_col": "image",
+        "embedder": "torchvision:mobilenet_v3_small",
+        "weights": str(weights),
+        "clusters": 3,
+        "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    cfg = load_config(None, engine="spark", **common)
+    assert steps.embed(cfg, steps.detect(cfg), SparkEngine(spark)) == 120
+    target = steps.embeddings_table(cfg)
+    spark_rows = DeltaTable(str(target)).to_pyarrow_table().sort_by("id")
+    # The same embedder in-process (delta-rs engine) gives the same vectors.
+    twin = load_config(None, engine="delta-rs", staging_dir=str(tmp_path / "twin"), **common)
+    steps.embed(twin, 0, DeltaRsEngine())
+    local_rows = DeltaTable(str(steps.embeddings_table(twin))).to_pyarrow_table().sort_by("id")
+    np.testing.assert_allclose(
+        np.stack(spark_rows.column("ecoval_embedding").to_numpy(zero_copy_only=False)),
+        np.stack(local_rows.column("ecoval_embedding").to_numpy(zero_copy_only=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from ecoval_ops.pipeline import steps
+    from ecoval_ops.pipeline.submit import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                k: v
+                for k, v in cfg.loggable().items()
+                if k in ("table", "key", "label", "features", "clusters", "mlflow_uri")
+            }
+        )
+    )
+    # A real spark-submit of the embed job: its own JVM, Delta's jars on the command line.
+    submit = Path(sys.executable).with_name("spark-submit")
+    jars = ",".join(str(p) for p in sorted(Path(os.environ["ECOVAL_DELTA_JARS"]).glob("*.jar")))
+    job = subprocess.run(
+        [str(submit), "--master", "local[1]", "--jars", jars, "spark_jobs/embed.py", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+        cwd=Path(__file__).parents[2],
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert json.loads(job.stdout.strip().splitlines()[-1]) == {"rows_embedded": 400, "table_version": 0}
+    # The cluster and propagate jobs in this process, on the shared session.
+    ref = steps.decide(cfg, 0)
+    engine = SparkEngine(spark)
+    for index in steps.cluster(cfg, ref, engine):
+        steps.train_shard(cfg, ref, index)
+    ref = steps.fit_model(cfg, ref)
+    assert main("propagate", ["--config", str(config), "--ref", json.dumps(ref.to_dict())]) == 0
+    assert main("cluster", ["--config", str(config)]) == 2
+    assert steps.write(cfg, ref, engine) is not None
+    steps.report(cfg, ref, 1)
+    assert DeltaTable(str(cfg.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
+
+
+def test_cli_runs_the_spark_engine(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "events"
+    write_deltalake(str(path), blob_rows(0, 300))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ecoval_ops.cli",
+            "run",
+            "--table",
+            str(path),
+            "--key",
+            "row_id",
+            "--label",
+            "label",
+            "--features",
+            "f0,f1,f2",
+            "--clusters",
+            "3",
+            "--engine",
+            "spark",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["mode"] == "refit" and summary["rows_valued"] == 300
+    assert DeltaTable(str(path)).to_pyarrow_table().column("ecoval_value").null_count == 0

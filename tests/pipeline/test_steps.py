@@ -1,0 +1,160 @@
+"""The pipeline steps one by one, as the Airflow tasks call them: references in, retries safe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from mlflow import MlflowClient
+
+from ecoval_ops.pipeline import DeltaRsEngine, run_valuation, steps
+from ecoval_ops.pipeline.workspace import Workspace
+from tests.conftest import blob_rows, run_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    path = tmp_path / "lake" / "train"
+    write_deltalake(str(path), blob_rows(0, 300))
+    return run_config(path, tmp_path, engine="delta-rs", clusters=3, shards=2)
+
+
+def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
+    engine = DeltaRsEngine()
+    version = steps.detect(cfg)
+    assert steps.embed(cfg, version, engine) == 300
+    assert steps.embed(cfg, version, engine) == 0
+    ref = steps.RunRef.from_dict(steps.decide(cfg, version).to_dict())
+    assert ref.mode == "refit" and ref.run_id is not None
+    shards = steps.cluster(cfg, ref, engine)
+    assert shards == [0, 1] and steps.cluster(cfg, ref, engine) == shards
+    ws = Workspace.for_config(cfg)
+    for index in shards:
+        steps.train_shard(cfg, ref, index)
+    stamp = ws.shard(ref.run_id, 0).stat().st_mtime_ns
+    steps.train_shard(cfg, ref, 0)
+    assert ws.shard(ref.run_id, 0).stat().st_mtime_ns == stamp
+    fitted = steps.fit_model(cfg, ref)
+    assert steps.fit_model(cfg, ref).model_version == fitted.model_version == "1"
+    assert steps.propagate(cfg, fitted, engine) == 300 == steps.propagate(cfg, fitted, engine)
+    written = steps.write(cfg, fitted, engine)
+    assert written is not None and steps.write(cfg, fitted, engine) is None
+    figures = steps.report(cfg, fitted, written)
+    assert figures["rows_valued"] == 300 and figures["n_trainings"] == (2 + 3 + 3) + 1
+    assert not ws.run(ref.run_id).exists()
+
+    client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    children = client.search_runs(
+        [client.get_run(ref.run_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{ref.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == ["shard-0", "shard-1"]
+    assert client.get_run(ref.run_id).info.status == "FINISHED"
+    assert len(client.search_model_versions(f"name = '{cfg.registered_model_name}'")) == 1
+
+
+def test_fit_refuses_to_run_before_every_shard(cfg) -> None:
+    from ecoval_ops.exceptions import EcovalError
+
+    engine = DeltaRsEngine()
+    version = steps.detect(cfg)
+    steps.embed(cfg, version, engine)
+    ref = steps.decide(cfg, version)
+    steps.cluster(cfg, ref, engine)
+    steps.train_shard(cfg, ref, 1)
+    with pytest.raises(EcovalError, match=r"shards \[0\] of run .* have not finished"):
+        steps.fit_model(cfg, ref)
+
+
+def test_only_new_rows_are_embedded(cfg) -> None:
+    run_valuation(cfg)
+    write_deltalake(str(cfg.table), blob_rows(300, 340), mode="append", schema_mode="merge")
+    engine = DeltaRsEngine()
+    version = steps.detect(cfg)
+    assert steps.embed(cfg, version, engine) == 40
+    target = steps.embeddings_table(cfg)
+    assert target is not None and DeltaTable(str(target)).to_pyarrow_table().num_rows == 340
+
+
+def _digits_table(n: int, *, png: bool) -> pa.Table:
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images[:n]
+    if png:
+        pixels = []
+        for image in images:
+            buffer = io.BytesIO()
+            Image.fromarray((image * 15).astype(np.uint8)).save(buffer, format="PNG")
+            pixels.append(buffer.getvalue())
+        column = pa.array(pixels, pa.binary())
+    else:
+        column = pa.array([list(image.ravel()) for image in images], pa.list_(pa.float64()))
+    return pa.table({"id": np.arange(n), "image": column, "label": digits.target[:n]})
+
+
+@pytest.fixture
+def weights(tmp_path):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path / "mobilenet_v3_small.pt"
+    torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None).state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("png", [False, True], ids=["pixel-arrays", "png-bytes"])
+def test_torchvision_embedder_values_images(tmp_path, weights, png) -> None:
+    from ecoval_ops.config import load_config
+
+    path = tmp_path / "digits"
+    write_deltalake(str(path), _digits_table(160, png=png))
+    cfg = load_config(
+        None,
+        table=str(path),
+        key="id",
+        label="label",
+        image_col="image",
+        embedder="torchvision:mobilenet_v3_small",
+        weights=str(weights),
+        engine="delta-rs",
+        clusters=3,
+        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    summary = run_valuation(cfg)
+    assert summary.mode == "refit" and summary.rows_valued == 160
+    target = steps.embeddings_table(cfg)
+    assert target is not None
+    embeddings = DeltaTable(str(target)).to_pyarrow_table()
+    # mobilenet_v3_small without its last linear layer: the 1024-d penultimate features.
+    assert embeddings.num_rows == 160 and len(embeddings.column("ecoval_embedding")[0]) == 1024
+    assert DeltaTable(str(path)).to_pyarrow_table().column("ecoval_value").null_count == 0
+
+
+def test_weights_that_do_not_fit_the_model_are_named(tmp_path, weights) -> None:
+    from ecoval_ops.config import load_config
+    from ecoval_ops.exceptions import InvalidInputError
+
+    path = tmp_path / "digits"
+    write_deltalake(str(path), _digits_table(20, png=False))
+    cfg = load_config(
+        None,
+        table=str(path),
+        key="id",
+        label="label",
+        image_col="image",
+        embedder="torchvision:resnet18",
+        weights=str(weights),
+        engine="delta-rs",
+        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    with pytest.raises(InvalidInputError, match="do not fit torchvision:resnet18"):
+        run_valuation(cfg)
+    assert DeltaTable(str(path)).version() == 0
