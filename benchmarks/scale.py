@@ -6,9 +6,9 @@ n, in a fresh process so that peak memory is that stage's own:
 - ``incore``: ``EcoVal().fit`` on n rows (wall time, peak RSS) and the out-of-sample scoring
   rate of 100,000 new rows (rows per second);
 - ``spark``: a Delta table of n rows with a 64-d embedding column, valued end to end by
-  ``run_valuation`` on the embedded Spark engine (read, fit, register, value, write = the Delta
-  MERGE), each stage's wall time and the Python process's peak RSS after it (the JVM's memory
-  is not included).
+  ``run_valuation`` on the embedded Spark engine (embed, decide, cluster, train, fit = production
+  function and registration, value = propagation, write = the Delta MERGE), each stage's wall
+  time and the Python process's peak RSS after it (the JVM's memory is not included).
 
 Writes ``benchmarks/results/scale.json``: ``{mode: {n: {stage: {"wall_s", "peak_rss_mb"}}}}``.
 
@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         mode, n = args.one[0], int(args.one[1])
         print(json.dumps({"incore": incore, "spark": spark}[mode](n)))
         return
+    # Sizes not rerun keep their earlier figures.
     results: dict[str, dict[str, object]] = {"incore": {}, "spark": {}}
+    if args.out.exists():
+        results.update(json.loads(args.out.read_text()))
     for mode, sizes in (("incore", args.incore), ("spark", args.spark)):
         for n in sizes:
             done = subprocess.run([sys.executable, __file__, "--one", mode, str(n)], capture_output=True, text=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,11 @@ SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datas
 PROJECT_JARS = Path(__file__).resolve().parents[1] / ".jars"
 if PROJECT_JARS.is_dir():
     os.environ.setdefault("ECOVAL_DELTA_JARS", str(PROJECT_JARS))
+# Airflow reads its configuration when first imported: a throw-away home (SQLite metadata DB)
+# for this test session, the project's dags/ folder, no examples.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="ecoval-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
 def _seeds() -> list[int]:

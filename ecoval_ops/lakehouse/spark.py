@@ -22,19 +22,20 @@ from ecoval_ops.exceptions import EcovalError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_JARS_ENV", "spark_session"]
+__all__ = ["DELTA_JARS_ENV", "MASTER_ENV", "spark_session"]
 
 DELTA_JARS_ENV = "ECOVAL_DELTA_JARS"
+MASTER_ENV = "ECOVAL_SPARK_MASTER"
 
 
 def spark_session(
-    app_name: str = "ecoval", *, master: str = "local[*]", shuffle_partitions: int = 4, driver_memory: str = "4g"
+    app_name: str = "ecoval", *, master: str | None = None, shuffle_partitions: int = 4, driver_memory: str = "4g"
 ) -> SparkSession:
     """Return the active SparkSession, or start one with Delta Lake configured.
 
     Args:
         app_name: Spark application name.
-        master: Spark master URL. Default ``local[*]``.
+        master: Spark master URL. Default ``$ECOVAL_SPARK_MASTER``, else ``local[*]``.
         shuffle_partitions: ``spark.sql.shuffle.partitions`` (Spark's 200 is far too many for
             one machine). Default 4.
         driver_memory: ``spark.driver.memory`` of a new session (in local mode the driver does
@@ -48,7 +49,7 @@ def spark_session(
     from pyspark.sql import SparkSession
 
     builder = (
-        SparkSession.builder.master(master)
+        SparkSession.builder.master(master or os.environ.get(MASTER_ENV, "local[*]"))
         .appName(app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")

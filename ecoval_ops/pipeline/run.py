@@ -77,7 +77,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
     engine = engine or engine_for(cfg)
     stages = _Stages()
     with stages("embed"):
-        version = steps.detect(cfg)
+        version = steps.detect(cfg).table_version
         steps.embed(cfg, version, engine)
     with stages("decide"):
         ref = steps.decide(cfg, version)

@@ -36,6 +36,7 @@ __all__ = [
     "DRIFT_LIMIT",
     "DRIFT_MIN_ROWS_PER_CLUSTER",
     "REFIT_SHARE",
+    "Detection",
     "Mode",
     "RunRef",
     "cluster",
@@ -118,21 +119,36 @@ def _rows(cfg: RunConfig, version: int) -> Rows:
     return read_rows(cfg, embeddings=embeddings_table(cfg), version=version)
 
 
-def detect(cfg: RunConfig) -> int:
-    """Pin the source version of the run and check its columns, keys and labels.
+@dataclass(frozen=True)
+class Detection:
+    """What :func:`detect` found.
 
-    Returns:
-        The latest version of ``cfg.table``.
+    Attributes:
+        table_version: the source version the run will value.
+        rows: rows in that version.
+        new_rows: rows no run has valued yet.
+    """
+
+    table_version: int
+    rows: int
+    new_rows: int
+
+
+def detect(cfg: RunConfig) -> Detection:
+    """Pin the source version of the run, check its columns, keys and labels, count new rows.
 
     Raises:
         InvalidInputError: not a Delta table, missing columns, an empty table, null keys or
             labels, duplicate keys.
     """
     version = int(open_table(cfg.table).version())
-    check_source(cfg, cfg.table, version)
+    data = check_source(cfg, cfg.table, version)
     if cfg.validation_table is not None:
         check_source(cfg, cfg.validation_table, int(open_table(cfg.validation_table).version()))
-    return version
+    new_rows = data.num_rows
+    if "ecoval_run_id" in data.column_names:
+        new_rows = int(data.column("ecoval_run_id").null_count)
+    return Detection(version, data.num_rows, new_rows)
 
 
 def embed(cfg: RunConfig, version: int, engine: Engine) -> int:
@@ -319,6 +335,15 @@ def fit_model(cfg: RunConfig, ref: RunRef) -> RunRef:
     return RunRef(ref.table_version, ref.mode, run_id, version)
 
 
+def _model_version(cfg: RunConfig, ref: RunRef) -> str:
+    """The model version of the run: in ``ref``, or the one a refit registered from its run."""
+    run_id = ref.started()
+    version = ref.model_version or _tracker(cfg).registered_version(cfg.registered_model_name, run_id)
+    if version is None:
+        raise EcovalError(f"run {run_id} has registered no valuation model; fit_model must run first")
+    return version
+
+
 def propagate(cfg: RunConfig, ref: RunRef, engine: Engine) -> int:
     """Value the run's rows: in-sample rows from the fit, the others out of sample by the engine.
 
@@ -335,13 +360,11 @@ def propagate(cfg: RunConfig, ref: RunRef, engine: Engine) -> int:
     from ecoval_ops.valuation import EcoVal
 
     run_id = ref.started()
-    if ref.model_version is None:
-        raise EcovalError(f"run {run_id} has no model version; fit_model must run before propagate")
+    version = _model_version(cfg, ref)
     ws = Workspace.for_config(cfg)
     target = ws.values(run_id)
     if not target.exists():
         rows = _rows(cfg, ref.table_version)
-        version = ref.model_version
         with ws.atomic(target) as tmp:
             tmp.mkdir()
             if ref.mode == "refit":
@@ -422,7 +445,7 @@ def report(cfg: RunConfig, ref: RunRef, written: int | None, extra: dict[str, fl
         run_id,
         {
             "ecoval.table_version_written": str(written),
-            "ecoval.model_version": str(ref.model_version),
+            "ecoval.model_version": _model_version(cfg, ref),
             "ecoval.gammas_clipped": str(bool(game.get("gammas_clipped", False))).lower(),
         },
     )

@@ -37,7 +37,7 @@ def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config, engine="spark")
     engine = SparkEngine()
     if job == "embed":
-        version = steps.detect(cfg)
+        version = steps.detect(cfg).table_version
         return {"table_version": version, "rows_embedded": steps.embed(cfg, version, engine)}
     if args.ref is None:
         raise EcovalError(f"the {job} job needs --ref, the run reference printed by the decide step")

@@ -151,17 +151,12 @@ class ValuationTracker:
             The registered model version.
         """
         import mlflow
-        from mlflow.exceptions import MlflowException
 
         client = self._client()
-        try:
-            earlier = list(client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"))
-        except MlflowException:
-            earlier = []
-        if earlier:
-            version = str(max(int(v.version) for v in earlier))
-            client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
-            return version
+        earlier = self.registered_version(model_name, run_id)
+        if earlier is not None:
+            client.set_registered_model_alias(model_name, CURRENT_ALIAS, earlier)
+            return earlier
         with tempfile.TemporaryDirectory() as tmp:
             state = ecoval.save(Path(tmp) / "state")
             columns_file = Path(tmp) / "columns.json"
@@ -176,6 +171,16 @@ class ValuationTracker:
         version = str(info.registered_model_version)
         client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
         return version
+
+    def registered_version(self, model_name: str, run_id: str) -> str | None:
+        """The newest version of ``model_name`` registered from run ``run_id``, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = list(self._client().search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"))
+        except MlflowException:
+            return None
+        return str(max(int(v.version) for v in found)) if found else None
 
     def load_current(self, model_name: str) -> tuple[EcoVal, str] | None:
         """The valuation model with alias ``current`` and its version, or None if there is none."""

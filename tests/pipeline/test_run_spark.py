@@ -105,7 +105,7 @@ def test_spark_embeds_images_with_torchvision_in_batches(spark, tmp_path) -> Non
         "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
     cfg = load_config(None, engine="spark", **common)
-    assert steps.embed(cfg, steps.detect(cfg), SparkEngine(spark)) == 120
+    assert steps.embed(cfg, steps.detect(cfg).table_version, SparkEngine(spark)) == 120
     target = steps.embeddings_table(cfg)
     spark_rows = DeltaTable(str(target)).to_pyarrow_table().sort_by("id")
     # The same embedder in-process (delta-rs engine) gives the same vectors.

@@ -24,7 +24,7 @@ def cfg(tmp_path):
 
 def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     engine = DeltaRsEngine()
-    version = steps.detect(cfg)
+    version = steps.detect(cfg).table_version
     assert steps.embed(cfg, version, engine) == 300
     assert steps.embed(cfg, version, engine) == 0
     ref = steps.RunRef.from_dict(steps.decide(cfg, version).to_dict())
@@ -59,7 +59,7 @@ def test_fit_refuses_to_run_before_every_shard(cfg) -> None:
     from ecoval_ops.exceptions import EcovalError
 
     engine = DeltaRsEngine()
-    version = steps.detect(cfg)
+    version = steps.detect(cfg).table_version
     steps.embed(cfg, version, engine)
     ref = steps.decide(cfg, version)
     steps.cluster(cfg, ref, engine)
@@ -72,7 +72,7 @@ def test_only_new_rows_are_embedded(cfg) -> None:
     run_valuation(cfg)
     write_deltalake(str(cfg.table), blob_rows(300, 340), mode="append", schema_mode="merge")
     engine = DeltaRsEngine()
-    version = steps.detect(cfg)
+    version = steps.detect(cfg).table_version
     assert steps.embed(cfg, version, engine) == 40
     target = steps.embeddings_table(cfg)
     assert target is not None and DeltaTable(str(target)).to_pyarrow_table().num_rows == 340

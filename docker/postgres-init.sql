@@ -1,0 +1,2 @@
+-- Two databases on one Postgres: Airflow's metadata and MLflow's backend store.
+CREATE DATABASE mlflow OWNER ecoval;

@@ -1,0 +1,142 @@
+"""The `ecoval_nightly` DAG: integrity, and real DAG runs (dag.test and `airflow dags test`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from ecoval_ops.pipeline import tasks
+from tests.conftest import blob_rows
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+AIRFLOW = Path(sys.executable).with_name("airflow")
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    subprocess.run([str(AIRFLOW), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag.get_dag("ecoval_nightly")
+
+
+def _has_cycle(dag) -> bool:
+    state: dict[str, int] = {}
+
+    def visit(task_id: str) -> bool:
+        if state.get(task_id) == 1:
+            return True
+        if state.get(task_id) == 2:
+            return False
+        state[task_id] = 1
+        if any(visit(d) for d in dag.get_task(task_id).downstream_task_ids):
+            return True
+        state[task_id] = 2
+        return False
+
+    return any(visit(t) for t in dag.task_ids)
+
+
+def test_dag_integrity(dag) -> None:
+    assert not _has_cycle(dag)
+    assert set(dag.task_ids) == {
+        "detect", "embed", "decide", "branch", "cluster", "train_shard", "fit_model",
+        "propagate", "write", "report", "nothing_to_do", "mark_failed",
+    }  # fmt: skip
+    for task in dag.tasks:
+        assert task.owner == "ecoval"
+        assert task.retries == (0 if task.task_id == "mark_failed" else 2)
+    assert dag.get_task("train_shard").pool == "ecoval_gpu"
+    assert set(dag.params.keys()) == set(tasks.PARAMS)
+    assert dag.get_task("propagate").trigger_rule == "none_failed_min_one_success"
+    # The DAG waits on the source table's asset; the MERGE publishes a different asset.
+    (source,) = dag.timetable.asset_condition.objects
+    (values,) = dag.get_task("write").outlets
+    assert source.uri.startswith("file://") and values.uri != source.uri
+    assert not dag.catchup and dag.max_active_runs == 1
+
+
+def test_the_gpu_pool_is_created_by_the_stack() -> None:
+    init = (DAGS.parent / "docker" / "airflow-init.sh").read_text()
+    assert "airflow pools set ecoval_gpu" in init
+
+
+def _conf(table: Path, tmp_path: Path, engine: str) -> dict[str, object]:
+    return {
+        "table": str(table),
+        "key": "row_id",
+        "label": "label",
+        "features": "f0,f1,f2",
+        "clusters": 3,
+        "shards": 2,
+        "engine": engine,
+        "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+
+
+@pytest.mark.spark
+@pytest.mark.mlflow
+@pytest.mark.delta
+@pytest.mark.slow
+def test_dag_runs_end_to_end_with_spark(dag, spark, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    table = tmp_path / "lake" / "train"
+    write_deltalake(str(table), blob_rows(0, 300))
+    conf = _conf(table, tmp_path, "spark")
+    first = dag.test(run_conf=conf)
+    assert first.state == "success"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in first.get_task_instances()}
+    assert states[("train_shard", 0)] == states[("train_shard", 1)] == "success"
+    assert states[("nothing_to_do", -1)] == "skipped"
+    values = DeltaTable(str(table)).to_pyarrow_table()
+    assert values.num_rows == 300 and values.column("ecoval_value").null_count == 0
+    version = DeltaTable(str(table)).version()
+
+    client = MlflowClient(tracking_uri=conf["mlflow_uri"], registry_uri=conf["mlflow_uri"])
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("ecoval").experiment_id], filter_string="tags.`ecoval.mode` = 'refit'"
+    )
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == ["shard-0", "shard-1"]
+    assert str(client.get_model_version_by_alias("ecoval_train", "current").version) == "1"
+
+    second = dag.test(run_conf=conf)
+    assert second.state == "success"
+    assert {ti.task_id: ti.state for ti in second.get_task_instances()}["nothing_to_do"] == "success"
+    assert DeltaTable(str(table)).version() == version
+
+
+@pytest.mark.mlflow
+@pytest.mark.delta
+@pytest.mark.slow
+def test_airflow_dags_test_command(airflow_db, tmp_path) -> None:
+    table = tmp_path / "lake" / "train"
+    write_deltalake(str(table), blob_rows(0, 200))
+    conf = json.dumps(_conf(table, tmp_path, "delta-rs"))
+    out = subprocess.run(
+        [str(AIRFLOW), "dags", "test", "ecoval_nightly", "--conf", conf],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert DeltaTable(str(table)).to_pyarrow_table().column("ecoval_value").null_count == 0
