@@ -101,8 +101,9 @@ def run_demo(
 
     root = Path(workdir).resolve()
     table = root / "lake" / "digits"
-    if table.exists():
-        shutil.rmtree(table)
+    # The lake folder also holds the table's workspace (embeddings table), which must go with it.
+    if table.parent.exists():
+        shutil.rmtree(table.parent)
     X, y, flipped = _digits(seed, 0.1)
     write_deltalake(str(table), _frame(X, y, slice(0, 1500)))
     cfg = load_config(
