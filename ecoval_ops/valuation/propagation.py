@@ -67,22 +67,23 @@ def _nearest_members(
     ``exclude[q]`` is a member index that query q may not use (itself), or -1.
     Ties are broken by member index, so the result does not depend on chunking.
     """
-    member_sq = np.sum(Z_members**2, axis=1)
+    import torch
+
+    members = torch.from_numpy(np.ascontiguousarray(Z_members, dtype=np.float64))
+    member_sq = (members * members).sum(dim=1)
     dist = np.empty((Z_query.shape[0], k))
     index = np.empty((Z_query.shape[0], k), dtype=np.int64)
     for start in range(0, Z_query.shape[0], _CHUNK_ROWS):
-        z = Z_query[start : start + _CHUNK_ROWS]
-        sq = np.sum(z**2, axis=1)[:, None] - 2.0 * z @ Z_members.T + member_sq[None, :]
-        sq = np.maximum(sq, 0.0)
+        z = torch.from_numpy(np.ascontiguousarray(Z_query[start : start + _CHUNK_ROWS], dtype=np.float64))
+        # |m|^2 - 2 z.m in one fused pass; |z|^2 is the same for every member of a row, so it is
+        # added to the k chosen only: the (m, n) matrix is the cost at a million rows.
+        partial = torch.addmm(member_sq[None, :], z, members.T, beta=1.0, alpha=-2.0)
         if exclude is not None:
             rows = np.flatnonzero(exclude[start : start + _CHUNK_ROWS] >= 0)
-            sq[rows, exclude[start : start + _CHUNK_ROWS][rows]] = np.inf
-        part = (
-            np.argpartition(sq, k - 1, axis=1)[:, :k]
-            if k < sq.shape[1]
-            else np.tile(np.arange(sq.shape[1]), (sq.shape[0], 1))
-        )
-        part_sq = np.take_along_axis(sq, part, axis=1)
+            partial[torch.from_numpy(rows), torch.from_numpy(exclude[start : start + _CHUNK_ROWS][rows])] = torch.inf
+        part_partial, part_t = torch.topk(partial, k, dim=1, largest=False, sorted=False)
+        part = part_t.numpy()
+        part_sq = (part_partial + (z * z).sum(dim=1)[:, None]).clamp_min_(0.0).numpy()
         order = np.lexsort((part, part_sq), axis=1)
         index[start : start + _CHUNK_ROWS] = np.take_along_axis(part, order, axis=1)
         dist[start : start + _CHUNK_ROWS] = np.sqrt(np.take_along_axis(part_sq, order, axis=1))
