@@ -73,7 +73,7 @@ def ecoval_nightly() -> None:
 
     @task
     def decide(detected: dict[str, Any]) -> dict[str, Any]:
-        return tasks.decide(_conf(), detected)
+        return tasks.decide(_conf(), detected, get_current_context()["run_id"])
 
     @task.branch
     def branch(ref: dict[str, Any]) -> list[str]:

@@ -207,11 +207,12 @@ def _digest(rows: Rows) -> str:
     return h.hexdigest()[:16]
 
 
-def decide(cfg: RunConfig, version: int) -> RunRef:
+def decide(cfg: RunConfig, version: int, *, run_key: str | None = None) -> RunRef:
     """Choose the mode; for refit and incremental runs open the parent MLflow run.
 
     An incremental run saves the registered model (alias ``current``) to its workspace, so
-    the propagation reads it from there.
+    the propagation reads it from there. ``run_key`` (Airflow's DAG run id) makes a retried
+    call return the parent run it opened before.
     """
     rows = _rows(cfg, version)
     tracker = _tracker(cfg)
@@ -222,6 +223,7 @@ def decide(cfg: RunConfig, version: int) -> RunRef:
     run_id = tracker.start(
         cfg.loggable(),
         {"ecoval.table": str(cfg.table), "ecoval.mode": mode, "ecoval.table_version_read": str(version)},
+        run_key=run_key,
     )
     tracker.log_source(run_id, str(cfg.table), version, _digest(rows))
     if mode == "refit" or current is None:

@@ -101,9 +101,12 @@ def embed(params: Mapping[str, Any], detected: Mapping[str, Any]) -> int:
     return count
 
 
-def decide(params: Mapping[str, Any], detected: Mapping[str, Any]) -> dict[str, Any]:
-    """Choose refit, incremental or noop; open the parent MLflow run for the first two."""
-    ref = steps.decide(config_from_params(params), int(detected["table_version"]))
+def decide(params: Mapping[str, Any], detected: Mapping[str, Any], dag_run_id: str) -> dict[str, Any]:
+    """Choose refit, incremental or noop; open the parent MLflow run for the first two.
+
+    A retry of the same DAG run reuses the parent run it opened before.
+    """
+    ref = steps.decide(config_from_params(params), int(detected["table_version"]), run_key=dag_run_id)
     log.info("mode %s, MLflow run %s", ref.mode, ref.run_id)
     return ref.to_dict()
 

@@ -61,13 +61,22 @@ class ValuationTracker:
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def start(self, params: dict[str, str], tags: dict[str, str]) -> str:
+    def start(self, params: dict[str, str], tags: dict[str, str], *, run_key: str | None = None) -> str:
         """Create the parent run with the configuration as params; returns its run id.
+
+        Args:
+            params: the run's configuration.
+            tags: tags of the run.
+            run_key: an orchestrator's id of this valuation (Airflow's DAG run id); a run still
+                open under the same key is returned instead of a new one (a retried task).
 
         Raises:
             EcovalError: the tracking server cannot be reached or refuses the run.
         """
+        import hashlib
+
         client = self._client()
+        key = None if run_key is None else hashlib.sha256(run_key.encode()).hexdigest()[:24]
         try:
             experiment = client.get_experiment_by_name(self.experiment)
             experiment_id = (
@@ -75,7 +84,15 @@ class ValuationTracker:
                 if experiment is not None
                 else client.create_experiment(self.experiment, artifact_location=self._artifact_location())
             )
-            run = client.create_run(experiment_id, run_name="ecoval", tags=tags)
+            if key is not None:
+                found = client.search_runs(
+                    [experiment_id], filter_string=f"tags.`ecoval.run_key` = '{key}' and attributes.status = 'RUNNING'"
+                )
+                if found:
+                    return str(found[0].info.run_id)
+            run = client.create_run(
+                experiment_id, run_name="ecoval", tags={**tags, **({"ecoval.run_key": key} if key else {})}
+            )
         except Exception as e:  # MLflow raises many types for a bad URI or an unreachable server
             raise EcovalError(f"MLflow at {self._safe_uri()} is not usable: {type(e).__name__}: {e}") from e
         for name, value in params.items():

@@ -27,8 +27,9 @@ def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     version = steps.detect(cfg).table_version
     assert steps.embed(cfg, version, engine) == 300
     assert steps.embed(cfg, version, engine) == 0
-    ref = steps.RunRef.from_dict(steps.decide(cfg, version).to_dict())
+    ref = steps.RunRef.from_dict(steps.decide(cfg, version, run_key="dag-run-1").to_dict())
     assert ref.mode == "refit" and ref.run_id is not None
+    assert steps.decide(cfg, version, run_key="dag-run-1").run_id == ref.run_id
     shards = steps.cluster(cfg, ref, engine)
     assert shards == [0, 1] and steps.cluster(cfg, ref, engine) == shards
     ws = Workspace.for_config(cfg)
