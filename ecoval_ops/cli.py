@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import warnings
 from dataclasses import asdict
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -130,12 +132,34 @@ def main(argv: list[str] | None = None) -> int:
     from ecoval_ops.exceptions import EcovalError
 
     args = _parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except EcovalError as e:
-        print(f"ecoval: error: {e}", file=sys.stderr)
-        return 2
+    # MLflow logs at INFO on stderr (for example when it creates a SQLite store); a run's
+    # output is its own summary, and errors stay one line.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.handler(args))
+        except EcovalError as e:
+            print(f"ecoval: error: {e}", file=sys.stderr)
+            return 2
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """Our warnings as one line (``ecoval: warning: ...``); others as Python prints them."""
+    from ecoval_ops.exceptions import EcovalWarning
+
+    if issubclass(category, EcovalWarning):
+        print(f"ecoval: warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, *args, **kwargs), end="", file=sys.stderr)  # type: ignore[arg-type]
+
+
+def entry() -> None:
+    """The console script: :func:`main`, then :func:`~ecoval_ops.process.exit_now`."""
+    from ecoval_ops.process import exit_now
+
+    exit_now(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

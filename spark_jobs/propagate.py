@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ecoval_ops.pipeline.submit import main
+from ecoval_ops.process import exit_now
 
 if __name__ == "__main__":
-    sys.exit(main("propagate", sys.argv[1:]))
+    exit_now(main("propagate", sys.argv[1:]))

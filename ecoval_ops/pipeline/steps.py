@@ -139,12 +139,35 @@ def detect(cfg: RunConfig) -> Detection:
 
     Raises:
         InvalidInputError: not a Delta table, missing columns, an empty table, null keys or
-            labels, duplicate keys.
+            labels, duplicate keys, a single class, validation labels unseen in the table.
     """
+    import pyarrow.compute as pc
+
     version = int(open_table(cfg.table).version())
     data = check_source(cfg, cfg.table, version)
-    if cfg.validation_table is not None:
-        check_source(cfg, cfg.validation_table, int(open_table(cfg.validation_table).version()))
+    classes = pc.unique(data.column(cfg.label))
+    if len(classes) < 2:
+        raise InvalidInputError(
+            f"label column {cfg.label!r} of {cfg.table}@v{version} has a single class ({classes[0].as_py()!r}); "
+            "valuation needs at least 2"
+        )
+    if cfg.validation_table is None:
+        held_out = int(holdout_mask(data.column(cfg.key).to_pylist(), cfg.validation_fraction).sum())
+        if held_out in (0, data.num_rows):
+            raise InvalidInputError(
+                f"validation fraction {cfg.validation_fraction} of the {data.num_rows} rows of {cfg.table}@v{version} "
+                f"holds out {held_out} rows; give --validation-table or another --validation-fraction"
+            )
+    else:
+        val_version = int(open_table(cfg.validation_table).version())
+        val = check_source(cfg, cfg.validation_table, val_version).column(cfg.label)
+        unseen = pc.filter(val, pc.invert(pc.is_in(val, value_set=classes)))
+        if len(unseen):
+            shown = sorted({v.as_py() for v in unseen}, key=str)[:5]
+            raise InvalidInputError(
+                f"validation table {cfg.validation_table}@v{val_version} has {len(unseen)} rows with labels not in "
+                f"{cfg.table}@v{version}: {shown}"
+            )
     new_rows = data.num_rows
     if "ecoval_run_id" in data.column_names:
         new_rows = int(data.column("ecoval_run_id").null_count)
@@ -216,6 +239,7 @@ def decide(cfg: RunConfig, version: int, *, run_key: str | None = None) -> RunRe
     """
     rows = _rows(cfg, version)
     tracker = _tracker(cfg)
+    tracker.check_reachable()
     current = tracker.load_current(cfg.registered_model_name)
     mode = decide_mode(cfg, rows, current[0] if current else None)
     if mode == "noop":

@@ -61,6 +61,28 @@ class ValuationTracker:
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
+    def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Fail fast when an HTTP tracking server does not answer (MLflow's client retries for minutes).
+
+        Raises:
+            EcovalError: the server's ``/health`` endpoint does not answer within ``timeout_s``.
+        """
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        parts = urllib.parse.urlsplit(self.tracking_uri)
+        if parts.scheme not in ("http", "https"):
+            return
+        # /health needs no credentials, and urllib does not take them inside the URL.
+        host = parts.netloc.rsplit("@", 1)[-1]
+        health = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+        try:
+            with urllib.request.urlopen(health, timeout=timeout_s):
+                return
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise EcovalError(f"MLflow at {self._safe_uri()} is not reachable: {e}") from e
+
     def start(self, params: dict[str, str], tags: dict[str, str], *, run_key: str | None = None) -> str:
         """Create the parent run with the configuration as params; returns its run id.
 
