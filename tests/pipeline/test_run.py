@@ -138,14 +138,14 @@ def test_embedding_column_and_the_registered_pyfunc(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("embeddings", "message"),
     [
-        ([[1.0, 2.0]] * 9 + [None], "embedding column 'emb' of .* has 1 null values"),
-        ([[1.0, 2.0]] * 9 + [[1.0]], "must share one non-zero length; found \\[1, 2\\]"),
-        ([[1.0, 2.0]] * 9 + [[float("nan"), 1.0]], "1 rows with NaN or infinite entries"),
+        ([[1.0, 2.0]] * 39 + [None], "embedding column 'emb' of .* has 1 null values"),
+        ([[1.0, 2.0]] * 39 + [[1.0]], "must share one non-zero length; found \\[1, 2\\]"),
+        ([[1.0, 2.0]] * 39 + [[float("nan"), 1.0]], "1 rows with NaN or infinite entries"),
     ],
 )
 def test_bad_embeddings_are_named(tmp_path, embeddings, message) -> None:
     path = tmp_path / "emb"
-    write_deltalake(str(path), pa.table({"id": np.arange(10), "emb": embeddings, "y": [0, 1] * 5}))
+    write_deltalake(str(path), pa.table({"id": np.arange(40), "emb": embeddings, "y": [0, 1] * 20}))
     cfg = run_config(path, tmp_path, engine="delta-rs", embedding=True)
     with pytest.raises(InvalidInputError, match=message):
         run_valuation(cfg)
