@@ -1,4 +1,4 @@
-"""Ending the process of a command-line entry point.
+"""Ending the process: entry points' exit, and the fault-injection points of the crash tests.
 
 delta-rs leaves Arrow scan threads that Python's interpreter teardown can catch mid-flight:
 about one exit in fifteen then aborts with "terminate called without an active exception"
@@ -10,10 +10,14 @@ teardown; every write the commands make is committed before that point.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import NoReturn
 
-__all__ = ["exit_now"]
+__all__ = ["FAULT_ENV", "exit_now", "fault_point"]
+
+FAULT_ENV = "ECOVAL_FAULT_KILL"
+"""Names the fault point at which :func:`fault_point` kills the process (crash-safety tests)."""
 
 
 def exit_now(code: int) -> NoReturn:
@@ -26,3 +30,14 @@ def exit_now(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def fault_point(name: str) -> None:
+    """Kill this process with SIGKILL here when ``$ECOVAL_FAULT_KILL`` names this point.
+
+    The points sit where a crash is most damaging (after the embeddings commit, between two
+    LCO shards, between adding the value columns and the MERGE); the tests kill real runs there
+    and check that the table is at its previous version or fully written, never partial.
+    """
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

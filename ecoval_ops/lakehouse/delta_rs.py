@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.exceptions import EcovalError, InvalidInputError
 from ecoval_ops.lakehouse.columns import VALUE_COLUMNS, value_schema
 from ecoval_ops.lakehouse.identifiers import check_identifier, quote_identifier
 
@@ -28,12 +29,19 @@ __all__ = [
     "Watermark",
     "app_id",
     "ensure_value_columns",
+    "merge_once",
     "merge_values",
     "open_table",
     "prepare_values",
     "read_watermark",
+    "retry_after_conflict",
+    "value_updates",
 ]
 
+MERGE_ATTEMPTS = 5
+"""Attempts of the value MERGE when concurrent writers make its commit conflict."""
+MERGE_BACKOFF_S = 0.5
+"""First back-off after a conflict; doubled on each attempt, with jitter."""
 WATERMARK_KEY = "ecoval.source_version"
 RUN_KEY = "ecoval.run_id"
 
@@ -79,30 +87,41 @@ def open_table(path: str | Path, version: int | None = None) -> DeltaTable:
 def ensure_value_columns(path: str | Path) -> int | None:
     """Add the value columns the table lacks, in one schema-change commit.
 
+    A concurrent commit (another run adding them at the same moment) is retried against the
+    new version, where the columns may then already be there.
+
     Returns:
         The committed version, or None when every value column was already there.
 
     Raises:
         InvalidInputError: a column of that name exists with another type.
     """
+    from deltalake.exceptions import CommitFailedError
     from deltalake.schema import Field, PrimitiveType
 
-    table = open_table(path)
-    present = {f.name: f for f in table.schema().fields}
-    missing = []
-    for name, delta_type in VALUE_COLUMNS.items():
-        if name in present:
-            found = getattr(present[name].type, "type", str(present[name].type))
-            if found not in (delta_type, "timestamp_ntz" if delta_type == "timestamp" else delta_type):
-                raise InvalidInputError(
-                    f"column {name!r} of {path} has type {found}; the value column needs {delta_type}"
-                )
+    attempt = 0
+    while True:
+        table = open_table(path)
+        present = {f.name: f for f in table.schema().fields}
+        missing = []
+        for name, delta_type in VALUE_COLUMNS.items():
+            if name in present:
+                found = getattr(present[name].type, "type", str(present[name].type))
+                if found not in (delta_type, "timestamp_ntz" if delta_type == "timestamp" else delta_type):
+                    raise InvalidInputError(
+                        f"column {name!r} of {path} has type {found}; the value column needs {delta_type}"
+                    )
+                continue
+            missing.append(Field(name, PrimitiveType(delta_type), nullable=True))
+        if not missing:
+            return None
+        try:
+            table.alter.add_columns(missing)
+        except CommitFailedError as e:
+            retry_after_conflict(path, attempt, e)
+            attempt += 1
             continue
-        missing.append(Field(name, PrimitiveType(delta_type), nullable=True))
-    if not missing:
-        return None
-    table.alter.add_columns(missing)
-    return int(open_table(path).version())
+        return int(open_table(path).version())
 
 
 def prepare_values(table: DeltaTable, path: str | Path, values: pa.Table, *, key: str) -> pa.Table:
@@ -156,32 +175,83 @@ def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, s
         InvalidInputError: see :func:`prepare_values`; nothing is written then.
     """
     from deltalake import CommitProperties, Transaction
+    from deltalake.exceptions import CommitFailedError
 
-    table = open_table(path)
-    if table.transaction_version(app_id(run_id)) is not None:
-        return None
-    source = prepare_values(table, path, values, key=key)
-    q_key = quote_identifier(key, "key column")
-    updates = {
-        quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}"
-        for c in source.column_names
-        if c != key
-    }
-    (
-        table.merge(
-            source,
-            predicate=f"t.{q_key} = s.{q_key}",
-            source_alias="s",
-            target_alias="t",
-            commit_properties=CommitProperties(
-                custom_metadata={WATERMARK_KEY: str(source_version), RUN_KEY: run_id},
-                app_transactions=[Transaction(app_id(run_id), 1)],
-            ),
+    def merge(table: DeltaTable) -> None:
+        source = prepare_values(table, path, values, key=key)
+        q_key = quote_identifier(key, "key column")
+        (
+            table.merge(
+                source,
+                predicate=f"t.{q_key} = s.{q_key}",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=CommitProperties(
+                    custom_metadata={WATERMARK_KEY: str(source_version), RUN_KEY: run_id},
+                    app_transactions=[Transaction(app_id(run_id), 1)],
+                ),
+            )
+            .when_matched_update(updates=value_updates(source.column_names, key))
+            .execute()
         )
-        .when_matched_update(updates=updates)
-        .execute()
-    )
-    return int(open_table(path).version())
+
+    return merge_once(path, run_id=run_id, conflict=CommitFailedError, merge=merge)
+
+
+def value_updates(columns: list[str], key: str) -> dict[str, str]:
+    """The MERGE's update set: each value column from the source alias ``s`` (never the key)."""
+    return {
+        quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}" for c in columns if c != key
+    }
+
+
+def merge_once(
+    path: str | Path, *, run_id: str, conflict: type[Exception], merge: Callable[[DeltaTable], None]
+) -> int | None:
+    """Run a writer's MERGE once per run: skipped when committed before, redone after conflicts.
+
+    Args:
+        path: the table.
+        run_id: the run; its application transaction marks the MERGE as committed.
+        conflict: the writer's exception for a concurrent commit.
+        merge: commits the MERGE against the table version it is given.
+
+    Returns:
+        The committed version, or None when this run's MERGE had committed before.
+    """
+    attempt = 0
+    while True:
+        table = open_table(path)
+        if table.transaction_version(app_id(run_id)) is not None:
+            return None
+        try:
+            merge(table)
+        except conflict as e:
+            retry_after_conflict(path, attempt, e)
+            attempt += 1
+            continue
+        return int(open_table(path).version())
+
+
+def retry_after_conflict(path: str | Path, attempt: int, error: Exception) -> None:
+    """Back off after a concurrent commit to ``path``; raise once :data:`MERGE_ATTEMPTS` are spent.
+
+    Another writer committed between our read and our commit (Delta's optimistic concurrency).
+    The MERGE is redone against the new version; its values replace whatever the other writer
+    set for the same keys, and rows stay one per key either way.
+
+    Raises:
+        EcovalError: the table kept changing for every attempt.
+    """
+    import random
+    import time
+
+    if attempt + 1 >= MERGE_ATTEMPTS:
+        raise EcovalError(
+            f"{path} changed under {MERGE_ATTEMPTS} attempts of the value MERGE (concurrent writers); "
+            f"nothing was written, run again: {error}"
+        ) from error
+    time.sleep(MERGE_BACKOFF_S * 2**attempt * (1 + random.random()))
 
 
 def read_watermark(path: str | Path) -> Watermark | None:

@@ -1,7 +1,8 @@
 """The value-column MERGE through delta-spark (the Spark engine's writer).
 
 Same contract as :func:`ecoval_ops.lakehouse.delta_rs.merge_values`: the checks of
-``prepare_values``, one MERGE that updates value columns only, made idempotent by Delta's
+``prepare_values``, one MERGE that updates value columns only (redone with back-off when a
+concurrent commit conflicts), made idempotent by Delta's
 ``spark.databricks.delta.write.txnAppId`` / ``txnVersion`` session confs (honoured by MERGE), and
 the watermark as JSON in the commit's ``userMetadata``.
 """
@@ -12,10 +13,18 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecoval_ops.lakehouse.delta_rs import RUN_KEY, WATERMARK_KEY, app_id, open_table, prepare_values
+from ecoval_ops.lakehouse.delta_rs import (
+    RUN_KEY,
+    WATERMARK_KEY,
+    app_id,
+    merge_once,
+    prepare_values,
+    value_updates,
+)
 from ecoval_ops.lakehouse.identifiers import quote_identifier
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable as DeltaRsTable
     from pyspark.sql import Column, SparkSession
 
 __all__ = ["merge_values_spark"]
@@ -45,37 +54,27 @@ def merge_values_spark(
         InvalidInputError: see :func:`~ecoval_ops.lakehouse.delta_rs.prepare_values`.
     """
     import pyarrow.parquet as pq
+    from delta.exceptions import DeltaConcurrentModificationException
     from delta.tables import DeltaTable
 
-    table = open_table(path)
-    if table.transaction_version(app_id(run_id)) is not None:
-        return None
-    source = prepare_values(table, path, pq.read_table(values), key=key)
-    frame = spark.read.option("recursiveFileLookup", "true").parquet(str(values)).select(*source.column_names)
-    q_key = quote_identifier(key, "key column")
-    updates: dict[str, str | Column] = {
-        quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}"
-        for c in source.column_names
-        if c != key
-    }
-    settings = dict(
-        zip(
-            _CONFS,
-            (app_id(run_id), "1", json.dumps({WATERMARK_KEY: str(source_version), RUN_KEY: run_id})),
-            strict=True,
-        )
-    )
-    for name, value in settings.items():
-        spark.conf.set(name, value)
-    try:
-        (
-            DeltaTable.forPath(spark, str(path))
-            .alias("t")
-            .merge(frame.alias("s"), f"t.{q_key} = s.{q_key}")
-            .whenMatchedUpdate(set=updates)
-            .execute()
-        )
-    finally:
-        for name in _CONFS:
-            spark.conf.unset(name)
-    return int(open_table(path).version())
+    def merge(table: DeltaRsTable) -> None:
+        source = prepare_values(table, path, pq.read_table(values), key=key)
+        frame = spark.read.option("recursiveFileLookup", "true").parquet(str(values)).select(*source.column_names)
+        q_key = quote_identifier(key, "key column")
+        updates: dict[str, str | Column] = dict(value_updates(source.column_names, key))
+        metadata = json.dumps({WATERMARK_KEY: str(source_version), RUN_KEY: run_id})
+        for name, value in zip(_CONFS, (app_id(run_id), "1", metadata), strict=True):
+            spark.conf.set(name, value)
+        try:
+            (
+                DeltaTable.forPath(spark, str(path))
+                .alias("t")
+                .merge(frame.alias("s"), f"t.{q_key} = s.{q_key}")
+                .whenMatchedUpdate(set=updates)
+                .execute()
+            )
+        finally:
+            for name in _CONFS:
+                spark.conf.unset(name)
+
+    return merge_once(path, run_id=run_id, conflict=DeltaConcurrentModificationException, merge=merge)

@@ -26,6 +26,7 @@ from ecoval_ops.exceptions import EcovalError, InvalidInputError
 from ecoval_ops.lakehouse import ensure_value_columns, merge_values, open_table
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 from ecoval_ops.lakehouse.embedders import Embedder
+from ecoval_ops.process import fault_point
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -329,6 +330,7 @@ class DeltaRsEngine:
         import pyarrow.parquet as pq
 
         ensure_value_columns(cfg.table)
+        fault_point("columns_added")
         return merge_values(cfg.table, pq.read_table(values), key=cfg.key, run_id=run_id, source_version=source_version)
 
 
@@ -415,6 +417,7 @@ class SparkEngine:
         from ecoval_ops.lakehouse.delta_spark import merge_values_spark
 
         ensure_value_columns(cfg.table)
+        fault_point("columns_added")
         return merge_values_spark(
             self._session(), cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version
         )

@@ -26,6 +26,7 @@ from ecoval_ops.lakehouse.embedders import embedder_for
 from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline.engines import Engine, Rows, check_source, embedding_columns, read_rows
 from ecoval_ops.pipeline.workspace import Workspace
+from ecoval_ops.process import fault_point
 from ecoval_ops.tracking import Shard, ValuationTracker
 
 if TYPE_CHECKING:
@@ -185,6 +186,7 @@ def embed(cfg: RunConfig, version: int, engine: Engine) -> int:
     if embedder is None or target is None:
         return 0
     count = engine.embed(cfg, cfg.table, version, embedder, target)
+    fault_point("embedded")
     validation = embeddings_table(cfg, validation=True)
     if cfg.validation_table is not None and validation is not None:
         val_version = int(open_table(cfg.validation_table).version())
@@ -316,6 +318,7 @@ def train_shard(cfg: RunConfig, ref: RunRef, index: int) -> None:
     )
     with ws.atomic(target) as tmp, open(tmp, "wb") as f:
         np.save(f, utilities, allow_pickle=False)
+    fault_point("shard_trained")
 
 
 def fit_model(cfg: RunConfig, ref: RunRef) -> RunRef:
@@ -417,9 +420,11 @@ def propagate(cfg: RunConfig, ref: RunRef, engine: Engine) -> int:
 def write(cfg: RunConfig, ref: RunRef, engine: Engine) -> int | None:
     """One MERGE of the run's values into the source table; None when it had committed before."""
     run_id = ref.started()
-    return engine.write_values(
+    written = engine.write_values(
         cfg, Workspace.for_config(cfg).values(run_id), run_id=run_id, source_version=ref.table_version
     )
+    fault_point("merged")
+    return written
 
 
 def report(cfg: RunConfig, ref: RunRef, written: int | None, extra: dict[str, float] | None = None) -> dict[str, Any]:
