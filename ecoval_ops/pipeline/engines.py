@@ -57,6 +57,7 @@ class Rows:
         X: ``(n, d)`` float embeddings.
         y: ``(n,)`` labels.
         valued: ``(n,)`` whether a run already valued the row.
+        table_rows: rows in the table version (more than ``n`` when only new rows were read).
     """
 
     version: int
@@ -64,6 +65,7 @@ class Rows:
     X: NDArray[np.float64]
     y: NDArray[np.generic]
     valued: NDArray[np.bool_]
+    table_rows: int
 
 
 def embedding_columns(cfg: RunConfig) -> list[str]:
@@ -157,7 +159,12 @@ def _check_finite(cfg: RunConfig, X: NDArray[np.float64], where: str) -> None:
 
 
 def read_rows(
-    cfg: RunConfig, *, embeddings: Path | None, path: str | Path | None = None, version: int | None = None
+    cfg: RunConfig,
+    *,
+    embeddings: Path | None,
+    path: str | Path | None = None,
+    version: int | None = None,
+    only_new: bool = False,
 ) -> Rows:
     """The validated rows of a source version with their embeddings, sorted by key.
 
@@ -166,20 +173,34 @@ def read_rows(
         embeddings: the embeddings table, or None when ``cfg.embedding_col`` holds them.
         path: the source table; default ``cfg.table``.
         version: the version to read; default the latest.
+        only_new: only the rows no run has valued (``ecoval_run_id IS NULL``), filtered in the
+            Parquet scan, so an incremental night reads what is new rather than the table.
 
     Raises:
         InvalidInputError: the checks of :func:`check_source`, rows without an embedding,
             embeddings with NaN or infinite entries.
     """
     import pyarrow.compute as pc
+    import pyarrow.dataset as ds
 
     source = path or cfg.table
     version = int(open_table(source).version()) if version is None else version
     where = _where(source, version)
-    data = check_source(cfg, source, version)
+    checked = check_source(cfg, source, version)
+    has_runs = "ecoval_run_id" in checked.column_names
+    columns = [cfg.key, cfg.label, *(["ecoval_run_id"] if has_runs else [])]
     if embeddings is None:
-        column = open_table(source, version).to_pyarrow_table(columns=[cfg.embedding_col or ""]).column(0)
-        X = embedding_matrix(column, cfg.embedding_col or "", where)
+        columns.append(cfg.embedding_col or "")
+    if only_new and has_runs:
+        data = (
+            open_table(source, version)
+            .to_pyarrow_dataset()
+            .to_table(columns=columns, filter=ds.field("ecoval_run_id").is_null())
+        )
+    else:
+        data = open_table(source, version).to_pyarrow_table(columns=columns)
+    if embeddings is None:
+        X = embedding_matrix(data.column(cfg.embedding_col or ""), cfg.embedding_col or "", where)
     else:
         emb = open_table(embeddings).to_pyarrow_table(columns=[cfg.key, EMBEDDING_COL])
         index = pc.index_in(data.column(cfg.key), value_set=emb.column(cfg.key))
@@ -190,7 +211,7 @@ def read_rows(
     order = np.argsort(data.column(cfg.key).to_numpy(zero_copy_only=False), kind="stable")
     valued = (
         data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False)
-        if "ecoval_run_id" in data.column_names
+        if has_runs
         else np.zeros(data.num_rows, bool)
     )
     return Rows(
@@ -199,6 +220,7 @@ def read_rows(
         X=X[order],
         y=data.column(cfg.label).to_numpy(zero_copy_only=False)[order],
         valued=np.asarray(valued, dtype=bool)[order],
+        table_rows=checked.num_rows,
     )
 
 

@@ -116,8 +116,8 @@ def embeddings_table(cfg: RunConfig, *, validation: bool = False) -> Path | None
     return Workspace.for_config(cfg).embeddings(embedder.fingerprint(), validation=validation)
 
 
-def _rows(cfg: RunConfig, version: int) -> Rows:
-    return read_rows(cfg, embeddings=embeddings_table(cfg), version=version)
+def _rows(cfg: RunConfig, version: int, *, only_new: bool = False) -> Rows:
+    return read_rows(cfg, embeddings=embeddings_table(cfg), version=version, only_new=only_new)
 
 
 @dataclass(frozen=True)
@@ -194,36 +194,41 @@ def embed(cfg: RunConfig, version: int, engine: Engine) -> int:
     return count
 
 
-def decide_mode(cfg: RunConfig, rows: Rows, current: EcoVal | None) -> Mode:
+def decide_mode(cfg: RunConfig, new: Rows, current: EcoVal | None) -> Mode:
     """Refit or value new rows incrementally (``--refit auto|always|never``).
+
+    Args:
+        cfg: the run configuration.
+        new: the rows no run has valued yet (``new.table_rows`` counts the whole version).
+        current: the registered valuation model, if any.
 
     ``auto`` refits when there is no registered model, when new rows exceed
     :data:`REFIT_SHARE` of the valued rows, or when their cluster shares drift by more than
     :data:`DRIFT_LIMIT` (total variation) from the training shares, tested once there are
     :data:`DRIFT_MIN_ROWS_PER_CLUSTER` new rows per cluster.
     """
-    new = ~rows.valued
+    n_new = len(new.keys)
     if cfg.refit == "always":
         return "refit"
-    if not new.any():
+    if n_new == 0:
         return "noop"
     if cfg.refit == "never":
         if current is None:
             raise InvalidInputError("refit=never but no valuation model is registered yet; run with --refit auto")
         return "incremental"
-    if current is None or new.sum() > REFIT_SHARE * max(1, rows.valued.sum()):
+    if current is None or n_new > REFIT_SHARE * max(1, new.table_rows - n_new):
         return "refit"
     p = current.n_clusters_
-    if new.sum() < DRIFT_MIN_ROWS_PER_CLUSTER * p:
+    if n_new < DRIFT_MIN_ROWS_PER_CLUSTER * p:
         return "incremental"
-    assigned = current.cluster_model_.assign(current.feature_space_.cluster_space(rows.X[new]))
+    assigned = current.cluster_model_.assign(current.feature_space_.cluster_space(new.X))
     new_share = np.bincount(assigned, minlength=p) / assigned.size
     train_share = np.bincount(current.clusters_, minlength=p) / current.clusters_.size
     return "refit" if 0.5 * np.abs(new_share - train_share).sum() > DRIFT_LIMIT else "incremental"
 
 
 def _digest(rows: Rows) -> str:
-    """A short content digest of the rows read (keys, labels, embeddings), for MLflow's dataset."""
+    """A short content digest of the new rows (keys, labels, embeddings), for MLflow's dataset."""
     import hashlib
 
     h = hashlib.sha256()
@@ -239,11 +244,11 @@ def decide(cfg: RunConfig, version: int, *, run_key: str | None = None) -> RunRe
     the propagation reads it from there. ``run_key`` (Airflow's DAG run id) makes a retried
     call return the parent run it opened before.
     """
-    rows = _rows(cfg, version)
+    new = _rows(cfg, version, only_new=True)
     tracker = _tracker(cfg)
     tracker.check_reachable()
     current = tracker.load_current(cfg.registered_model_name)
-    mode = decide_mode(cfg, rows, current[0] if current else None)
+    mode = decide_mode(cfg, new, current[0] if current else None)
     if mode == "noop":
         return RunRef(version, "noop", None, current[1] if current else None)
     run_id = tracker.start(
@@ -251,7 +256,7 @@ def decide(cfg: RunConfig, version: int, *, run_key: str | None = None) -> RunRe
         {"ecoval.table": str(cfg.table), "ecoval.mode": mode, "ecoval.table_version_read": str(version)},
         run_key=run_key,
     )
-    tracker.log_source(run_id, str(cfg.table), version, _digest(rows))
+    tracker.log_source(run_id, str(cfg.table), version, _digest(new))
     if mode == "refit" or current is None:
         return RunRef(version, mode, run_id)
     ws = Workspace.for_config(cfg)
@@ -393,7 +398,7 @@ def propagate(cfg: RunConfig, ref: RunRef, engine: Engine) -> int:
     ws = Workspace.for_config(cfg)
     target = ws.values(run_id)
     if not target.exists():
-        rows = _rows(cfg, ref.table_version)
+        rows = _rows(cfg, ref.table_version, only_new=ref.mode == "incremental")
         with ws.atomic(target) as tmp:
             tmp.mkdir()
             if ref.mode == "refit":
