@@ -13,7 +13,7 @@ JARS := .jars
 JARS_STAMP := $(JARS)/.delta-$(DELTA_JARS_VERSION)
 export ECOVAL_DELTA_JARS := $(CURDIR)/$(JARS)
 
-.PHONY: install test test-fast demo lint typecheck bench-batched bench-quality bench-scale clean
+.PHONY: install test test-fast demo lint typecheck bench-batched bench-quality bench-scale bench-load clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -54,6 +54,9 @@ bench-quality: $(STAMP)
 
 bench-scale: $(STAMP) $(JARS_STAMP)
 	$(BIN)/python benchmarks/scale.py
+
+bench-load: $(STAMP) $(JARS_STAMP)
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) $(JARS) .pytest_cache .mypy_cache .ruff_cache
