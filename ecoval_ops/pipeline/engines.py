@@ -191,14 +191,16 @@ def read_rows(
     columns = [cfg.key, cfg.label, *(["ecoval_run_id"] if has_runs else [])]
     if embeddings is None:
         columns.append(cfg.embedding_col or "")
+    table = open_table(source, version)
     if only_new and has_runs:
-        data = (
-            open_table(source, version)
-            .to_pyarrow_dataset()
-            .to_table(columns=columns, filter=ds.field("ecoval_run_id").is_null())
-        )
+        data = table.to_pyarrow_dataset().to_table(columns=columns, filter=ds.field("ecoval_run_id").is_null())
+        if data.num_rows != checked.column("ecoval_run_id").null_count:
+            # Files written before the value columns were added lack the column, and the pushed-down
+            # filter drops their rows; filter after a full read instead.
+            full = table.to_pyarrow_table(columns=columns)
+            data = full.filter(pc.is_null(full.column("ecoval_run_id")))
     else:
-        data = open_table(source, version).to_pyarrow_table(columns=columns)
+        data = table.to_pyarrow_table(columns=columns)
     if embeddings is None:
         X = embedding_matrix(data.column(cfg.embedding_col or ""), cfg.embedding_col or "", where)
     else:

@@ -159,3 +159,17 @@ def test_weights_that_do_not_fit_the_model_are_named(tmp_path, weights) -> None:
     with pytest.raises(InvalidInputError, match="do not fit torchvision:resnet18"):
         run_valuation(cfg)
     assert DeltaTable(str(path)).version() == 0
+
+
+def test_new_rows_are_found_in_files_older_than_the_value_columns(cfg) -> None:
+    from ecoval_ops.lakehouse import ensure_value_columns
+    from ecoval_ops.pipeline.engines import read_rows
+
+    # The columns exist in the schema only: the data file predates them (a run killed after
+    # adding them), and a pushed-down `IS NULL` filter alone would find no new row there.
+    ensure_value_columns(cfg.table)
+    engine = DeltaRsEngine()
+    version = steps.detect(cfg).table_version
+    steps.embed(cfg, version, engine)
+    rows = read_rows(cfg, embeddings=steps.embeddings_table(cfg), only_new=True)
+    assert len(rows.keys) == rows.table_rows == 300 and not rows.valued.any()
