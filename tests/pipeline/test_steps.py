@@ -110,25 +110,30 @@ def weights(tmp_path):
     return path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("png", [False, True], ids=["pixel-arrays", "png-bytes"])
-def test_torchvision_embedder_values_images(tmp_path, weights, png) -> None:
+def _image_config(tmp_path, rows: pa.Table, weights, model: str):
     from ecoval_ops.config import load_config
 
     path = tmp_path / "digits"
-    write_deltalake(str(path), _digits_table(160, png=png))
-    cfg = load_config(
+    write_deltalake(str(path), rows)
+    return load_config(
         None,
         table=str(path),
         key="id",
         label="label",
         image_col="image",
-        embedder="torchvision:mobilenet_v3_small",
+        embedder=f"torchvision:{model}",
         weights=str(weights),
         engine="delta-rs",
         clusters=3,
         mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("png", [False, True], ids=["pixel-arrays", "png-bytes"])
+def test_torchvision_embedder_values_images(tmp_path, weights, png) -> None:
+    cfg = _image_config(tmp_path, _digits_table(160, png=png), weights, "mobilenet_v3_small")
+    path = cfg.table
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 160
     target = steps.embeddings_table(cfg)
@@ -140,22 +145,10 @@ def test_torchvision_embedder_values_images(tmp_path, weights, png) -> None:
 
 
 def test_weights_that_do_not_fit_the_model_are_named(tmp_path, weights) -> None:
-    from ecoval_ops.config import load_config
     from ecoval_ops.exceptions import InvalidInputError
 
-    path = tmp_path / "digits"
-    write_deltalake(str(path), _digits_table(20, png=False))
-    cfg = load_config(
-        None,
-        table=str(path),
-        key="id",
-        label="label",
-        image_col="image",
-        embedder="torchvision:resnet18",
-        weights=str(weights),
-        engine="delta-rs",
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
+    cfg = _image_config(tmp_path, _digits_table(20, png=False), weights, "resnet18")
+    path = cfg.table
     with pytest.raises(InvalidInputError, match="do not fit torchvision:resnet18"):
         run_valuation(cfg)
     assert DeltaTable(str(path)).version() == 0
