@@ -19,27 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from scale import RESULTS, _data, _peak_mb
+from scale import RESULTS, _peak_mb, embedding_rows
 
 
 def night(workdir: Path, index: int, batch: int, engine: str) -> dict[str, object]:
-    import pyarrow as pa
     from deltalake import write_deltalake
 
     from ecoval_ops.config import load_config
     from ecoval_ops.pipeline import run_valuation
 
     path = workdir / "train"
-    X, y = _data(batch, seed=index)
-    emb = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel(), pa.float32()), 64)
     offset = index * batch
-    write_deltalake(
-        str(path),
-        pa.table({"id": np.arange(offset, offset + batch), "emb": emb, "label": y}),
-        mode="append",
-        schema_mode="merge",
-    )
+    write_deltalake(str(path), embedding_rows(offset, batch), mode="append", schema_mode="merge")
     cfg = load_config(
         None,
         table=str(path),

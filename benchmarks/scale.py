@@ -25,8 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +42,15 @@ def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     X = centres[y] + rng.normal(size=(n, 64))
     flip = rng.random(n) < 0.05
     return X, np.where(flip, (y + rng.integers(1, 10, size=n)) % 10, y)
+
+
+def embedding_rows(offset: int, n: int) -> pa.Table:
+    """Rows ``offset..offset+n`` of a table ``id, emb`` (64-d float32), ``label`` (seeded by offset)."""
+    import pyarrow as pa
+
+    X, y = _data(n, seed=offset)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel(), pa.float32()), 64)
+    return pa.table({"id": np.arange(offset, offset + n), "emb": emb, "label": y})
 
 
 def _peak_mb() -> float:
@@ -63,7 +76,6 @@ def incore(n: int) -> dict[str, dict[str, float]]:
 
 
 def spark(n: int) -> dict[str, dict[str, float]]:
-    import pyarrow as pa
     from deltalake import write_deltalake
 
     from ecoval_ops.config import load_config
@@ -73,10 +85,7 @@ def spark(n: int) -> dict[str, dict[str, float]]:
         path = Path(tmp) / "embeddings"
         start = time.perf_counter()
         for offset in range(0, n, 250_000):
-            X, y = _data(min(250_000, n - offset), seed=offset)
-            emb = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel(), pa.float32()), 64)
-            batch = pa.table({"id": np.arange(offset, offset + len(y)), "emb": emb, "label": y})
-            write_deltalake(str(path), batch, mode="append")
+            write_deltalake(str(path), embedding_rows(offset, min(250_000, n - offset)), mode="append")
         setup = time.perf_counter() - start
         cfg = load_config(
             None,

@@ -199,8 +199,10 @@ def read_rows(
             # filter drops their rows; filter after a full read instead.
             full = table.to_pyarrow_table(columns=columns)
             data = full.filter(pc.is_null(full.column("ecoval_run_id")))
-    else:
+    elif embeddings is None:
         data = table.to_pyarrow_table(columns=columns)
+    else:
+        data = checked
     if embeddings is None:
         X = embedding_matrix(data.column(cfg.embedding_col or ""), cfg.embedding_col or "", where)
     else:

@@ -12,7 +12,6 @@ shard each), and ``fit_plan`` on the utilities of all masks.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ecoval_ops.exceptions import InvalidInputError, NotFittedError
 from ecoval_ops.valuation._inputs import check_features, check_labels, check_training_data, encode_labels
+from ecoval_ops.valuation._saved import read_saved, stage0_arrays, stage0_from_arrays, write_saved
 from ecoval_ops.valuation.clustering import (
     ClusterModel,
     FeatureSpace,
@@ -319,23 +319,14 @@ class EcoVal:
         loads no code. A learner given as an object is recorded by its class name.
         """
         self._check_fitted()
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         game, state, result = self.game_, self.state_, self.result_
         arrays: dict[str, NDArray[Any]] = {
             "classes": self.classes_,
-            "space_mean": self.feature_space_.mean,
-            "space_scale": self.feature_space_.scale,
-            "space_components": self.feature_space_.components,
-            "centroids": self.cluster_model_.centroids,
-            "s2": self.cluster_model_.s2,
+            **stage0_arrays(self.feature_space_, self.cluster_model_),
             **{f"game_{k}": v for k, v in asdict(game).items() if isinstance(v, np.ndarray)},
             **{f"state_{k}": v for k, v in state.__dict__.items() if isinstance(v, np.ndarray)},
             **{f"result_{k}": v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)},
         }
-        if arrays["classes"].dtype == object:
-            raise InvalidInputError("labels of mixed Python types cannot be saved; use int or str labels")
-        np.savez(folder / _STATE_FILE, allow_pickle=False, **arrays)
         params = self._params()
         if not isinstance(params["learner"], str):
             params["learner"] = type(params["learner"]).__qualname__
@@ -348,18 +339,13 @@ class EcoVal:
             "n_trainings": self.n_trainings_,
             "n_features_in": self.n_features_in_,
         }
-        (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        return folder
+        return write_saved(Path(path), _STATE_FILE, arrays, _META_FILE, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> EcoVal:
         """Read a state written by :meth:`save`; arrays load with ``allow_pickle=False``."""
         folder = Path(path)
-        try:
-            meta = json.loads((folder / _META_FILE).read_text())
-            arrays = dict(np.load(folder / _STATE_FILE, allow_pickle=False))
-        except (OSError, ValueError) as e:
-            raise InvalidInputError(f"{folder} does not hold a saved EcoVal state: {e}") from e
+        meta, arrays = read_saved(folder, _STATE_FILE, _META_FILE, "EcoVal state")
         if meta.get("format_version") != _FORMAT_VERSION:
             raise InvalidInputError(
                 f"{folder} has state format {meta.get('format_version')}; expected {_FORMAT_VERSION}"
@@ -374,10 +360,11 @@ class EcoVal:
         game = ClusterGame(**take("game_"), **meta["game"])
         state = PropagationState(**take("state_"), **meta["state"])
         res = take("result_")
+        space, model = stage0_from_arrays(arrays)
         est._set_fitted(
             classes=arrays["classes"],
-            space=FeatureSpace(arrays["space_mean"], arrays["space_scale"], arrays["space_components"]),
-            model=ClusterModel(centroids=arrays["centroids"], s2=arrays["s2"]),
+            space=space,
+            model=model,
             game=game,
             state=state,
             result=ValuationResult(**res, mode="in_sample"),

@@ -13,7 +13,6 @@ and is not trained.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.valuation._saved import read_saved, stage0_arrays, stage0_from_arrays, write_saved
 from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
 from ecoval_ops.valuation.production import LeaveOutUtilities
 
@@ -144,40 +144,25 @@ class TrainingPlan:
 
     def save(self, path: str | Path) -> Path:
         """Write the plan to the folder ``path`` as arrays and JSON (no pickle)."""
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.classes.dtype == object:
-            raise InvalidInputError("labels of mixed Python types cannot be saved; use int or str labels")
-        np.savez(
-            folder / _ARRAYS,
-            allow_pickle=False,
-            X=self.X,
-            y=self.y,
-            sample_clusters=self.sample_clusters,
-            halves=self.halves,
-            X_val=self.X_val,
-            y_val=self.y_val,
-            empty=self.empty,
-            classes=self.classes,
-            space_mean=self.space.mean,
-            space_scale=self.space.scale,
-            space_components=self.space.components,
-            centroids=self.model.centroids,
-            s2=self.model.s2,
-            clusters=self.clusters,
-        )
-        (folder / _META).write_text(json.dumps({"pairwise": self.pairwise, "seed": self.seed}))
-        return folder
+        arrays = {
+            "X": self.X,
+            "y": self.y,
+            "sample_clusters": self.sample_clusters,
+            "halves": self.halves,
+            "X_val": self.X_val,
+            "y_val": self.y_val,
+            "empty": self.empty,
+            "classes": self.classes,
+            "clusters": self.clusters,
+            **stage0_arrays(self.space, self.model),
+        }
+        return write_saved(Path(path), _ARRAYS, arrays, _META, {"pairwise": self.pairwise, "seed": self.seed})
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingPlan:
         """Read a plan written by :meth:`save`; arrays load with ``allow_pickle=False``."""
-        folder = Path(path)
-        try:
-            meta = json.loads((folder / _META).read_text())
-            a = dict(np.load(folder / _ARRAYS, allow_pickle=False))
-        except (OSError, ValueError) as e:
-            raise InvalidInputError(f"{folder} does not hold a saved training plan: {e}") from e
+        meta, a = read_saved(Path(path), _ARRAYS, _META, "training plan")
+        space, model = stage0_from_arrays(a)
         return cls(
             X=a["X"],
             y=a["y"],
@@ -187,8 +172,8 @@ class TrainingPlan:
             y_val=a["y_val"],
             empty=a["empty"],
             classes=a["classes"],
-            space=FeatureSpace(a["space_mean"], a["space_scale"], a["space_components"]),
-            model=ClusterModel(centroids=a["centroids"], s2=a["s2"]),
+            space=space,
+            model=model,
             clusters=a["clusters"],
             pairwise=bool(meta["pairwise"]),
             seed=int(meta["seed"]),

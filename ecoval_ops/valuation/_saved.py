@@ -1,0 +1,64 @@
+"""Saved valuation files: arrays in one ``.npz`` (no pickle) beside one JSON file.
+
+Shared by the fitted state (:meth:`EcoVal.save`) and the training plan
+(:meth:`TrainingPlan.save`), which both carry the stage-0 state (feature space, cluster model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
+
+__all__ = ["read_saved", "stage0_arrays", "stage0_from_arrays", "write_saved"]
+
+
+def stage0_arrays(space: FeatureSpace, model: ClusterModel) -> dict[str, NDArray[Any]]:
+    """The feature space and cluster model as named arrays."""
+    return {
+        "space_mean": space.mean,
+        "space_scale": space.scale,
+        "space_components": space.components,
+        "centroids": model.centroids,
+        "s2": model.s2,
+    }
+
+
+def stage0_from_arrays(arrays: dict[str, NDArray[Any]]) -> tuple[FeatureSpace, ClusterModel]:
+    """Inverse of :func:`stage0_arrays`."""
+    space = FeatureSpace(arrays["space_mean"], arrays["space_scale"], arrays["space_components"])
+    return space, ClusterModel(centroids=arrays["centroids"], s2=arrays["s2"])
+
+
+def write_saved(folder: Path, arrays_file: str, arrays: dict[str, NDArray[Any]], meta_file: str, meta: Any) -> Path:
+    """Write ``arrays`` (no object arrays: they would need pickle) and ``meta`` as JSON into ``folder``.
+
+    Raises:
+        InvalidInputError: an object array, such as labels of mixed Python types.
+    """
+    if any(a.dtype == object for a in arrays.values()):
+        raise InvalidInputError("labels of mixed Python types cannot be saved; use int or str labels")
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / arrays_file, allow_pickle=False, **arrays)
+    (folder / meta_file).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return folder
+
+
+def read_saved(folder: Path, arrays_file: str, meta_file: str, what: str) -> tuple[Any, dict[str, NDArray[Any]]]:
+    """The JSON and the arrays of :func:`write_saved`; arrays load with ``allow_pickle=False``.
+
+    Raises:
+        InvalidInputError: the folder does not hold them (``what`` names the expected content).
+    """
+    try:
+        meta = json.loads((folder / meta_file).read_text())
+        arrays = dict(np.load(folder / arrays_file, allow_pickle=False))
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"{folder} does not hold a saved {what}: {e}") from e
+    return meta, arrays
