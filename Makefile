@@ -13,7 +13,7 @@ JARS := .jars
 JARS_STAMP := $(JARS)/.delta-$(DELTA_JARS_VERSION)
 export ECOVAL_DELTA_JARS := $(CURDIR)/$(JARS)
 
-.PHONY: install test test-fast demo lint typecheck bench-batched bench-quality bench-scale bench-load clean
+.PHONY: install test test-fast demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -46,17 +46,46 @@ test-fast: $(STAMP) $(JARS_STAMP)
 demo: $(STAMP) $(JARS_STAMP)
 	$(BIN)/ecoval demo
 
+# Benchmarks (benchmarks.md). `make bench` reruns every protocol with 5 seeds (about an hour on 2 cores)
+# and regenerates BENCHMARKS.md and the plots; `make bench-quick` runs small versions of each (1 seed)
+# into benchmarks/results-quick/ and leaves the committed results alone.
+BENCH := cd benchmarks && ../$(BIN)/python
+QUICK := results-quick
+
+bench: $(STAMP) $(JARS_STAMP)
+	$(BENCH) quality.py
+	$(BENCH) tuning.py
+	$(BENCH) cost.py
+	$(BENCH) oos.py
+	$(BENCH) exactness.py
+	$(BENCH) batched_training.py
+	$(BENCH) scale.py
+	$(MAKE) bench-report
+
+bench-report: $(STAMP)
+	$(BENCH) report.py
+
+bench-quick: $(STAMP) $(JARS_STAMP)
+	$(BENCH) quality.py --protocols P1 D1 --seeds 0 --out $(QUICK)
+	$(BENCH) tuning.py --protocols P1 --seeds 0 --out $(QUICK)
+	$(BENCH) cost.py --seeds 0 --budgets 1000 --out $(QUICK)
+	$(BENCH) oos.py --protocols P1 --seeds 0 --out $(QUICK)
+	$(BENCH) exactness.py --seeds 0 --clusters 4 --out $(QUICK)
+	$(BENCH) batched_training.py --repeats 1 --out $(QUICK)/batched_lco.json
+	$(BENCH) scale.py --incore 10000 --spark 10000 --out $(QUICK)/scale.json
+	$(BENCH) report.py --results $(QUICK) --plots $(QUICK)/plots --out $(QUICK)/BENCHMARKS.md
+
 bench-batched: $(STAMP)
-	$(BIN)/python benchmarks/batched_training.py
+	$(BENCH) batched_training.py
 
 bench-quality: $(STAMP)
-	$(BIN)/python benchmarks/quality.py --protocols P1 P3 M1 D1 --seeds 0 1 2
+	$(BENCH) quality.py
 
 bench-scale: $(STAMP) $(JARS_STAMP)
-	$(BIN)/python benchmarks/scale.py
+	$(BENCH) scale.py
 
 bench-load: $(STAMP) $(JARS_STAMP)
-	$(BIN)/python benchmarks/load.py
+	$(BENCH) load.py
 
 clean:
 	rm -rf $(VENV) $(JARS) .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,10 @@ in the same run (medians over repeats) and reported as a ratio to the batched ti
 The leave-cluster-out differences of the batched and the one-by-one path are compared so that
 speed is not bought with a worse optimum. Writes ``benchmarks/results/batched_lco.json``.
 
+With ``--device cuda`` (only where an accelerator is lent: benchmarks.md, "GPU") the script
+also times the same batched training on this machine's CPU, and a heavier load (p = 40: 822
+models on 4000 rows) on both, and writes ``batched_lco_gpu.json``.
+
 Usage: ``python benchmarks/batched_training.py [--repeats 3] [--device cpu|cuda|auto]``
 """
 
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from quality import RESULTS, load_dataset
 from sklearn.linear_model import LogisticRegression
 
 from ecoval_ops.valuation import SoftmaxRegression
@@ -32,13 +37,9 @@ from ecoval_ops.valuation.clustering import FeatureSpace, KMeansClusterer
 from ecoval_ops.valuation.ecoval import _stratified_half
 from ecoval_ops.valuation.utility import per_example_utility
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def _data(n_train: int, n_val: int, seed: int) -> tuple[np.ndarray, ...]:
-    with np.load(DATASETS / "mnist_5k.npz", allow_pickle=False) as f:
-        X, y = f["X"].astype(np.float64) / 255.0, f["y"].astype(np.int64)
+    X, y = load_dataset("mnist_5k")
     order = np.random.default_rng(seed).permutation(y.size)
     X = X - X[order[:n_train]].mean(axis=0)
     _, _, vt = np.linalg.svd(X[order[:n_train]], full_matrices=False)
@@ -76,12 +77,40 @@ def _sklearn(X: np.ndarray, y: np.ndarray, masks: np.ndarray, Xv: np.ndarray) ->
     return np.stack([LogisticRegression(C=1.0, max_iter=1000).fit(X[m], y[m]).predict_proba(Xv) for m in masks])
 
 
+def _gpu_against_cpu(
+    Xs: np.ndarray, y: np.ndarray, masks: np.ndarray, Xvs: np.ndarray, repeats: int
+) -> dict[str, object]:
+    """The batched training on the CPU of the same machine, and a heavier load on both devices."""
+    import torch
+
+    def batched(
+        device: str, X: np.ndarray, labels: np.ndarray, ms: np.ndarray, Xv: np.ndarray
+    ) -> Callable[[], np.ndarray]:
+        return lambda: SoftmaxRegression(device=device).predict_proba_masked(X, labels, ms, Xv, n_classes=10, seed=0)
+
+    cpu_seconds, _ = _time(batched("cpu", Xs, y, masks, Xvs), repeats)
+    X4, y4, Xv4, _ = _data(4000, 500, seed=1)
+    heavy = _masks(X4, 40, seed=1)
+    space = FeatureSpace.fit(X4, max_dims=None)
+    heavy_seconds = {
+        device: _time(batched(device, space.standardise(X4), y4, heavy, space.standardise(Xv4)), repeats)[0]
+        for device in ("cuda", "cpu")
+    }
+    return {
+        "gpu": torch.cuda.get_device_name(0),
+        "cpu_seconds_batched": cpu_seconds,
+        "heavy": {"models": int(heavy.shape[0]), "n_train": 4000, "seconds": heavy_seconds},
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--out", type=Path, default=RESULTS / "batched_lco.json")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / ("batched_lco_gpu.json" if args.device == "cuda" else "batched_lco.json")
     X, y, Xv, yv = _data(2000, 500, seed=0)
     masks = _masks(X, 12, seed=0)
     Xs = FeatureSpace.fit(X, max_dims=None).standardise(X)
@@ -117,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         },
         "machine": platform.platform(),
     }
+    if args.device == "cuda":
+        result |= _gpu_against_cpu(Xs, y, masks, Xvs, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

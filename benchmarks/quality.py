@@ -6,19 +6,24 @@ with every method, and records per seed:
 
 - ``auroc``: AUROC of ``-value`` against the flipped rows;
 - ``f1``: F1 of the low group of a 2-means split of the values;
-- ``rm20``: test accuracy of logistic regression retrained without the top 20% by value
-  (lower is better);
+- ``rm20``: test accuracy after removing the top 20% by value and retraining (lower is better);
 - ``wall_s``: valuation time; ``trainings``: model fits per valuation (0 for none).
 
-Writes ``benchmarks/results/<protocol>.json`` in the shape the checks read.
+The retrained learner is logistic regression (L2, C = 1, the project's batched L-BFGS solver:
+the 21 models of a removal curve train in one call). The removal curves (top and bottom 5% to
+50%, mean over seeds) go to ``results/curves/<protocol>.json`` for the plots; the per-protocol
+results keep the shape the external checks read. X1 runs its three datasets as ``X1-cpu``,
+``X1-phoneme`` and ``X1-credit`` and also writes ``X1.json``, their per-seed lists joined
+(dataset by dataset).
 
-Usage: ``python benchmarks/quality.py --protocols P1 P3 M1 --seeds 0 1 2``
+Usage: ``python benchmarks/quality.py [--protocols P1 D1] [--seeds 0 1 2 3 4] [--out DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,16 +32,18 @@ from pathlib import Path
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from ecoval_ops.valuation import EcoVal
+from ecoval_ops.valuation import EcoVal, FeatureSpace, SoftmaxRegression
 from ecoval_ops.valuation.baselines import data_oob, knn_shapley, leave_one_out, tmc_shapley
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("ECOVAL_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 RESULTS = Path(__file__).resolve().parent / "results"
+SEEDS = [0, 1, 2, 3, 4]
+TMC_BUDGET = 2000
+"""Trainings per TMC-Shapley valuation in the quality protocols (the cost protocol varies it)."""
+SHARES = [round(0.05 * i, 2) for i in range(1, 11)]
+"""Shares of training rows removed along a removal curve: 5%, 10%, ..., 50%."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ PROTOCOLS = {
     "X1-phoneme": Protocol("X1-phoneme", "phoneme_1489", (1000, 100, 300), 0.1),
     "X1-credit": Protocol("X1-credit", "default-of-credit-card-clients_42477", (1000, 100, 300), 0.1),
 }
+X1_PARTS = ["X1-cpu", "X1-phoneme", "X1-credit"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +79,20 @@ class Split:
     X_test: np.ndarray
     y_test: np.ndarray
     noisy: np.ndarray
+    X_pool: np.ndarray
+    y_pool: np.ndarray
+    pool_noisy: np.ndarray
+
+    @property
+    def is_noisy(self) -> np.ndarray:
+        """``(n,)`` True for the flipped training rows."""
+        truth = np.zeros(self.y_train.size, dtype=bool)
+        truth[self.noisy] = True
+        return truth
 
 
-def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+def load_dataset(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of a dataset of ``shared/datasets`` (or sklearn's digits)."""
     if dataset == "digits":
         X, y = load_digits(return_X_y=True)
         return X.astype(np.float64), y.astype(np.int64)
@@ -87,37 +106,47 @@ def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _flip(y: np.ndarray, rate: float, n_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def flip_labels(y: np.ndarray, rate: float, n_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Move ``round(rate * n)`` labels to another class chosen uniformly; return them and their rows."""
     noisy = np.sort(rng.choice(y.size, size=round(rate * y.size), replace=False))
     out = y.copy()
     out[noisy] = (y[noisy] + rng.integers(1, n_classes, size=noisy.size)) % n_classes
     return out, noisy
 
 
-def make_split(protocol: Protocol, seed: int) -> Split:
-    """Draw the split of ``protocol`` for ``seed`` with its label noise."""
-    X, y = _load(protocol.dataset)
+def make_split(protocol: Protocol, seed: int, *, pool: int = 0) -> Split:
+    """Draw the split of ``protocol`` for ``seed`` with its label noise.
+
+    ``pool`` further rows, disjoint from the split and noisy at the same rate, are drawn for the
+    out-of-sample protocol (none by default).
+    """
+    X, y = load_dataset(protocol.dataset)
     rng = np.random.default_rng(seed)
     n_tr, n_va, n_te = protocol.split
-    order = rng.permutation(y.size)[: n_tr + n_va + n_te]
-    tr, va, te = order[:n_tr], order[n_tr : n_tr + n_va], order[n_tr + n_va :]
+    order = rng.permutation(y.size)
+    if n_tr + n_va + n_te + pool > y.size:
+        raise ValueError(f"{protocol.dataset} has {y.size} rows; the split and pool need {n_tr + n_va + n_te + pool}")
+    tr, va, te = order[:n_tr], order[n_tr : n_tr + n_va], order[n_tr + n_va : n_tr + n_va + n_te]
+    po = order[n_tr + n_va + n_te : n_tr + n_va + n_te + pool]
     if protocol.dataset == "mnist_5k":
         mean = X[tr].mean(axis=0)
         _, _, vt = np.linalg.svd(X[tr] - mean, full_matrices=False)
         X = (X - mean) @ vt[:64].T
     k = int(y.max()) + 1
-    y_train, noisy = _flip(y[tr], protocol.noise, k, rng)
-    y_val, _ = _flip(y[va], protocol.noise, k, rng)
-    return Split(X[tr], y_train, X[va], y_val, X[te], y[te], noisy)
+    y_train, noisy = flip_labels(y[tr], protocol.noise, k, rng)
+    y_val, _ = flip_labels(y[va], protocol.noise, k, rng)
+    y_pool, pool_noisy = flip_labels(y[po], protocol.noise, k, rng)
+    return Split(X[tr], y_train, X[va], y_val, X[te], y[te], noisy, X[po], y_pool, pool_noisy)
 
 
-def _ecoval(s: Split, seed: int) -> tuple[np.ndarray, int]:
-    ev = EcoVal(seed=seed).fit(s.X_train, s.y_train, s.X_val, s.y_val)
+def ecoval(s: Split, seed: int, **params: object) -> tuple[np.ndarray, int]:
+    """EcoVal's row values of ``s`` (default parameters unless given) and its trainings."""
+    ev = EcoVal(seed=seed, **params).fit(s.X_train, s.y_train, s.X_val, s.y_val)  # type: ignore[arg-type]
     return ev.values_, ev.n_trainings_
 
 
 METHODS: dict[str, Callable[[Split, int], tuple[np.ndarray, int]]] = {
-    "ecoval": _ecoval,
+    "ecoval": ecoval,
     "knn_shapley": lambda s, seed: (knn_shapley(s.X_train, s.y_train, s.X_val, s.y_val, k=10), 0),
     "data_oob": lambda s, seed: (data_oob(s.X_train, s.y_train, s.X_val, s.y_val, n_estimators=200, seed=seed), 200),
     "loo": lambda s, seed: (leave_one_out(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed), s.y_train.size + 1),
@@ -127,42 +156,81 @@ METHODS: dict[str, Callable[[Split, int], tuple[np.ndarray, int]]] = {
     ),
     "random": lambda s, seed: (np.random.default_rng(seed + 10_000).random(s.y_train.size), 0),
 }
-TMC_BUDGET = 3000
 
 
-def _removal_accuracy(s: Split, values: np.ndarray, share: float) -> float:
-    keep = np.argsort(-values, kind="stable")[round(share * values.size) :]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(model.fit(s.X_train[keep], s.y_train[keep]).score(s.X_test, s.y_test))
+def auroc(values: np.ndarray, is_noisy: np.ndarray) -> float:
+    """Noise-detection AUROC of ``-values``."""
+    return float(roc_auc_score(is_noisy, -values))
 
 
-def _f1(values: np.ndarray, noisy: np.ndarray) -> float:
+def f1(values: np.ndarray, is_noisy: np.ndarray) -> float:
+    """F1 of the lower group of a 2-means split of the values against the noisy rows."""
     km = KMeans(n_clusters=2, n_init=10, random_state=0).fit(values.reshape(-1, 1))
     low = int(np.argmin(km.cluster_centers_.ravel()))
-    truth = np.zeros(values.size, dtype=bool)
-    truth[noisy] = True
-    return float(f1_score(truth, km.labels_ == low))
+    return float(f1_score(is_noisy, km.labels_ == low))
 
 
-def run_protocol(protocol: Protocol, seeds: list[int], methods: list[str]) -> dict[str, object]:
-    """All methods on all seeds of one protocol, in the results shape of benchmarks/results."""
+def removal_curves(s: Split, values: np.ndarray, seed: int) -> tuple[float, list[float], list[float]]:
+    """Test accuracy on all rows, and after removing the top / the bottom share by value.
+
+    Returns:
+        ``(full, top, bottom)``: ``top[j]`` and ``bottom[j]`` are the accuracies of logistic
+        regression retrained without the top / bottom ``SHARES[j]`` of the rows.
+    """
+    n = values.size
+    order = np.argsort(-values, kind="stable")
+    masks = [np.ones(n, dtype=bool)]
+    for head in (True, False):
+        for share in SHARES:
+            mask = np.ones(n, dtype=bool)
+            k = round(share * n)
+            mask[order[:k] if head else order[n - k :]] = False
+            masks.append(mask)
+    space = FeatureSpace.fit(s.X_train, max_dims=None)
+    k_classes = int(max(s.y_train.max(), s.y_test.max())) + 1
+    proba = SoftmaxRegression(device="cpu").predict_proba_masked(
+        space.standardise(s.X_train),
+        s.y_train,
+        np.stack(masks),
+        space.standardise(s.X_test),
+        n_classes=k_classes,
+        seed=seed,
+    )
+    accuracy = (proba.argmax(axis=2) == s.y_test[None, :]).mean(axis=1)
+    m = len(SHARES)
+    return float(accuracy[0]), accuracy[1 : 1 + m].tolist(), accuracy[1 + m :].tolist()
+
+
+def run_protocol(
+    protocol: Protocol, seeds: list[int], methods: list[str]
+) -> tuple[dict[str, object], dict[str, object]]:
+    """All methods on all seeds of one protocol.
+
+    Returns:
+        The result (the shape of ``benchmarks/results/<protocol>.json``) and the removal curves.
+    """
     out: dict[str, dict[str, object]] = {
         m: {"auroc": [], "f1": [], "rm20": [], "trainings": 0, "wall_s": []} for m in methods
     }
+    curves: dict[str, dict[str, list[list[float]]]] = {m: {"top": [], "bottom": []} for m in methods}
+    full: list[float] = []
     for seed in seeds:
         split = make_split(protocol, seed)
-        truth = np.zeros(split.y_train.size, dtype=bool)
-        truth[split.noisy] = True
         for name in methods:
             start = time.perf_counter()
             values, trainings = METHODS[name](split, seed)
+            elapsed = time.perf_counter() - start
+            everything, top, bottom = removal_curves(split, values, seed)
             record = out[name]
-            record["wall_s"].append(time.perf_counter() - start)  # type: ignore[union-attr]
-            record["auroc"].append(float(roc_auc_score(truth, -values)))  # type: ignore[union-attr]
-            record["f1"].append(_f1(values, split.noisy))  # type: ignore[union-attr]
-            record["rm20"].append(_removal_accuracy(split, values, 0.2))  # type: ignore[union-attr]
+            record["wall_s"].append(elapsed)  # type: ignore[union-attr]
+            record["auroc"].append(auroc(values, split.is_noisy))  # type: ignore[union-attr]
+            record["f1"].append(f1(values, split.is_noisy))  # type: ignore[union-attr]
+            record["rm20"].append(top[SHARES.index(0.2)])  # type: ignore[union-attr]
             record["trainings"] = trainings
-    return {
+            curves[name]["top"].append(top)
+            curves[name]["bottom"].append(bottom)
+        full.append(everything)
+    result = {
         "protocol": protocol.name,
         "dataset": protocol.dataset,
         "split": list(protocol.split),
@@ -170,28 +238,68 @@ def run_protocol(protocol: Protocol, seeds: list[int], methods: list[str]) -> di
         "seeds": seeds,
         "methods": out,
     }
+    curve_file = {
+        "protocol": protocol.name,
+        "shares": SHARES,
+        "full_accuracy": float(np.mean(full)),
+        "methods": {
+            m: {side: np.mean(c[side], axis=0).tolist() for side in ("top", "bottom")} for m, c in curves.items()
+        },
+    }
+    return result, curve_file
+
+
+def join_x1(parts: list[dict[str, object]]) -> dict[str, object]:
+    """``X1.json``: the three X1 datasets' per-seed lists joined, dataset by dataset."""
+    first = parts[0]
+    methods: dict[str, dict[str, object]] = {}
+    for name in first["methods"]:  # type: ignore[attr-defined]
+        records = [p["methods"][name] for p in parts]  # type: ignore[index]
+        methods[name] = {key: [x for r in records for x in r[key]] for key in ("auroc", "f1", "rm20", "wall_s")} | {
+            "trainings": records[0]["trainings"]
+        }
+    return {
+        "protocol": "X1",
+        "dataset": ", ".join(str(p["dataset"]) for p in parts),
+        "split": first["split"],
+        "noise": first["noise"],
+        "seeds": first["seeds"],
+        "methods": methods,
+    }
+
+
+def summary_line(result: dict[str, object]) -> str:
+    """One line per method: mean AUROC, F1, rm20, trainings, median wall time."""
+    lines = [f"{result['protocol']}: {result['dataset']} {result['split']} noise {result['noise']}"]
+    for method, r in result["methods"].items():  # type: ignore[attr-defined]
+        lines.append(
+            f"  {method:12s} auroc {np.mean(r['auroc']):.3f}±{np.std(r['auroc']):.3f}  "
+            f"f1 {np.mean(r['f1']):.3f}  rm20 {np.mean(r['rm20']):.3f}  "
+            f"trainings {r['trainings']}  wall {np.median(r['wall_s']):.2f}s"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="EcoVal quality protocols (benchmarks.md)")
-    parser.add_argument("--protocols", nargs="+", default=["P1", "P3", "M1"], choices=sorted(PROTOCOLS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument(
-        "--methods", nargs="+", default=["ecoval", "knn_shapley", "data_oob", "loo", "random"], choices=sorted(METHODS)
-    )
+    parser.add_argument("--protocols", nargs="+", default=["P1", "P3", "M1", "D1", "X1"], choices=[*PROTOCOLS, "X1"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.protocols:
-        result = run_protocol(PROTOCOLS[name], args.seeds, args.methods)
+    (args.out / "curves").mkdir(parents=True, exist_ok=True)
+    names = [p for name in args.protocols for p in (X1_PARTS if name == "X1" else [name])]
+    results = {}
+    for name in names:
+        result, curves = run_protocol(PROTOCOLS[name], args.seeds, args.methods)
+        results[name] = result
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"{name}: {result['dataset']} {result['split']} noise {result['noise']}")
-        for method, r in result["methods"].items():  # type: ignore[attr-defined]
-            print(
-                f"  {method:12s} auroc {np.mean(r['auroc']):.3f}±{np.std(r['auroc']):.3f}  "
-                f"f1 {np.mean(r['f1']):.3f}  rm20 {np.mean(r['rm20']):.3f}  "
-                f"trainings {r['trainings']}  wall {np.median(r['wall_s']):.2f}s"
-            )
+        (args.out / "curves" / f"{name}.json").write_text(json.dumps(curves, indent=2) + "\n")
+        print(summary_line(result), flush=True)
+    if all(p in results for p in X1_PARTS):
+        joined = join_x1([results[p] for p in X1_PARTS])
+        (args.out / "X1.json").write_text(json.dumps(joined, indent=2) + "\n")
+        print(summary_line(joined), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,433 @@
+"""Generate the plots (``benchmarks/plots/*.png``) and ``BENCHMARKS.md`` from ``benchmarks/results``.
+
+Nothing here measures: it reads the JSON files the benchmark scripts wrote, so the page always
+says what the last run found. A missing result file leaves its section saying so.
+
+Usage: ``python benchmarks/report.py [--results DIR] [--plots DIR] [--out BENCHMARKS.md]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+QUALITY = ["P1", "P3", "M1", "D1", "X1"]
+BASELINES = ["knn_shapley", "data_oob", "loo", "tmc_shapley", "random"]
+LABELS = {
+    "ecoval": "EcoVal",
+    "knn_shapley": "KNN-Shapley (k=10)",
+    "data_oob": "Data-OOB (200 models)",
+    "loo": "Leave-one-out",
+    "tmc_shapley": "TMC-Shapley",
+    "random": "Random",
+}
+PUBLISHED = {
+    "P1": "F1: Data-OOB 0.845, KNN-Shapley (k=100) 0.447, LOO 0.301, Random 0.261 (OpenDataVal example)",
+    "P3": "AUROC: Threshold-KNN-Shapley 0.92",
+}
+MARGIN = 0.03
+
+
+def _load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _ms(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def quality_section(results: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Per-protocol tables and the bar of issue 5, one row per protocol."""
+    found = {p: r for p in QUALITY if (r := _load(results, p)) is not None}
+    lines = ["## Quality: noisy-label detection and point removal", ""]
+    if not found:
+        return [*lines, "No quality results: run `make bench`.", ""], found
+    lines += [
+        "Mean ± standard deviation over the seeds; `rm20` is the test accuracy after removing the top 20% by "
+        "value and retraining (lower is better). Trainings are per valuation; wall time is the median.",
+        "",
+    ]
+    for name, r in found.items():
+        lines += [
+            f"### {name}: {r['dataset']}, split {r['split']}, noise {r['noise']:.0%}, seeds {r['seeds']}",
+            "",
+            "| method | AUROC | F1 | rm20 | trainings | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for method, m in r["methods"].items():
+            lines.append(
+                f"| {LABELS.get(method, method)} | {_ms(m['auroc'])} | {_ms(m['f1'])} | {_ms(m['rm20'])} | "
+                f"{m['trainings']} | {np.median(m['wall_s']):.2f} |"
+            )
+        if name in PUBLISHED:
+            lines += ["", f"Published reference ({name}): {PUBLISHED[name]}."]
+        lines += ["", f"![removal curves {name}](benchmarks/plots/removal_{name}.png)", ""]
+    return lines, found
+
+
+def bar_section(found: dict[str, dict[str, Any]]) -> list[str]:
+    """The bar: AUROC within 0.03 of the best baseline, F1 >= KNN-Shapley, rm20 <= Random."""
+    lines = [
+        "## The bar (issue 5)",
+        "",
+        f"EcoVal's mean AUROC within {MARGIN} of the best baseline's, its F1 not below exact KNN-Shapley's, its "
+        "rm20 not above Random's; beyond the bar, ahead of Data-OOB.",
+        "",
+        "| protocol | EcoVal AUROC | best baseline AUROC | AUROC bar | F1 EcoVal / KNN | F1 bar | rm20 EcoVal / Random "
+        "| rm20 bar | ahead of Data-OOB (AUROC) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in found.items():
+        m = {k: {s: float(np.mean(v[s])) for s in ("auroc", "f1", "rm20")} for k, v in r["methods"].items()}
+        if "ecoval" not in m:
+            continue
+        best = max((b for b in BASELINES if b in m and b != "random"), key=lambda b: m[b]["auroc"])
+        e = m["ecoval"]
+        knn = m.get("knn_shapley", {}).get("f1", float("nan"))
+        rnd = m.get("random", {}).get("rm20", float("nan"))
+        oob = m.get("data_oob", {}).get("auroc", float("nan"))
+        lines.append(
+            f"| {name} | {e['auroc']:.3f} | {m[best]['auroc']:.3f} ({LABELS[best]}) | "
+            f"{'met' if e['auroc'] >= m[best]['auroc'] - MARGIN else 'MISSED'} | {e['f1']:.3f} / {knn:.3f} | "
+            f"{'met' if e['f1'] >= knn else 'MISSED'} | {e['rm20']:.3f} / {rnd:.3f} | "
+            f"{'met' if e['rm20'] <= rnd else 'MISSED'} | {'yes' if e['auroc'] > oob else 'no'} |"
+        )
+    return [*lines, ""]
+
+
+def cost_section(results: Path) -> list[str]:
+    r = _load(results, "cost")
+    lines = ["## Cost: trainings at equal rank stability (P1)", ""]
+    if r is None:
+        return [*lines, "No cost results.", ""]
+    budgets = ", ".join(f"{b}: {s:.3f}" for b, s in r["tmc_stability_by_budget"].items())
+    reached = r["tmc_budget_at_equal_stability"]
+    lines += [
+        "Rank stability: Spearman correlation of the row values of two runs on the same split that differ only in "
+        f"the method's own seed (splits {r['seeds']}).",
+        "",
+        f"- EcoVal: {r['ecoval_trainings']} trainings, stability {r['ecoval_stability']:.3f}.",
+        f"- TMC-Shapley stability by budget (trainings): {budgets}.",
+        (
+            f"- TMC-Shapley reaches EcoVal's stability at {reached} trainings: "
+            f"**{r['ratio_at_least']:.0f}x** EcoVal's count."
+            if reached
+            else f"- TMC-Shapley does not reach EcoVal's stability within "
+            f"{max(map(int, r['tmc_stability_by_budget']))} trainings: the ratio is **more than "
+            f"{r['ratio_at_least']:.0f}x**."
+        ),
+        "",
+        "| method | trainings | stability | AUROC | wall s |",
+        "|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        lines.append(
+            f"| {LABELS[run['method']]} (split {run['split_seed']}) | {run['trainings']} | {run['stability']:.3f} | "
+            f"{run['auroc']:.3f} | {run['wall_s']:.1f} |"
+        )
+    return [*lines, "", "![quality against cost](benchmarks/plots/quality_vs_cost.png)", ""]
+
+
+def oos_section(results: Path) -> list[str]:
+    r = _load(results, "OOS")
+    lines = ["## Out-of-sample pool (OOS)", ""]
+    if r is None:
+        return [*lines, "No OOS results.", ""]
+    lines += [
+        "EcoVal fitted on the training split values a pool of 1000 rows it never clustered or trained on (same "
+        f"noise rate), seeds {r['seeds']}. Accuracy: logistic regression on the training split plus half the pool.",
+        "",
+        "| protocol | pool AUROC | pool F1 | accuracy + top-valued half | accuracy + random half | rows/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        lines.append(
+            f"| {run['protocol']} ({run['dataset']}) | {_ms(run['auroc'])} | {_ms(run['f1'])} | "
+            f"{_ms(run['acc_top_half'])} | {_ms(run['acc_random_half'])} | {np.median(run['rows_per_s']):.0f} |"
+        )
+    return [*lines, ""]
+
+
+def exactness_section(results: Path) -> list[str]:
+    r = _load(results, "exactness")
+    lines = ["## Exactness against brute-force Shapley", ""]
+    if r is None:
+        return [*lines, "No exactness results.", ""]
+    lines += [
+        "Cluster games on real data (300 training rows, 100 validation rows, 10% noise): EcoVal's phi from "
+        "2 + p + p(p-1)/2 trainings against the exact Shapley values of the same p-cluster game (all 2^p "
+        "coalitions trained with EcoVal's learner, utility and sample). Errors relative to |U(B) - U(empty)|.",
+        "",
+        "| data | p | exact trainings | max error | mean error | Spearman | Gamma clipped (runs) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for g in r["clusters"]:
+        groups.setdefault((g["dataset"], g["p"]), []).append(g)
+    for (data, p), gs in sorted(groups.items()):
+        lines.append(
+            f"| {data} | {p} | {gs[0]['trainings_exact']} | {np.mean([g['max_abs_error_rel'] for g in gs]):.3f} | "
+            f"{np.mean([g['mean_abs_error_rel'] for g in gs]):.3f} | {np.mean([g['spearman'] for g in gs]):.3f} | "
+            f"{sum(g['gammas_clipped'] for g in gs)}/{len(gs)} |"
+        )
+    rows = r["rows"]
+    lines += [
+        "",
+        f"Rows (12 rows of 2dplanes, 4095 trainings for exact Shapley; EcoVal's row values are not Shapley values "
+        f"by design): Spearman {np.mean([x['spearman'] for x in rows]):.3f}, max error "
+        f"{np.mean([x['max_abs_error_rel'] for x in rows]):.2f} of |sum of exact values|.",
+        "",
+        "On synthetic games without interactions of order 3 or more, phi equals the exact Shapley value to "
+        "machine precision; that is a unit test (tests/valuation/test_invariants.py), not a benchmark.",
+        "",
+    ]
+    return lines
+
+
+def tuning_section(results: Path) -> list[str]:
+    r = _load(results, "tuning")
+    lines = ["## What was tried: neighbour count k and kappa calibration", ""]
+    if r is None:
+        return [*lines, "No tuning results.", ""]
+    lines += [
+        f"Mean over seeds {r['seeds']} on every quality protocol (benchmarks/tuning.py). The defaults are the "
+        "setting marked *.",
+        "",
+        "| protocol | k | c_kappa | AUROC | F1 | rm20 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        mark = "*" if row.get("default") else ""
+        lines.append(
+            f"| {row['protocol']} | {row['k_neighbors']}{mark} | {row['c_kappa']:g}{mark} | {row['auroc']:.3f} | "
+            f"{row['f1']:.3f} | {row['rm20']:.3f} |"
+        )
+    if "space" in r:
+        lines += [
+            "",
+            "The intrinsic signal alone (AUROC of -agree_i over all training rows, no clusters), by the space the "
+            "neighbours are searched in: the standardised embedding, or the same scaled by the mean absolute "
+            "coefficient of a logistic regression on all rows (a supervised clustering space):",
+            "",
+            "| protocol | " + " | ".join(r["space"]["columns"]) + " |",
+            "|---|" + "---|" * len(r["space"]["columns"]),
+        ]
+        for name, vals in r["space"]["rows"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    return [*lines, ""]
+
+
+def batched_section(results: Path) -> list[str]:
+    lines = ["## Batched leave-cluster-out training", ""]
+    for name in ("batched_lco", "batched_lco_gpu"):
+        r = _load(results, name)
+        if r is None:
+            continue
+        seconds = ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds"].items())
+        ratios = ", ".join(f"{k} {v:.1f}x" for k, v in r["ratio_to_batched"].items())
+        lines += [
+            f"- {r['device']} ({r['dataset']}, {r['models']} models, {r['n_train']} rows, median of {r['repeats']}): "
+            f"{seconds}; slower than batched by {ratios}.",
+        ]
+        if "cpu_seconds_batched" in r:
+            lines.append(
+                f"  The same batched training on this machine's CPU took {r['cpu_seconds_batched']:.2f} s: "
+                f"the GPU is {r['cpu_seconds_batched'] / r['seconds']['batched']:.1f}x faster."
+            )
+        if "heavy" in r:
+            h = r["heavy"]
+            lines.append(
+                f"  A heavier load ({h['models']} models, p = 40, on {h['n_train']} rows): "
+                + ", ".join(f"{d} {s:.2f} s" for d, s in h["seconds"].items())
+                + f" ({h['seconds']['cpu'] / h['seconds']['cuda']:.1f}x on {r['gpu']})."
+            )
+    return [*lines, ""]
+
+
+def scale_section(results: Path) -> list[str]:
+    r = _load(results, "scale")
+    lines = ["## Scale", ""]
+    if r is None:
+        return [*lines, "No scale results.", ""]
+    lines += [
+        "Synthetic Gaussian-mixture embeddings (d = 64, 10 classes, 5% label noise); each n in a fresh process. "
+        "Peak RSS is the Python process's (Spark's JVM is separate).",
+        "",
+        "| mode | n | stage | wall s | peak RSS MB | rows/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, by_n in r.items():
+        for n, stages in by_n.items():
+            for stage, f in stages.items():
+                rate = f"{f['rows_per_s']:.0f}" if "rows_per_s" in f else ""
+                lines.append(f"| {mode} | {int(n):,} | {stage} | {f['wall_s']:.1f} | {f['peak_rss_mb']:.0f} | {rate} |")
+    return [*lines, "", "![scale](benchmarks/plots/scale.png)", ""]
+
+
+def plot_removal(results: Path, plots: Path) -> None:
+    for name in [*QUALITY[:-1], "X1-cpu", "X1-phoneme", "X1-credit"]:
+        path = results / "curves" / f"{name}.json"
+        if not path.exists():
+            continue
+        c = json.loads(path.read_text())
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        shares = [100 * s for s in c["shares"]]
+        for side, ax in zip(("top", "bottom"), axes, strict=True):
+            for method, curves in c["methods"].items():
+                ax.plot(shares, curves[side], marker="o", ms=3, label=LABELS.get(method, method))
+            ax.axhline(c["full_accuracy"], color="grey", ls=":", lw=1)
+            ax.set_title(f"{name}: remove the {'highest' if side == 'top' else 'lowest'}-valued rows")
+            ax.set_xlabel("% of training rows removed")
+        axes[0].set_ylabel("test accuracy (retrained)")
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plots / f"removal_{name}.png", dpi=110)
+        plt.close(fig)
+    x1 = [json.loads(p.read_text()) for p in sorted((results / "curves").glob("X1-*.json"))]
+    if len(x1) == 3:
+        plot_removal_joined(x1, plots)
+
+
+def plot_removal_joined(parts: list[dict[str, Any]], plots: Path) -> None:
+    """X1's curve: the mean of its three datasets' curves."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    shares = [100 * s for s in parts[0]["shares"]]
+    for side, ax in zip(("top", "bottom"), axes, strict=True):
+        for method in parts[0]["methods"]:
+            ax.plot(
+                shares,
+                np.mean([p["methods"][method][side] for p in parts], axis=0),
+                marker="o",
+                ms=3,
+                label=LABELS.get(method, method),
+            )
+        ax.set_title(f"X1 (mean of 3 datasets): remove the {'highest' if side == 'top' else 'lowest'}")
+        ax.set_xlabel("% of training rows removed")
+    axes[0].set_ylabel("test accuracy (retrained)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plots / "removal_X1.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_quality(found: dict[str, dict[str, Any]], plots: Path) -> None:
+    if not found:
+        return
+    methods = list(next(iter(found.values()))["methods"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(methods)
+    for metric, ax in zip(("auroc", "f1"), axes, strict=True):
+        for j, method in enumerate(methods):
+            means = [np.mean(r["methods"][method][metric]) for r in found.values()]
+            sds = [np.std(r["methods"][method][metric]) for r in found.values()]
+            ax.bar(np.arange(len(found)) + j * width, means, width, yerr=sds, label=LABELS.get(method, method))
+        ax.set_xticks(np.arange(len(found)) + 0.4 - width / 2, list(found))
+        ax.set_title(f"noise detection {metric.upper()} (mean ± sd over seeds)")
+    axes[0].set_ylim(0.4, 1.0)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plots / "quality_auroc_f1.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_cost(results: Path, found: dict[str, dict[str, Any]], plots: Path) -> None:
+    cost = _load(results, "cost")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    p1 = found.get("P1")
+    if p1 is not None:
+        for method, m in p1["methods"].items():
+            axes[0].scatter(max(m["trainings"], 1), np.mean(m["auroc"]), s=40, label=LABELS.get(method, method))
+        axes[0].set_xscale("log")
+        axes[0].set_xlabel("model trainings per valuation (0 shown as 1)")
+        axes[0].set_ylabel("noise AUROC")
+        axes[0].set_title("P1: quality against cost")
+        axes[0].legend(fontsize=7)
+    if cost is not None:
+        budgets = [int(b) for b in cost["tmc_stability_by_budget"]]
+        axes[1].plot(budgets, list(cost["tmc_stability_by_budget"].values()), marker="o", label="TMC-Shapley")
+        axes[1].scatter([cost["ecoval_trainings"]], [cost["ecoval_stability"]], color="C3", s=60, label="EcoVal")
+        axes[1].axhline(cost["ecoval_stability"], color="C3", ls=":", lw=1)
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel("trainings")
+        axes[1].set_ylabel("rank stability (Spearman between two seeds)")
+        axes[1].set_title("P1: rank stability against trainings")
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plots / "quality_vs_cost.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_scale(results: Path, plots: Path) -> None:
+    r = _load(results, "scale")
+    if r is None:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for mode, by_n in r.items():
+        ns = sorted(int(n) for n in by_n if "error" not in by_n[n])
+        total = "end_to_end" if mode == "spark" else "fit"
+        wall = [by_n[str(n)][total]["wall_s"] for n in ns]
+        peak = [max(f["peak_rss_mb"] for f in by_n[str(n)].values()) for n in ns]
+        label = {"incore": "in-core EcoVal.fit", "spark": "Spark end to end (with MERGE)"}.get(mode, mode)
+        axes[0].plot(ns, wall, marker="o", label=label)
+        axes[1].plot(ns, peak, marker="o", label=label)
+    for ax, title in zip(axes, ("wall time (s)", "peak RSS of the Python process (MB)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rows")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plots / "scale.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--plots", type=Path, default=HERE / "plots")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    args.plots.mkdir(parents=True, exist_ok=True)
+    quality, found = quality_section(args.results)
+    plot_removal(args.results, args.plots)
+    plot_quality(found, args.plots)
+    plot_cost(args.results, found, args.plots)
+    plot_scale(args.results, args.plots)
+    page = [
+        "# Benchmarks",
+        "",
+        "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json` (written by `make bench`); "
+        "do not edit by hand. Protocols: `../shared/spec/benchmarks.md`. Machine: 2 CPU cores, no accelerator "
+        "unless a section says otherwise.",
+        "",
+        *bar_section(found),
+        "![AUROC and F1 per method](benchmarks/plots/quality_auroc_f1.png)",
+        "",
+        *quality,
+        *cost_section(args.results),
+        *oos_section(args.results),
+        *exactness_section(args.results),
+        *tuning_section(args.results),
+        *batched_section(args.results),
+        *scale_section(args.results),
+    ]
+    notes = HERE / "NOTES.md"
+    if notes.exists():
+        page += [notes.read_text().rstrip(), ""]
+    text = "\n".join(page)
+    args.out.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
