@@ -10,11 +10,11 @@ with every method, and records per seed:
 - ``wall_s``: valuation time; ``trainings``: model fits per valuation (0 for none).
 
 The retrained learner is logistic regression (L2, C = 1, the project's batched L-BFGS solver:
-the 21 models of a removal curve train in one call). The removal curves (top and bottom 5% to
-50%, mean over seeds) go to ``results/curves/<protocol>.json`` for the plots; the per-protocol
-results keep the shape the external checks read. X1 runs its three datasets as ``X1-cpu``,
-``X1-phoneme`` and ``X1-credit`` and also writes ``X1.json``, their per-seed lists joined
-(dataset by dataset).
+the 21 models of a removal curve train in one call, ``ecoval_ops.valuation.removal``). The
+removal curves (top and bottom 5% to 50%, mean over seeds) go to
+``results/curves/<protocol>.json`` for the plots; the per-protocol results keep the shape the
+external checks read. X1 runs its three datasets as ``X1-cpu``, ``X1-phoneme`` and
+``X1-credit`` and also writes ``X1.json``, their per-seed lists joined (dataset by dataset).
 
 Usage: ``python benchmarks/quality.py [--protocols P1 D1] [--seeds 0 1 2 3 4] [--out DIR]``
 """
@@ -34,16 +34,15 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score, roc_auc_score
 
-from ecoval_ops.valuation import EcoVal, FeatureSpace, SoftmaxRegression
+from ecoval_ops.valuation import EcoVal, FeatureSpace
 from ecoval_ops.valuation.baselines import data_oob, knn_shapley, leave_one_out, tmc_shapley
+from ecoval_ops.valuation.removal import SHARES, RemovalCurve, removal_curve
 
 DATASETS = Path(os.environ.get("ECOVAL_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 RESULTS = Path(__file__).resolve().parent / "results"
 SEEDS = [0, 1, 2, 3, 4]
 TMC_BUDGET = 2000
 """Trainings per TMC-Shapley valuation in the quality protocols (the cost protocol varies it)."""
-SHARES = [round(0.05 * i, 2) for i in range(1, 11)]
-"""Shares of training rows removed along a removal curve: 5%, 10%, ..., 50%."""
 
 
 @dataclass(frozen=True)
@@ -170,35 +169,18 @@ def f1(values: np.ndarray, is_noisy: np.ndarray) -> float:
     return float(f1_score(is_noisy, km.labels_ == low))
 
 
-def removal_curves(s: Split, values: np.ndarray, seed: int) -> tuple[float, list[float], list[float]]:
-    """Test accuracy on all rows, and after removing the top / the bottom share by value.
-
-    Returns:
-        ``(full, top, bottom)``: ``top[j]`` and ``bottom[j]`` are the accuracies of logistic
-        regression retrained without the top / bottom ``SHARES[j]`` of the rows.
-    """
-    n = values.size
-    order = np.argsort(-values, kind="stable")
-    masks = [np.ones(n, dtype=bool)]
-    for head in (True, False):
-        for share in SHARES:
-            mask = np.ones(n, dtype=bool)
-            k = round(share * n)
-            mask[order[:k] if head else order[n - k :]] = False
-            masks.append(mask)
+def removal_curves(s: Split, values: np.ndarray, seed: int) -> RemovalCurve:
+    """The removal curve of ``values`` on the clean test split, logistic regression retrained."""
     space = FeatureSpace.fit(s.X_train, max_dims=None)
-    k_classes = int(max(s.y_train.max(), s.y_test.max())) + 1
-    proba = SoftmaxRegression(device="cpu").predict_proba_masked(
+    return removal_curve(
         space.standardise(s.X_train),
         s.y_train,
-        np.stack(masks),
+        values,
         space.standardise(s.X_test),
-        n_classes=k_classes,
+        s.y_test,
+        n_classes=int(max(s.y_train.max(), s.y_test.max())) + 1,
         seed=seed,
     )
-    accuracy = (proba.argmax(axis=2) == s.y_test[None, :]).mean(axis=1)
-    m = len(SHARES)
-    return float(accuracy[0]), accuracy[1 : 1 + m].tolist(), accuracy[1 + m :].tolist()
 
 
 def run_protocol(
@@ -220,16 +202,16 @@ def run_protocol(
             start = time.perf_counter()
             values, trainings = METHODS[name](split, seed)
             elapsed = time.perf_counter() - start
-            everything, top, bottom = removal_curves(split, values, seed)
+            curve = removal_curves(split, values, seed)
             record = out[name]
             record["wall_s"].append(elapsed)  # type: ignore[union-attr]
             record["auroc"].append(auroc(values, split.is_noisy))  # type: ignore[union-attr]
             record["f1"].append(f1(values, split.is_noisy))  # type: ignore[union-attr]
-            record["rm20"].append(top[SHARES.index(0.2)])  # type: ignore[union-attr]
+            record["rm20"].append(curve.at(0.2))  # type: ignore[union-attr]
             record["trainings"] = trainings
-            curves[name]["top"].append(top)
-            curves[name]["bottom"].append(bottom)
-        full.append(everything)
+            curves[name]["top"].append(list(curve.top))
+            curves[name]["bottom"].append(list(curve.bottom))
+        full.append(curve.full)
     result = {
         "protocol": protocol.name,
         "dataset": protocol.dataset,
@@ -240,7 +222,7 @@ def run_protocol(
     }
     curve_file = {
         "protocol": protocol.name,
-        "shares": SHARES,
+        "shares": list(SHARES),
         "full_accuracy": float(np.mean(full)),
         "methods": {
             m: {side: np.mean(c[side], axis=0).tolist() for side in ("top", "bottom")} for m, c in curves.items()

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from quality import PROTOCOLS, RESULTS, SEEDS, SHARES, X1_PARTS, auroc, ecoval, f1, make_split, removal_curves
+from quality import PROTOCOLS, RESULTS, SEEDS, X1_PARTS, auroc, ecoval, f1, make_split, removal_curves
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                 values, _ = ecoval(split, seed, **params)
                 scores["auroc"].append(auroc(values, split.is_noisy))
                 scores["f1"].append(f1(values, split.is_noisy))
-                scores["rm20"].append(removal_curves(split, values, seed)[1][SHARES.index(0.2)])
+                scores["rm20"].append(removal_curves(split, values, seed).at(0.2))
             default = all(getattr(EcoVal(), key) == value for key, value in params.items())
             row = {"protocol": name, **params, "default": default, **{m: float(np.mean(v)) for m, v in scores.items()}}
             rows.append(row)

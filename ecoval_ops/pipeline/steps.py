@@ -12,6 +12,8 @@ again for the same run returns the version registered before.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,8 +32,9 @@ from ecoval_ops.process import fault_point
 from ecoval_ops.tracking import Shard, ValuationTracker
 
 if TYPE_CHECKING:
-    from ecoval_ops.valuation import EcoVal
+    from ecoval_ops.valuation import EcoVal, TrainingPlan
     from ecoval_ops.valuation.protocols import Clusterer
+    from ecoval_ops.valuation.removal import RemovalCurve
 
 __all__ = [
     "DRIFT_LIMIT",
@@ -345,6 +348,7 @@ def fit_model(cfg: RunConfig, ref: RunRef) -> RunRef:
     if missing:
         raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
     utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
+    curve = None
     if ws.model(run_id).exists():
         ev = EcoVal.load(ws.model(run_id))
     else:
@@ -353,6 +357,7 @@ def fit_model(cfg: RunConfig, ref: RunRef) -> RunRef:
         ev = _estimator(cfg).fit_plan(
             plan, utilities, rows.X[train], rows.y[train], n_trainings=plan.n_trainings(len(shards))
         )
+        curve = _removal_curve(cfg, plan, ev, rows.X[train], rows.y[train])
     version = _tracker(cfg).register(
         run_id,
         ev,
@@ -362,11 +367,41 @@ def fit_model(cfg: RunConfig, ref: RunRef) -> RunRef:
             "is_vector": cfg.embedding_col is not None,
             "label": cfg.label,
         },
+        lineage={"table": str(cfg.table), "table_version": str(ref.table_version), "run_id": run_id},
+        config=cfg.loggable(),
     )
     if not ws.model(run_id).exists():
         with ws.atomic(ws.model(run_id)) as tmp:
             ev.save(tmp)
+            if curve is not None:
+                (tmp / REMOVAL_FILE).write_text(json.dumps(curve.to_dict()))
     return RunRef(ref.table_version, ref.mode, run_id, version)
+
+
+REMOVAL_FILE = "removal_curve.json"
+"""The refit's point-removal curve, saved beside the model in the run's workspace."""
+REMOVAL_ROWS = 20_000
+"""Most training rows the review's removal curve retrains on (a seeded sample beyond that)."""
+
+
+def _removal_curve(
+    cfg: RunConfig, plan: TrainingPlan, ev: EcoVal, X: NDArray[np.float64], y: NDArray[np.generic]
+) -> RemovalCurve:
+    """Validation accuracy after removing the highest / lowest-valued training rows (for review)."""
+    from ecoval_ops.valuation.removal import removal_curve
+
+    rows = np.arange(len(y))
+    if rows.size > REMOVAL_ROWS:
+        rows = np.sort(np.random.default_rng(cfg.seed).choice(rows.size, REMOVAL_ROWS, replace=False))
+    return removal_curve(
+        plan.space.standardise(X[rows]),
+        np.searchsorted(ev.classes_, y[rows]),
+        ev.values_[rows],
+        plan.X_val,
+        plan.y_val,
+        n_classes=ev.classes_.size,
+        seed=cfg.seed,
+    )
 
 
 def _model_version(cfg: RunConfig, ref: RunRef) -> str:
@@ -433,39 +468,43 @@ def write(cfg: RunConfig, ref: RunRef, engine: Engine) -> int | None:
 
 
 def report(cfg: RunConfig, ref: RunRef, written: int | None, extra: dict[str, float] | None = None) -> dict[str, Any]:
-    """Log the run's metrics and tags, close the parent run FINISHED, drop its workspace folder.
+    """Log the run's metrics, tags and review artifacts, close the parent run FINISHED, drop its workspace.
+
+    The review artifacts (:mod:`ecoval_ops.tracking.review`) go under ``review/`` of the parent
+    run; a clipped Gamma sets the tag ``ecoval.warning``.
 
     Returns:
         The figures of the run (rows by mode, suspect share, production-function metrics).
     """
-    import json
-
-    import pyarrow.compute as pc
     import pyarrow.dataset as ds
+
+    from ecoval_ops.tracking.review import Diagnostics
+    from ecoval_ops.valuation import EcoVal
 
     run_id = ref.started()
     ws = Workspace.for_config(cfg)
-    values = ds.dataset(ws.values(run_id), format="parquet").to_table(columns=["ecoval_mode", "ecoval_suspect"])
-    modes = values.column("ecoval_mode")
-    meta = json.loads((ws.model(run_id) / "ecoval.json").read_text())
-    game = meta["game"]
+    values = ds.dataset(ws.values(run_id), format="parquet").to_table().to_pandas()
+    ev = EcoVal.load(ws.model(run_id))
+    diagnostics = Diagnostics.of(ev)
     refit = ref.mode == "refit"
+    modes = values["ecoval_mode"]
     figures: dict[str, Any] = {
-        "rows_valued": values.num_rows,
-        "rows_in_sample": int(pc.sum(pc.equal(modes, "in_sample")).as_py() or 0),
-        "rows_out_of_sample": int(pc.sum(pc.equal(modes, "out_of_sample")).as_py() or 0),
-        "suspect_share": float(pc.mean(values.column("ecoval_suspect").cast("double")).as_py() or 0.0),
-        "n_trainings": int(meta["n_trainings"]) if refit else 0,
+        "rows_valued": len(values),
+        "rows_in_sample": int((modes == "in_sample").sum()),
+        "rows_out_of_sample": int((modes == "out_of_sample").sum()),
+        "suspect_share": float(values["ecoval_suspect"].mean()) if len(values) else 0.0,
+        "n_trainings": int(ev.n_trainings_) if refit else 0,
         "metrics": {
-            "U_B": float(game["utility_full"]),
-            "U_empty": float(game["utility_empty"]),
-            "Gamma_alpha": float(game["gamma_alpha"]),
-            "Gamma_beta": float(game["gamma_beta"]),
-            "gamma": float(game["returns_to_scale"]),
-            "p": float(len(np.load(ws.model(run_id) / "state.npz", allow_pickle=False)["game_phi"])),
+            "U_B": diagnostics.utility_full,
+            "U_empty": diagnostics.utility_empty,
+            "Gamma_alpha": diagnostics.gamma_alpha,
+            "Gamma_beta": diagnostics.gamma_beta,
+            "gamma": diagnostics.gamma,
+            "p": float(ev.n_clusters_),
         },
     }
     tracker = _tracker(cfg)
+    curve = _saved_curve(ws.model(run_id) / REMOVAL_FILE) if refit else None
     tracker.log_metrics(
         run_id,
         {
@@ -474,20 +513,47 @@ def report(cfg: RunConfig, ref: RunRef, written: int | None, extra: dict[str, fl
             "rows_in_sample": float(figures["rows_in_sample"]),
             "rows_out_of_sample": float(figures["rows_out_of_sample"]),
             "suspect_share": figures["suspect_share"],
+            **({"removal_accuracy_full": curve.full, "removal_accuracy_top20": curve.at(0.2)} if curve else {}),
             **(extra or {}),
         },
     )
+    _log_review(cfg, run_id, values, ev, curve, diagnostics)
     tracker.set_tags(
         run_id,
         {
             "ecoval.table_version_written": str(written),
             "ecoval.model_version": _model_version(cfg, ref),
-            "ecoval.gammas_clipped": str(bool(game.get("gammas_clipped", False))).lower(),
+            "ecoval.gammas_clipped": str(diagnostics.gammas_clipped).lower(),
+            **({"ecoval.warning": diagnostics.warning} if diagnostics.warning else {}),
         },
     )
     tracker.finish(run_id)
     ws.remove_run(run_id)
     return figures
+
+
+def _saved_curve(path: Path) -> RemovalCurve | None:
+    from ecoval_ops.valuation.removal import RemovalCurve
+
+    return RemovalCurve.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def _log_review(
+    cfg: RunConfig,
+    run_id: str,
+    values: Any,
+    ev: EcoVal,
+    curve: RemovalCurve | None,
+    diagnostics: Any,
+) -> None:
+    """Write the review artifacts and log them under ``review/`` of the parent run."""
+    from ecoval_ops.tracking.review import write_review
+
+    members = (ev.state_.Z, ev.values_, ev.result_.suspect)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "review"
+        write_review(folder, values, key=cfg.key, members=members, curve=curve, diagnostics=diagnostics, seed=cfg.seed)
+        _tracker(cfg).log_artifacts(run_id, folder, "review")
 
 
 def fail(cfg: RunConfig, ref: RunRef) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["CURRENT_ALIAS", "Shard", "ValuationTracker"]
+__all__ = ["CURRENT_ALIAS", "Shard", "ValuationTracker", "model_description"]
 
 CURRENT_ALIAS = "current"
 _MODEL_CODE = Path(__file__).with_name("_model_code.py")
@@ -42,6 +42,28 @@ class Shard:
     name: str
     left_out: tuple[str, ...]
     utilities: tuple[float, ...]
+
+
+def model_description(ecoval: EcoVal, lineage: dict[str, str], config: dict[str, str]) -> str:
+    """Markdown description of a registered version: figures, lineage, configuration."""
+    game = ecoval.game_
+    figures = {
+        "clusters p": ecoval.n_clusters_,
+        "trainings": ecoval.n_trainings_,
+        "training rows": ecoval.values_.size,
+        "U(B)": f"{game.utility_full:.4g}",
+        "U(empty)": f"{game.utility_empty:.4g}",
+        "Gamma_alpha": f"{game.gamma_alpha:.4g}",
+        "Gamma_beta*": f"{game.gamma_beta:.4g}",
+        "gamma": f"{game.returns_to_scale:.4g}",
+        "Gammas clipped": game.gammas_clipped,
+        "suspect share": f"{float(ecoval.result_.suspect.mean()):.3f}",
+    }
+    lines = ["EcoVal valuation model.", "", "**Fit**", ""]
+    lines += [f"- {k}: {v}" for k, v in figures.items()]
+    lines += ["", "**Lineage**", ""] + [f"- {k}: {v}" for k, v in lineage.items()]
+    lines += ["", "**Configuration**", ""] + [f"- {k}: {v}" for k, v in sorted(config.items())]
+    return "\n".join(lines)
 
 
 class ValuationTracker:
@@ -181,10 +203,25 @@ class ValuationTracker:
         """Close a run as FINISHED or FAILED."""
         self._client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
-    def register(self, run_id: str, ecoval: EcoVal, *, model_name: str, columns: dict[str, Any]) -> str:
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        """Log every file of ``folder`` under ``artifact_path`` of the run."""
+        self._client().log_artifacts(run_id, str(folder), artifact_path)
+
+    def register(
+        self,
+        run_id: str,
+        ecoval: EcoVal,
+        *,
+        model_name: str,
+        columns: dict[str, Any],
+        lineage: dict[str, str],
+        config: dict[str, str],
+    ) -> str:
         """Log the fitted state as a pyfunc model on the run, register it, alias it ``current``.
 
-        Registering again for the same run returns the version registered before.
+        The registered model and the version carry a description: the fit's figures, the table
+        and version it was fitted on, and the run's configuration. Registering again for the
+        same run returns the version registered before.
 
         Returns:
             The registered model version.
@@ -208,6 +245,12 @@ class ValuationTracker:
                     registered_model_name=model_name,
                 )
         version = str(info.registered_model_version)
+        client.update_model_version(model_name, version, description=model_description(ecoval, lineage, config))
+        client.update_registered_model(
+            model_name,
+            description=f"EcoVal valuation model of {lineage.get('table', '?')}: each refit registers a new version; "
+            f"alias '{CURRENT_ALIAS}' names the one nightly runs value new rows with.",
+        )
         client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
         return version
 
