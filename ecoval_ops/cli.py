@@ -8,6 +8,7 @@ import logging
 import sys
 import warnings
 from dataclasses import asdict
+from pathlib import Path
 
 __all__ = ["entry", "main"]
 
@@ -49,12 +50,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ecoval_ops.config import load_config
     from ecoval_ops.pipeline import run_valuation
+    from ecoval_ops.progress import Progress
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config")}
     flags["quiet"] = flags["quiet"] or None
     flags["json"] = flags.pop("json_output") or None
     cfg = load_config(args.config, **flags)
-    summary = run_valuation(cfg)
+    with Progress(enabled=not cfg.quiet) as progress:
+        summary = run_valuation(cfg, progress=progress)
     if cfg.json_output:
         print(json.dumps(asdict(summary), sort_keys=True))
     elif not cfg.quiet:
@@ -75,6 +78,44 @@ def _run(args: argparse.Namespace) -> int:
             f"  {cfg.table} v{summary.table_version_read} -> v{summary.table_version_written}; "
             f"MLflow run {summary.run_id}; model {cfg.registered_model_name} v{summary.model_version} (alias current)"
         )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ecoval_ops.report import html_report, run_plots, table_report, text_report
+
+    r = table_report(args.table, run_id=args.run_id)
+    for line in text_report(r):
+        print(line)
+    if args.html:
+        run = args.run_id or (r.runs[-1] if len(r.runs) == 1 else _latest_run(args.table))
+        from ecoval_ops.config import default_tracking_uri
+
+        plots = run_plots(args.mlflow_uri or default_tracking_uri(), run) if run else {}
+        out = Path(args.html)
+        out.write_text(html_report(r, plots))
+        print(f"  HTML report: {out.resolve()} ({len(plots) + 1} plots)")
+    return 0
+
+
+def _latest_run(table: str) -> str | None:
+    from ecoval_ops.lakehouse import read_watermark
+
+    mark = read_watermark(table)
+    return mark.run_id if mark else None
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from ecoval_ops.lakehouse.queries import create_views, ready_queries
+
+    for name, query in ready_queries(args.table).items():
+        print(f"-- {name}\n{query};\n")
+    if args.create_views:
+        from ecoval_ops.lakehouse.spark import spark_session
+
+        name = args.name or Path(args.table).resolve().name
+        for view, count in create_views(spark_session(), args.table, name).items():
+            print(f"-- view {view} created in the Spark catalog: {count} rows")
     return 0
 
 
@@ -124,6 +165,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--engine", choices=["spark", "delta-rs"], default="spark", help="engine (default spark)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the noise and of EcoVal (default 0)")
     demo.set_defaults(handler=_demo)
+    report = commands.add_parser(
+        "report", help="summarise the value columns of a Delta table (terminal, or standalone HTML)"
+    )
+    report.add_argument("--table", required=True, help="path of a valued Delta table")
+    report.add_argument("--run-id", help="only the rows this MLflow run valued")
+    report.add_argument("--html", help="also write a standalone HTML report with the plots to this file")
+    report.add_argument("--mlflow-uri", help="MLflow store of the runs, for their plots (default as ecoval run)")
+    report.set_defaults(handler=_report)
+    sql = commands.add_parser("sql", help="print ready-to-run filter queries over the value columns")
+    sql.add_argument("--table", required=True, help="path of a valued Delta table")
+    sql.add_argument(
+        "--create-views",
+        action="store_true",
+        help="also create the views <name>_ecoval_clean and <name>_ecoval_suspect in the Spark catalog",
+    )
+    sql.add_argument("--name", help="prefix of the view names (default: the table's folder name)")
+    sql.set_defaults(handler=_sql)
     return parser
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.identifiers import check_identifier
 
-__all__ = ["RunConfig", "load_config", "scrub_uri"]
+__all__ = ["RunConfig", "default_tracking_uri", "load_config", "scrub_uri"]
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:password|token|secret|key|sig|signature)=)[^&]*")
@@ -25,6 +25,11 @@ _SECRET_QUERY = re.compile(r"(?i)([?&](?:password|token|secret|key|sig|signature
 def scrub_uri(uri: str) -> str:
     """``uri`` with user info and secret-looking query values replaced by ``***``."""
     return _SECRET_QUERY.sub(r"\1***", _CREDENTIALS.sub(r"\g<scheme>***@", uri))
+
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<cwd>/mlflow.db``: the MLflow store when none is named."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 class RunConfig(BaseModel):
@@ -122,7 +127,7 @@ class RunConfig(BaseModel):
     @property
     def tracking_uri(self) -> str:
         """The MLflow URI, defaulting to a SQLite file in the working directory."""
-        return self.mlflow_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        return self.mlflow_uri or default_tracking_uri()
 
     @property
     def registered_model_name(self) -> str:

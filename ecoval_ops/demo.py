@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.lakehouse.queries import CLEAN_PREDICATE
 from ecoval_ops.pipeline.run import RunSummary
 
 if TYPE_CHECKING:
@@ -24,11 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FILTER_SQL", "DemoResult", "run_demo"]
 
-FILTER_SQL = (
-    "SELECT row_id, label, ecoval_value FROM delta.`{table}` WHERE " + "ecoval_value > 0 AND NOT ecoval_suspect"
-)
+FILTER_SQL = "SELECT row_id, label, ecoval_value FROM delta.`{table}` WHERE " + CLEAN_PREDICATE
 """The Spark SQL a downstream job runs to keep helpful, label-consistent rows."""
-_FILTER = "ecoval_value > 0 AND NOT ecoval_suspect"
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,7 @@ def _count_clean(table: Path, engine: str) -> int:
     if engine == "spark":
         from ecoval_ops.lakehouse.spark import spark_session
 
-        row = spark_session().sql(f"SELECT count(*) FROM delta.`{table}` WHERE {_FILTER}").first()
+        row = spark_session().sql(f"SELECT count(*) FROM delta.`{table}` WHERE {CLEAN_PREDICATE}").first()
         return 0 if row is None else int(row[0])
     import pyarrow as pa
     from deltalake import DeltaTable, QueryBuilder
@@ -159,6 +157,6 @@ def _count_clean(table: Path, engine: str) -> int:
     reader = (
         QueryBuilder()
         .register("rows", DeltaTable(str(table)))
-        .execute(f"SELECT count(*) AS n FROM rows WHERE {_FILTER}")
+        .execute(f"SELECT count(*) AS n FROM rows WHERE {CLEAN_PREDICATE}")
     )
     return int(pa.table(reader.read_all()).column("n")[0].as_py())

@@ -16,6 +16,7 @@ from ecoval_ops.config import RunConfig
 from ecoval_ops.pipeline import steps
 from ecoval_ops.pipeline.engines import Engine, engine_for
 from ecoval_ops.pipeline.steps import Mode
+from ecoval_ops.progress import Progress
 
 __all__ = ["RunSummary", "run_valuation"]
 
@@ -60,7 +61,7 @@ class _Stages:
         self.peak_rss_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
+def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progress | None = None) -> RunSummary:
     """Run one valuation of ``cfg.table`` end to end: every step of :mod:`.steps` in turn.
 
     The LCO shards (``cfg.shards``) run one after another in this process; the Airflow DAG
@@ -69,33 +70,41 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None) -> RunSummary:
     Args:
         cfg: the run configuration.
         engine: the engine; default the one ``cfg.engine`` names.
+        progress: stage bars for a terminal; default none.
 
     Raises:
         InvalidInputError: bad input; the table is left as it was.
         EcovalError: an engine or tracking failure; the parent run is marked FAILED.
     """
     engine = engine or engine_for(cfg)
+    bars = progress or Progress(enabled=False)
     stages = _Stages()
-    with stages("embed"):
+    with stages("embed"), bars.stage("embedding", 1) as advance:
         version = steps.detect(cfg).table_version
         steps.embed(cfg, version, engine)
+        advance(1)
     with stages("decide"):
         ref = steps.decide(cfg, version)
     if ref.mode == "noop":
         return RunSummary("noop", None, 0, 0, 0, 0.0, ref.model_version, version, None, 0)
     try:
         if ref.mode == "refit":
-            with stages("cluster"):
+            with stages("cluster"), bars.stage("clustering", 1) as advance:
                 shards = steps.cluster(cfg, ref, engine)
-            with stages("train"):
+                advance(1)
+            with stages("train"), bars.stage("trainings", len(shards)) as advance:
                 for index in shards:
                     steps.train_shard(cfg, ref, index)
-            with stages("fit"):
+                    advance(1)
+            with stages("fit"), bars.stage("fitting", 1) as advance:
                 ref = steps.fit_model(cfg, ref)
-        with stages("value"):
+                advance(1)
+        with stages("value"), bars.stage("propagation", 1) as advance:
             steps.propagate(cfg, ref, engine)
-        with stages("write"):
+            advance(1)
+        with stages("write"), bars.stage("writing", 1) as advance:
             written = steps.write(cfg, ref, engine)
+            advance(1)
         figures = steps.report(
             cfg,
             ref,

@@ -1,0 +1,83 @@
+"""Ready-to-run SQL over the value columns, and the clean / suspect views.
+
+Downstream jobs act on values with SQL. The queries are Spark SQL over the table's path
+(``delta.`<path>```); the same predicates work in delta-rs's ``QueryBuilder`` over a registered
+table. One definition of "clean" and "suspect" lives here; the demo and the reports use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.lakehouse.identifiers import check_identifier
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["CLEAN_PREDICATE", "SUSPECT_PREDICATE", "create_views", "ready_queries", "table_ref", "view_names"]
+
+CLEAN_PREDICATE = "ecoval_value > 0 AND NOT ecoval_suspect"
+"""Rows that help the model and whose label agrees with their most similar rows."""
+SUSPECT_PREDICATE = "ecoval_suspect"
+"""Rows whose label disagrees with their most similar rows (``alpha_i < 0``)."""
+
+
+def table_ref(path: str | Path) -> str:
+    """The Spark SQL reference of a path-based Delta table.
+
+    Raises:
+        InvalidInputError: the path holds a back-quote, which would end the quoted reference.
+    """
+    text = str(Path(path).resolve())
+    if "`" in text:
+        raise InvalidInputError(f"table path {text!r} holds a back-quote, which Spark SQL cannot quote")
+    return f"delta.`{text}`"
+
+
+def ready_queries(path: str | Path, *, run_id: str | None = None) -> dict[str, str]:
+    """Named queries a reviewer or a downstream job runs as they are."""
+    t = table_ref(path)
+    queries = {
+        "clean rows (keep for training)": f"SELECT * FROM {t} WHERE {CLEAN_PREDICATE}",
+        "suspect rows (review the labels), lowest value first": (
+            f"SELECT * FROM {t} WHERE {SUSPECT_PREDICATE} ORDER BY ecoval_value"
+        ),
+        "lowest 5% by value": f"SELECT * FROM {t} WHERE ecoval_percentile < 0.05 ORDER BY ecoval_value",
+        "clusters by value": (
+            "SELECT ecoval_cluster, count(*) AS rows, first(ecoval_cluster_value) AS phi, avg(ecoval_value) AS "
+            f"mean_value, avg(CAST(ecoval_suspect AS DOUBLE)) AS suspect_share FROM {t} WHERE ecoval_value IS NOT "
+            "NULL GROUP BY ecoval_cluster ORDER BY phi DESC"
+        ),
+        "rows not valued yet": f"SELECT * FROM {t} WHERE ecoval_value IS NULL",
+    }
+    if run_id is not None:
+        check_identifier(run_id, "run id")
+        queries[f"rows valued by run {run_id}"] = f"SELECT * FROM {t} WHERE ecoval_run_id = '{run_id}'"
+    return queries
+
+
+def view_names(name: str) -> tuple[str, str]:
+    """``<name>_ecoval_clean`` and ``<name>_ecoval_suspect``, ``name`` checked as an identifier."""
+    check_identifier(name, "view name prefix")
+    return f"{name}_ecoval_clean", f"{name}_ecoval_suspect"
+
+
+def create_views(spark: SparkSession, path: str | Path, name: str) -> dict[str, int]:
+    """Create (or replace) the clean and suspect views in the session's catalog.
+
+    The views read the table at query time, so they follow the values of later runs. With a
+    persistent metastore they outlive the session; with Spark's in-memory catalog they last as
+    long as it.
+
+    Returns:
+        Each view's name and its row count now.
+    """
+    clean, suspect = view_names(name)
+    t = table_ref(path)
+    counts = {}
+    for view, predicate in ((clean, CLEAN_PREDICATE), (suspect, SUSPECT_PREDICATE)):
+        spark.sql(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {t} WHERE {predicate}")
+        counts[view] = int(spark.table(view).count())
+    return counts

@@ -1,0 +1,163 @@
+"""``ecoval report``: what the value columns of a Delta table say, in the terminal or as HTML.
+
+Reads the table's value columns only (never its features), with delta-rs, so no JVM starts.
+When the MLflow store of the run is reachable, the standalone HTML also embeds the plots the run
+logged (cluster map, removal curve).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
+from ecoval_ops.lakehouse.delta_rs import open_table
+from ecoval_ops.lakehouse.queries import ready_queries
+from ecoval_ops.tracking.review import cluster_table, figure_png, html_page, value_histogram
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["QUANTILES", "TableReport", "html_report", "run_plots", "table_report", "text_report"]
+
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+CLUSTERS_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class TableReport:
+    """The figures of one report.
+
+    Attributes:
+        table: the table's path.
+        version: the Delta version read.
+        rows: rows in the table.
+        not_valued: rows no run has valued yet.
+        run_id: the run the report is restricted to, or None for every valued row.
+        values: the value columns of the rows reported on.
+        quantiles: ``ecoval_value`` at :data:`QUANTILES`.
+        clusters: the per-cluster table, highest ``phi_c`` first.
+        queries: ready-to-run filter queries.
+    """
+
+    table: Path
+    version: int
+    rows: int
+    not_valued: int
+    run_id: str | None
+    values: pd.DataFrame
+    quantiles: dict[float, float]
+    clusters: pd.DataFrame
+    queries: dict[str, str]
+
+    @property
+    def by_mode(self) -> dict[str, int]:
+        """Rows valued in and out of sample."""
+        return {str(k): int(v) for k, v in self.values["ecoval_mode"].value_counts().sort_index().items()}
+
+    @property
+    def suspects(self) -> int:
+        """Rows flagged suspect."""
+        return int(self.values["ecoval_suspect"].sum())
+
+    @property
+    def runs(self) -> list[str]:
+        """The runs whose values the rows carry."""
+        return sorted(self.values["ecoval_run_id"].dropna().unique().tolist())
+
+
+def table_report(path: str | Path, *, run_id: str | None = None) -> TableReport:
+    """Read the value columns of the Delta table at ``path`` and summarise them.
+
+    Raises:
+        InvalidInputError: not a Delta table, no value columns, no valued rows, or no row valued
+            by ``run_id``.
+    """
+    table = open_table(path)
+    names = set(table.schema().to_arrow().names)
+    missing = [c for c in VALUE_COLUMNS if c not in names]
+    if missing:
+        raise InvalidInputError(f"{path} has no value columns {missing}: run `ecoval run --table {path}` first")
+    frame = table.to_pyarrow_table(columns=list(VALUE_COLUMNS)).to_pandas()
+    valued = frame[frame["ecoval_value"].notna()]
+    if run_id is not None:
+        valued = valued[valued["ecoval_run_id"] == run_id]
+        if valued.empty:
+            raise InvalidInputError(f"no row of {path} was valued by run {run_id!r}")
+    if valued.empty:
+        raise InvalidInputError(f"no row of {path} has been valued yet: run `ecoval run --table {path}` first")
+    q = np.quantile(valued["ecoval_value"].to_numpy(dtype=np.float64), QUANTILES)
+    return TableReport(
+        table=Path(path).resolve(),
+        version=int(table.version()),
+        rows=len(frame),
+        not_valued=int(frame["ecoval_value"].isna().sum()),
+        run_id=run_id,
+        values=valued,
+        quantiles=dict(zip(QUANTILES, q.tolist(), strict=True)),
+        clusters=cluster_table(valued),
+        queries=ready_queries(path, run_id=run_id),
+    )
+
+
+def text_report(r: TableReport) -> list[str]:
+    """The terminal summary, line by line (plain text; the CLI adds no markup)."""
+    valued = len(r.values)
+    modes = ", ".join(f"{n} {mode.replace('_', ' ')}" for mode, n in r.by_mode.items())
+    scope = f"run {r.run_id}" if r.run_id else f"{len(r.runs)} run(s), latest values per row"
+    lines = [
+        f"ecoval report: {r.table} (Delta v{r.version}; {scope})",
+        f"  rows: {r.rows} in the table, {valued} valued ({modes}), {r.not_valued} not valued yet",
+        "  value quantiles: " + ", ".join(f"{int(q * 100)}% {v:.4g}" for q, v in r.quantiles.items()),
+        f"  suspects: {r.suspects} rows ({r.suspects / valued:.1%}) have labels that disagree with their most "
+        "similar rows",
+    ]
+    best, worst = r.clusters.head(CLUSTERS_SHOWN), r.clusters.tail(CLUSTERS_SHOWN).iloc[::-1]
+    for title, part in (("best clusters", best), ("worst clusters", worst)):
+        lines.append(f"  {title} (phi_c, rows, mean row value, suspect share):")
+        lines += [
+            f"    cluster {int(c.cluster)}: phi {c.phi:.4g}, {int(c.rows)} rows, mean {c.mean_value:.4g}, "
+            f"{c.suspect_share:.1%} suspect"
+            for c in part.itertuples()
+        ]
+    lines.append("  filter queries (Spark SQL):")
+    for name, sql in r.queries.items():
+        lines += [f"    -- {name}", f"    {sql}"]
+    return lines
+
+
+def run_plots(tracking_uri: str, run_id: str) -> dict[str, bytes]:
+    """The PNGs a run logged under ``review/``; empty when the store or the run is unreachable."""
+    import tempfile
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri)
+    try:
+        names = [f.path for f in client.list_artifacts(run_id, "review") if f.path.endswith(".png")]
+        with tempfile.TemporaryDirectory() as tmp:
+            return {Path(name).name: Path(client.download_artifacts(run_id, name, tmp)).read_bytes() for name in names}
+    except (MlflowException, OSError):
+        return {}
+
+
+def html_report(r: TableReport, extra_plots: dict[str, bytes] | None = None) -> str:
+    """A standalone HTML page: the summary, the cluster table, the queries and the plots."""
+    summary = "<pre>" + html.escape("\n".join(text_report(r)[:4])) + "</pre>"
+    queries = "".join(f"<h3>{html.escape(n)}</h3><pre>{html.escape(q)}</pre>" for n, q in r.queries.items())
+    plots = {"value_histogram.png": figure_png(value_histogram(r.values)), **(extra_plots or {})}
+    return html_page(
+        f"EcoVal report: {r.table.name}",
+        [
+            ("Summary", summary),
+            ("Clusters", r.clusters.to_html(index=False, float_format=lambda x: f"{x:.4g}")),
+            ("Filter queries", queries),
+        ],
+        plots,
+    )

@@ -1,0 +1,104 @@
+"""`ecoval report`, `ecoval sql` and the run's progress bars, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from ecoval_ops.lakehouse.queries import create_views, ready_queries, view_names
+from tests.conftest import blobs
+from tests.test_cli import _ecoval
+
+pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
+
+
+@pytest.fixture(scope="module")
+def valued(tmp_path_factory):
+    """A 300-row table valued once by the CLI (delta-rs engine), with its MLflow store."""
+    tmp = tmp_path_factory.mktemp("report")
+    X, y = blobs(300, n_classes=2, d=2, noise=0.1, seed=4)
+    path = tmp / "events"
+    write_deltalake(str(path), pa.table({"id": np.arange(300), "a": X[:, 0], "b": X[:, 1], "y": y}))
+    out = _ecoval(
+        "run", "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b", "--clusters", "3",
+        "--engine", "delta-rs", "--json", cwd=tmp,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return path, tmp, json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def test_run_draws_progress_on_stderr_and_json_alone_on_stdout(valued) -> None:
+    _, _, summary, stderr = valued
+    for stage in ("embedding", "clustering", "trainings", "fitting", "propagation", "writing"):
+        assert stage in stderr
+    assert summary["mode"] == "refit" and summary["rows_valued"] == 300
+
+
+def test_quiet_run_prints_nothing(valued) -> None:
+    path, tmp, _, _ = valued
+    write_deltalake(
+        str(path), pa.table({"id": [1000], "a": [0.1], "b": [0.2], "y": [1]}), mode="append", schema_mode="merge"
+    )
+    out = _ecoval(
+        "run", "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b", "--engine", "delta-rs",
+        "--quiet", cwd=tmp,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+
+
+def test_report_summarises_the_value_columns(valued) -> None:
+    path, tmp, summary, _ = valued
+    out = _ecoval("report", "--table", str(path), "--html", "report.html", cwd=tmp)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    table = DeltaTable(str(path)).to_pyarrow_table().to_pandas()
+    valued_rows = table["ecoval_value"].notna().sum()
+    assert f"{len(table)} in the table, {valued_rows} valued" in text
+    assert f"{int(table['ecoval_suspect'].sum())} rows" in text
+    assert "value quantiles: 0% " in text and "best clusters" in text and "worst clusters" in text
+    assert "WHERE ecoval_value > 0 AND NOT ecoval_suspect" in text
+    page = (tmp / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") >= 3
+    assert "cluster_map.png" in page
+
+    only = _ecoval("report", "--table", str(path), "--run-id", summary["run_id"], "--html", "refit.html", cwd=tmp)
+    assert only.returncode == 0 and f"run {summary['run_id']}" in only.stdout
+    assert "removal_curve.png" in (tmp / "refit.html").read_text()
+
+
+def test_report_names_what_is_wrong(valued, tmp_path) -> None:
+    path, tmp, _, _ = valued
+    unknown = _ecoval("report", "--table", str(path), "--run-id", "abc123", cwd=tmp)
+    assert unknown.returncode == 2 and "no row of" in unknown.stderr and "Traceback" not in unknown.stderr
+    write_deltalake(str(tmp_path / "plain"), pa.table({"id": [1, 2]}))
+    plain = _ecoval("report", "--table", str(tmp_path / "plain"), cwd=tmp)
+    assert plain.returncode == 2 and "has no value columns" in plain.stderr
+
+
+def test_sql_prints_queries_that_run(valued, spark) -> None:
+    path, tmp, _, _ = valued
+    out = _ecoval("sql", "--table", str(path), cwd=tmp)
+    assert out.returncode == 0, out.stderr
+    queries = ready_queries(path)
+    for name, query in queries.items():
+        assert query in out.stdout
+        rows = spark.sql(query).count()
+        assert rows >= 0, name
+    table = DeltaTable(str(path)).to_pyarrow_table().to_pandas()
+    clean = spark.sql(queries["clean rows (keep for training)"]).count()
+    assert clean == int(((table["ecoval_value"] > 0) & ~table["ecoval_suspect"].astype(bool)).sum())
+
+
+def test_views_in_the_spark_catalog(valued, spark) -> None:
+    path, _, _, _ = valued
+    counts = create_views(spark, path, "events")
+    clean, suspect = view_names("events")
+    table = DeltaTable(str(path)).to_pyarrow_table().to_pandas()
+    assert counts[suspect] == int(table["ecoval_suspect"].fillna(False).astype(bool).sum())
+    assert spark.table(clean).count() == counts[clean] > 0
+    with pytest.raises(Exception, match="not a plain identifier"):
+        view_names("events; DROP VIEW x")
