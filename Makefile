@@ -13,7 +13,7 @@ JARS := .jars
 JARS_STAMP := $(JARS)/.delta-$(DELTA_JARS_VERSION)
 export ECOVAL_DELTA_JARS := $(CURDIR)/$(JARS)
 
-.PHONY: install test test-fast demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load clean
+.PHONY: install browser test test-fast demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -37,7 +37,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck $(JARS_STAMP)
+# The real-browser test (tests/test_browser.py) needs Debian's Chromium: installed here when apt-get can
+# (root, Debian); elsewhere the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	       && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	       && echo "installed chromium for the browser test"; } \
+	  || echo "chromium not installed (needs root and apt-get): tests/test_browser.py will skip"
+
+test: lint typecheck $(JARS_STAMP) browser
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) $(JARS_STAMP)
