@@ -104,7 +104,7 @@ def removal_plot(curve: RemovalCurve) -> Figure:
     ax.axhline(curve.full, color="grey", ls=":", label="all rows")
     ax.set_xlabel("% of training rows removed")
     ax.set_ylabel("validation accuracy (retrained)")
-    ax.set_title("Point removal: a good ranking drops fast on the left curve")
+    ax.set_title("Point removal: losing the highest-valued rows should hurt most")
     ax.legend()
     fig.tight_layout()
     return fig

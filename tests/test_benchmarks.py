@@ -1,0 +1,80 @@
+"""The benchmark harness: a quick run of one protocol, and the shape of the committed results.
+
+External checks read ``benchmarks/results/<protocol>.json``; its shape is fixed by issue 5. No
+timing is asserted here: timings live in the results, not in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+METHODS = {"ecoval", "knn_shapley", "data_oob", "loo", "tmc_shapley", "random"}
+RECORD = {"auroc", "f1", "rm20", "trainings", "wall_s"}
+
+pytestmark = pytest.mark.slow
+
+
+def _check_shape(result: dict, *, methods: set[str], runs: int) -> None:
+    assert set(result) == {"protocol", "dataset", "split", "noise", "seeds", "methods"}
+    assert len(result["split"]) == 3 and all(isinstance(n, int) for n in result["split"])
+    assert 0 < result["noise"] < 1 and set(result["methods"]) == methods
+    for name, record in result["methods"].items():
+        assert set(record) == RECORD, name
+        assert isinstance(record["trainings"], int) and record["trainings"] >= 0
+        for metric in ("auroc", "f1", "rm20", "wall_s"):
+            assert len(record[metric]) == runs, (name, metric)
+        assert all(0.0 <= v <= 1.0 for m in ("auroc", "f1", "rm20") for v in record[m])
+
+
+def test_quick_run_of_one_protocol_and_its_report(tmp_path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "quality.py", "--protocols", "D1", "--seeds", "0",
+         "--methods", "ecoval", "knn_shapley", "random", "--out", str(out)],
+        cwd=BENCHMARKS, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "D1.json").read_text())
+    _check_shape(result, methods={"ecoval", "knn_shapley", "random"}, runs=1)
+    m = result["methods"]
+    assert m["ecoval"]["trainings"] > 0 and m["random"]["trainings"] == 0
+    assert m["ecoval"]["auroc"][0] > m["random"]["auroc"][0] + 0.2, "EcoVal must find flipped labels on digits"
+    curves = json.loads((out / "curves" / "D1.json").read_text())
+    assert len(curves["shares"]) == 10 and curves["methods"]["ecoval"]["top"][3] == m["ecoval"]["rm20"][0]
+
+    page = tmp_path / "BENCHMARKS.md"
+    report = subprocess.run(
+        [sys.executable, "report.py", "--results", str(out), "--plots", str(tmp_path / "plots"), "--out", str(page)],
+        cwd=BENCHMARKS, capture_output=True, text=True,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = page.read_text()
+    assert "| D1 |" in text and "### D1: digits" in text
+    assert (tmp_path / "plots" / "removal_D1.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("protocol", ["P1", "P3", "M1", "D1", "X1"])
+def test_committed_results_have_the_fixed_shape(protocol: str) -> None:
+    result = json.loads((RESULTS / f"{protocol}.json").read_text())
+    assert result["protocol"] == protocol and len(result["seeds"]) >= 5
+    runs = len(result["seeds"]) * (3 if protocol == "X1" else 1)
+    _check_shape(result, methods=METHODS, runs=runs)
+    ecoval = result["methods"]["ecoval"]
+    assert np.mean(ecoval["auroc"]) > np.mean(result["methods"]["random"]["auroc"])
+
+
+def test_committed_scale_results_have_wall_time_and_memory_per_stage() -> None:
+    scale = json.loads((RESULTS / "scale.json").read_text())
+    assert set(scale["incore"]) == {"10000", "100000", "1000000"} and {"100000", "1000000"} <= set(scale["spark"])
+    for by_n in scale.values():
+        for stages in by_n.values():
+            for figures in stages.values():
+                assert figures["wall_s"] > 0 and figures["peak_rss_mb"] > 0
