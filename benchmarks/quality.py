@@ -7,7 +7,8 @@ with every method, and records per seed:
 - ``auroc``: AUROC of ``-value`` against the flipped rows;
 - ``f1``: F1 of the low group of a 2-means split of the values;
 - ``rm20``: test accuracy after removing the top 20% by value and retraining (lower is better);
-- ``wall_s``: valuation time; ``trainings``: model fits per valuation (0 for none).
+- ``wall_s``: valuation time; ``trainings``: model fits per valuation, the most over the seeds
+  (EcoVal's p can shrink when small clusters merge; 0 for none).
 
 The retrained learner is logistic regression (L2, C = 1, the project's batched L-BFGS solver:
 the 21 models of a removal curve train in one call, ``ecoval_ops.valuation.removal``). The
@@ -208,7 +209,7 @@ def run_protocol(
             record["auroc"].append(auroc(values, split.is_noisy))  # type: ignore[union-attr]
             record["f1"].append(f1(values, split.is_noisy))  # type: ignore[union-attr]
             record["rm20"].append(curve.at(0.2))  # type: ignore[union-attr]
-            record["trainings"] = trainings
+            record["trainings"] = max(int(record["trainings"]), trainings)  # type: ignore[call-overload]
             curves[name]["top"].append(list(curve.top))
             curves[name]["bottom"].append(list(curve.bottom))
         full.append(curve.full)
@@ -238,7 +239,7 @@ def join_x1(parts: list[dict[str, object]]) -> dict[str, object]:
     for name in first["methods"]:  # type: ignore[attr-defined]
         records = [p["methods"][name] for p in parts]  # type: ignore[index]
         methods[name] = {key: [x for r in records for x in r[key]] for key in ("auroc", "f1", "rm20", "wall_s")} | {
-            "trainings": records[0]["trainings"]
+            "trainings": max(r["trainings"] for r in records)
         }
     return {
         "protocol": "X1",

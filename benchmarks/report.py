@@ -168,8 +168,9 @@ def exactness_section(results: Path) -> list[str]:
         "2 + p + p(p-1)/2 trainings against the exact Shapley values of the same p-cluster game (all 2^p "
         "coalitions trained with EcoVal's learner, utility and sample). Errors relative to |U(B) - U(empty)|.",
         "",
-        "| data | p | exact trainings | max error | mean error | Spearman | Gamma clipped (runs) |",
-        "|---|---|---|---|---|---|---|",
+        "| data | p | exact trainings | max error | mean error | L1 error / L1 of exact | Spearman | Gamma clipped "
+        "(runs) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for g in r["clusters"]:
@@ -177,7 +178,9 @@ def exactness_section(results: Path) -> list[str]:
     for (data, p), gs in sorted(groups.items()):
         lines.append(
             f"| {data} | {p} | {gs[0]['trainings_exact']} | {np.mean([g['max_abs_error_rel'] for g in gs]):.3f} | "
-            f"{np.mean([g['mean_abs_error_rel'] for g in gs]):.3f} | {np.mean([g['spearman'] for g in gs]):.3f} | "
+            f"{np.mean([g['mean_abs_error_rel'] for g in gs]):.3f} | "
+            f"{np.mean([g.get('l1_error_rel', float('nan')) for g in gs]):.3f} | "
+            f"{np.mean([g['spearman'] for g in gs]):.3f} | "
             f"{sum(g['gammas_clipped'] for g in gs)}/{len(gs)} |"
         )
     rows = r["rows"]
@@ -236,12 +239,14 @@ def batched_section(results: Path) -> list[str]:
         seconds = ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds"].items())
         ratios = ", ".join(f"{k} {v:.1f}x" for k, v in r["ratio_to_batched"].items())
         lines += [
-            f"- {r['device']} ({r['dataset']}, {r['models']} models, {r['n_train']} rows, median of {r['repeats']}): "
+            f"- {r.get('gpu', 'this 2-core machine') if r['device'] == 'cuda' else 'CPU, this 2-core machine'} "
+            f"({r['device']}; {r['dataset']}, {r['models']} models, {r['n_train']} rows, median of {r['repeats']}): "
             f"{seconds}; slower than batched by {ratios}.",
         ]
         if "cpu_seconds_batched" in r:
             lines.append(
-                f"  The same batched training on this machine's CPU took {r['cpu_seconds_batched']:.2f} s: "
+                f"  The same batched training on the GPU machine's own CPU (16 cores) took "
+                f"{r['cpu_seconds_batched']:.2f} s: "
                 f"the GPU is {r['cpu_seconds_batched'] / r['seconds']['batched']:.1f}x faster."
             )
         if "heavy" in r:

@@ -84,13 +84,18 @@ def test_sql_prints_queries_that_run(valued, spark) -> None:
     out = _ecoval("sql", "--table", str(path), cwd=tmp)
     assert out.returncode == 0, out.stderr
     queries = ready_queries(path)
-    for name, query in queries.items():
+    for query in queries.values():
         assert query in out.stdout
-        rows = spark.sql(query).count()
-        assert rows >= 0, name
     table = DeltaTable(str(path)).to_pyarrow_table().to_pandas()
-    clean = spark.sql(queries["clean rows (keep for training)"]).count()
-    assert clean == int(((table["ecoval_value"] > 0) & ~table["ecoval_suspect"].astype(bool)).sum())
+    valued = table[table["ecoval_value"].notna()]
+    counts = {name: spark.sql(query).count() for name, query in queries.items()}
+    assert counts["clean rows (keep for training)"] == int(
+        ((valued["ecoval_value"] > 0) & ~valued["ecoval_suspect"].astype(bool)).sum()
+    )
+    assert counts["suspect rows (review the labels), lowest value first"] == int(valued["ecoval_suspect"].sum())
+    assert counts["lowest 5% by value"] == int((valued["ecoval_percentile"] < 0.05).sum())
+    assert counts["clusters by value"] == valued["ecoval_cluster"].nunique()
+    assert counts["rows not valued yet"] == len(table) - len(valued)
 
 
 def test_views_in_the_spark_catalog(valued, spark) -> None:
