@@ -56,7 +56,8 @@ def _run(args: argparse.Namespace) -> int:
     flags["quiet"] = flags["quiet"] or None
     flags["json"] = flags.pop("json_output") or None
     cfg = load_config(args.config, **flags)
-    with Progress(enabled=not cfg.quiet) as progress:
+    # Bars only at a terminal: piped or logged stderr (Airflow, CI, scripts) keeps one line per message.
+    with Progress(enabled=not cfg.quiet and sys.stderr.isatty()) as progress:
         summary = run_valuation(cfg, progress=progress)
     if cfg.json_output:
         print(json.dumps(asdict(summary), sort_keys=True))

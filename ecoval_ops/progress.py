@@ -1,7 +1,8 @@
 """Progress of a run's stages for a person at a terminal; silent for everyone else.
 
 ``run_valuation`` reports each stage through a :class:`Progress`; the CLI passes one that draws
-rich progress bars on stderr (stdout stays free for ``--json``), tests and the DAG pass none.
+rich progress bars on stderr when stderr is a terminal (stdout stays free for ``--json``); tests
+and the DAG pass none.
 """
 
 from __future__ import annotations

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.queries import create_views, ready_queries, view_names
 from tests.conftest import blobs
 from tests.test_cli import _ecoval
@@ -31,11 +35,43 @@ def valued(tmp_path_factory):
     return path, tmp, json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
-def test_run_draws_progress_on_stderr_and_json_alone_on_stdout(valued) -> None:
-    _, _, summary, stderr = valued
+def _at_a_terminal(args: list[str], cwd) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (as a person at a shell); returns rc, stdout, stderr."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecoval_ops.cli", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=slave, text=True
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    return proc.wait(), stdout, b"".join(chunks).decode(errors="replace")
+
+
+def test_run_draws_progress_at_a_terminal_and_json_alone_on_stdout(valued, tmp_path) -> None:
+    _, _, summary, piped_stderr = valued
+    assert summary["mode"] == "refit" and summary["rows_valued"] == 300
+    assert "━" not in piped_stderr and "propagation" not in piped_stderr, "no bars when stderr is not a terminal"
+    X, y = blobs(120, n_classes=2, d=2, noise=0.1, seed=5)
+    path = tmp_path / "tty"
+    write_deltalake(str(path), pa.table({"id": np.arange(120), "a": X[:, 0], "b": X[:, 1], "y": y}))
+    rc, stdout, stderr = _at_a_terminal(
+        ["run", "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b", "--clusters", "3",
+         "--engine", "delta-rs", "--json"],
+        tmp_path,
+    )  # fmt: skip
+    assert rc == 0, stderr[-2000:]
     for stage in ("embedding", "clustering", "trainings", "fitting", "propagation", "writing"):
         assert stage in stderr
-    assert summary["mode"] == "refit" and summary["rows_valued"] == 300
+    assert json.loads(stdout.strip())["rows_valued"] == 120
 
 
 def test_quiet_run_prints_nothing(valued) -> None:
@@ -66,7 +102,7 @@ def test_report_summarises_the_value_columns(valued) -> None:
     assert "cluster_map.png" in page
 
     only = _ecoval("report", "--table", str(path), "--run-id", summary["run_id"], "--html", "refit.html", cwd=tmp)
-    assert only.returncode == 0 and f"run {summary['run_id']}" in only.stdout
+    assert only.returncode == 0 and f"run {summary['run_id']}" in only.stdout, only.stderr
     assert "removal_curve.png" in (tmp / "refit.html").read_text()
 
 
@@ -107,3 +143,15 @@ def test_views_in_the_spark_catalog(valued, spark) -> None:
     assert spark.table(clean).count() == counts[clean] > 0
     with pytest.raises(Exception, match="not a plain identifier"):
         view_names("events; DROP VIEW x")
+
+
+def test_run_ids_are_tokens_not_identifiers(tmp_path) -> None:
+    """MLflow run ids are hex and may start with a digit; anything that could end a literal is refused."""
+    queries = ready_queries(tmp_path, run_id="7c352f71380a478ba8093cb094f542cc")
+    assert (
+        "ecoval_run_id = '7c352f71380a478ba8093cb094f542cc'"
+        in queries["rows valued by run 7c352f71380a478ba8093cb094f542cc"]
+    )
+    for bad in ("x' OR '1'='1", "", "a b", "a;b"):
+        with pytest.raises(InvalidInputError, match="letters, digits, _ and - only"):
+            ready_queries(tmp_path, run_id=bad)

@@ -10,7 +10,7 @@ import re
 
 from ecoval_ops.exceptions import InvalidInputError
 
-__all__ = ["check_identifier", "quote_identifier"]
+__all__ = ["check_identifier", "check_token", "quote_identifier"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -31,6 +31,22 @@ def check_identifier(name: object, what: str) -> str:
             "at most 128 characters)"
         )
     return name
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def check_token(value: object, what: str) -> str:
+    """Return ``value`` if it is letters, digits, ``_`` and ``-`` only (an MLflow run id, say).
+
+    Such a value can sit inside a quoted SQL literal without escaping.
+
+    Raises:
+        InvalidInputError: anything else.
+    """
+    if not isinstance(value, str) or _TOKEN.fullmatch(value) is None:
+        raise InvalidInputError(f"{what} {value!r} must be letters, digits, _ and - only (at most 128 characters)")
+    return value
 
 
 def quote_identifier(name: str, what: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.lakehouse.identifiers import check_identifier
+from ecoval_ops.lakehouse.identifiers import check_identifier, check_token
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -53,7 +53,7 @@ def ready_queries(path: str | Path, *, run_id: str | None = None) -> dict[str, s
         "rows not valued yet": f"SELECT * FROM {t} WHERE ecoval_value IS NULL",
     }
     if run_id is not None:
-        check_identifier(run_id, "run id")
+        check_token(run_id, "run id")
         queries[f"rows valued by run {run_id}"] = f"SELECT * FROM {t} WHERE ecoval_run_id = '{run_id}'"
     return queries
 
