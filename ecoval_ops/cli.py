@@ -162,7 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="build a Delta table of digits with 10%% flipped labels and run the nightly job twice"
     )
-    demo.add_argument("--workdir", default="ecoval-demo", help="folder for the table and MLflow store (replaced)")
+    demo.add_argument(
+        "--workdir",
+        default="ecoval-demo",
+        help="folder of the table (replaced) and the MLflow store (kept: runs accumulate)",
+    )
     demo.add_argument("--engine", choices=["spark", "delta-rs"], default="spark", help="engine (default spark)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the noise and of EcoVal (default 0)")
     demo.set_defaults(handler=_demo)

@@ -151,7 +151,10 @@ def html_report(r: TableReport, extra_plots: dict[str, bytes] | None = None) -> 
     """A standalone HTML page: the summary, the cluster table, the queries and the plots."""
     summary = "<pre>" + html.escape("\n".join(text_report(r)[:4])) + "</pre>"
     queries = "".join(f"<h3>{html.escape(n)}</h3><pre>{html.escape(q)}</pre>" for n, q in r.queries.items())
-    plots = {"value_histogram.png": figure_png(value_histogram(r.values)), **(extra_plots or {})}
+    plots = {
+        "the table's values by mode": figure_png(value_histogram(r.values)),
+        **{f"run review: {name}": png for name, png in (extra_plots or {}).items()},
+    }
     return html_page(
         f"EcoVal report: {r.table.name}",
         [
