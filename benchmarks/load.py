@@ -19,29 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from scale import RESULTS, _peak_mb, embedding_rows
+from scale import RESULTS, _peak_mb, embedding_config, embedding_rows
 
 
 def night(workdir: Path, index: int, batch: int, engine: str) -> dict[str, object]:
     from deltalake import write_deltalake
 
-    from ecoval_ops.config import load_config
     from ecoval_ops.pipeline import run_valuation
 
     path = workdir / "train"
     offset = index * batch
     write_deltalake(str(path), embedding_rows(offset, batch), mode="append", schema_mode="merge")
-    cfg = load_config(
-        None,
-        table=str(path),
-        key="id",
-        label="label",
-        embedding_col="emb",
-        engine=engine,
-        refit="auto" if index == 0 else "never",
-        mlflow_uri=f"sqlite:///{workdir}/mlflow.db",
-        quiet=True,
-    )
+    cfg = embedding_config(path, workdir, engine=engine, refit="auto" if index == 0 else "never")
     start = time.perf_counter()
     summary = run_valuation(cfg)
     return {

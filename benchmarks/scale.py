@@ -32,6 +32,8 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ecoval_ops.config import RunConfig
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -75,10 +77,25 @@ def incore(n: int) -> dict[str, dict[str, float]]:
     }
 
 
+def embedding_config(path: Path, store: Path, **flags: object) -> RunConfig:
+    """The run configuration of a table of :func:`embedding_rows`, MLflow in ``store/mlflow.db``."""
+    from ecoval_ops.config import load_config
+
+    return load_config(
+        None,
+        table=str(path),
+        key="id",
+        label="label",
+        embedding_col="emb",
+        mlflow_uri=f"sqlite:///{store}/mlflow.db",
+        quiet=True,
+        **flags,
+    )
+
+
 def spark(n: int) -> dict[str, dict[str, float]]:
     from deltalake import write_deltalake
 
-    from ecoval_ops.config import load_config
     from ecoval_ops.pipeline import SparkEngine, run_valuation
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,16 +104,7 @@ def spark(n: int) -> dict[str, dict[str, float]]:
         for offset in range(0, n, 250_000):
             write_deltalake(str(path), embedding_rows(offset, min(250_000, n - offset)), mode="append")
         setup = time.perf_counter() - start
-        cfg = load_config(
-            None,
-            table=str(path),
-            key="id",
-            label="label",
-            embedding_col="emb",
-            engine="spark",
-            mlflow_uri=f"sqlite:///{tmp}/mlflow.db",
-            quiet=True,
-        )
+        cfg = embedding_config(path, Path(tmp), engine="spark")
         start = time.perf_counter()
         summary = run_valuation(cfg, SparkEngine())
         total = time.perf_counter() - start

@@ -126,12 +126,12 @@ def cluster_table(values: pd.DataFrame) -> pd.DataFrame:
 
 def top_bottom_rows(values: pd.DataFrame, key: str, n: int = TOP_ROWS) -> pd.DataFrame:
     """The ``n`` highest- and ``n`` lowest-valued rows, by key (no features)."""
+    import pandas as pd
+
     columns = [key, "ecoval_value", "ecoval_percentile", "ecoval_cluster", "ecoval_suspect", "ecoval_mode"]
     ranked = values.sort_values("ecoval_value", ascending=False, kind="stable")[columns]
     top = ranked.head(n).assign(end="top")
     bottom = ranked.tail(n).iloc[::-1].assign(end="bottom")
-    import pandas as pd
-
     return pd.concat([top, bottom], ignore_index=True)
 
 
