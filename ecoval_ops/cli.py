@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import warnings
 from dataclasses import asdict
@@ -83,15 +84,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from ecoval_ops.config import default_tracking_uri
     from ecoval_ops.report import html_report, run_plots, table_report, text_report
 
     r = table_report(args.table, run_id=args.run_id)
     for line in text_report(r):
         print(line)
     if args.html:
-        run = args.run_id or (r.runs[-1] if len(r.runs) == 1 else _latest_run(args.table))
-        from ecoval_ops.config import default_tracking_uri
-
+        run = args.run_id or _latest_run(args.table)
         plots = run_plots(args.mlflow_uri or default_tracking_uri(), run) if run else {}
         out = Path(args.html)
         out.write_text(html_report(r, plots))
@@ -114,7 +114,7 @@ def _sql(args: argparse.Namespace) -> int:
     if args.create_views:
         from ecoval_ops.lakehouse.spark import spark_session
 
-        name = args.name or Path(args.table).resolve().name
+        name = args.name or re.sub(r"[^A-Za-z0-9_]", "_", Path(args.table).resolve().name)
         for view, count in create_views(spark_session(), args.table, name).items():
             print(f"-- view {view} created in the Spark catalog: {count} rows")
     return 0

@@ -134,6 +134,16 @@ def test_sql_prints_queries_that_run(valued, spark) -> None:
     assert counts["rows not valued yet"] == len(table) - len(valued)
 
 
+def test_sql_creates_the_views_from_the_command_line(valued) -> None:
+    path, tmp, _, _ = valued
+    out = _ecoval("sql", "--table", str(path), "--create-views", cwd=tmp)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = DeltaTable(str(path)).to_pyarrow_table().to_pandas()
+    suspects = int(table["ecoval_suspect"].sum())
+    assert f"-- view events_ecoval_suspect created in the Spark catalog: {suspects} rows" in out.stdout
+    assert "-- view events_ecoval_clean created in the Spark catalog: " in out.stdout
+
+
 def test_views_in_the_spark_catalog(valued, spark) -> None:
     path, _, _, _ = valued
     counts = create_views(spark, path, "events")
