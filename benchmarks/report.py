@@ -280,48 +280,37 @@ def scale_section(results: Path) -> list[str]:
 
 
 def plot_removal(results: Path, plots: Path) -> None:
-    for name in [*QUALITY[:-1], "X1-cpu", "X1-phoneme", "X1-credit"]:
-        path = results / "curves" / f"{name}.json"
-        if not path.exists():
-            continue
-        c = json.loads(path.read_text())
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-        shares = [100 * s for s in c["shares"]]
-        for side, ax in zip(("top", "bottom"), axes, strict=True):
-            for method, curves in c["methods"].items():
-                ax.plot(shares, curves[side], marker="o", ms=3, label=LABELS.get(method, method))
-            ax.axhline(c["full_accuracy"], color="grey", ls=":", lw=1)
-            ax.set_title(f"{name}: remove the {'highest' if side == 'top' else 'lowest'}-valued rows")
-            ax.set_xlabel("% of training rows removed")
-        axes[0].set_ylabel("test accuracy (retrained)")
-        axes[1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(plots / f"removal_{name}.png", dpi=110)
-        plt.close(fig)
-    x1 = [json.loads(p.read_text()) for p in sorted((results / "curves").glob("X1-*.json"))]
-    if len(x1) == 3:
-        plot_removal_joined(x1, plots)
+    """One removal figure per protocol file, and X1's as the mean of its three datasets' curves."""
+    curves = {p.stem: json.loads(p.read_text()) for p in sorted((results / "curves").glob("*.json"))}
+    parts = [curves[name] for name in ("X1-cpu", "X1-phoneme", "X1-credit") if name in curves]
+    if len(parts) == 3:
+        curves["X1"] = {
+            "shares": parts[0]["shares"],
+            "full_accuracy": float(np.mean([p["full_accuracy"] for p in parts])),
+            "methods": {
+                m: {
+                    side: np.mean([p["methods"][m][side] for p in parts], axis=0).tolist() for side in ("top", "bottom")
+                }
+                for m in parts[0]["methods"]
+            },
+        }
+    for name, c in curves.items():
+        _removal_figure(name, c, plots / f"removal_{name}.png")
 
 
-def plot_removal_joined(parts: list[dict[str, Any]], plots: Path) -> None:
-    """X1's curve: the mean of its three datasets' curves."""
+def _removal_figure(name: str, c: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    shares = [100 * s for s in parts[0]["shares"]]
+    shares = [100 * s for s in c["shares"]]
     for side, ax in zip(("top", "bottom"), axes, strict=True):
-        for method in parts[0]["methods"]:
-            ax.plot(
-                shares,
-                np.mean([p["methods"][method][side] for p in parts], axis=0),
-                marker="o",
-                ms=3,
-                label=LABELS.get(method, method),
-            )
-        ax.set_title(f"X1 (mean of 3 datasets): remove the {'highest' if side == 'top' else 'lowest'}")
+        for method, curve in c["methods"].items():
+            ax.plot(shares, curve[side], marker="o", ms=3, label=LABELS.get(method, method))
+        ax.axhline(c["full_accuracy"], color="grey", ls=":", lw=1)
+        ax.set_title(f"{name}: remove the {'highest' if side == 'top' else 'lowest'}-valued rows")
         ax.set_xlabel("% of training rows removed")
     axes[0].set_ylabel("test accuracy (retrained)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(plots / "removal_X1.png", dpi=110)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
 
 
