@@ -6,8 +6,12 @@ function of :mod:`ecoval_ops.pipeline.tasks`; tasks pass references, never data.
 
 Runs on the cron ``ECOVAL_SCHEDULE`` (default 02:00 UTC) and whenever the source table's asset
 is updated; the value columns are published as their own asset, so the valuation's own MERGE
-does not trigger the DAG again. Params default to ``ECOVAL_<NAME>`` from the environment, and
-to the Airflow Variable ``ecoval_<name>`` when left empty.
+does not trigger the DAG again.
+
+The params are the settings of ``ecoval run`` (snake_case), all empty by default. ``detect``
+resolves each once, first given wins: the run's conf, the Airflow Variable ``ecoval_<name>``,
+the environment variable ``ECOVAL_<NAME>``, the default; every later task runs with what
+``detect`` pinned.
 """
 
 from __future__ import annotations
@@ -19,26 +23,26 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
+from ecoval_ops.config import OUTPUT_SETTINGS, settings
 from ecoval_ops.pipeline import tasks
 
 GPU_POOL = "ecoval_gpu"
-_TABLE = tasks.param_default("table") or "/lakehouse/train"
+_TABLE = os.environ.get("ECOVAL_TABLE") or "/lakehouse/train"
 SOURCE = Asset(uri=Path(_TABLE).resolve().as_uri(), name=f"ecoval_source__{Path(_TABLE).name}")
 VALUES = Asset(uri=f"ecoval://values/{Path(_TABLE).name}", name=f"ecoval_values__{Path(_TABLE).name}")
 
-_NUMBERS = {"validation_fraction", "clusters", "budget", "seed", "shards"}
+_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
 def _params() -> dict[str, Param]:
     return {
-        name: Param(
-            tasks.param_default(name),
-            type=["null", "number" if name in _NUMBERS else "string"],
-            description=(
-                f"`ecoval run --{name.replace('_', '-')}`; empty: Variable ecoval_{name}, then ECOVAL_{name.upper()}"
-            ),
+        s.name: Param(
+            None,
+            type=["null", _TYPES[s.kind]],
+            description=f"{s.help}; empty: Variable ecoval_{s.name}, then ECOVAL_{s.name.upper()}, then the default",
         )
-        for name in tasks.PARAMS
+        for s in settings()
+        if s.name not in OUTPUT_SETTINGS
     }
 
 
@@ -69,11 +73,11 @@ def ecoval_nightly() -> None:
 
     @task
     def embed(detected: dict[str, Any]) -> int:
-        return tasks.embed(_conf(), detected)
+        return tasks.embed(detected)
 
     @task
     def decide(detected: dict[str, Any]) -> dict[str, Any]:
-        return tasks.decide(_conf(), detected, get_current_context()["run_id"])
+        return tasks.decide(detected, get_current_context()["run_id"])
 
     @task.branch
     def branch(ref: dict[str, Any]) -> list[str]:
@@ -81,37 +85,37 @@ def ecoval_nightly() -> None:
 
     @task
     def cluster(ref: dict[str, Any]) -> list[int]:
-        return tasks.cluster(_conf(), ref)
+        return tasks.cluster(ref)
 
     @task(pool=GPU_POOL)
     def train_shard(ref: dict[str, Any], index: int) -> int:
-        return tasks.train_shard(_conf(), ref, index)
+        return tasks.train_shard(ref, index)
 
     @task
     def fit_model(ref: dict[str, Any]) -> dict[str, Any]:
-        return tasks.fit_model(_conf(), ref)
+        return tasks.fit_model(ref)
 
     @task(trigger_rule="none_failed_min_one_success")
     def propagate(ref: dict[str, Any]) -> int:
-        return tasks.propagate(_conf(), ref)
+        return tasks.propagate(ref)
 
     @task(outlets=[VALUES])
     def write(ref: dict[str, Any]) -> int | None:
-        return tasks.write(_conf(), ref)
+        return tasks.write(ref)
 
     @task
     def report(ref: dict[str, Any], written: int | None) -> dict[str, Any]:
-        return tasks.report(_conf(), ref, written)
+        return tasks.report(ref, written)
 
     @task
     def nothing_to_do(detected: dict[str, Any]) -> None:
-        print(f"no new rows in version {detected['table_version']}: nothing valued, nothing written")
+        print(f"no new rows in version {detected['run']['table_version']}: nothing valued, nothing written")
 
     @task(trigger_rule="one_failed", retries=0)
     def mark_failed() -> None:
         ref = get_current_context()["ti"].xcom_pull(task_ids="decide")
         if ref:
-            tasks.fail(_conf(), ref)
+            tasks.fail(ref)
 
     detected = detect()
     embedded = embed(detected)

@@ -54,8 +54,9 @@ def _run(args: argparse.Namespace) -> int:
     from ecoval_ops.progress import Progress
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config")}
+    # An unset switch must not override the YAML file's value.
     flags["quiet"] = flags["quiet"] or None
-    flags["json"] = flags.pop("json_output") or None
+    flags["json_output"] = flags["json_output"] or None
     cfg = load_config(args.config, **flags)
     # Bars only at a terminal: piped or logged stderr (Airflow, CI, scripts) keeps one line per message.
     with Progress(enabled=not cfg.quiet and sys.stderr.isatty()) as progress:
@@ -125,33 +126,16 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "run",
         help="value the rows of a Delta table and write the value columns back",
         description="Value the rows of a Delta table and write the value columns back with one MERGE. "
-        "Every flag can also come from --config (flags win).",
+        "Every flag can also come from --config, keyed by its snake_case name (flags win).",
     )
-    add = run.add_argument
-    add("--table", help="path of the source Delta table")
-    add("--key", help="row-key column (unique, non-null)")
-    add("--label", help="label column")
-    source = run.add_mutually_exclusive_group()
-    source.add_argument("--features", help="comma-separated numeric feature columns (the features embedder)")
-    source.add_argument("--embedding-col", help="column holding a precomputed embedding vector")
-    source.add_argument("--image-col", help="column of image bytes or pixel arrays (needs --embedder, --weights)")
-    add("--embedder", help="torchvision:NAME for --image-col")
-    add("--weights", help="local path of the torchvision weights")
-    add("--validation-table", help="a separate Delta table of validation rows")
-    add("--validation-fraction", type=float, help="share of rows held out by hash of key (default 0.1)")
-    add("--refit", choices=["auto", "always", "never"], help="refit policy (default auto)")
-    add("--mlflow-uri", help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
-    add("--experiment", help="MLflow experiment (default ecoval)")
-    add("--model-name", help="registered valuation model (default ecoval_<table folder name>)")
-    add("--clusters", type=int, help="number of clusters p (default from --budget)")
-    add("--budget", type=int, help="most model trainings (default 80)")
-    add("--seed", type=int, help="seed of every random choice (default 0)")
-    add("--engine", choices=["spark", "delta-rs"], help="execution engine (default spark)")
-    add("--shards", type=int, help="groups of leave-cluster-out trainings, run in turn here (default 1)")
-    add("--staging-dir", help="run workspace (default <table parent>/_ecoval/<table name>)")
-    add("--config", help="YAML file with any of these flags (snake_case keys)")
-    add("--quiet", action="store_true", help="print nothing but errors")
-    add("--json", dest="json_output", action="store_true", help="print a machine-readable summary")
+    from ecoval_ops.config import settings
+
+    for s in settings():
+        if s.kind is bool:
+            run.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
+        else:
+            run.add_argument(s.flag, dest=s.name, type=s.kind, choices=s.choices, help=s.help)
+    run.add_argument("--config", help="YAML file with any of these settings (snake_case keys)")
     run.set_defaults(handler=_run)
 
 

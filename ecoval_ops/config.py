@@ -1,30 +1,47 @@
 """The one typed configuration of a valuation run (architecture.md, "Conventions").
 
-Every ``ecoval run`` flag is a field; a YAML file can give any of them and flags win. Paths are
-normalised, identifiers pass the allow-list, and :meth:`RunConfig.loggable` drops secrets from
-URIs before anything reaches a log or MLflow.
+:class:`RunConfig`'s fields are the one list of run settings: ``ecoval run``'s flags, the YAML
+keys of ``--config`` and the Airflow DAG's params are all generated from them
+(:func:`settings`), with the field's description as their help. Paths are normalised,
+identifiers pass the allow-list, and :meth:`RunConfig.loggable` drops secrets from URIs before
+anything reaches a log or MLflow.
+
+Where a setting comes from, first given wins (:func:`resolve_settings`):
+
+- ``ecoval run``: flags > the ``--config`` YAML file > the field's default;
+- an Airflow DAG run: the run's conf (params) > the Airflow Variable ``ecoval_<name>`` > the
+  environment variable ``ECOVAL_<NAME>`` > the field's default.
+
+A value of None or ``""`` counts as not given. The run's ``detect`` step resolves once; every
+later step of the run uses that pinned configuration.
 """
 
 from __future__ import annotations
 
 import re
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.lakehouse.identifiers import check_identifier
+from ecoval_ops.identifiers import check_identifier, scrub_uri
 
-__all__ = ["RunConfig", "default_tracking_uri", "load_config", "scrub_uri"]
+__all__ = [
+    "OUTPUT_SETTINGS",
+    "RunConfig",
+    "Setting",
+    "default_tracking_uri",
+    "load_config",
+    "resolve_settings",
+    "settings",
+]
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|token|secret|key|sig|signature)=)[^&]*")
-
-
-def scrub_uri(uri: str) -> str:
-    """``uri`` with user info and secret-looking query values replaced by ``***``."""
-    return _SECRET_QUERY.sub(r"\1***", _CREDENTIALS.sub(r"\g<scheme>***@", uri))
+OUTPUT_SETTINGS = frozenset({"quiet", "json_output"})
+"""Settings of a terminal's output only, which a scheduled run (the DAG) has no use for."""
 
 
 def default_tracking_uri() -> str:
@@ -33,60 +50,59 @@ def default_tracking_uri() -> str:
 
 
 class RunConfig(BaseModel):
-    """Configuration of one ``ecoval run`` (the CLI flags, snake_case).
+    """Configuration of one valuation run; each field is a flag, a YAML key and a DAG param.
 
-    Attributes:
-        table: the source Delta table.
-        key: row-key column.
-        label: label column.
-        features: numeric feature columns (the ``features`` embedder).
-        embedding_col: a column holding precomputed embedding vectors.
-        image_col: a column of image bytes or pixel arrays (with ``embedder`` and ``weights``).
-        embedder: ``features`` or ``torchvision:<model>``.
-        weights: local path of the torchvision weights.
-        validation_table: a separate validation Delta table.
-        validation_fraction: share of rows held out by hash of key when there is no validation
-            table. Default 0.1.
-        refit: ``auto``, ``always`` or ``never``. Default ``auto``.
-        mlflow_uri: MLflow tracking URI. Default: ``sqlite:///<cwd>/mlflow.db``.
-        experiment: MLflow experiment. Default ``ecoval``.
-        model_name: registered valuation model. Default ``ecoval_<table folder name>``.
-        clusters: p; default from ``budget``.
-        budget: most model trainings. Default 80 (in the engine).
-        seed: seed of every random choice. Default 0.
-        engine: ``spark`` or ``delta-rs``. Default ``spark``.
-        shards: groups of LCO trainings run as separate tasks (Airflow maps one task per
-            shard; ``ecoval run`` runs them in turn). Default 1.
-        staging_dir: the run workspace (embeddings table, plans, shard results); default
-            ``<table parent>/_ecoval/<table name>``.
-        quiet: no progress bars.
-        json_output: print a machine-readable summary (the ``--json`` flag).
+    The fields and their meaning are listed by ``ecoval run --help``; each field's
+    ``description`` is its help text.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    table: Path
-    key: str
-    label: str
-    features: tuple[str, ...] | None = None
-    embedding_col: str | None = None
-    image_col: str | None = None
-    embedder: str | None = None
-    weights: Path | None = None
-    validation_table: Path | None = None
-    validation_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
-    refit: Literal["auto", "always", "never"] = "auto"
-    mlflow_uri: str | None = None
-    experiment: str = "ecoval"
-    model_name: str | None = None
-    clusters: int | None = Field(default=None, ge=2)
-    budget: int | None = Field(default=None, ge=5)
-    seed: int = 0
-    engine: Literal["spark", "delta-rs"] = "spark"
-    shards: int = Field(default=1, ge=1)
-    staging_dir: Path | None = None
-    quiet: bool = False
-    json_output: bool = Field(default=False, alias="json")
+    table: Path = Field(description="path of the source Delta table")
+    key: str = Field(description="row-key column (unique, non-null)")
+    label: str = Field(description="label column")
+    features: tuple[str, ...] | None = Field(
+        default=None, description="comma-separated numeric feature columns (the features embedder)"
+    )
+    embedding_col: str | None = Field(default=None, description="column holding a precomputed embedding vector")
+    image_col: str | None = Field(
+        default=None, description="column of image bytes or pixel arrays (needs embedder and weights)"
+    )
+    embedder: str | None = Field(default=None, description="torchvision:NAME for image_col")
+    weights: Path | None = Field(default=None, description="local path of the torchvision weights")
+    validation_table: Path | None = Field(default=None, description="a separate Delta table of validation rows")
+    validation_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        lt=1.0,
+        description="share of rows held out by hash of key when there is no validation table",
+    )
+    refit: Literal["auto", "always", "never"] = Field(default="auto", description="refit policy")
+    mlflow_uri: str | None = Field(default=None, description="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
+    experiment: str = Field(default="ecoval", description="MLflow experiment")
+    model_name: str | None = Field(
+        default=None, description="registered valuation model (default ecoval_<table folder name>)"
+    )
+    clusters: int | None = Field(default=None, ge=2, description="number of clusters p (default from budget)")
+    budget: int | None = Field(default=None, ge=5, description="most model trainings (default 80)")
+    seed: int = Field(default=0, description="seed of every random choice")
+    learner: Literal["logistic", "mlp"] = Field(
+        default="logistic", description="model of the leave-cluster-out trainings"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="device of the trainings")
+    k_neighbors: int = Field(default=10, ge=1, description="within-cluster neighbours per row, k")
+    c_kappa: float = Field(
+        default=5.0, ge=0.0, description="kappa = c_kappa |mu|: a row's own input against its cluster's mean"
+    )
+    engine: Literal["spark", "delta-rs"] = Field(default="spark", description="execution engine")
+    shards: int = Field(
+        default=1, ge=1, description="groups of leave-cluster-out trainings (Airflow maps one task per shard)"
+    )
+    staging_dir: Path | None = Field(
+        default=None, description="run workspace (default <table parent>/_ecoval/<table name>)"
+    )
+    quiet: bool = Field(default=False, description="print nothing but errors")
+    json_output: bool = Field(default=False, alias="json", description="print a machine-readable summary")
 
     @field_validator("table", "validation_table", "weights", "staging_dir")
     @classmethod
@@ -134,6 +150,13 @@ class RunConfig(BaseModel):
         """The model name, defaulting to ``ecoval_<table folder name>`` made identifier-safe."""
         return self.model_name or "ecoval_" + re.sub(r"[^A-Za-z0-9_]", "_", self.table.name)
 
+    def pinned(self) -> dict[str, Any]:
+        """The settings as JSON-able values, for the run reference.
+
+        ``RunConfig.model_validate(pinned())`` rebuilds this configuration exactly, in any process.
+        """
+        return self.model_dump(mode="json", exclude=set(OUTPUT_SETTINGS), exclude_none=True)
+
     def loggable(self) -> dict[str, str]:
         """The configuration as flat strings, URIs scrubbed, for logs and MLflow params."""
         out = {}
@@ -147,8 +170,87 @@ class RunConfig(BaseModel):
         return out
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One run setting as a front end shows it, derived from a :class:`RunConfig` field.
+
+    Attributes:
+        name: the field name: the YAML key, the DAG param, ``ECOVAL_<NAME>``.
+        flag: the command-line flag (``--kebab-case``).
+        kind: ``str``, ``int``, ``float`` or ``bool``.
+        choices: the allowed values of a ``Literal`` field, else None.
+        default: the field's default (None where it is derived or required).
+        help: the field's description, with its default.
+        required: no default: the run cannot start without it.
+    """
+
+    name: str
+    flag: str
+    kind: type
+    choices: tuple[str, ...] | None
+    default: Any
+    help: str
+    required: bool
+
+
+def _kind(annotation: Any) -> tuple[type, tuple[str, ...] | None]:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if get_origin(annotation) is Literal:
+        return str, tuple(str(a) for a in get_args(annotation))
+    if annotation in (bool, int, float):
+        return annotation, None
+    return str, None
+
+
+def settings() -> Iterator[Setting]:
+    """Every run setting, in the order of :class:`RunConfig`'s fields."""
+    for name, field in RunConfig.model_fields.items():
+        kind, choices = _kind(field.annotation)
+        required = field.is_required()
+        default = None if required else field.default
+        help_text = field.description or name
+        if default is not None and kind is not bool:
+            help_text += f" (default {default})"
+        yield Setting(
+            name=name,
+            flag="--" + (field.alias or name).replace("_", "-"),
+            kind=kind,
+            choices=choices,
+            default=default,
+            help=help_text,
+            required=required,
+        )
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def resolve_settings(layers: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> dict[str, Any]:
+    """For each setting, the value of the first layer that gives it (None and ``""`` do not).
+
+    Args:
+        layers: mappings of setting name to value, highest priority first (for a DAG run:
+            the run's params, the Airflow Variables, the environment).
+        names: the settings to resolve; default every one of :func:`settings`.
+
+    Returns:
+        The settings some layer gives; the others take :class:`RunConfig`'s default.
+    """
+    out: dict[str, Any] = {}
+    for name in names if names is not None else [s.name for s in settings()]:
+        for layer in layers:
+            value = layer.get(name)
+            if _given(value):
+                out[name] = value
+                break
+    return out
+
+
 def load_config(path: str | Path | None = None, **flags: Any) -> RunConfig:
-    """Build a :class:`RunConfig` from a YAML file and flags; flags given (not None) win.
+    """Build a :class:`RunConfig` from a YAML file and flags; flags given (not None or ``""``) win.
 
     Raises:
         InvalidInputError: unreadable YAML, unknown keys or invalid values, one line each.
@@ -164,7 +266,7 @@ def load_config(path: str | Path | None = None, **flags: Any) -> RunConfig:
         if not isinstance(loaded, dict):
             raise InvalidInputError(f"config {path} must be a mapping of flag names to values")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
-    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update({k: v for k, v in flags.items() if _given(v)})
     try:
         return RunConfig.model_validate(values)
     except ValidationError as e:

@@ -8,10 +8,14 @@ unfitted estimator), so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "ConcurrentWriteError",
+    "DuplicateKeyError",
     "EcovalError",
     "EcovalWarning",
     "InvalidInputError",
+    "MissingColumnError",
     "NotFittedError",
+    "TableNotFoundError",
 ]
 
 
@@ -21,6 +25,28 @@ class EcovalError(Exception):
 
 class InvalidInputError(EcovalError, ValueError):
     """Input data or parameters that cannot be valued; the message names the problem."""
+
+
+class TableNotFoundError(InvalidInputError, FileNotFoundError):
+    """A path that holds no Delta table, or a table version that does not exist."""
+
+
+class MissingColumnError(InvalidInputError, LookupError):
+    """A column the run needs is not in the table.
+
+    A ``LookupError``, not a ``KeyError``, whose ``str`` would quote the message.
+    """
+
+
+class DuplicateKeyError(InvalidInputError):
+    """A key column whose values are not unique (in a table, or in the values to write)."""
+
+
+class ConcurrentWriteError(EcovalError, RuntimeError):
+    """A Delta commit kept conflicting with concurrent writers after every retry.
+
+    Nothing was written; running again is safe.
+    """
 
 
 class NotFittedError(EcovalError, ValueError, AttributeError):

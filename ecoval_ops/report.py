@@ -16,8 +16,8 @@ import numpy as np
 
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
-from ecoval_ops.lakehouse.delta_rs import open_table
 from ecoval_ops.lakehouse.queries import ready_queries
+from ecoval_ops.lakehouse.tables import open_table
 from ecoval_ops.tracking.review import cluster_table, figure_png, html_page, value_histogram
 
 if TYPE_CHECKING:

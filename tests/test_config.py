@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from ecoval_ops.config import load_config, scrub_uri
+from ecoval_ops.config import load_config
 from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.identifiers import scrub_uri
 
 
 def test_flags_win_over_yaml_and_paths_are_normalised(tmp_path, monkeypatch) -> None:

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecoval_ops.lakehouse.delta_rs import (
+from ecoval_ops.identifiers import quote_identifier
+from ecoval_ops.lakehouse.value_writes import (
     RUN_KEY,
     WATERMARK_KEY,
     app_id,
@@ -21,7 +22,6 @@ from ecoval_ops.lakehouse.delta_rs import (
     prepare_values,
     value_updates,
 )
-from ecoval_ops.lakehouse.identifiers import quote_identifier
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable as DeltaRsTable

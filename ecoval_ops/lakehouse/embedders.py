@@ -26,9 +26,7 @@ from ecoval_ops.exceptions import InvalidInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ecoval_ops.config import RunConfig
-
-__all__ = ["Embedder", "FeaturesEmbedder", "TorchvisionEmbedder", "embedder_for"]
+__all__ = ["Embedder", "FeaturesEmbedder", "TorchvisionEmbedder"]
 
 IMAGE_SIZE = 224
 """Images are resized to this square before the network (torchvision's ImageNet size)."""
@@ -196,12 +194,3 @@ def _preprocess(image: NDArray[np.float32]) -> Any:
     mean = torch.tensor(_MEAN)[:, None, None]
     std = torch.tensor(_STD)[:, None, None]
     return (x - mean) / std
-
-
-def embedder_for(cfg: RunConfig) -> Embedder | None:
-    """The embedder of a run; None when the table holds embeddings (``embedding_col``)."""
-    if cfg.features is not None:
-        return FeaturesEmbedder(cfg.features)
-    if cfg.image_col is not None and cfg.embedder is not None and cfg.weights is not None:
-        return TorchvisionEmbedder(cfg.embedder.split(":", 1)[1], cfg.weights, cfg.image_col)
-    return None

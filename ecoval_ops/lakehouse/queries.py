@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.lakehouse.identifiers import check_identifier, check_token
+from ecoval_ops.identifiers import check_identifier, check_token
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

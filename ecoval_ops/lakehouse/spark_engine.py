@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.identifiers import check_identifier
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
-from ecoval_ops.lakehouse.identifiers import check_identifier
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ecoval_ops.config import RunConfig
 from ecoval_ops.pipeline import steps
 from ecoval_ops.pipeline.engines import Engine, engine_for
-from ecoval_ops.pipeline.steps import Mode
+from ecoval_ops.pipeline.refit import Mode
 from ecoval_ops.progress import Progress
 
 __all__ = ["RunSummary", "run_valuation"]
@@ -65,7 +65,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
     """Run one valuation of ``cfg.table`` end to end: every step of :mod:`.steps` in turn.
 
     The LCO shards (``cfg.shards``) run one after another in this process; the Airflow DAG
-    runs the same steps as separate tasks.
+    runs the same steps as separate tasks. ``detect`` pins the configuration and versions once.
 
     Args:
         cfg: the run configuration.
@@ -80,33 +80,33 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
     bars = progress or Progress(enabled=False)
     stages = _Stages()
     with stages("embed"), bars.stage("embedding", 1) as advance:
-        version = steps.detect(cfg).table_version
-        steps.embed(cfg, version, engine)
+        run = steps.detect(cfg).run
+        version = run.table_version
+        steps.embed(run, engine)
         advance(1)
     with stages("decide"):
-        ref = steps.decide(cfg, version)
+        ref = steps.decide(run)
     if ref.mode == "noop":
         return RunSummary("noop", None, 0, 0, 0, 0.0, ref.model_version, version, None, 0)
     try:
         if ref.mode == "refit":
             with stages("cluster"), bars.stage("clustering", 1) as advance:
-                shards = steps.cluster(cfg, ref, engine)
+                shards = steps.cluster(ref, engine)
                 advance(1)
             with stages("train"), bars.stage("trainings", len(shards)) as advance:
                 for index in shards:
-                    steps.train_shard(cfg, ref, index)
+                    steps.train_shard(ref, index)
                     advance(1)
             with stages("fit"), bars.stage("fitting", 1) as advance:
-                ref = steps.fit_model(cfg, ref)
+                ref = steps.fit_model(ref)
                 advance(1)
         with stages("value"), bars.stage("propagation", 1) as advance:
-            steps.propagate(cfg, ref, engine)
+            steps.propagate(ref, engine)
             advance(1)
         with stages("write"), bars.stage("writing", 1) as advance:
-            written = steps.write(cfg, ref, engine)
+            written = steps.write(ref, engine)
             advance(1)
         figures = steps.report(
-            cfg,
             ref,
             written,
             {
@@ -115,7 +115,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
             },
         )
     except BaseException:
-        steps.fail(cfg, ref)
+        steps.fail(ref)
         raise
     return RunSummary(
         mode=ref.mode,

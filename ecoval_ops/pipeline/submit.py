@@ -1,12 +1,14 @@
 """The ``spark-submit`` entry points of ``spark_jobs/``: one pipeline step per job.
 
-Each job reads the run configuration (a YAML file, as ``ecoval run --config``) and, after the
-embed job, the :class:`~ecoval_ops.pipeline.steps.RunRef` of the run as JSON; it prints its
-result as one JSON line on stdout, for the orchestrator that submitted it::
+The embed job resolves the run configuration (a YAML file, as ``ecoval run --config``) and pins
+it with the versions it read; it prints the :class:`~ecoval_ops.pipeline.steps.Detection`,
+which the orchestrator's ``decide`` turns into the run reference. The cluster and propagate
+jobs take that reference (``--ref``) and nothing else: the configuration it pins is the run's,
+whatever the YAML file says by then. Each job prints its result as one JSON line on stdout::
 
     spark-submit --jars $DELTA_JARS spark_jobs/embed.py --config run.yaml
-    spark-submit --jars $DELTA_JARS spark_jobs/cluster.py --config run.yaml --ref '{"table_version": 3, ...}'
-    spark-submit --jars $DELTA_JARS spark_jobs/propagate.py --config run.yaml --ref '{...}'
+    spark-submit --jars $DELTA_JARS spark_jobs/cluster.py --ref '{"run": {...}, "mode": "refit", ...}'
+    spark-submit --jars $DELTA_JARS spark_jobs/propagate.py --ref '{...}'
 
 ``spark-submit`` starts the driver's JVM before the job runs, so Delta's jars go on its command
 line (``--jars`` with the files ``make install`` fetched into ``.jars/``, or
@@ -34,24 +36,31 @@ def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     from ecoval_ops.pipeline import steps
     from ecoval_ops.pipeline.engines import SparkEngine
 
-    cfg = load_config(args.config, engine="spark")
     engine = SparkEngine()
     if job == "embed":
-        version = steps.detect(cfg).table_version
-        return {"table_version": version, "rows_embedded": steps.embed(cfg, version, engine)}
-    if args.ref is None:
-        raise EcovalError(f"the {job} job needs --ref, the run reference printed by the decide step")
-    ref = steps.RunRef.from_dict(json.loads(args.ref))
+        if args.config is None or args.ref is not None:
+            raise EcovalError("the embed job takes --config (the run's settings) and no --ref")
+        detected = steps.detect(load_config(args.config, engine="spark"))
+        return {"detection": detected.to_dict(), "rows_embedded": steps.embed(detected.run, engine)}
+    if args.ref is None or args.config is not None:
+        raise EcovalError(
+            f"the {job} job takes --ref, the run reference of the decide step, and no --config: the run's settings "
+            "are pinned in it"
+        )
+    try:
+        ref = steps.RunRef.from_dict(json.loads(args.ref))
+    except (ValueError, KeyError, TypeError) as e:
+        raise EcovalError(f"--ref is not a run reference: {e}") from e
     if job == "cluster":
-        return {"shards": steps.cluster(cfg, ref, engine)}
-    return {"rows_valued": steps.propagate(cfg, ref, engine)}
+        return {"shards": steps.cluster(ref, engine)}
+    return {"rows_valued": steps.propagate(ref, engine)}
 
 
 def main(job: Job, argv: list[str] | None = None) -> int:
     """Run one step as a Spark job; returns the exit status (2 with one line on bad input)."""
     parser = argparse.ArgumentParser(prog=f"spark_jobs/{job}.py", description=f"EcoVal {job} step on Spark")
-    parser.add_argument("--config", required=True, help="YAML run configuration (the keys of `ecoval run`)")
-    parser.add_argument("--ref", help="the run reference as JSON (cluster and propagate)")
+    parser.add_argument("--config", help="YAML run configuration, the keys of `ecoval run` (embed)")
+    parser.add_argument("--ref", help="the run reference as JSON, with the pinned settings (cluster and propagate)")
     args = parser.parse_args(argv)
     try:
         print(json.dumps(_run(job, args), sort_keys=True))

@@ -307,6 +307,6 @@ class ValuationTracker:
         return (Path(self.tracking_uri[len(prefix) :]).parent / "mlartifacts").resolve().as_uri()
 
     def _safe_uri(self) -> str:
-        from ecoval_ops.config import scrub_uri
+        from ecoval_ops.identifiers import scrub_uri
 
         return scrub_uri(self.tracking_uri)

@@ -9,8 +9,8 @@ from deltalake import DeltaTable, write_deltalake
 
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse import read_watermark
-from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation
-from ecoval_ops.pipeline.engines import read_rows
+from ecoval_ops.lakehouse.source import read_rows
+from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation, steps
 from tests.conftest import blob_rows, blobs, run_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta, pytest.mark.mlflow, pytest.mark.slow]
@@ -76,7 +76,7 @@ def test_spark_engine_reads_an_embedding_column(spark, tmp_path) -> None:
     path = tmp_path / "emb"
     write_deltalake(str(path), pa.table({"id": np.arange(200), "emb": [list(r) for r in X], "y": y}))
     cfg = run_config(path, tmp_path, engine="spark", embedding=True, clusters=3)
-    rows = read_rows(cfg, embeddings=None)
+    rows = read_rows(steps.detect(cfg).run.columns, cfg.table, embeddings=None)
     np.testing.assert_allclose(rows.X, X)
     assert run_valuation(cfg, SparkEngine(spark)).rows_valued == 200
 
@@ -86,7 +86,6 @@ def test_spark_embeds_images_with_torchvision_in_batches(spark, tmp_path) -> Non
     import torchvision
 
     from ecoval_ops.config import load_config
-    from ecoval_ops.pipeline import steps
     from tests.pipeline.test_steps import _digits_table
 
     weights = tmp_path / "w.pt"
@@ -104,14 +103,13 @@ def test_spark_embeds_images_with_torchvision_in_batches(spark, tmp_path) -> Non
         "clusters": 3,
         "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
-    cfg = load_config(None, engine="spark", **common)
-    assert steps.embed(cfg, steps.detect(cfg).table_version, SparkEngine(spark)) == 120
-    target = steps.embeddings_table(cfg)
-    spark_rows = DeltaTable(str(target)).to_pyarrow_table().sort_by("id")
+    run = steps.detect(load_config(None, engine="spark", **common)).run
+    assert steps.embed(run, SparkEngine(spark)) == 120
+    spark_rows = DeltaTable(str(run.embeddings_table())).to_pyarrow_table().sort_by("id")
     # The same embedder in-process (delta-rs engine) gives the same vectors.
-    twin = load_config(None, engine="delta-rs", staging_dir=str(tmp_path / "twin"), **common)
-    steps.embed(twin, 0, DeltaRsEngine())
-    local_rows = DeltaTable(str(steps.embeddings_table(twin))).to_pyarrow_table().sort_by("id")
+    twin = steps.detect(load_config(None, engine="delta-rs", staging_dir=str(tmp_path / "twin"), **common)).run
+    steps.embed(twin, DeltaRsEngine())
+    local_rows = DeltaTable(str(twin.embeddings_table())).to_pyarrow_table().sort_by("id")
     np.testing.assert_allclose(
         np.stack(spark_rows.column("ecoval_embedding").to_numpy(zero_copy_only=False)),
         np.stack(local_rows.column("ecoval_embedding").to_numpy(zero_copy_only=False)),
@@ -129,7 +127,6 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
 
     import yaml
 
-    from ecoval_ops.pipeline import steps
     from ecoval_ops.pipeline.submit import main
 
     config = tmp_path / "run.yaml"
@@ -154,17 +151,25 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
         timeout=600,
     )
     assert job.returncode == 0, job.stderr[-2000:]
-    assert json.loads(job.stdout.strip().splitlines()[-1]) == {"rows_embedded": 400, "table_version": 0}
-    # The cluster and propagate jobs in this process, on the shared session.
-    ref = steps.decide(cfg, 0)
+    printed = json.loads(job.stdout.strip().splitlines()[-1])
+    assert printed["rows_embedded"] == 400
+    detected = steps.Detection.from_dict(printed["detection"])
+    assert detected.run.table_version == 0 and detected.run.config.clusters == cfg.clusters
+    # The settings travel pinned in the reference: a YAML edited after the embed job changes nothing.
+    config.write_text(config.read_text().replace(f"clusters: '{cfg.clusters}'", "clusters: '5'"))
+    assert "clusters: '5'" in config.read_text()
+    ref = steps.decide(detected.run)
     engine = SparkEngine(spark)
-    for index in steps.cluster(cfg, ref, engine):
-        steps.train_shard(cfg, ref, index)
-    ref = steps.fit_model(cfg, ref)
-    assert main("propagate", ["--config", str(config), "--ref", json.dumps(ref.to_dict())]) == 0
+    assert main("cluster", ["--ref", json.dumps(ref.to_dict())]) == 0
+    for index in range(cfg.shards):
+        steps.train_shard(ref, index)
+    ref = steps.fit_model(ref)
+    assert main("propagate", ["--ref", json.dumps(ref.to_dict())]) == 0
     assert main("cluster", ["--config", str(config)]) == 2
-    assert steps.write(cfg, ref, engine) is not None
-    steps.report(cfg, ref, 1)
+    assert main("cluster", ["--config", str(config), "--ref", json.dumps(ref.to_dict())]) == 2
+    assert steps.write(ref, engine) is not None
+    assert steps.report(ref, 1)["n_trainings"] == 2 + 4 + 6  # p = 4 as pinned, not the YAML's 5
+    assert DeltaTable(str(cfg.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
     assert DeltaTable(str(cfg.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
 
 

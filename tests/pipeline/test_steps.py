@@ -24,26 +24,27 @@ def cfg(tmp_path):
 
 def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     engine = DeltaRsEngine()
-    version = steps.detect(cfg).table_version
-    assert steps.embed(cfg, version, engine) == 300
-    assert steps.embed(cfg, version, engine) == 0
-    ref = steps.RunRef.from_dict(steps.decide(cfg, version, run_key="dag-run-1").to_dict())
-    assert ref.mode == "refit" and ref.run_id is not None
-    assert steps.decide(cfg, version, run_key="dag-run-1").run_id == ref.run_id
-    shards = steps.cluster(cfg, ref, engine)
-    assert shards == [0, 1] and steps.cluster(cfg, ref, engine) == shards
+    run = steps.Detection.from_dict(steps.detect(cfg).to_dict()).run
+    assert run.config == cfg and run.table_version == 0
+    assert steps.embed(run, engine) == 300
+    assert steps.embed(run, engine) == 0
+    ref = steps.RunRef.from_dict(steps.decide(run, run_key="dag-run-1").to_dict())
+    assert ref.mode == "refit" and ref.run_id is not None and ref.run == run
+    assert steps.decide(run, run_key="dag-run-1").run_id == ref.run_id
+    shards = steps.cluster(ref, engine)
+    assert shards == [0, 1] and steps.cluster(ref, engine) == shards
     ws = Workspace.for_config(cfg)
     for index in shards:
-        steps.train_shard(cfg, ref, index)
+        steps.train_shard(ref, index)
     stamp = ws.shard(ref.run_id, 0).stat().st_mtime_ns
-    steps.train_shard(cfg, ref, 0)
+    steps.train_shard(ref, 0)
     assert ws.shard(ref.run_id, 0).stat().st_mtime_ns == stamp
-    fitted = steps.fit_model(cfg, ref)
-    assert steps.fit_model(cfg, ref).model_version == fitted.model_version == "1"
-    assert steps.propagate(cfg, fitted, engine) == 300 == steps.propagate(cfg, fitted, engine)
-    written = steps.write(cfg, fitted, engine)
-    assert written is not None and steps.write(cfg, fitted, engine) is None
-    figures = steps.report(cfg, fitted, written)
+    fitted = steps.fit_model(ref)
+    assert steps.fit_model(ref).model_version == fitted.model_version == "1"
+    assert steps.propagate(fitted, engine) == 300 == steps.propagate(fitted, engine)
+    written = steps.write(fitted, engine)
+    assert written is not None and steps.write(fitted, engine) is None
+    figures = steps.report(fitted, written)
     assert figures["rows_valued"] == 300 and figures["n_trainings"] == (2 + 3 + 3) + 1
     assert not ws.run(ref.run_id).exists()
 
@@ -60,22 +61,22 @@ def test_fit_refuses_to_run_before_every_shard(cfg) -> None:
     from ecoval_ops.exceptions import EcovalError
 
     engine = DeltaRsEngine()
-    version = steps.detect(cfg).table_version
-    steps.embed(cfg, version, engine)
-    ref = steps.decide(cfg, version)
-    steps.cluster(cfg, ref, engine)
-    steps.train_shard(cfg, ref, 1)
+    run = steps.detect(cfg).run
+    steps.embed(run, engine)
+    ref = steps.decide(run)
+    steps.cluster(ref, engine)
+    steps.train_shard(ref, 1)
     with pytest.raises(EcovalError, match=r"shards \[0\] of run .* have not finished"):
-        steps.fit_model(cfg, ref)
+        steps.fit_model(ref)
 
 
 def test_only_new_rows_are_embedded(cfg) -> None:
     run_valuation(cfg)
     write_deltalake(str(cfg.table), blob_rows(300, 340), mode="append", schema_mode="merge")
     engine = DeltaRsEngine()
-    version = steps.detect(cfg).table_version
-    assert steps.embed(cfg, version, engine) == 40
-    target = steps.embeddings_table(cfg)
+    run = steps.detect(cfg).run
+    assert steps.embed(run, engine) == 40
+    target = run.embeddings_table()
     assert target is not None and DeltaTable(str(target)).to_pyarrow_table().num_rows == 340
 
 
@@ -136,7 +137,7 @@ def test_torchvision_embedder_values_images(tmp_path, weights, png) -> None:
     path = cfg.table
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 160
-    target = steps.embeddings_table(cfg)
+    target = steps.detect(cfg).run.embeddings_table()
     assert target is not None
     embeddings = DeltaTable(str(target)).to_pyarrow_table()
     # mobilenet_v3_small without its last linear layer: the 1024-d penultimate features.
@@ -156,13 +157,13 @@ def test_weights_that_do_not_fit_the_model_are_named(tmp_path, weights) -> None:
 
 def test_new_rows_are_found_in_files_older_than_the_value_columns(cfg) -> None:
     from ecoval_ops.lakehouse import ensure_value_columns
-    from ecoval_ops.pipeline.engines import read_rows
+    from ecoval_ops.lakehouse.source import read_rows
 
     # The columns exist in the schema only: the data file predates them (a run killed after
     # adding them), and a pushed-down `IS NULL` filter alone would find no new row there.
     ensure_value_columns(cfg.table)
     engine = DeltaRsEngine()
-    version = steps.detect(cfg).table_version
-    steps.embed(cfg, version, engine)
-    rows = read_rows(cfg, embeddings=steps.embeddings_table(cfg), only_new=True)
+    run = steps.detect(cfg).run
+    steps.embed(run, engine)
+    rows = read_rows(run.columns, cfg.table, embeddings=run.embeddings_table(), only_new=True)
     assert len(rows.keys) == rows.table_rows == 300 and not rows.valued.any()

@@ -1,7 +1,10 @@
-"""Identifiers (column and table names) are checked against an allow-list before any SQL.
+"""Names checked before they reach SQL text, and URIs scrubbed before they reach a log.
 
-Nothing user-given reaches SQL text unless it passed :func:`check_identifier`; the check is the
-same for the Spark and the delta-rs engines.
+The bottom floor of the package (it imports nothing of ecoval_ops but the exceptions): every
+layer checks identifiers (column and table names) against one allow-list, and nothing
+user-given reaches SQL text unless it passed :func:`check_identifier`; the check is the same
+for the Spark and the delta-rs engines. :func:`scrub_uri` drops credentials from URIs before
+anything reaches a log or MLflow.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import re
 
 from ecoval_ops.exceptions import InvalidInputError
 
-__all__ = ["check_identifier", "check_token", "quote_identifier"]
+__all__ = ["check_identifier", "check_token", "quote_identifier", "scrub_uri"]
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|token|secret|key|sig|signature)=)[^&]*")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -52,3 +58,8 @@ def check_token(value: object, what: str) -> str:
 def quote_identifier(name: str, what: str) -> str:
     """Back-quote a checked identifier for Spark SQL and delta-rs predicates."""
     return f"`{check_identifier(name, what)}`"
+
+
+def scrub_uri(uri: str) -> str:
+    """``uri`` with user info and secret-looking query values replaced by ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", _CREDENTIALS.sub(r"\g<scheme>***@", uri))

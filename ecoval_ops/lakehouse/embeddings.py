@@ -1,0 +1,52 @@
+"""The embeddings table of a run's workspace: key -> embedding, appended as rows arrive (step 2).
+
+Each append carries an application transaction (the source version it embedded), so a retried
+embed step commits nothing, and :func:`embedded_through` tells how far the table has come.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecoval_ops.lakehouse.tables import open_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["append_embeddings", "embed_app_id", "embedded_through", "new_keys"]
+
+
+def new_keys(source: pa.Table, key: str, target: Path) -> pa.Table:
+    """The rows of ``source`` whose key is not yet in the embeddings table ``target``."""
+    import pyarrow.compute as pc
+
+    if not (target / "_delta_log").exists():
+        return source
+    done = open_table(target).to_pyarrow_table(columns=[key]).column(key)
+    return source.filter(pc.invert(pc.is_in(source.column(key), value_set=done)))
+
+
+def embed_app_id(target: Path) -> str:
+    """The application-transaction id of appends to the embeddings table ``target``."""
+    return f"ecoval-embed-{target.name}"
+
+
+def embedded_through(target: Path) -> int | None:
+    """The newest source version whose rows the embeddings table ``target`` holds."""
+    if not (target / "_delta_log").exists():
+        return None
+    version = open_table(target).transaction_version(embed_app_id(target))
+    return None if version is None else int(version)
+
+
+def append_embeddings(target: Path, table: pa.Table, version: int) -> None:
+    """Append embeddings of ``source@version`` rows to ``target`` as an idempotent transaction."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    write_deltalake(
+        str(target),
+        table,
+        mode="append",
+        commit_properties=CommitProperties(app_transactions=[Transaction(embed_app_id(target), version)]),
+    )

@@ -1,0 +1,230 @@
+"""Reads and checks of a source table version (architecture.md, steps 1 and 3).
+
+Both engines read the rows a run values through :func:`read_rows`: checked by
+:func:`check_source` before anything is written (so bad input leaves every table as it was),
+joined to their embeddings, sorted by key, so both engines see the same rows in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ecoval_ops.exceptions import DuplicateKeyError, InvalidInputError, MissingColumnError
+from ecoval_ops.lakehouse.columns import EMBEDDING_COL
+from ecoval_ops.lakehouse.tables import open_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["Rows", "SourceColumns", "check_source", "embedding_matrix", "read_rows"]
+
+
+@dataclass(frozen=True)
+class SourceColumns:
+    """The columns a run reads from a source table (identifiers checked by the caller).
+
+    Attributes:
+        key: row-key column.
+        label: label column.
+        features: numeric feature columns (the ``features`` embedder), or None.
+        embedding_col: a column of precomputed embedding vectors, or None.
+        image_col: a column of images, or None.
+    """
+
+    key: str
+    label: str
+    features: tuple[str, ...] | None = None
+    embedding_col: str | None = None
+    image_col: str | None = None
+
+    @property
+    def embedding_columns(self) -> list[str]:
+        """The source columns the embedding comes from."""
+        if self.features is not None:
+            return list(self.features)
+        return [self.embedding_col or self.image_col or ""]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The rows of a table version that a run needs, validated and sorted by key.
+
+    Attributes:
+        version: the table version read.
+        keys: ``(n,)`` row keys, ascending.
+        X: ``(n, d)`` float embeddings.
+        y: ``(n,)`` labels.
+        valued: ``(n,)`` whether a run already valued the row.
+        table_rows: rows in the table version (more than ``n`` when only new rows were read).
+    """
+
+    version: int
+    keys: NDArray[np.generic]
+    X: NDArray[np.float64]
+    y: NDArray[np.generic]
+    valued: NDArray[np.bool_]
+    table_rows: int
+
+
+def _where(path: str | Path, version: int) -> str:
+    return f"{path}@v{version}"
+
+
+def check_source(columns: SourceColumns, path: str | Path, version: int) -> pa.Table:
+    """Check the columns, keys and labels of a source version; return its key and label columns.
+
+    Runs before anything is written, so bad input leaves every table as it was.
+
+    Args:
+        columns: the columns the run reads.
+        path: the source table.
+        version: the version to check.
+
+    Raises:
+        MissingColumnError: a column the run reads is not in the table.
+        InvalidInputError: an empty table, null keys or labels.
+        DuplicateKeyError: duplicate keys.
+        Each message names the column and the table version.
+    """
+    import pyarrow.compute as pc
+
+    table = open_table(path, version)
+    where = _where(path, version)
+    names = set(table.schema().to_arrow().names)
+    wanted = [columns.key, columns.label, *columns.embedding_columns]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise MissingColumnError(f"{where} has no column(s) {missing}; it has {sorted(names)}")
+    data = table.to_pyarrow_table(
+        columns=[columns.key, columns.label, *(["ecoval_run_id"] if "ecoval_run_id" in names else [])]
+    )
+    if data.num_rows == 0:
+        raise InvalidInputError(f"{where} is empty: there are no rows to value")
+    for column in (columns.key, columns.label):
+        nulls = data.column(column).null_count
+        if nulls:
+            raise InvalidInputError(f"column {column!r} of {where} has {nulls} null values")
+    distinct = pc.count_distinct(data.column(columns.key)).as_py()
+    if distinct != data.num_rows:
+        raise DuplicateKeyError(f"key column {columns.key!r} of {where} has {data.num_rows - distinct} duplicate keys")
+    return data
+
+
+def embedding_matrix(column: pa.ChunkedArray | pa.Array, name: str, where: str) -> NDArray[np.float64]:
+    """``(n, d)`` float64 from a list column of embeddings, every row of the same length.
+
+    Raises:
+        InvalidInputError: null embeddings, embeddings of different lengths, or a column that
+            does not hold numeric lists.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (
+        pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type)
+    ):
+        raise InvalidInputError(f"embedding column {name!r} of {where} holds {column.type}, not numeric arrays")
+    if column.null_count:
+        raise InvalidInputError(f"embedding column {name!r} of {where} has {column.null_count} null values")
+    if len(column) == 0:
+        return np.zeros((0, 0))
+    lengths = pc.unique(pc.list_value_length(column)).to_pylist()
+    if len(lengths) != 1 or not lengths[0]:
+        raise InvalidInputError(
+            f"embeddings in {name!r} of {where} must share one non-zero length; found {sorted(lengths)}"
+        )
+    try:
+        flat = pc.list_flatten(column).cast(pa.float64()).fill_null(float("nan"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InvalidInputError(f"embedding column {name!r} of {where} must hold numbers: {e}") from e
+    return np.asarray(flat.to_numpy(), dtype=np.float64).reshape(len(column), int(lengths[0]))
+
+
+def _check_finite(columns: SourceColumns, X: NDArray[np.float64], where: str) -> None:
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    first = int(np.flatnonzero(bad.any(axis=0))[0])
+    if columns.features is not None:
+        raise InvalidInputError(
+            f"feature column {columns.features[first]!r} of {where} has {int(bad[:, first].sum())} "
+            "null, NaN or infinite values"
+        )
+    raise InvalidInputError(
+        f"embedding of {columns.embedding_columns[0]!r} in {where} has {int(bad.any(axis=1).sum())} rows with NaN or "
+        f"infinite entries (first at dimension {first})"
+    )
+
+
+def read_rows(
+    columns: SourceColumns,
+    source: str | Path,
+    *,
+    embeddings: Path | None,
+    version: int | None = None,
+    only_new: bool = False,
+) -> Rows:
+    """The validated rows of a source version with their embeddings, sorted by key.
+
+    Args:
+        columns: the columns the run reads.
+        source: the source table.
+        embeddings: the embeddings table, or None when ``columns.embedding_col`` holds them.
+        version: the version to read; default the latest.
+        only_new: only the rows no run has valued (``ecoval_run_id IS NULL``), filtered in the
+            Parquet scan, so an incremental night reads what is new rather than the table.
+
+    Raises:
+        InvalidInputError: the checks of :func:`check_source`, rows without an embedding,
+            embeddings with NaN or infinite entries.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    version = int(open_table(source).version()) if version is None else version
+    where = _where(source, version)
+    checked = check_source(columns, source, version)
+    has_runs = "ecoval_run_id" in checked.column_names
+    names = [columns.key, columns.label, *(["ecoval_run_id"] if has_runs else [])]
+    if embeddings is None:
+        names.append(columns.embedding_col or "")
+    table = open_table(source, version)
+    if only_new and has_runs:
+        data = table.to_pyarrow_dataset().to_table(columns=names, filter=ds.field("ecoval_run_id").is_null())
+        if data.num_rows != checked.column("ecoval_run_id").null_count:
+            # Files written before the value columns were added lack the column, and the pushed-down
+            # filter drops their rows; filter after a full read instead.
+            full = table.to_pyarrow_table(columns=names)
+            data = full.filter(pc.is_null(full.column("ecoval_run_id")))
+    elif embeddings is None:
+        data = table.to_pyarrow_table(columns=names)
+    else:
+        data = checked
+    if embeddings is None:
+        X = embedding_matrix(data.column(columns.embedding_col or ""), columns.embedding_col or "", where)
+    else:
+        emb = open_table(embeddings).to_pyarrow_table(columns=[columns.key, EMBEDDING_COL])
+        index = pc.index_in(data.column(columns.key), value_set=emb.column(columns.key))
+        if index.null_count:
+            raise InvalidInputError(f"{index.null_count} rows of {where} have no embedding in {embeddings}")
+        X = embedding_matrix(emb.column(EMBEDDING_COL).take(index), EMBEDDING_COL, where)
+    _check_finite(columns, X, where)
+    order = np.argsort(data.column(columns.key).to_numpy(zero_copy_only=False), kind="stable")
+    valued = (
+        data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False)
+        if has_runs
+        else np.zeros(data.num_rows, bool)
+    )
+    return Rows(
+        version=version,
+        keys=data.column(columns.key).to_numpy(zero_copy_only=False)[order],
+        X=X[order],
+        y=data.column(columns.label).to_numpy(zero_copy_only=False)[order],
+        valued=np.asarray(valued, dtype=bool)[order],
+        table_rows=checked.num_rows,
+    )

@@ -1,0 +1,180 @@
+"""The value-column write contract both writers share (architecture.md, step 6; style 12).
+
+Every run commits exactly one MERGE keyed on the row key that updates only value columns,
+carrying an application transaction ``ecoval-<run id>`` (so a retried run commits nothing) and
+the watermark (the source version it valued) in its commit metadata. :func:`prepare_values`
+holds the checks both writers run, so the Spark and the delta-rs MERGE refuse the same inputs;
+:func:`merge_once` makes either writer's MERGE idempotent and redoes it after a concurrent
+commit. Original columns are never in the update set and no row is inserted or deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecoval_ops.exceptions import ConcurrentWriteError, DuplicateKeyError, InvalidInputError, MissingColumnError
+from ecoval_ops.identifiers import check_identifier, quote_identifier
+from ecoval_ops.lakehouse.columns import VALUE_COLUMNS, value_schema
+from ecoval_ops.lakehouse.tables import open_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+__all__ = [
+    "MERGE_ATTEMPTS",
+    "MERGE_BACKOFF_S",
+    "RUN_KEY",
+    "WATERMARK_KEY",
+    "Watermark",
+    "app_id",
+    "merge_once",
+    "prepare_values",
+    "read_watermark",
+    "retry_after_conflict",
+    "value_updates",
+]
+
+MERGE_ATTEMPTS = 5
+"""Attempts of a commit when concurrent writers make it conflict."""
+MERGE_BACKOFF_S = 0.5
+"""First back-off after a conflict; doubled on each attempt, with jitter."""
+WATERMARK_KEY = "ecoval.source_version"
+RUN_KEY = "ecoval.run_id"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The last valuation committed to a table.
+
+    Attributes:
+        source_version: the table version whose rows that run valued.
+        run_id: the run (MLflow run id) that wrote the values.
+        table_version: the version its MERGE committed.
+    """
+
+    source_version: int
+    run_id: str
+    table_version: int
+
+
+def app_id(run_id: str) -> str:
+    """The Delta application-transaction id of a run's MERGE (the same for both engines)."""
+    return f"ecoval-{run_id}"
+
+
+def prepare_values(table: DeltaTable, path: str | Path, values: pa.Table, *, key: str) -> pa.Table:
+    """Check a run's values against the opened table and cast them to the value-column types.
+
+    Shared by both writers, so the Spark and the delta-rs MERGE refuse the same inputs.
+    ``path`` only names the table in messages.
+
+    Raises:
+        InvalidInputError: a bad identifier, unknown value columns, or valued keys missing
+            from the table.
+        MissingColumnError: the table has no key column.
+        DuplicateKeyError: duplicate keys on either side.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    check_identifier(key, "key column")
+    columns = [c for c in values.column_names if c != key]
+    unknown = sorted(set(columns) - set(VALUE_COLUMNS))
+    if key not in values.column_names or unknown:
+        raise InvalidInputError(f"values must hold the key {key!r} and value columns only; unknown: {unknown}")
+    if pc.count_distinct(values.column(key)).as_py() != values.num_rows:
+        raise DuplicateKeyError(f"values hold duplicate keys in {key!r}; each row is valued once")
+    if key not in table.schema().to_arrow().names:
+        raise MissingColumnError(f"{path} has no key column {key!r}")
+    target_keys = table.to_pyarrow_table(columns=[key]).column(key)
+    if pc.count_distinct(target_keys).as_py() != len(target_keys):
+        raise DuplicateKeyError(f"{path}@v{table.version()} has duplicate values in key column {key!r}")
+    absent = pc.sum(pc.invert(pc.is_in(values.column(key), value_set=target_keys))).as_py() or 0
+    if absent:
+        raise InvalidInputError(f"{absent} valued keys are not in {path}@v{table.version()}; nothing was written")
+    schema = value_schema()
+    return values.select([key, *columns]).cast(
+        pa.schema([values.schema.field(key), *(schema.field(c) for c in columns)])
+    )
+
+
+def value_updates(columns: list[str], key: str) -> dict[str, str]:
+    """The MERGE's update set: each value column from the source alias ``s`` (never the key)."""
+    return {
+        quote_identifier(c, "value column"): f"s.{quote_identifier(c, 'value column')}" for c in columns if c != key
+    }
+
+
+def merge_once(
+    path: str | Path, *, run_id: str, conflict: type[Exception], merge: Callable[[DeltaTable], None]
+) -> int | None:
+    """Run a writer's MERGE once per run: skipped when committed before, redone after conflicts.
+
+    Args:
+        path: the table.
+        run_id: the run; its application transaction marks the MERGE as committed.
+        conflict: the writer's exception for a concurrent commit.
+        merge: commits the MERGE against the table version it is given.
+
+    Returns:
+        The committed version, or None when this run's MERGE had committed before.
+    """
+    attempt = 0
+    while True:
+        table = open_table(path)
+        if table.transaction_version(app_id(run_id)) is not None:
+            return None
+        try:
+            merge(table)
+        except conflict as e:
+            retry_after_conflict(path, attempt, e)
+            attempt += 1
+            continue
+        return int(open_table(path).version())
+
+
+def retry_after_conflict(path: str | Path, attempt: int, error: Exception) -> None:
+    """Back off after a concurrent commit to ``path``; raise once :data:`MERGE_ATTEMPTS` are spent.
+
+    Another writer committed between our read and our commit (Delta's optimistic concurrency).
+    The MERGE is redone against the new version; its values replace whatever the other writer
+    set for the same keys, and rows stay one per key either way.
+
+    Raises:
+        ConcurrentWriteError: the table kept changing for every attempt.
+    """
+    import random
+    import time
+
+    if attempt + 1 >= MERGE_ATTEMPTS:
+        raise ConcurrentWriteError(
+            f"{path} changed under {MERGE_ATTEMPTS} attempts of the value MERGE (concurrent writers); "
+            f"nothing was written, run again: {error}"
+        ) from error
+    time.sleep(MERGE_BACKOFF_S * 2**attempt * (1 + random.random()))
+
+
+def read_watermark(path: str | Path) -> Watermark | None:
+    """The newest committed valuation of the table, from its commit history; None if never valued.
+
+    delta-rs writes the watermark as custom commit metadata, delta-spark as JSON in
+    ``userMetadata``; both are read.
+    """
+    for commit in open_table(path).history():
+        metadata = dict(commit)
+        if isinstance(commit.get("userMetadata"), str):
+            with contextlib.suppress(ValueError):
+                metadata.update(json.loads(commit["userMetadata"]))
+        if WATERMARK_KEY in metadata:
+            return Watermark(
+                source_version=int(metadata[WATERMARK_KEY]),
+                run_id=str(metadata.get(RUN_KEY, "")),
+                table_version=int(commit["version"]),
+            )
+    return None

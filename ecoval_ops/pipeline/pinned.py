@@ -1,0 +1,125 @@
+"""One run's configuration and the versions it reads, fixed once (architecture.md, step 1).
+
+``detect`` resolves the configuration and pins the source and validation versions and the
+embedder's fingerprint into a :class:`PinnedRun`; it travels inside the run reference
+(:class:`~ecoval_ops.pipeline.steps.RunRef`, Airflow's XCom), so every later step, task, shard,
+retry and ``spark_jobs/`` entry point runs with exactly what the run was planned with, whatever
+Variables, environment or tables have changed since. The embedder, the workspace and the
+tracker are built at most once per process from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ecoval_ops.config import RunConfig
+from ecoval_ops.lakehouse.embedders import Embedder, FeaturesEmbedder, TorchvisionEmbedder
+from ecoval_ops.lakehouse.source import SourceColumns
+from ecoval_ops.pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from ecoval_ops.tracking import ValuationTracker
+    from ecoval_ops.valuation import EcoVal
+    from ecoval_ops.valuation.protocols import Clusterer
+
+__all__ = ["PinnedRun", "embedder_for"]
+
+
+def embedder_for(cfg: RunConfig) -> Embedder | None:
+    """The embedder of a run; None when the table holds embeddings (``embedding_col``)."""
+    if cfg.features is not None:
+        return FeaturesEmbedder(cfg.features)
+    if cfg.image_col is not None and cfg.embedder is not None and cfg.weights is not None:
+        return TorchvisionEmbedder(cfg.embedder.split(":", 1)[1], cfg.weights, cfg.image_col)
+    return None
+
+
+@dataclass(frozen=True)
+class PinnedRun:
+    """What a run reads, fixed at ``detect``.
+
+    Attributes:
+        config: the resolved configuration.
+        table_version: the source version the run values.
+        validation_version: the validation table's version (None without one).
+        embedder_fingerprint: the embedder's fingerprint (None when the table holds
+            embeddings); computed once, since a torchvision fingerprint hashes the weights.
+    """
+
+    config: RunConfig
+    table_version: int
+    validation_version: int | None = None
+    embedder_fingerprint: str | None = None
+
+    @classmethod
+    def pin(cls, config: RunConfig, table_version: int, validation_version: int | None = None) -> PinnedRun:
+        """Pin ``config`` with the versions read; the embedder's fingerprint is computed here."""
+        embedder = embedder_for(config)
+        return cls(config, table_version, validation_version, embedder.fingerprint() if embedder else None)
+
+    @cached_property
+    def embedder(self) -> Embedder | None:
+        """The run's embedder, built once."""
+        return embedder_for(self.config)
+
+    @cached_property
+    def workspace(self) -> Workspace:
+        """The run's workspace."""
+        return Workspace.for_config(self.config)
+
+    @cached_property
+    def tracker(self) -> ValuationTracker:
+        """The MLflow tracker of the run's store and experiment."""
+        from ecoval_ops.tracking import ValuationTracker
+
+        return ValuationTracker(self.config.tracking_uri, self.config.experiment)
+
+    @property
+    def columns(self) -> SourceColumns:
+        """The columns the run reads from the source (and validation) table."""
+        c = self.config
+        return SourceColumns(c.key, c.label, c.features, c.embedding_col, c.image_col)
+
+    def embeddings_table(self, *, validation: bool = False) -> Path | None:
+        """The embeddings table of the run's embedder; None when the table holds embeddings."""
+        if self.embedder_fingerprint is None:
+            return None
+        return self.workspace.embeddings(self.embedder_fingerprint, validation=validation)
+
+    def estimator(self, clusterer: Clusterer | None = None) -> EcoVal:
+        """An unfitted EcoVal with the run's settings."""
+        from ecoval_ops.valuation import EcoVal
+
+        c = self.config
+        return EcoVal(
+            n_clusters=c.clusters,
+            budget=c.budget,
+            seed=c.seed,
+            learner=c.learner,
+            device=c.device,
+            k_neighbors=c.k_neighbors,
+            c_kappa=c.c_kappa,
+            clusterer=clusterer,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The pinned run as JSON-able values (XCom, ``spark_jobs --ref``)."""
+        return {
+            "config": self.config.pinned(),
+            "table_version": self.table_version,
+            "validation_version": self.validation_version,
+            "embedder_fingerprint": self.embedder_fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PinnedRun:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            RunConfig.model_validate(data["config"]),
+            int(data["table_version"]),
+            None if data.get("validation_version") is None else int(data["validation_version"]),
+            data.get("embedder_fingerprint"),
+        )
