@@ -35,10 +35,10 @@ def _pair(method: str, split_seed: int, budget: int = 0) -> dict[str, float]:
     for run_seed in (split_seed, split_seed + SECOND_RUN):
         start = time.perf_counter()
         if method == "ecoval":
-            values, trainings = ecoval(split, run_seed)
+            result = ecoval(split, run_seed)
         else:
-            values = tmc_shapley(split.X_train, split.y_train, split.X_val, split.y_val, budget=budget, seed=run_seed)
-            trainings = budget
+            result = tmc_shapley(split.X_train, split.y_train, split.X_val, split.y_val, budget=budget, seed=run_seed)
+        values, trainings = result.values, int(result.n_trainings or 0)
         walls.append(time.perf_counter() - start)
         runs.append(values)
     return {

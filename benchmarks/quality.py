@@ -38,6 +38,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from ecoval_ops.valuation import EcoVal, FeatureSpace
 from ecoval_ops.valuation.baselines import data_oob, knn_shapley, leave_one_out, tmc_shapley
 from ecoval_ops.valuation.removal import SHARES, RemovalCurve, removal_curve
+from ecoval_ops.valuation.result import ValuationResult
 
 DATASETS = Path(os.environ.get("ECOVAL_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -139,23 +140,22 @@ def make_split(protocol: Protocol, seed: int, *, pool: int = 0) -> Split:
     return Split(X[tr], y_train, X[va], y_val, X[te], y[te], noisy, X[po], y_pool, pool_noisy)
 
 
-def ecoval(s: Split, seed: int, **params: object) -> tuple[np.ndarray, int]:
-    """EcoVal's row values of ``s`` (default parameters unless given) and its trainings."""
-    ev = EcoVal(seed=seed, **params).fit(s.X_train, s.y_train, s.X_val, s.y_val)  # type: ignore[arg-type]
-    return ev.values_, ev.n_trainings_
+def ecoval(s: Split, seed: int, **params: object) -> ValuationResult:
+    """EcoVal's in-sample result on ``s`` (default parameters unless given)."""
+    return EcoVal(seed=seed, **params).fit(s.X_train, s.y_train, s.X_val, s.y_val).result_  # type: ignore[arg-type]
 
 
-METHODS: dict[str, Callable[[Split, int], tuple[np.ndarray, int]]] = {
+METHODS: dict[str, Callable[[Split, int], ValuationResult]] = {
     "ecoval": ecoval,
-    "knn_shapley": lambda s, seed: (knn_shapley(s.X_train, s.y_train, s.X_val, s.y_val, k=10), 0),
-    "data_oob": lambda s, seed: (data_oob(s.X_train, s.y_train, s.X_val, s.y_val, n_estimators=200, seed=seed), 200),
-    "loo": lambda s, seed: (leave_one_out(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed), s.y_train.size + 1),
-    "tmc_shapley": lambda s, seed: (
-        tmc_shapley(s.X_train, s.y_train, s.X_val, s.y_val, budget=TMC_BUDGET, seed=seed),
-        TMC_BUDGET,
+    "knn_shapley": lambda s, seed: knn_shapley(s.X_train, s.y_train, s.X_val, s.y_val, k=10),
+    "data_oob": lambda s, seed: data_oob(s.X_train, s.y_train, s.X_val, s.y_val, n_estimators=200, seed=seed),
+    "loo": lambda s, seed: leave_one_out(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed),
+    "tmc_shapley": lambda s, seed: tmc_shapley(s.X_train, s.y_train, s.X_val, s.y_val, budget=TMC_BUDGET, seed=seed),
+    "random": lambda s, seed: ValuationResult(
+        np.random.default_rng(seed + 10_000).random(s.y_train.size), method="random", n_trainings=0
     ),
-    "random": lambda s, seed: (np.random.default_rng(seed + 10_000).random(s.y_train.size), 0),
 }
+"""Every method of the harness through the one API: a :class:`ValuationResult` with its trainings."""
 
 
 def auroc(values: np.ndarray, is_noisy: np.ndarray) -> float:
@@ -201,7 +201,8 @@ def run_protocol(
         split = make_split(protocol, seed)
         for name in methods:
             start = time.perf_counter()
-            values, trainings = METHODS[name](split, seed)
+            result = METHODS[name](split, seed)
+            values, trainings = np.asarray(result), int(result.n_trainings or 0)
             elapsed = time.perf_counter() - start
             curve = removal_curves(split, values, seed)
             record = out[name]

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         for params in SETTINGS:
             scores: dict[str, list[float]] = {"auroc": [], "f1": [], "rm20": []}
             for seed, split in zip(args.seeds, splits, strict=True):
-                values, _ = ecoval(split, seed, **params)
+                values = ecoval(split, seed, **params).values
                 scores["auroc"].append(auroc(values, split.is_noisy))
                 scores["f1"].append(f1(values, split.is_noisy))
                 scores["rm20"].append(removal_curves(split, values, seed).at(0.2))

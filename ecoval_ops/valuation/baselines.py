@@ -1,7 +1,8 @@
 r"""Baselines implemented beside EcoVal (method spec section 7), same inputs and output.
 
-Each takes ``(X_train, y_train, X_val, y_val)`` and returns an ``(n,)`` float64 array of row
-values, checked by :func:`~ecoval_ops.valuation.result.check_values`:
+Each takes ``(X_train, y_train, X_val, y_val)`` and returns a
+:class:`~ecoval_ops.valuation.result.ValuationResult`, the type EcoVal returns: the method's
+name, the trainings it ran and the ``(n,)`` row values (``np.asarray(result)``):
 
 - :func:`exact_shapley`: Shapley values by enumerating all ``2^n`` subsets (tiny n);
 - :func:`leave_one_out`: ``U(B) - U(B \ {i})``;
@@ -24,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.valuation._inputs import LabelledData, check_training_data
 from ecoval_ops.valuation.clustering import FeatureSpace
-from ecoval_ops.valuation.result import check_values
+from ecoval_ops.valuation.result import ValuationResult
 from ecoval_ops.valuation.trainer import DeviceName, learner_from_name
 from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior_utility
 
@@ -104,7 +105,7 @@ def exact_shapley(
     max_rows: int = 14,
     seed: int = 0,
     device: DeviceName = "auto",
-) -> NDArray[np.float64]:
+) -> ValuationResult:
     """Shapley values by training on every subset of the rows (``2^n - 1`` trainings).
 
     Args:
@@ -128,7 +129,7 @@ def exact_shapley(
     coalitions = np.arange(1 << n)
     masks = ((coalitions[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)
     game = _MaskedGame(data, learner, utility, seed, device)
-    return check_values(shapley_from_game(game(masks)), n)
+    return ValuationResult(shapley_from_game(game(masks)), method="exact_shapley", n_trainings=game.trainings)
 
 
 def leave_one_out(
@@ -141,13 +142,13 @@ def leave_one_out(
     utility: UtilityName = "log_likelihood",
     seed: int = 0,
     device: DeviceName = "auto",
-) -> NDArray[np.float64]:
+) -> ValuationResult:
     r"""``U(B) - U(B \ {i})`` for every row (``n + 1`` trainings, batched)."""
     data = check_training_data(X_train, y_train, X_val, y_val)
     n = data.X_train.shape[0]
     masks = np.vstack([np.ones((1, n), dtype=bool), ~np.eye(n, dtype=bool)])
     u = _MaskedGame(data, learner, utility, seed, device)(masks)
-    return check_values(u[0] - u[1:], n)
+    return ValuationResult(u[0] - u[1:], method="leave_one_out", n_trainings=n + 1)
 
 
 def tmc_shapley(
@@ -163,7 +164,7 @@ def tmc_shapley(
     utility: UtilityName = "log_likelihood",
     seed: int = 0,
     device: DeviceName = "auto",
-) -> NDArray[np.float64]:
+) -> ValuationResult:
     """Truncated Monte-Carlo Shapley: marginal contributions along random permutations.
 
     Along each permutation the prefixes are trained ``chunk`` at a time (one batched call);
@@ -224,7 +225,7 @@ def tmc_shapley(
         permutations += 1
     if permutations == 0:
         raise InvalidInputError(f"tmc_shapley budget {budget} completes no permutation of {n} rows")
-    return check_values(total / permutations, n)
+    return ValuationResult(total / permutations, method="tmc_shapley", n_trainings=game.trainings)
 
 
 def knn_shapley(
@@ -234,7 +235,7 @@ def knn_shapley(
     y_val: ArrayLike,
     *,
     k: int = 10,
-) -> NDArray[np.float64]:
+) -> ValuationResult:
     """Exact Shapley values of the unweighted K-nearest-neighbour utility (Jia et al., 2019).
 
     For a validation row with training rows sorted by distance ``alpha_1 .. alpha_N``:
@@ -263,7 +264,7 @@ def knn_shapley(
         s[:, -1] = match[:, -1] * min(k, n) / (n * k)
         s[:, :-1] = s[:, -1:] + np.cumsum(increments[:, ::-1], axis=1)[:, ::-1]
         np.add.at(values, order.ravel(), s.ravel())
-    return check_values(values / Xv.shape[0], n)
+    return ValuationResult(values / Xv.shape[0], method="knn_shapley", n_trainings=0)
 
 
 def data_oob(
@@ -274,7 +275,7 @@ def data_oob(
     *,
     n_estimators: int = 200,
     seed: int = 0,
-) -> NDArray[np.float64]:
+) -> ValuationResult:
     """Data-OOB: each row's mean out-of-bag accuracy over bootstrap decision trees.
 
     ``v_i = mean_{b: i not in bootstrap b} 1[T_b(x_i) = y_i]`` with ``T_b`` a decision tree
@@ -304,4 +305,4 @@ def data_oob(
         values = correct / counted
     seen = counted > 0
     values[~seen] = values[seen].mean() if seen.any() else 0.0
-    return check_values(values, n)
+    return ValuationResult(values, method="data_oob", n_trainings=n_estimators)

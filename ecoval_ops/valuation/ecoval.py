@@ -13,6 +13,7 @@ shard each), and ``fit_plan`` on the utilities of all masks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,49 @@ from ecoval_ops.valuation.clustering import (
 from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.production import ClusterGame, SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState
-from ecoval_ops.valuation.protocols import Clusterer
+from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
 from ecoval_ops.valuation.result import ValuationResult
 from ecoval_ops.valuation.trainer import DeviceName, learner_from_name
 from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior_utility
 
 __all__ = ["EcoVal"]
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+
+
+def _learner(v: Any) -> bool:
+    if isinstance(v, str):
+        return v in ("logistic", "mlp")
+    return hasattr(v, "predict_proba_masked") or (hasattr(v, "fit") and hasattr(v, "predict_proba"))
+
+
+_PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n_clusters": (lambda v: v is None or (_positive_int(v) and v >= 2), "None or an integer >= 2"),
+    "budget": (lambda v: v is None or _positive_int(v), "None or a positive integer"),
+    "pairwise": (lambda v: isinstance(v, bool), "True or False"),
+    "utility": (lambda v: v in ("log_likelihood", "accuracy"), "one of 'log_likelihood', 'accuracy'"),
+    "learner": (
+        _learner,
+        "one of 'logistic', 'mlp', a scikit-learn classifier (fit/predict_proba) or an object with "
+        "predict_proba_masked",
+    ),
+    "k_neighbors": (_positive_int, "a positive integer"),
+    "c_kappa": (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "finite and >= 0"),
+    "seeds": (_positive_int, "a positive integer"),
+    "seed": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "an integer"),
+    "device": (lambda v: v in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
+    "max_train_rows": (_positive_int, "a positive integer"),
+    "min_cluster_frac": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "in [0, 0.5)"),
+    "pca_dims": (_positive_int, "a positive integer"),
+    "clusterer": (lambda v: v is None or isinstance(v, Clusterer), "None or a Clusterer (fit_predict)"),
+    "production": (lambda v: v is None or isinstance(v, ProductionFunction), "None or a ProductionFunction (fit)"),
+    "propagator": (lambda v: v is None or isinstance(v, Propagator), "None or a Propagator (fit)"),
+    "shrinkage": (lambda v: isinstance(v, bool), "True or False"),
+    "empirical_bayes": (lambda v: isinstance(v, bool), "True or False"),
+}
+"""Each parameter's test and what it must be, checked at the start of ``prepare`` and ``fit``."""
 
 _FORMAT_VERSION = 1
 _STATE_FILE = "state.npz"
@@ -71,6 +109,10 @@ class EcoVal:
         pca_dims: embeddings wider than this are clustered in this many PCA dimensions.
             Default 64.
         clusterer: a :class:`~ecoval_ops.valuation.protocols.Clusterer`; ``None`` = k-means.
+        production: a :class:`~ecoval_ops.valuation.protocols.ProductionFunction` (section 3);
+            ``None`` = :class:`SecondOrderProduction` with ``shrinkage``.
+        propagator: a :class:`~ecoval_ops.valuation.protocols.Propagator` (section 4); ``None`` =
+            :class:`NeighbourPropagator` with ``k_neighbors``, ``c_kappa`` and ``empirical_bayes``.
         shrinkage: James-Stein shrinkage of ``V_c`` and ``I_cd``. Default True.
         empirical_bayes: empirical-Bayes shrinkage of cluster shares. Default True.
 
@@ -109,6 +151,8 @@ class EcoVal:
         min_cluster_frac: float = 0.01,
         pca_dims: int = 64,
         clusterer: Clusterer | None = None,
+        production: ProductionFunction | None = None,
+        propagator: Propagator | None = None,
         shrinkage: bool = True,
         empirical_bayes: bool = True,
     ) -> None:
@@ -126,6 +170,8 @@ class EcoVal:
         self.min_cluster_frac = min_cluster_frac
         self.pca_dims = pca_dims
         self.clusterer = clusterer
+        self.production = production
+        self.propagator = propagator
         self.shrinkage = shrinkage
         self.empirical_bayes = empirical_bayes
 
@@ -248,10 +294,16 @@ class EcoVal:
         if X.shape[0] != plan.clusters.size:
             raise InvalidInputError(f"X_train has {X.shape[0]} rows; the plan was made for {plan.clusters.size}")
         leave_out = plan.leave_out_utilities(np.asarray(utilities, dtype=np.float64))
-        game = SecondOrderProduction(shrinkage=self.shrinkage).fit(leave_out)
+        self._check_params()
+        production = SecondOrderProduction(shrinkage=self.shrinkage) if self.production is None else self.production
+        game = production.fit(leave_out)
         self.utilities_ = leave_out
-        propagator = NeighbourPropagator(
-            k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
+        propagator = (
+            NeighbourPropagator(
+                k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
+            )
+            if self.propagator is None
+            else self.propagator
         )
         Z = plan.space.cluster_space(X)
         state, inputs = propagator.fit(Z, y, plan.clusters, game)
@@ -268,6 +320,7 @@ class EcoVal:
                 clusters=plan.clusters,
                 cluster_values=game.phi[plan.clusters],
                 mode="in_sample",
+                n_trainings=n_trainings,
             ),
             n_trainings=n_trainings,
         )
@@ -310,6 +363,7 @@ class EcoVal:
             clusters=clusters,
             cluster_values=self.game_.phi[clusters],
             mode="out_of_sample",
+            n_trainings=0,
         )
 
     def save(self, path: str | Path) -> Path:
@@ -330,7 +384,9 @@ class EcoVal:
         params = self._params()
         if not isinstance(params["learner"], str):
             params["learner"] = type(params["learner"]).__qualname__
-        params["clusterer"] = None if self.clusterer is None else type(self.clusterer).__qualname__
+        for part in ("clusterer", "production", "propagator"):
+            value = params[part]
+            params[part] = None if value is None else type(value).__qualname__
         meta = {
             "format_version": _FORMAT_VERSION,
             "params": params,
@@ -351,7 +407,8 @@ class EcoVal:
                 f"{folder} has state format {meta.get('format_version')}; expected {_FORMAT_VERSION}"
             )
         params = dict(meta["params"])
-        params["clusterer"] = None
+        # The fitted state values rows on its own; composed parts are recorded by name only.
+        params.update(clusterer=None, production=None, propagator=None)
         est = cls(**params)
 
         def take(prefix: str) -> dict[str, Any]:
@@ -367,7 +424,7 @@ class EcoVal:
             model=model,
             game=game,
             state=state,
-            result=ValuationResult(**res, mode="in_sample"),
+            result=ValuationResult(**res, mode="in_sample", n_trainings=int(meta["n_trainings"])),
             n_trainings=int(meta["n_trainings"]),
         )
         return est
@@ -390,22 +447,19 @@ class EcoVal:
                 "min_cluster_frac",
                 "pca_dims",
                 "clusterer",
+                "production",
+                "propagator",
                 "shrinkage",
                 "empirical_bayes",
             )
         }
 
     def _check_params(self) -> None:
-        if self.utility not in ("log_likelihood", "accuracy"):
-            raise InvalidInputError(f"utility must be 'log_likelihood' or 'accuracy'; found {self.utility!r}")
-        for name in ("seeds", "k_neighbors", "max_train_rows", "pca_dims"):
+        """Validate every parameter against :data:`_PARAM_RULES` before any work (scikit-learn style)."""
+        for name, (valid, expected) in _PARAM_RULES.items():
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer; found {value!r}")
-        if not (math.isfinite(self.c_kappa) and self.c_kappa >= 0):
-            raise InvalidInputError(f"c_kappa must be finite and >= 0; found {self.c_kappa!r}")
-        if not 0 <= self.min_cluster_frac < 0.5:
-            raise InvalidInputError(f"min_cluster_frac must be in [0, 0.5); found {self.min_cluster_frac!r}")
+            if not valid(value):
+                raise InvalidInputError(f"{type(self).__name__}: {name} must be {expected}; found {value!r}")
 
     def _set_fitted(
         self,

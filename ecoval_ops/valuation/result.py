@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -31,42 +31,63 @@ def check_values(values: ArrayLike, n_rows: int, name: str = "values") -> NDArra
 
 @dataclass(frozen=True)
 class ValuationResult:
-    """Per-row output of EcoVal, aligned with the rows it was given.
+    """Per-row output of a valuation method (EcoVal or a baseline), aligned with its rows.
+
+    ``np.asarray(result)`` is ``result.values``, so callers that treat a valuation as an array
+    keep working. The EcoVal-only parts (alpha, beta, clusters) are None for the baselines.
 
     Attributes:
         values: ``(n,)`` row values ``v_i`` in utility units.
-        intrinsic: ``(n,)`` ``alpha_i``.
-        extrinsic: ``(n,)`` ``beta_i``.
-        clusters: ``(n,)`` cluster ids.
-        cluster_values: ``(n,)`` ``phi_c`` of each row's cluster.
-        mode: ``"in_sample"`` or ``"out_of_sample"``.
+        intrinsic: ``(n,)`` ``alpha_i``, or None.
+        extrinsic: ``(n,)`` ``beta_i``, or None.
+        clusters: ``(n,)`` cluster ids, or None.
+        cluster_values: ``(n,)`` ``phi_c`` of each row's cluster, or None.
+        mode: ``"in_sample"`` or ``"out_of_sample"``. Default ``"in_sample"``.
+        method: the method that produced the values. Default ``"ecoval"``.
+        n_trainings: model trainings the method ran (None where not counted, as for values
+            read back from a saved state).
     """
 
     values: NDArray[np.float64]
-    intrinsic: NDArray[np.float64]
-    extrinsic: NDArray[np.float64]
-    clusters: NDArray[np.int64]
-    cluster_values: NDArray[np.float64]
-    mode: Mode
+    intrinsic: NDArray[np.float64] | None = None
+    extrinsic: NDArray[np.float64] | None = None
+    clusters: NDArray[np.int64] | None = None
+    cluster_values: NDArray[np.float64] | None = None
+    mode: Mode = "in_sample"
+    method: str = "ecoval"
+    n_trainings: int | None = None
 
     def __post_init__(self) -> None:
         n = np.asarray(self.values).shape[0]
         for name in ("values", "intrinsic", "extrinsic", "cluster_values"):
-            object.__setattr__(self, name, check_values(getattr(self, name), n, name))
-        clusters = np.asarray(self.clusters)
-        if clusters.shape != (n,) or not np.issubdtype(clusters.dtype, np.integer):
-            raise ValueError(f"clusters must be ({n},) integers; found {clusters.shape} {clusters.dtype}")
-        object.__setattr__(self, "clusters", clusters.astype(np.int64))
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_values(getattr(self, name), n, name))
+        if self.clusters is not None:
+            clusters = np.asarray(self.clusters)
+            if clusters.shape != (n,) or not np.issubdtype(clusters.dtype, np.integer):
+                raise ValueError(f"clusters must be ({n},) integers; found {clusters.shape} {clusters.dtype}")
+            object.__setattr__(self, "clusters", clusters.astype(np.int64))
         if self.mode not in ("in_sample", "out_of_sample"):
             raise ValueError(f"mode must be 'in_sample' or 'out_of_sample'; found {self.mode!r}")
+        if self.n_trainings is not None and self.n_trainings < 0:
+            raise ValueError(f"n_trainings must be >= 0; found {self.n_trainings}")
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> NDArray[Any]:
+        return self.values if dtype is None else self.values.astype(dtype)
+
     @property
     def suspect(self) -> NDArray[np.bool_]:
         """``alpha_i < 0``: the row's label disagrees with its most similar rows."""
-        return self.intrinsic < 0
+        return self._ecoval("intrinsic") < 0
+
+    def _ecoval(self, name: str) -> NDArray[Any]:
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"a {self.method} result has no {name}: only EcoVal's results carry it")
+        return np.asarray(value)
 
     def to_arrow(self, keys: ArrayLike, key_name: str) -> pa.Table:
         """The row-level value columns of architecture.md, keyed by ``keys``.
@@ -83,10 +104,10 @@ class ValuationResult:
             {
                 key_name: key_array,
                 "ecoval_value": pa.array(self.values, pa.float64()),
-                "ecoval_intrinsic": pa.array(self.intrinsic, pa.float64()),
-                "ecoval_extrinsic": pa.array(self.extrinsic, pa.float64()),
-                "ecoval_cluster": pa.array(self.clusters, pa.int32()),
-                "ecoval_cluster_value": pa.array(self.cluster_values, pa.float64()),
+                "ecoval_intrinsic": pa.array(self._ecoval("intrinsic"), pa.float64()),
+                "ecoval_extrinsic": pa.array(self._ecoval("extrinsic"), pa.float64()),
+                "ecoval_cluster": pa.array(self._ecoval("clusters"), pa.int32()),
+                "ecoval_cluster_value": pa.array(self._ecoval("cluster_values"), pa.float64()),
                 "ecoval_suspect": pa.array(self.suspect, pa.bool_()),
                 "ecoval_mode": pa.array([self.mode] * len(self), pa.string()),
             }

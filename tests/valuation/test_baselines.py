@@ -93,7 +93,7 @@ def test_exact_shapley_efficiency_and_symmetry(tiny) -> None:
     X = np.vstack([X, X[:1]])
     y = np.append(y, y[0])
     game = _sklearn_game(X, y, Xv, yv, 7)
-    values = exact_shapley(X, y, Xv, yv, learner=LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000))
+    values = exact_shapley(X, y, Xv, yv, learner=LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000)).values
     assert values.sum() == pytest.approx(game[-1] - game[0], rel=1e-9)
     assert values[0] == pytest.approx(values[-1], abs=1e-9)
 
@@ -121,7 +121,7 @@ def test_tmc_shapley_is_efficient_and_converges(tiny) -> None:
     game = _sklearn_game(X, y, Xv, yv, 4, utility="accuracy", learner=learner)
     values = tmc_shapley(
         X, y, Xv, yv, budget=1 + 4 * 2000, truncation=0.0, learner=learner, chunk=4, utility="accuracy"
-    )
+    ).values
     assert values.sum() == pytest.approx(game[-1] - game[0], abs=1e-12)
     np.testing.assert_allclose(values, shapley_from_game(game), atol=0.05)
 
@@ -136,7 +136,9 @@ def test_data_oob_flags_a_mislabelled_row() -> None:
     X = np.vstack([rng.normal(size=(60, 2)), rng.normal(size=(60, 2)) + 8])
     y = np.array([0] * 60 + [1] * 60)
     y[5] = 1
-    values = data_oob(X, y, X[:10], np.zeros(10, dtype=int), n_estimators=100, seed=0)
+    result = data_oob(X, y, X[:10], np.zeros(10, dtype=int), n_estimators=100, seed=0)
+    assert (result.method, result.n_trainings) == ("data_oob", 100)
+    values = result.values
     assert np.all((values >= 0) & (values <= 1))
     assert values[5] < 0.2
     assert np.median(np.delete(values, 5)) == 1.0
@@ -145,7 +147,7 @@ def test_data_oob_flags_a_mislabelled_row() -> None:
 
 def test_leave_one_out_batched_agrees_with_sklearn_loop(small_data) -> None:
     X, y, Xv, yv = (a[:40] for a in small_data)
-    batched = leave_one_out(X, y, Xv, yv, device="cpu")
-    oracle = leave_one_out(X, y, Xv, yv, learner=LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000))
+    batched = leave_one_out(X, y, Xv, yv, device="cpu").values
+    oracle = leave_one_out(X, y, Xv, yv, learner=LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000)).values
     np.testing.assert_allclose(batched, oracle, atol=5e-4)
     assert list(itertools.islice(np.argsort(batched), 5)) == list(itertools.islice(np.argsort(oracle), 5))

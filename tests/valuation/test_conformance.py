@@ -8,10 +8,11 @@ import pytest
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.valuation import EcoVal
 from ecoval_ops.valuation.baselines import data_oob, exact_shapley, knn_shapley, leave_one_out, tmc_shapley
+from ecoval_ops.valuation.result import ValuationResult
 from tests.conftest import blobs
 
 METHODS = {
-    "ecoval": lambda *a: EcoVal(n_clusters=3).fit(*a).values_,
+    "ecoval": lambda *a: EcoVal(n_clusters=3).fit(*a).result_,
     "exact_shapley": lambda *a: exact_shapley(*(x[:8] if i < 2 else x for i, x in enumerate(a))),
     "leave_one_out": leave_one_out,
     "tmc_shapley": lambda *a: tmc_shapley(*a, budget=300),
@@ -29,8 +30,11 @@ def data():
 @pytest.mark.parametrize("method", METHODS, ids=list(METHODS))
 def test_deterministic_finite_and_aligned(method: str, data) -> None:
     copies = [a.copy() for a in data]
-    first = METHODS[method](*data)
-    second = METHODS[method](*data)
+    result = METHODS[method](*data)
+    # One API for every method: the result type, its name and the trainings it ran.
+    assert isinstance(result, ValuationResult) and result.method == method
+    assert result.n_trainings is not None and result.n_trainings >= 0
+    first, second = np.asarray(result), np.asarray(METHODS[method](*data))
     n = 8 if method == "exact_shapley" else 100
     assert first.shape == (n,) and first.dtype == np.float64
     assert np.isfinite(first).all()
@@ -56,7 +60,7 @@ def test_mislabelled_rows_rank_low(method: str) -> None:
     y_noisy = y.copy()
     y_noisy[:4] = 1 - y[:4]
     cut = 8 if method == "exact_shapley" else 80
-    values = METHODS[method](X[:cut], y_noisy[:cut], X[80:], y[80:])
+    values = np.asarray(METHODS[method](X[:cut], y_noisy[:cut], X[80:], y[80:]))
     if method == "exact_shapley":
         assert values[:4].mean() < values[4:].mean()
     else:

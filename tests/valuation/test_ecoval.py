@@ -107,3 +107,26 @@ def test_fit_plan_refuses_utilities_of_another_shape(small_data) -> None:
     plan = est.prepare(X, y, X_val, y_val)
     with pytest.raises(InvalidInputError, match="utilities have shape"):
         est.fit_plan(plan, np.zeros((2, y_val.size)), X, y, n_trainings=0)
+
+
+def test_production_and_propagator_compose(small_data, tmp_path) -> None:
+    from ecoval_ops.valuation.production import SecondOrderProduction
+    from ecoval_ops.valuation.propagation import NeighbourPropagator
+
+    by_params = EcoVal(n_clusters=3, shrinkage=False, k_neighbors=5, c_kappa=2.0).fit(*small_data)
+    composed = EcoVal(
+        n_clusters=3,
+        production=SecondOrderProduction(shrinkage=False),
+        propagator=NeighbourPropagator(k_neighbors=5, c_kappa=2.0, empirical_bayes=True),
+    ).fit(*small_data)
+    np.testing.assert_array_equal(composed.values_, by_params.values_)
+    assert not np.array_equal(composed.values_, EcoVal(n_clusters=3).fit(*small_data).values_)
+
+    class Flat(SecondOrderProduction):
+        """Another production function: a user's own part, met by the Protocol."""
+
+    custom = EcoVal(n_clusters=3, production=Flat()).fit(*small_data)
+    params = json.loads((custom.save(tmp_path / "m") / "ecoval.json").read_text())["params"]
+    assert params["production"].endswith("Flat") and params["propagator"] is None
+    loaded = EcoVal.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.value(*small_data[2:]), custom.value(*small_data[2:]))

@@ -64,22 +64,31 @@ def test_fit_rejects_bad_input(case: str, args: tuple, message: str) -> None:
 
 
 BAD_PARAMS = [
-    ({"utility": "auc"}, "utility must be"),
-    ({"seeds": 0}, "seeds must be a positive integer"),
+    ({"utility": "auc"}, "EcoVal: utility must be one of 'log_likelihood', 'accuracy'; found 'auc'"),
+    ({"seeds": 0}, "EcoVal: seeds must be a positive integer; found 0"),
     ({"k_neighbors": 0}, "k_neighbors must be a positive integer"),
     ({"c_kappa": float("nan")}, "c_kappa must be finite"),
-    ({"n_clusters": 1}, "n_clusters must be at least 2"),
+    ({"n_clusters": 1}, "n_clusters must be None or an integer >= 2; found 1"),
     ({"budget": 4}, "budget 4 allows 1 clusters"),
-    ({"learner": "forest"}, "unknown learner 'forest'"),
-    ({"learner": object()}, "has no fit/predict_proba"),
+    ({"learner": "forest"}, "EcoVal: learner must be one of 'logistic', 'mlp', .*; found 'forest'"),
+    ({"learner": object()}, "learner must be one of 'logistic', 'mlp', a scikit-learn classifier"),
+    ({"device": "gpu"}, "EcoVal: device must be one of 'auto', 'cpu', 'cuda'; found 'gpu'"),
     ({"min_cluster_frac": 0.7}, "min_cluster_frac"),
+    ({"production": object()}, "production must be None or a ProductionFunction"),
+    ({"propagator": "knn"}, "propagator must be None or a Propagator"),
 ]
 
 
 @pytest.mark.parametrize(("params", "message"), BAD_PARAMS, ids=[str(p) for p, _ in BAD_PARAMS])
-def test_fit_rejects_bad_parameters(params: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_fit_rejects_bad_parameters(params: dict, message: str, monkeypatch) -> None:
+    from ecoval_ops.valuation import ecoval
+
+    # Declarative checks run before any work: no learner may be built, no model trained.
+    monkeypatch.setattr(ecoval, "learner_from_name", lambda *a: pytest.fail("a learner was built"))
+    with pytest.raises(InvalidInputError, match=message):
         EcoVal(**params).fit(X, Y, XV, YV)
+    with pytest.raises(ValueError, match=message):
+        EcoVal(**params).prepare(X, Y, XV, YV)
 
 
 def test_fewer_rows_than_clusters_reduces_p_with_a_warning() -> None:
