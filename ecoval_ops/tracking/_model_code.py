@@ -36,7 +36,7 @@ class EcoValPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined
                 "ecoval_value": rows.values,
                 "ecoval_intrinsic": rows.intrinsic,
                 "ecoval_extrinsic": rows.extrinsic,
-                "ecoval_cluster": rows.clusters.astype("int32"),
+                "ecoval_cluster": np.asarray(rows.clusters, dtype=np.int32),
                 "ecoval_cluster_value": rows.cluster_values,
                 "ecoval_suspect": rows.suspect,
             }

@@ -43,7 +43,7 @@ __all__ = ["EcoVal"]
 
 
 def _positive_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v >= 1)
 
 
 def _learner(v: Any) -> bool:
@@ -479,9 +479,9 @@ class EcoVal:
         self.state_ = state
         self.result_ = result
         self.values_ = result.values
-        self.intrinsic_ = result.intrinsic
-        self.extrinsic_ = result.extrinsic
-        self.clusters_ = result.clusters
+        self.intrinsic_ = np.asarray(result.intrinsic, dtype=np.float64)
+        self.extrinsic_ = np.asarray(result.extrinsic, dtype=np.float64)
+        self.clusters_ = np.asarray(result.clusters, dtype=np.int64)
         self.cluster_values_ = game.phi
         self.gamma_alpha_ = game.gamma_alpha
         self.gamma_beta_ = game.gamma_beta
