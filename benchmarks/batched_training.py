@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ecoval_ops.valuation import SoftmaxRegression
 from ecoval_ops.valuation.clustering import FeatureSpace, KMeansClusterer
-from ecoval_ops.valuation.ecoval import _stratified_half
+from ecoval_ops.valuation.plan import stratified_half
 from ecoval_ops.valuation.utility import per_example_utility
 
 
@@ -51,7 +51,7 @@ def _data(n_train: int, n_val: int, seed: int) -> tuple[np.ndarray, ...]:
 def _masks(Z: np.ndarray, p: int, seed: int) -> np.ndarray:
     """The 2 + p + p(p-1)/2 masks of an EcoVal run on k-means clusters of ``Z``."""
     clusters = KMeansClusterer().fit_predict(FeatureSpace.fit(Z, max_dims=64).cluster_space(Z), p, seed)
-    masks = [np.ones(Z.shape[0], dtype=bool), _stratified_half(clusters, np.random.default_rng(seed))]
+    masks = [np.ones(Z.shape[0], dtype=bool), stratified_half(clusters, np.random.default_rng(seed))]
     masks += [clusters != c for c in range(p)]
     masks += [(clusters != c) & (clusters != d) for c in range(p) for d in range(c + 1, p)]
     return np.stack(masks)

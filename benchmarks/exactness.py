@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 
 from ecoval_ops.valuation import EcoVal
 from ecoval_ops.valuation.baselines import exact_shapley, shapley_from_game
-from ecoval_ops.valuation.trainer import learner_from_name
+from ecoval_ops.valuation.learners import learner_from_name
 from ecoval_ops.valuation.utility import per_example_utility
 
 DATA = {"pol_722": PROTOCOLS["P1"], "digits": PROTOCOLS["D1"]}

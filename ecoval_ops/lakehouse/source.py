@@ -21,7 +21,15 @@ from ecoval_ops.lakehouse.tables import open_table
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Rows", "SourceColumns", "check_source", "embedding_matrix", "read_rows"]
+__all__ = [
+    "Rows",
+    "SourceColumns",
+    "check_seen_labels",
+    "check_source",
+    "embedding_matrix",
+    "label_classes",
+    "read_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,36 @@ def check_source(columns: SourceColumns, path: str | Path, version: int) -> pa.T
     if distinct != data.num_rows:
         raise DuplicateKeyError(f"key column {columns.key!r} of {where} has {data.num_rows - distinct} duplicate keys")
     return data
+
+
+def label_classes(data: pa.Table, label: str, where: str) -> pa.Array:
+    """The distinct labels of a checked source version.
+
+    Raises:
+        InvalidInputError: a single class: valuation needs at least 2.
+    """
+    import pyarrow.compute as pc
+
+    classes = pc.unique(data.column(label))
+    if len(classes) < 2:
+        raise InvalidInputError(
+            f"label column {label!r} of {where} has a single class ({classes[0].as_py()!r}); valuation needs at least 2"
+        )
+    return classes
+
+
+def check_seen_labels(labels: pa.ChunkedArray, classes: pa.Array, where: str, training: str) -> None:
+    """Check that every label in ``labels`` (of ``where``) is one of the training ``classes``.
+
+    Raises:
+        InvalidInputError: labels unseen in ``training``, with their count and up to 5 of them.
+    """
+    import pyarrow.compute as pc
+
+    unseen = pc.filter(labels, pc.invert(pc.is_in(labels, value_set=classes)))
+    if len(unseen):
+        shown = sorted({v.as_py() for v in unseen}, key=str)[:5]
+        raise InvalidInputError(f"{where} has {len(unseen)} rows with labels not in {training}: {shown}")
 
 
 def embedding_matrix(column: pa.ChunkedArray | pa.Array, name: str, where: str) -> NDArray[np.float64]:

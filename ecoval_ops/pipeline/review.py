@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ecoval_ops.valuation import EcoVal, TrainingPlan
     from ecoval_ops.valuation.removal import RemovalCurve
 
-__all__ = ["REMOVAL_FILE", "REMOVAL_ROWS", "log_review", "removal_curve", "saved_curve"]
+__all__ = ["REMOVAL_FILE", "REMOVAL_ROWS", "log_review", "removal_curve", "run_figures", "saved_curve"]
 
 REMOVAL_FILE = "removal_curve.json"
 """The refit's point-removal curve, saved beside the model in the run's workspace."""
@@ -75,3 +75,30 @@ def log_review(
         folder = Path(tmp) / "review"
         write_review(folder, values, key=key, members=members, curve=curve, diagnostics=diagnostics, seed=seed)
         tracker.log_artifacts(run_id, folder, "review")
+
+
+def run_figures(values: Any, ev: EcoVal, diagnostics: Diagnostics, *, refit: bool) -> dict[str, Any]:
+    """The figures of a run: rows by mode, suspect share, trainings, production-function metrics.
+
+    Args:
+        values: the run's value columns (a pandas frame).
+        ev: the run's valuation model.
+        diagnostics: its production-function diagnostics.
+        refit: whether the run trained (an incremental run ran no training).
+    """
+    modes = values["ecoval_mode"]
+    return {
+        "rows_valued": len(values),
+        "rows_in_sample": int((modes == "in_sample").sum()),
+        "rows_out_of_sample": int((modes == "out_of_sample").sum()),
+        "suspect_share": float(values["ecoval_suspect"].mean()) if len(values) else 0.0,
+        "n_trainings": int(ev.n_trainings_) if refit else 0,
+        "metrics": {
+            "U_B": diagnostics.utility_full,
+            "U_empty": diagnostics.utility_empty,
+            "Gamma_alpha": diagnostics.gamma_alpha,
+            "Gamma_beta": diagnostics.gamma_beta,
+            "gamma": diagnostics.gamma,
+            "p": float(ev.n_clusters_),
+        },
+    }

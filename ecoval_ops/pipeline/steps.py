@@ -17,7 +17,6 @@ again for the same run returns the version registered before.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,13 @@ from numpy.typing import NDArray
 from ecoval_ops.config import RunConfig
 from ecoval_ops.exceptions import EcovalError, InvalidInputError
 from ecoval_ops.lakehouse import open_table
-from ecoval_ops.lakehouse.source import Rows, check_source, read_rows
+from ecoval_ops.lakehouse.source import Rows, check_seen_labels, check_source, label_classes, read_rows
 from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline.engines import Engine
 from ecoval_ops.pipeline.pinned import PinnedRun
-from ecoval_ops.pipeline.refit import Mode, decide_mode
-from ecoval_ops.pipeline.review import REMOVAL_FILE, log_review, removal_curve, saved_curve
+from ecoval_ops.pipeline.refit import decide_mode
+from ecoval_ops.pipeline.refs import Detection, RunRef
+from ecoval_ops.pipeline.review import REMOVAL_FILE, log_review, removal_curve, run_figures, saved_curve
 from ecoval_ops.process import fault_point
 
 __all__ = [
@@ -50,72 +50,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RunRef:
-    """What a step hands the next: references only, JSON-able (Airflow XCom).
-
-    Attributes:
-        run: the pinned configuration and versions.
-        mode: ``refit``, ``incremental`` or ``noop``.
-        run_id: the parent MLflow run (None for a no-op).
-        model_version: the registered valuation model the values come from.
-    """
-
-    run: PinnedRun
-    mode: Mode
-    run_id: str | None = None
-    model_version: str | None = None
-
-    @property
-    def table_version(self) -> int:
-        """The source version the run values."""
-        return self.run.table_version
-
-    def to_dict(self) -> dict[str, Any]:
-        """The reference as a plain dict."""
-        return {
-            "run": self.run.to_dict(),
-            "mode": self.mode,
-            "run_id": self.run_id,
-            "model_version": self.model_version,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRef:
-        """Inverse of :meth:`to_dict`."""
-        return cls(PinnedRun.from_dict(data["run"]), data["mode"], data.get("run_id"), data.get("model_version"))
-
-    def started(self) -> str:
-        """The run id, for steps that need an open run."""
-        if self.run_id is None:
-            raise EcovalError(f"a {self.mode} run has no MLflow run; decide() opens one for refit and incremental runs")
-        return self.run_id
-
-
-@dataclass(frozen=True)
-class Detection:
-    """What :func:`detect` found.
-
-    Attributes:
-        run: the pinned configuration and versions.
-        rows: rows in the pinned source version.
-        new_rows: rows no run has valued yet.
-    """
-
-    run: PinnedRun
-    rows: int
-    new_rows: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """As a plain dict (XCom)."""
-        return {"run": self.run.to_dict(), "rows": self.rows, "new_rows": self.new_rows}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Detection:
-        """Inverse of :meth:`to_dict`."""
-        return cls(PinnedRun.from_dict(data["run"]), int(data["rows"]), int(data["new_rows"]))
-
-
 def _rows(run: PinnedRun, *, only_new: bool = False) -> Rows:
     return read_rows(
         run.columns, run.config.table, embeddings=run.embeddings_table(), version=run.table_version, only_new=only_new
@@ -129,17 +63,10 @@ def detect(cfg: RunConfig) -> Detection:
         InvalidInputError: not a Delta table, missing columns, an empty table, null keys or
             labels, duplicate keys, a single class, validation labels unseen in the table.
     """
-    import pyarrow.compute as pc
-
     version = int(open_table(cfg.table).version())
     columns = PinnedRun(cfg, version).columns
     data = check_source(columns, cfg.table, version)
-    classes = pc.unique(data.column(cfg.label))
-    if len(classes) < 2:
-        raise InvalidInputError(
-            f"label column {cfg.label!r} of {cfg.table}@v{version} has a single class ({classes[0].as_py()!r}); "
-            "valuation needs at least 2"
-        )
+    classes = label_classes(data, cfg.label, f"{cfg.table}@v{version}")
     val_version = None
     if cfg.validation_table is None:
         held_out = int(holdout_mask(data.column(cfg.key).to_pylist(), cfg.validation_fraction).sum())
@@ -150,14 +77,12 @@ def detect(cfg: RunConfig) -> Detection:
             )
     else:
         val_version = int(open_table(cfg.validation_table).version())
-        val = check_source(columns, cfg.validation_table, val_version).column(cfg.label)
-        unseen = pc.filter(val, pc.invert(pc.is_in(val, value_set=classes)))
-        if len(unseen):
-            shown = sorted({v.as_py() for v in unseen}, key=str)[:5]
-            raise InvalidInputError(
-                f"validation table {cfg.validation_table}@v{val_version} has {len(unseen)} rows with labels not in "
-                f"{cfg.table}@v{version}: {shown}"
-            )
+        check_seen_labels(
+            check_source(columns, cfg.validation_table, val_version).column(cfg.label),
+            classes,
+            f"validation table {cfg.validation_table}@v{val_version}",
+            f"{cfg.table}@v{version}",
+        )
     new_rows = data.num_rows
     if "ecoval_run_id" in data.column_names:
         new_rows = int(data.column("ecoval_run_id").null_count)
@@ -431,22 +356,7 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
     ev = EcoVal.load(ws.model(run_id))
     diagnostics = Diagnostics.of(ev)
     refit = ref.mode == "refit"
-    modes = values["ecoval_mode"]
-    figures: dict[str, Any] = {
-        "rows_valued": len(values),
-        "rows_in_sample": int((modes == "in_sample").sum()),
-        "rows_out_of_sample": int((modes == "out_of_sample").sum()),
-        "suspect_share": float(values["ecoval_suspect"].mean()) if len(values) else 0.0,
-        "n_trainings": int(ev.n_trainings_) if refit else 0,
-        "metrics": {
-            "U_B": diagnostics.utility_full,
-            "U_empty": diagnostics.utility_empty,
-            "Gamma_alpha": diagnostics.gamma_alpha,
-            "Gamma_beta": diagnostics.gamma_beta,
-            "gamma": diagnostics.gamma,
-            "p": float(ev.n_clusters_),
-        },
-    }
+    figures = run_figures(values, ev, diagnostics, refit=refit)
     tracker = run.tracker
     curve = saved_curve(ws.model(run_id) / REMOVAL_FILE) if refit else None
     tracker.log_metrics(

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace, KMeansClusterer
 from ecoval_ops.valuation.ecoval import EcoVal
+from ecoval_ops.valuation.learners import SklearnLearner
 from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities, SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState, RowInputs
 from ecoval_ops.valuation.protocols import Clusterer, Learner, ProductionFunction, Propagator
 from ecoval_ops.valuation.result import ValuationResult
-from ecoval_ops.valuation.trainer import MLPClassifier, SklearnLearner, SoftmaxRegression
+from ecoval_ops.valuation.trainer import MLPClassifier, SoftmaxRegression
 
 __all__ = [
     "ClusterGame",

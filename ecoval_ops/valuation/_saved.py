@@ -1,12 +1,14 @@
 """Saved valuation files: arrays in one ``.npz`` (no pickle) beside one JSON file.
 
 Shared by the fitted state (:meth:`EcoVal.save`) and the training plan
-(:meth:`TrainingPlan.save`), which both carry the stage-0 state (feature space, cluster model).
+(:meth:`TrainingPlan.save`), which both carry the stage-0 state (feature space, cluster model);
+:func:`fitted_arrays` and :func:`fitted_from_arrays` name the arrays of the fitted state.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,18 @@ from numpy.typing import NDArray
 
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
+from ecoval_ops.valuation.production import ClusterGame
+from ecoval_ops.valuation.propagation import PropagationState
+from ecoval_ops.valuation.result import ValuationResult
 
-__all__ = ["read_saved", "stage0_arrays", "stage0_from_arrays", "write_saved"]
+__all__ = [
+    "fitted_arrays",
+    "fitted_from_arrays",
+    "read_saved",
+    "stage0_arrays",
+    "stage0_from_arrays",
+    "write_saved",
+]
 
 
 def stage0_arrays(space: FeatureSpace, model: ClusterModel) -> dict[str, NDArray[Any]]:
@@ -62,3 +74,42 @@ def read_saved(folder: Path, arrays_file: str, meta_file: str, what: str) -> tup
     except (OSError, ValueError) as e:
         raise InvalidInputError(f"{folder} does not hold a saved {what}: {e}") from e
     return meta, arrays
+
+
+def fitted_arrays(
+    classes: NDArray[Any],
+    space: FeatureSpace,
+    model: ClusterModel,
+    game: ClusterGame,
+    state: PropagationState,
+    result: ValuationResult,
+) -> dict[str, NDArray[Any]]:
+    """The arrays of a fitted EcoVal, each part under its prefix (``game_``, ``state_``, ``result_``)."""
+    return {
+        "classes": classes,
+        **stage0_arrays(space, model),
+        **{f"game_{k}": v for k, v in asdict(game).items() if isinstance(v, np.ndarray)},
+        **{f"state_{k}": v for k, v in state.__dict__.items() if isinstance(v, np.ndarray)},
+        **{f"result_{k}": v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)},
+    }
+
+
+def fitted_from_arrays(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`fitted_arrays`, with the scalars of ``meta``.
+
+    Returns:
+        The fitted parts by name: classes, space, model, game, state, result.
+    """
+
+    def take(prefix: str) -> dict[str, Any]:
+        return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    space, model = stage0_from_arrays(arrays)
+    return {
+        "classes": arrays["classes"],
+        "space": space,
+        "model": model,
+        "game": ClusterGame(**take("game_"), **meta["game"]),
+        "state": PropagationState(**take("state_"), **meta["state"]),
+        "result": ValuationResult(**take("result_"), mode="in_sample", n_trainings=int(meta["n_trainings"])),
+    }

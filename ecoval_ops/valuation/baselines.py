@@ -25,8 +25,9 @@ from numpy.typing import ArrayLike, NDArray
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.valuation._inputs import LabelledData, check_training_data
 from ecoval_ops.valuation.clustering import FeatureSpace
+from ecoval_ops.valuation.learners import learner_from_name
 from ecoval_ops.valuation.result import ValuationResult
-from ecoval_ops.valuation.trainer import DeviceName, learner_from_name
+from ecoval_ops.valuation.trainer import DeviceName
 from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior_utility
 
 __all__ = [

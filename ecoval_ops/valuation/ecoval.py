@@ -12,8 +12,7 @@ shard each), and ``fit_plan`` on the utilities of all masks.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import inspect
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ecoval_ops.exceptions import InvalidInputError, NotFittedError
 from ecoval_ops.valuation._inputs import check_features, check_labels, check_training_data, encode_labels
-from ecoval_ops.valuation._saved import read_saved, stage0_arrays, stage0_from_arrays, write_saved
+from ecoval_ops.valuation._saved import fitted_arrays, fitted_from_arrays, read_saved, write_saved
 from ecoval_ops.valuation.clustering import (
     ClusterModel,
     FeatureSpace,
@@ -31,52 +30,18 @@ from ecoval_ops.valuation.clustering import (
     choose_n_clusters,
     min_cluster_size,
 )
-from ecoval_ops.valuation.plan import TrainingPlan
+from ecoval_ops.valuation.learners import learner_from_name
+from ecoval_ops.valuation.params import check_params
+from ecoval_ops.valuation.plan import TrainingPlan, stratified_half, stratified_sample
 from ecoval_ops.valuation.production import ClusterGame, SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState
 from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
 from ecoval_ops.valuation.result import ValuationResult
-from ecoval_ops.valuation.trainer import DeviceName, learner_from_name
+from ecoval_ops.valuation.trainer import DeviceName
 from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior_utility
 
 __all__ = ["EcoVal"]
 
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v >= 1)
-
-
-def _learner(v: Any) -> bool:
-    if isinstance(v, str):
-        return v in ("logistic", "mlp")
-    return hasattr(v, "predict_proba_masked") or (hasattr(v, "fit") and hasattr(v, "predict_proba"))
-
-
-_PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "n_clusters": (lambda v: v is None or (_positive_int(v) and v >= 2), "None or an integer >= 2"),
-    "budget": (lambda v: v is None or _positive_int(v), "None or a positive integer"),
-    "pairwise": (lambda v: isinstance(v, bool), "True or False"),
-    "utility": (lambda v: v in ("log_likelihood", "accuracy"), "one of 'log_likelihood', 'accuracy'"),
-    "learner": (
-        _learner,
-        "one of 'logistic', 'mlp', a scikit-learn classifier (fit/predict_proba) or an object with "
-        "predict_proba_masked",
-    ),
-    "k_neighbors": (_positive_int, "a positive integer"),
-    "c_kappa": (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "finite and >= 0"),
-    "seeds": (_positive_int, "a positive integer"),
-    "seed": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "an integer"),
-    "device": (lambda v: v in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
-    "max_train_rows": (_positive_int, "a positive integer"),
-    "min_cluster_frac": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "in [0, 0.5)"),
-    "pca_dims": (_positive_int, "a positive integer"),
-    "clusterer": (lambda v: v is None or isinstance(v, Clusterer), "None or a Clusterer (fit_predict)"),
-    "production": (lambda v: v is None or isinstance(v, ProductionFunction), "None or a ProductionFunction (fit)"),
-    "propagator": (lambda v: v is None or isinstance(v, Propagator), "None or a Propagator (fit)"),
-    "shrinkage": (lambda v: isinstance(v, bool), "True or False"),
-    "empirical_bayes": (lambda v: isinstance(v, bool), "True or False"),
-}
-"""Each parameter's test and what it must be, checked at the start of ``prepare`` and ``fit``."""
 
 _FORMAT_VERSION = 1
 _STATE_FILE = "state.npz"
@@ -225,13 +190,13 @@ class EcoVal:
         model, clusters = ClusterModel.from_labels(Z, first, min_size=min_cluster_size(n, self.min_cluster_frac))
         if model.n_clusters < 2:
             raise InvalidInputError(f"the {n} training rows form a single cluster; 2 are needed")
-        rows = _stratified_sample(clusters, self.max_train_rows, np.random.default_rng(self.seed))
+        rows = stratified_sample(clusters, self.max_train_rows, np.random.default_rng(self.seed))
         cs = clusters[rows]
         return TrainingPlan(
             X=space.standardise(data.X_train[rows]),
             y=data.y_train[rows],
             sample_clusters=cs,
-            halves=np.stack([_stratified_half(cs, np.random.default_rng([self.seed, s])) for s in range(self.seeds)]),
+            halves=np.stack([stratified_half(cs, np.random.default_rng([self.seed, s])) for s in range(self.seeds)]),
             X_val=space.standardise(data.X_val),
             y_val=data.y_val,
             empty=prior_utility(data.y_train[rows], data.y_val, data.n_classes, self.utility),
@@ -373,14 +338,8 @@ class EcoVal:
         loads no code. A learner given as an object is recorded by its class name.
         """
         self._check_fitted()
-        game, state, result = self.game_, self.state_, self.result_
-        arrays: dict[str, NDArray[Any]] = {
-            "classes": self.classes_,
-            **stage0_arrays(self.feature_space_, self.cluster_model_),
-            **{f"game_{k}": v for k, v in asdict(game).items() if isinstance(v, np.ndarray)},
-            **{f"state_{k}": v for k, v in state.__dict__.items() if isinstance(v, np.ndarray)},
-            **{f"result_{k}": v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)},
-        }
+        game, state = self.game_, self.state_
+        arrays = fitted_arrays(self.classes_, self.feature_space_, self.cluster_model_, game, state, self.result_)
         params = self._params()
         if not isinstance(params["learner"], str):
             params["learner"] = type(params["learner"]).__qualname__
@@ -410,56 +369,16 @@ class EcoVal:
         # The fitted state values rows on its own; composed parts are recorded by name only.
         params.update(clusterer=None, production=None, propagator=None)
         est = cls(**params)
-
-        def take(prefix: str) -> dict[str, Any]:
-            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-        game = ClusterGame(**take("game_"), **meta["game"])
-        state = PropagationState(**take("state_"), **meta["state"])
-        res = take("result_")
-        space, model = stage0_from_arrays(arrays)
-        est._set_fitted(
-            classes=arrays["classes"],
-            space=space,
-            model=model,
-            game=game,
-            state=state,
-            result=ValuationResult(**res, mode="in_sample", n_trainings=int(meta["n_trainings"])),
-            n_trainings=int(meta["n_trainings"]),
-        )
+        est._set_fitted(**fitted_from_arrays(arrays, meta), n_trainings=int(meta["n_trainings"]))
         return est
 
     def _params(self) -> dict[str, Any]:
-        return {
-            name: getattr(self, name)
-            for name in (
-                "n_clusters",
-                "budget",
-                "pairwise",
-                "utility",
-                "learner",
-                "k_neighbors",
-                "c_kappa",
-                "seeds",
-                "seed",
-                "device",
-                "max_train_rows",
-                "min_cluster_frac",
-                "pca_dims",
-                "clusterer",
-                "production",
-                "propagator",
-                "shrinkage",
-                "empirical_bayes",
-            )
-        }
+        """Every ``__init__`` argument by name, as stored (scikit-learn's ``get_params``)."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
 
     def _check_params(self) -> None:
-        """Validate every parameter against :data:`_PARAM_RULES` before any work (scikit-learn style)."""
-        for name, (valid, expected) in _PARAM_RULES.items():
-            value = getattr(self, name)
-            if not valid(value):
-                raise InvalidInputError(f"{type(self).__name__}: {name} must be {expected}; found {value!r}")
+        check_params(type(self).__name__, self._params())
 
     def _set_fitted(
         self,
@@ -493,25 +412,3 @@ class EcoVal:
     def _check_fitted(self) -> None:
         if not hasattr(self, "state_"):
             raise NotFittedError("this EcoVal is not fitted yet; call fit(X_train, y_train, X_val, y_val) first")
-
-
-def _stratified_sample(clusters: NDArray[np.int64], limit: int, rng: np.random.Generator) -> NDArray[np.intp]:
-    """Row indices of at most ``limit`` rows keeping each cluster's share (all rows if fewer)."""
-    n = clusters.shape[0]
-    if n <= limit:
-        return np.arange(n)
-    picked = []
-    for c in np.unique(clusters):
-        members = np.flatnonzero(clusters == c)
-        take = max(1, round(limit * members.size / n))
-        picked.append(rng.choice(members, size=min(take, members.size), replace=False))
-    return np.sort(np.concatenate(picked))
-
-
-def _stratified_half(clusters: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.bool_]:
-    """A random half of each cluster (the diagonal point t = 1/2 of the production function)."""
-    half = np.zeros(clusters.shape[0], dtype=bool)
-    for c in np.unique(clusters):
-        members = np.flatnonzero(clusters == c)
-        half[rng.permutation(members)[: (members.size + 1) // 2]] = True
-    return half

@@ -25,7 +25,7 @@ from ecoval_ops.valuation._saved import read_saved, stage0_arrays, stage0_from_a
 from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
 from ecoval_ops.valuation.production import LeaveOutUtilities
 
-__all__ = ["TrainingPlan"]
+__all__ = ["TrainingPlan", "stratified_half", "stratified_sample"]
 
 _ARRAYS = "plan.npz"
 _META = "plan.json"
@@ -178,3 +178,25 @@ class TrainingPlan:
             pairwise=bool(meta["pairwise"]),
             seed=int(meta["seed"]),
         )
+
+
+def stratified_sample(clusters: NDArray[np.int64], limit: int, rng: np.random.Generator) -> NDArray[np.intp]:
+    """Row indices of at most ``limit`` rows keeping each cluster's share (all rows if fewer)."""
+    n = clusters.shape[0]
+    if n <= limit:
+        return np.arange(n)
+    picked = []
+    for c in np.unique(clusters):
+        members = np.flatnonzero(clusters == c)
+        take = max(1, round(limit * members.size / n))
+        picked.append(rng.choice(members, size=min(take, members.size), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def stratified_half(clusters: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.bool_]:
+    """A random half of each cluster (the diagonal point t = 1/2 of the production function)."""
+    half = np.zeros(clusters.shape[0], dtype=bool)
+    for c in np.unique(clusters):
+        members = np.flatnonzero(clusters == c)
+        half[rng.permutation(members)[: (members.size + 1) // 2]] = True
+    return half

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ecoval_ops.valuation.trainer import DeviceName, learner_from_name
+from ecoval_ops.valuation.learners import learner_from_name
+from ecoval_ops.valuation.trainer import DeviceName
 
 __all__ = ["SHARES", "RemovalCurve", "removal_curve"]
 

@@ -5,18 +5,20 @@ together as one tensor program: weights ``[M, d, K]``, a ``[M, n]`` mask, one fu
 optimiser. Every masked model starts from the all-rows solution (a leave-cluster-out model is a
 small perturbation of it), which is both faster and closer to the optimum than a cold start.
 
-Three learners satisfy :class:`~ecoval_ops.valuation.protocols.Learner`:
+Two batched learners satisfy :class:`~ecoval_ops.valuation.protocols.Learner`:
 
 - :class:`SoftmaxRegression`: multinomial logistic regression with scikit-learn's L2 penalty
-  (``sum_i CE_i + ||W||^2 / (2C)``), batched L-BFGS with a strong-Wolfe line search;
-- :class:`MLPClassifier`: one hidden ReLU layer, batched full-batch Adam with early stop;
-- :class:`SklearnLearner`: any scikit-learn classifier, one model at a time (the slow path).
+  (``sum_i CE_i + ||W||^2 / (2C)``), batched L-BFGS (:mod:`.lbfgs`) with a strong-Wolfe line
+  search;
+- :class:`MLPClassifier`: one hidden ReLU layer, batched full-batch Adam with early stop.
+
+Any scikit-learn classifier serves too, one model at a time (:mod:`.learners`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -27,14 +29,7 @@ from ecoval_ops.valuation.lbfgs import LbfgsMemory, batched_lbfgs
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "DeviceName",
-    "MLPClassifier",
-    "SklearnLearner",
-    "SoftmaxRegression",
-    "learner_from_name",
-    "resolve_device",
-]
+__all__ = ["DeviceName", "MLPClassifier", "SoftmaxRegression", "resolve_device"]
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 Precision = Literal["float32", "float64"]
@@ -326,82 +321,3 @@ class MLPClassifier(_BatchedTorchLearner):
                 break
             previous = value
         return [p.detach() for p in params], None
-
-
-class SklearnLearner:
-    """Any scikit-learn classifier (``fit`` / ``predict_proba``), one model per mask.
-
-    The estimator is cloned for every mask and never modified. ``random_state`` is set to the
-    seed when the estimator has one. A mask with a single class predicts that class.
-
-    Args:
-        estimator: an unfitted scikit-learn classifier.
-    """
-
-    def __init__(self, estimator: Any) -> None:
-        self.estimator = estimator
-
-    def predict_proba_masked(
-        self,
-        X: NDArray[np.float64],
-        y: NDArray[np.int64],
-        masks: NDArray[np.bool_],
-        X_val: NDArray[np.float64],
-        *,
-        n_classes: int,
-        seed: int,
-    ) -> NDArray[np.float64]:
-        """Same contract as :meth:`SoftmaxRegression.predict_proba_masked`."""
-        out = np.zeros((masks.shape[0], X_val.shape[0], n_classes), dtype=np.float64)
-        for r, mask in enumerate(masks):
-            out[r] = self._fit_predict(X[mask], y[mask], X_val, n_classes, seed)
-        return out
-
-    def _fit_predict(
-        self,
-        X: NDArray[np.float64],
-        y: NDArray[np.int64],
-        X_val: NDArray[np.float64],
-        n_classes: int,
-        seed: int,
-    ) -> NDArray[np.float64]:
-        from sklearn.base import clone
-
-        proba = np.zeros((X_val.shape[0], n_classes), dtype=np.float64)
-        present = np.unique(y)
-        if present.size == 1:
-            proba[:, present[0]] = 1.0
-            return proba
-        model = clone(self.estimator)
-        if "random_state" in model.get_params():
-            model.set_params(random_state=seed)
-        model.fit(X, y)
-        proba[:, np.asarray(model.classes_, dtype=np.int64)] = model.predict_proba(X_val)
-        return proba
-
-
-def learner_from_name(
-    learner: str | Any, device: DeviceName
-) -> SoftmaxRegression | MLPClassifier | SklearnLearner | Any:
-    """Resolve EcoVal's ``learner`` parameter to an object with ``predict_proba_masked``.
-
-    ``"logistic"`` and ``"mlp"`` name the batched torch learners; an object that already has
-    ``predict_proba_masked`` is used as it is; any other object is taken for a scikit-learn
-    classifier and trained one model at a time.
-    """
-    if isinstance(learner, str):
-        factories: dict[str, Callable[[], Any]] = {
-            "logistic": lambda: SoftmaxRegression(device=device),
-            "mlp": lambda: MLPClassifier(device=device),
-        }
-        if learner not in factories:
-            raise ValueError(f"unknown learner {learner!r}; expected 'logistic', 'mlp' or a classifier instance")
-        return factories[learner]()
-    if hasattr(learner, "predict_proba_masked"):
-        return learner
-    if not (hasattr(learner, "fit") and hasattr(learner, "predict_proba")):
-        raise ValueError(
-            f"learner {type(learner).__name__} has no fit/predict_proba; pass 'logistic', 'mlp', "
-            "a scikit-learn classifier or an object with predict_proba_masked"
-        )
-    return SklearnLearner(learner)

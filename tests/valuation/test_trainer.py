@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
 from ecoval_ops.valuation import MLPClassifier, SklearnLearner, SoftmaxRegression
-from ecoval_ops.valuation.trainer import learner_from_name
+from ecoval_ops.valuation.learners import learner_from_name
 from tests.conftest import blobs
 
 

@@ -1,0 +1,97 @@
+"""Resolving EcoVal's ``learner`` parameter, and scikit-learn classifiers as learners.
+
+``"logistic"`` and ``"mlp"`` name the batched torch learners of :mod:`.trainer`; any
+scikit-learn classifier is wrapped by :class:`SklearnLearner` and trained one model at a time
+(the slow path, for comparisons with a given model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ecoval_ops.valuation.trainer import DeviceName, MLPClassifier, SoftmaxRegression
+
+__all__ = ["SklearnLearner", "learner_from_name"]
+
+
+class SklearnLearner:
+    """Any scikit-learn classifier (``fit`` / ``predict_proba``), one model per mask.
+
+    The estimator is cloned for every mask and never modified. ``random_state`` is set to the
+    seed when the estimator has one. A mask with a single class predicts that class.
+
+    Args:
+        estimator: an unfitted scikit-learn classifier.
+    """
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+
+    def predict_proba_masked(
+        self,
+        X: NDArray[np.float64],
+        y: NDArray[np.int64],
+        masks: NDArray[np.bool_],
+        X_val: NDArray[np.float64],
+        *,
+        n_classes: int,
+        seed: int,
+    ) -> NDArray[np.float64]:
+        """Same contract as :meth:`SoftmaxRegression.predict_proba_masked`."""
+        out = np.zeros((masks.shape[0], X_val.shape[0], n_classes), dtype=np.float64)
+        for r, mask in enumerate(masks):
+            out[r] = self._fit_predict(X[mask], y[mask], X_val, n_classes, seed)
+        return out
+
+    def _fit_predict(
+        self,
+        X: NDArray[np.float64],
+        y: NDArray[np.int64],
+        X_val: NDArray[np.float64],
+        n_classes: int,
+        seed: int,
+    ) -> NDArray[np.float64]:
+        from sklearn.base import clone
+
+        proba = np.zeros((X_val.shape[0], n_classes), dtype=np.float64)
+        present = np.unique(y)
+        if present.size == 1:
+            proba[:, present[0]] = 1.0
+            return proba
+        model = clone(self.estimator)
+        if "random_state" in model.get_params():
+            model.set_params(random_state=seed)
+        model.fit(X, y)
+        proba[:, np.asarray(model.classes_, dtype=np.int64)] = model.predict_proba(X_val)
+        return proba
+
+
+def learner_from_name(
+    learner: str | Any, device: DeviceName
+) -> SoftmaxRegression | MLPClassifier | SklearnLearner | Any:
+    """Resolve EcoVal's ``learner`` parameter to an object with ``predict_proba_masked``.
+
+    ``"logistic"`` and ``"mlp"`` name the batched torch learners; an object that already has
+    ``predict_proba_masked`` is used as it is; any other object is taken for a scikit-learn
+    classifier and trained one model at a time.
+    """
+    if isinstance(learner, str):
+        factories: dict[str, Callable[[], Any]] = {
+            "logistic": lambda: SoftmaxRegression(device=device),
+            "mlp": lambda: MLPClassifier(device=device),
+        }
+        if learner not in factories:
+            raise ValueError(f"unknown learner {learner!r}; expected 'logistic', 'mlp' or a classifier instance")
+        return factories[learner]()
+    if hasattr(learner, "predict_proba_masked"):
+        return learner
+    if not (hasattr(learner, "fit") and hasattr(learner, "predict_proba")):
+        raise ValueError(
+            f"learner {type(learner).__name__} has no fit/predict_proba; pass 'logistic', 'mlp', "
+            "a scikit-learn classifier or an object with predict_proba_masked"
+        )
+    return SklearnLearner(learner)
