@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from ecoval_ops.pipeline import tasks
+from ecoval_ops.config import OUTPUT_SETTINGS, settings
 from tests.conftest import blob_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -61,7 +61,10 @@ def test_dag_integrity(dag) -> None:
         assert task.owner == "ecoval"
         assert task.retries == (0 if task.task_id == "mark_failed" else 2)
     assert dag.get_task("train_shard").pool == "ecoval_gpu"
-    assert set(dag.params.keys()) == set(tasks.PARAMS)
+    # The params are RunConfig's fields (minus the terminal's output switches), empty by default.
+    assert list(dag.params.keys()) == [s.name for s in settings() if s.name not in OUTPUT_SETTINGS]
+    assert {"learner", "device", "k_neighbors", "c_kappa", "image_col", "embedder", "weights"} <= set(dag.params)
+    assert all(dag.params[name] is None for name in dag.params)
     assert dag.get_task("propagate").trigger_rule == "none_failed_min_one_success"
     # The DAG waits on the source table's asset; the MERGE publishes a different asset.
     (source,) = dag.timetable.asset_condition.objects
@@ -140,3 +143,58 @@ def test_airflow_dags_test_command(airflow_db, tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert DeltaTable(str(table)).to_pyarrow_table().column("ecoval_value").null_count == 0
+
+
+@pytest.mark.mlflow
+@pytest.mark.delta
+@pytest.mark.slow
+def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -> None:
+    from airflow.models import Variable
+    from airflow.sdk import Variable as TaskVariable
+    from mlflow import MlflowClient
+
+    from ecoval_ops.pipeline import steps
+    from ecoval_ops.pipeline.tasks import config_from_params
+
+    table = tmp_path / "lake" / "train"
+    write_deltalake(str(table), blob_rows(0, 300))
+    conf = _conf(table, tmp_path, "delta-rs")
+    del conf["clusters"]
+    Variable.set("ecoval_budget", "20")
+    Variable.set("ecoval_k_neighbors", "7")
+    monkeypatch.setenv("ECOVAL_SEED", "3")
+    changed = []
+    cluster = steps.cluster
+
+    def cluster_then_change_the_settings(ref, engine):
+        # Between decide and train_shard, a person edits the Variables and the environment.
+        TaskVariable.set("ecoval_budget", "200")
+        TaskVariable.set("ecoval_k_neighbors", "2")
+        os.environ["ECOVAL_SEED"] = "8"
+        resolved_now = config_from_params(conf)
+        assert (resolved_now.budget, resolved_now.k_neighbors, resolved_now.seed) == (200, 2, 8)
+        changed.append(ref.run.config)
+        return cluster(ref, engine)
+
+    monkeypatch.setattr(steps, "cluster", cluster_then_change_the_settings)
+    try:
+        run = dag.test(run_conf=conf)
+    finally:
+        Variable.delete("ecoval_budget")
+        Variable.delete("ecoval_k_neighbors")
+    assert run.state == "success" and len(changed) == 1
+    assert (changed[0].budget, changed[0].k_neighbors, changed[0].seed) == (20, 7, 3)
+    client = MlflowClient(tracking_uri=conf["mlflow_uri"], registry_uri=conf["mlflow_uri"])
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("ecoval").experiment_id], "tags.`ecoval.mode` = 'refit'"
+    )
+    assert (parent.data.params["budget"], parent.data.params["k_neighbors"], parent.data.params["seed"]) == (
+        "20",
+        "7",
+        "3",
+    )
+    # Budget 20 allows p = 5 (2 + 5 + 10 trainings); the changed Variable (200) would allow p = 19.
+    assert parent.data.metrics["p"] <= 5 and parent.data.metrics["trainings"] <= 20
+    version = client.get_model_version_by_alias("ecoval_train", "current")
+    model = client.get_run(version.run_id).data.params
+    assert (model["budget"], model["k_neighbors"]) == ("20", "7")
