@@ -114,3 +114,34 @@ def test_identifiers_are_checked_before_sql(table) -> None:
 def test_a_path_that_is_not_a_delta_table(tmp_path) -> None:
     with pytest.raises(InvalidInputError, match="is not a Delta table"):
         ensure_value_columns(tmp_path)
+
+
+def test_the_errors_callers_branch_on_are_typed(table, tmp_path) -> None:
+    from ecoval_ops.exceptions import (
+        ConcurrentWriteError,
+        DuplicateKeyError,
+        EcovalError,
+        MissingColumnError,
+        TableNotFoundError,
+    )
+    from ecoval_ops.lakehouse.source import SourceColumns, check_source
+    from ecoval_ops.lakehouse.tables import open_table
+    from ecoval_ops.lakehouse.value_writes import MERGE_ATTEMPTS, retry_after_conflict
+
+    with pytest.raises(TableNotFoundError, match="is not a Delta table") as missing:
+        open_table(tmp_path / "nowhere")
+    assert isinstance(missing.value, (InvalidInputError, FileNotFoundError))
+    with pytest.raises(TableNotFoundError, match="at version 9"):
+        open_table(table, 9)
+    columns = SourceColumns("row_id", "label", ("f0", "nope"))
+    with pytest.raises(MissingColumnError, match=r"has no column\(s\) \['nope'\]") as lookup:
+        check_source(columns, table, 0)
+    assert isinstance(lookup.value, LookupError) and "'" not in str(lookup.value)[:1]
+    doubled = tmp_path / "doubled"
+    write_deltalake(str(doubled), pa.table({"row_id": [1, 1], "label": [0, 1], "f0": [0.0, 1.0]}))
+    with pytest.raises(DuplicateKeyError, match="has 1 duplicate keys") as duplicate:
+        check_source(SourceColumns("row_id", "label", ("f0",)), doubled, 0)
+    assert isinstance(duplicate.value, ValueError)
+    with pytest.raises(ConcurrentWriteError, match="changed under 5 attempts") as conflict:
+        retry_after_conflict(table, MERGE_ATTEMPTS - 1, RuntimeError("conflict"))
+    assert isinstance(conflict.value, (EcovalError, RuntimeError))

@@ -132,11 +132,17 @@ def _image_config(tmp_path, rows: pa.Table, weights, model: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("png", [False, True], ids=["pixel-arrays", "png-bytes"])
-def test_torchvision_embedder_values_images(tmp_path, weights, png) -> None:
+def test_torchvision_embedder_values_images(tmp_path, weights, png, monkeypatch) -> None:
+    from ecoval_ops.lakehouse.embedders import TorchvisionEmbedder
+
+    hashed = []
+    fingerprint = TorchvisionEmbedder.fingerprint
+    monkeypatch.setattr(TorchvisionEmbedder, "fingerprint", lambda self: hashed.append(1) or fingerprint(self))
     cfg = _image_config(tmp_path, _digits_table(160, png=png), weights, "mobilenet_v3_small")
     path = cfg.table
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 160
+    assert len(hashed) == 1  # the weights file is hashed once per run, when detect pins it
     target = steps.detect(cfg).run.embeddings_table()
     assert target is not None
     embeddings = DeltaTable(str(target)).to_pyarrow_table()
