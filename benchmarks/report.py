@@ -9,37 +9,20 @@ Usage: ``python benchmarks/report.py [--results DIR] [--plots DIR] [--out BENCHM
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from figures import LABELS, load_result, plot_cost, plot_quality, plot_removal, plot_scale
 
 HERE = Path(__file__).resolve().parent
 QUALITY = ["P1", "P3", "M1", "D1", "X1"]
 BASELINES = ["knn_shapley", "data_oob", "loo", "tmc_shapley", "random"]
-LABELS = {
-    "ecoval": "EcoVal",
-    "knn_shapley": "KNN-Shapley (k=10)",
-    "data_oob": "Data-OOB (200 models)",
-    "loo": "Leave-one-out",
-    "tmc_shapley": "TMC-Shapley",
-    "random": "Random",
-}
 PUBLISHED = {
     "P1": "F1: Data-OOB 0.845, KNN-Shapley (k=100) 0.447, LOO 0.301, Random 0.261 (OpenDataVal example)",
     "P3": "AUROC: Threshold-KNN-Shapley 0.92",
 }
 MARGIN = 0.03
-
-
-def _load(results: Path, name: str) -> dict[str, Any] | None:
-    path = results / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _ms(values: list[float]) -> str:
@@ -48,7 +31,7 @@ def _ms(values: list[float]) -> str:
 
 def quality_section(results: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Per-protocol tables and the bar of issue 5, one row per protocol."""
-    found = {p: r for p in QUALITY if (r := _load(results, p)) is not None}
+    found = {p: r for p in QUALITY if (r := load_result(results, p)) is not None}
     lines = ["## Quality: noisy-label detection and point removal", ""]
     if not found:
         return [*lines, "No quality results: run `make bench`.", ""], found
@@ -106,7 +89,7 @@ def bar_section(found: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def cost_section(results: Path) -> list[str]:
-    r = _load(results, "cost")
+    r = load_result(results, "cost")
     lines = ["## Cost: trainings at equal rank stability (P1)", ""]
     if r is None:
         return [*lines, "No cost results.", ""]
@@ -139,7 +122,7 @@ def cost_section(results: Path) -> list[str]:
 
 
 def oos_section(results: Path) -> list[str]:
-    r = _load(results, "OOS")
+    r = load_result(results, "OOS")
     lines = ["## Out-of-sample pool (OOS)", ""]
     if r is None:
         return [*lines, "No OOS results.", ""]
@@ -159,7 +142,7 @@ def oos_section(results: Path) -> list[str]:
 
 
 def exactness_section(results: Path) -> list[str]:
-    r = _load(results, "exactness")
+    r = load_result(results, "exactness")
     lines = ["## Exactness against brute-force Shapley", ""]
     if r is None:
         return [*lines, "No exactness results.", ""]
@@ -198,7 +181,7 @@ def exactness_section(results: Path) -> list[str]:
 
 
 def tuning_section(results: Path) -> list[str]:
-    r = _load(results, "tuning")
+    r = load_result(results, "tuning")
     lines = ["## What was tried: neighbour count k and kappa calibration", ""]
     if r is None:
         return [*lines, "No tuning results.", ""]
@@ -233,7 +216,7 @@ def tuning_section(results: Path) -> list[str]:
 def batched_section(results: Path) -> list[str]:
     lines = ["## Batched leave-cluster-out training", ""]
     for name in ("batched_lco", "batched_lco_gpu"):
-        r = _load(results, name)
+        r = load_result(results, name)
         if r is None:
             continue
         seconds = ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds"].items())
@@ -260,7 +243,7 @@ def batched_section(results: Path) -> list[str]:
 
 
 def scale_section(results: Path) -> list[str]:
-    r = _load(results, "scale")
+    r = load_result(results, "scale")
     lines = ["## Scale", ""]
     if r is None:
         return [*lines, "No scale results.", ""]
@@ -277,112 +260,6 @@ def scale_section(results: Path) -> list[str]:
                 rate = f"{f['rows_per_s']:.0f}" if "rows_per_s" in f else ""
                 lines.append(f"| {mode} | {int(n):,} | {stage} | {f['wall_s']:.1f} | {f['peak_rss_mb']:.0f} | {rate} |")
     return [*lines, "", "![scale](benchmarks/plots/scale.png)", ""]
-
-
-def plot_removal(results: Path, plots: Path) -> None:
-    """One removal figure per protocol file, and X1's as the mean of its three datasets' curves."""
-    curves = {p.stem: json.loads(p.read_text()) for p in sorted((results / "curves").glob("*.json"))}
-    parts = [curves[name] for name in ("X1-cpu", "X1-phoneme", "X1-credit") if name in curves]
-    if len(parts) == 3:
-        curves["X1"] = {
-            "shares": parts[0]["shares"],
-            "full_accuracy": float(np.mean([p["full_accuracy"] for p in parts])),
-            "methods": {
-                m: {
-                    side: np.mean([p["methods"][m][side] for p in parts], axis=0).tolist() for side in ("top", "bottom")
-                }
-                for m in parts[0]["methods"]
-            },
-        }
-    for name, c in curves.items():
-        _removal_figure(name, c, plots / f"removal_{name}.png")
-
-
-def _removal_figure(name: str, c: dict[str, Any], out: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    shares = [100 * s for s in c["shares"]]
-    for side, ax in zip(("top", "bottom"), axes, strict=True):
-        for method, curve in c["methods"].items():
-            ax.plot(shares, curve[side], marker="o", ms=3, label=LABELS.get(method, method))
-        ax.axhline(c["full_accuracy"], color="grey", ls=":", lw=1)
-        ax.set_title(f"{name}: remove the {'highest' if side == 'top' else 'lowest'}-valued rows")
-        ax.set_xlabel("% of training rows removed")
-    axes[0].set_ylabel("test accuracy (retrained)")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def plot_quality(found: dict[str, dict[str, Any]], plots: Path) -> None:
-    if not found:
-        return
-    methods = list(next(iter(found.values()))["methods"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    width = 0.8 / len(methods)
-    for metric, ax in zip(("auroc", "f1"), axes, strict=True):
-        for j, method in enumerate(methods):
-            means = [np.mean(r["methods"][method][metric]) for r in found.values()]
-            sds = [np.std(r["methods"][method][metric]) for r in found.values()]
-            ax.bar(np.arange(len(found)) + j * width, means, width, yerr=sds, label=LABELS.get(method, method))
-        ax.set_xticks(np.arange(len(found)) + 0.4 - width / 2, list(found))
-        ax.set_title(f"noise detection {metric.upper()} (mean ± sd over seeds)")
-    axes[0].set_ylim(0.4, 1.0)
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(plots / "quality_auroc_f1.png", dpi=110)
-    plt.close(fig)
-
-
-def plot_cost(results: Path, found: dict[str, dict[str, Any]], plots: Path) -> None:
-    cost = _load(results, "cost")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    p1 = found.get("P1")
-    if p1 is not None:
-        for method, m in p1["methods"].items():
-            axes[0].scatter(max(m["trainings"], 1), np.mean(m["auroc"]), s=40, label=LABELS.get(method, method))
-        axes[0].set_xscale("log")
-        axes[0].set_xlabel("model trainings per valuation (0 shown as 1)")
-        axes[0].set_ylabel("noise AUROC")
-        axes[0].set_title("P1: quality against cost")
-        axes[0].legend(fontsize=7)
-    if cost is not None:
-        budgets = [int(b) for b in cost["tmc_stability_by_budget"]]
-        axes[1].plot(budgets, list(cost["tmc_stability_by_budget"].values()), marker="o", label="TMC-Shapley")
-        axes[1].scatter([cost["ecoval_trainings"]], [cost["ecoval_stability"]], color="C3", s=60, label="EcoVal")
-        axes[1].axhline(cost["ecoval_stability"], color="C3", ls=":", lw=1)
-        axes[1].set_xscale("log")
-        axes[1].set_xlabel("trainings")
-        axes[1].set_ylabel("rank stability (Spearman between two seeds)")
-        axes[1].set_title("P1: rank stability against trainings")
-        axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(plots / "quality_vs_cost.png", dpi=110)
-    plt.close(fig)
-
-
-def plot_scale(results: Path, plots: Path) -> None:
-    r = _load(results, "scale")
-    if r is None:
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for mode, by_n in r.items():
-        ns = sorted(int(n) for n in by_n if "error" not in by_n[n])
-        total = "end_to_end" if mode == "spark" else "fit"
-        wall = [by_n[str(n)][total]["wall_s"] for n in ns]
-        peak = [max(f["peak_rss_mb"] for f in by_n[str(n)].values()) for n in ns]
-        label = {"incore": "in-core EcoVal.fit", "spark": "Spark end to end (with MERGE)"}.get(mode, mode)
-        axes[0].plot(ns, wall, marker="o", label=label)
-        axes[1].plot(ns, peak, marker="o", label=label)
-    for ax, title in zip(axes, ("wall time (s)", "peak RSS of the Python process (MB)"), strict=True):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("rows")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(plots / "scale.png", dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> str:
