@@ -6,14 +6,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Delta's jars, fetched with Maven: Spark's own resolver cannot reach Maven Central here, and
-# Central serves delta-spark_4.2_2.13 up to 4.4.0 (the pip package 4.4.1 would ask for 4.4.1).
+# Delta's jars are resolved by Spark itself (spark.jars.packages, cached under ~/.ivy2*) on the first
+# start. `make jars` fetches them with Maven into .jars/ for a cluster that cannot reach Maven Central
+# (then export ECOVAL_DELTA_JARS=$(CURDIR)/.jars).
 DELTA_JARS_VERSION := 4.4.0
 JARS := .jars
-JARS_STAMP := $(JARS)/.delta-$(DELTA_JARS_VERSION)
-export ECOVAL_DELTA_JARS := $(CURDIR)/$(JARS)
 
-.PHONY: install browser test test-fast demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load clean
+.PHONY: install jars browser test test-fast demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -22,14 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-$(JARS_STAMP):
+jars:
 	@command -v mvn >/dev/null 2>&1 || { echo "mvn not found: install Maven to fetch Delta's jars"; exit 1; }
 	rm -rf $(JARS) && mkdir -p $(JARS)
 	mvn -B -q dependency:copy -Dartifact=io.delta:delta-spark_4.2_2.13:$(DELTA_JARS_VERSION) -DoutputDirectory=$(JARS)
 	mvn -B -q dependency:copy -Dartifact=io.delta:delta-storage:$(DELTA_JARS_VERSION) -DoutputDirectory=$(JARS)
-	touch $@
+	@echo "export ECOVAL_DELTA_JARS=$(CURDIR)/$(JARS) to use them"
 
-install: $(STAMP) $(JARS_STAMP)
+install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ecoval_ops spark_jobs dags tests benchmarks
@@ -46,13 +45,13 @@ browser:
 	       && echo "installed chromium for the browser test"; } \
 	  || echo "chromium not installed (needs root and apt-get): tests/test_browser.py will skip"
 
-test: lint typecheck $(JARS_STAMP) browser
+test: lint typecheck browser
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP) $(JARS_STAMP)
+test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow"
 
-demo: $(STAMP) $(JARS_STAMP)
+demo: $(STAMP)
 	$(BIN)/ecoval demo
 
 # Benchmarks (benchmarks.md). `make bench` reruns every protocol with 5 seeds (about an hour on 2 cores)
@@ -61,7 +60,7 @@ demo: $(STAMP) $(JARS_STAMP)
 BENCH := cd benchmarks && ../$(BIN)/python
 QUICK := results-quick
 
-bench: $(STAMP) $(JARS_STAMP)
+bench: $(STAMP)
 	$(BENCH) quality.py
 	$(BENCH) tuning.py
 	$(BENCH) cost.py
@@ -74,7 +73,7 @@ bench: $(STAMP) $(JARS_STAMP)
 bench-report: $(STAMP)
 	$(BENCH) report.py
 
-bench-quick: $(STAMP) $(JARS_STAMP)
+bench-quick: $(STAMP)
 	$(BENCH) quality.py --protocols P1 D1 --seeds 0 --out $(QUICK)
 	$(BENCH) tuning.py --protocols P1 --seeds 0 --out $(QUICK)
 	$(BENCH) cost.py --seeds 0 --budgets 1000 --out $(QUICK)
@@ -90,10 +89,10 @@ bench-batched: $(STAMP)
 bench-quality: $(STAMP)
 	$(BENCH) quality.py
 
-bench-scale: $(STAMP) $(JARS_STAMP)
+bench-scale: $(STAMP)
 	$(BENCH) scale.py
 
-bench-load: $(STAMP) $(JARS_STAMP)
+bench-load: $(STAMP)
 	$(BENCH) load.py
 
 clean:

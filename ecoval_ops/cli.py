@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import warnings
@@ -179,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     from ecoval_ops.exceptions import EcovalError
 
     args = _parser().parse_args(argv)
-    # MLflow logs at INFO on stderr (for example when it creates a SQLite store); a run's
-    # output is its own summary, and errors stay one line.
+    # MLflow logs at INFO on stderr (for example when it creates a SQLite store) and sets its
+    # logger's level from MLFLOW_LOGGING_LEVEL when imported; a run's output is its own summary,
+    # and errors stay one line.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

@@ -11,9 +11,6 @@ import numpy as np
 import pytest
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-PROJECT_JARS = Path(__file__).resolve().parents[1] / ".jars"
-if PROJECT_JARS.is_dir():
-    os.environ.setdefault("ECOVAL_DELTA_JARS", str(PROJECT_JARS))
 # Airflow reads its configuration when first imported: a throw-away home (SQLite metadata DB)
 # for this test session, the project's dags/ folder, no examples.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="ecoval-airflow-"))

@@ -57,3 +57,21 @@ def test_bad_input_is_one_line_without_traceback(lake, tmp_path, flags, message)
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert DeltaTable(str(lake)).version() == version
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_spark_run_from_a_plain_shell_is_quiet(lake, tmp_path) -> None:
+    """The console script in a bare environment (no Makefile variables, no ECOVAL_DELTA_JARS):
+    Spark resolves Delta's jars itself, and nothing but the summary is printed."""
+    import os
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("ecoval")
+    env = {"HOME": os.environ["HOME"], "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    args = ["run", "--table", str(lake), "--key", "id", "--label", "y", "--features", "a,b", "--clusters", "3"]
+    out = subprocess.run([str(script), *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr == ""
+    assert out.stdout.startswith("refit: 300 rows valued") and len(out.stdout.strip().splitlines()) == 2
+    assert DeltaTable(str(lake)).to_pyarrow_table().column("ecoval_value").null_count == 0

@@ -1,19 +1,23 @@
-"""The one SparkSession factory: local Spark with Delta Lake (architecture.md, "Engines").
+"""The one SparkSession factory: Spark with Delta Lake (architecture.md, "Engines").
 
-Delta's jars come from one of two places:
+Delta's jars are resolved as Delta documents it: ``configure_spark_with_delta_pip`` sets
+``spark.jars.packages`` to the jars of the installed pip ``delta-spark`` (4.4.0, whose
+``delta-spark_4.2_2.13`` Maven Central serves), which Spark fetches with their dependencies on
+the first start and caches under ``~/.ivy2*``; ``ecoval run --engine spark`` works from any shell
+once the package is installed. An air-gapped cluster points ``ECOVAL_DELTA_JARS`` at a folder of
+the same jars instead (``make jars`` fetches them with Maven into ``.jars/``).
 
-- ``ECOVAL_DELTA_JARS``: a folder of jars fetched with Maven (``make`` does this into
-  ``.jars/``). This is the path used here: Spark's own resolver cannot reach Maven Central on
-  these machines, and Central serves ``delta-spark_4.2_2.13`` up to 4.4.0 while the pip package
-  (4.4.1) would ask for 4.4.1; the 4.4.0 jars run under the 4.4.1 Python API.
-- otherwise ``configure_spark_with_delta_pip``, which resolves the matching jars with Spark's
-  ``spark.jars.packages`` on first start and caches them under ``~/.ivy2*``.
+Spark's JVM logs errors only (``log4j2.properties`` beside this module; ``ECOVAL_SPARK_LOG4J``
+names another file), so a run prints its own summary rather than Spark's start-up chatter.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,10 +26,12 @@ from ecoval_ops.exceptions import EcovalError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_JARS_ENV", "MASTER_ENV", "spark_session"]
+__all__ = ["DELTA_JARS_ENV", "LOG4J_ENV", "MASTER_ENV", "spark_session"]
 
 DELTA_JARS_ENV = "ECOVAL_DELTA_JARS"
 MASTER_ENV = "ECOVAL_SPARK_MASTER"
+LOG4J_ENV = "ECOVAL_SPARK_LOG4J"
+_LOG4J = Path(__file__).with_name("log4j2.properties")
 
 
 def spark_session(
@@ -48,6 +54,8 @@ def spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
+    log4j = Path(os.environ.get(LOG4J_ENV) or _LOG4J).resolve().as_uri()
+
     builder = (
         SparkSession.builder.master(master or os.environ.get(MASTER_ENV, "local[*]"))
         .appName(app_name)
@@ -60,20 +68,71 @@ def spark_session(
         .config("spark.databricks.delta.snapshotPartitions", str(shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", driver_memory)
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
+        .config("spark.executor.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
     )
     folder = os.environ.get(DELTA_JARS_ENV)
     if folder:
         jars = sorted(str(p) for p in Path(folder).glob("*.jar"))
         if not jars:
-            raise EcovalError(f"{DELTA_JARS_ENV}={folder} holds no jars; run `make install` to fetch them")
-        return builder.config("spark.jars", ",".join(jars)).getOrCreate()
-    from delta import configure_spark_with_delta_pip
+            raise EcovalError(f"{DELTA_JARS_ENV}={folder} holds no jars; run `make jars` to fetch them, or unset it")
+        builder = builder.config("spark.jars", ",".join(jars))
+    else:
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
     from pyspark.errors import PySparkRuntimeError
 
+    with _quiet_start() as startup:
+        try:
+            return builder.getOrCreate()
+        except PySparkRuntimeError as e:
+            startup.show()
+            where = f"the jars in {DELTA_JARS_ENV}={folder}" if folder else "Delta's jars resolved from Maven Central"
+            raise EcovalError(
+                f"Spark could not start with {where} (its output is above); where Central cannot be reached, "
+                f"fetch them with `make jars` and set {DELTA_JARS_ENV}=<project>/.jars, or use --engine delta-rs"
+            ) from e
+
+
+class _Startup:
+    """What the JVM printed while it started: held back, and shown only if the start fails."""
+
+    def __init__(self, stderr: int) -> None:
+        self.stderr = stderr
+        self.lines: list[bytes] = []
+        self.started = threading.Event()
+
+    def pump(self, source: int) -> None:
+        with os.fdopen(source, "rb", buffering=0) as stream:
+            for line in iter(stream.readline, b""):
+                if self.started.is_set():
+                    os.write(self.stderr, line)
+                else:
+                    self.lines.append(line)
+
+    def show(self) -> None:
+        os.write(self.stderr, b"".join(self.lines))
+
+
+@contextmanager
+def _quiet_start() -> Iterator[_Startup]:
+    """Hold back what a starting JVM prints: the Ivy report of Delta's jars, JVM notices.
+
+    Once it has started, its output (errors only, by the log4j file) reaches stderr. The JVM
+    inherits the process's standard error when it is launched, so a pipe stands in for it during
+    the start, and a thread forwards the pipe to the real stderr from then on.
+    """
+    sys.stderr.flush()
+    read, write = os.pipe()
+    saved = os.dup(2)
+    startup = _Startup(saved)
+    threading.Thread(target=startup.pump, args=(read,), name="ecoval-jvm-stderr", daemon=True).start()
+    os.dup2(write, 2)
+    os.close(write)
     try:
-        return configure_spark_with_delta_pip(builder).getOrCreate()
-    except PySparkRuntimeError as e:
-        raise EcovalError(
-            "Spark could not start with Delta's jars resolved from Maven Central (see the log above); "
-            f"fetch them with `make install` and set {DELTA_JARS_ENV}=<project>/.jars, or use --engine delta-rs"
-        ) from e
+        yield startup
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        startup.started.set()

@@ -6,13 +6,13 @@ which the orchestrator's ``decide`` turns into the run reference. The cluster an
 jobs take that reference (``--ref``) and nothing else: the configuration it pins is the run's,
 whatever the YAML file says by then. Each job prints its result as one JSON line on stdout::
 
-    spark-submit --jars $DELTA_JARS spark_jobs/embed.py --config run.yaml
-    spark-submit --jars $DELTA_JARS spark_jobs/cluster.py --ref '{"run": {...}, "mode": "refit", ...}'
-    spark-submit --jars $DELTA_JARS spark_jobs/propagate.py --ref '{...}'
+    spark-submit --packages $DELTA spark_jobs/embed.py --config run.yaml
+    spark-submit --packages $DELTA spark_jobs/cluster.py --ref '{"run": {...}, "mode": "refit", ...}'
+    spark-submit --packages $DELTA spark_jobs/propagate.py --ref '{...}'
 
 ``spark-submit`` starts the driver's JVM before the job runs, so Delta's jars go on its command
-line (``--jars`` with the files ``make install`` fetched into ``.jars/``, or
-``--packages io.delta:delta-spark_4.2_2.13:4.4.0`` where Maven Central is reachable). The session
+line: ``DELTA=io.delta:delta-spark_4.2_2.13:4.4.0`` resolved by Spark from Maven Central, or
+``--jars`` with the files of ``make jars`` on an air-gapped cluster. The session
 is the one ``spark-submit`` configured (master, jars, memory), or the embedded local one when
 the job runs under plain Python.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from ecoval_ops.exceptions import EcovalError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from numpy.typing import NDArray
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["CURRENT_ALIAS", "Shard", "ValuationTracker", "model_description"]
+__all__ = ["CURRENT_ALIAS", "Shard", "ValuationTracker", "model_description", "model_signature"]
 
 CURRENT_ALIAS = "current"
 _MODEL_CODE = Path(__file__).with_name("_model_code.py")
@@ -42,6 +44,32 @@ class Shard:
     name: str
     left_out: tuple[str, ...]
     utilities: tuple[float, ...]
+
+
+def model_signature(columns: dict[str, Any], classes: NDArray[Any]) -> Any:
+    """The registered model's input and output columns, so MLflow checks what it is given.
+
+    Inputs: the embedding columns (numbers) or the vector column (an array of numbers), and the
+    label column in the training labels' type. Outputs: the row-level value columns.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
+
+    kind = classes.dtype.kind
+    label = {"b": "boolean", "i": "long", "u": "long", "f": "double"}.get(kind, "string")
+    embedding = columns["embedding"]
+    inputs: list[ColSpec | TensorSpec] = (
+        [ColSpec(Array("double"), embedding[0])] if columns["is_vector"] else [ColSpec("double", c) for c in embedding]
+    )
+    outputs: list[ColSpec | TensorSpec] = [
+        ColSpec("double", "ecoval_value"),
+        ColSpec("double", "ecoval_intrinsic"),
+        ColSpec("double", "ecoval_extrinsic"),
+        ColSpec("integer", "ecoval_cluster"),
+        ColSpec("double", "ecoval_cluster_value"),
+        ColSpec("boolean", "ecoval_suspect"),
+    ]
+    return ModelSignature(inputs=Schema([*inputs, ColSpec(label, columns["label"])]), outputs=Schema(outputs))
 
 
 def model_description(ecoval: EcoVal, lineage: dict[str, str], config: dict[str, str]) -> str:
@@ -227,6 +255,7 @@ class ValuationTracker:
             The registered model version.
         """
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         client = self._client()
         earlier = self.registered_version(model_name, run_id)
@@ -237,14 +266,25 @@ class ValuationTracker:
             state = ecoval.save(Path(tmp) / "state")
             columns_file = Path(tmp) / "columns.json"
             columns_file.write_text(json.dumps(columns))
-            with self._fluent(), mlflow.start_run(run_id=run_id):
-                info = mlflow.pyfunc.log_model(
-                    name="valuation_model",
-                    python_model=str(_MODEL_CODE),
-                    artifacts={"state": str(state), "columns": str(columns_file)},
-                    registered_model_name=model_name,
-                )
-        version = str(info.registered_model_version)
+            with self._fluent():
+                with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+                    # The signature says what the model takes; no example row is stored with it.
+                    warnings.filterwarnings("ignore", message=".*input example was not provided")
+                    info = mlflow.pyfunc.log_model(
+                        name="valuation_model",
+                        python_model=str(_MODEL_CODE),
+                        artifacts={"state": str(state), "columns": str(columns_file)},
+                        signature=model_signature(columns, ecoval.classes_),
+                    )
+                # Registered through the client as MLflow's fluent register_model does, without
+                # the lines that one prints on stderr ("Successfully registered model ...").
+                try:
+                    client.get_registered_model(model_name)
+                except MlflowException:
+                    client.create_registered_model(model_name)
+                source = f"models:/{info.model_id}"
+                created = client.create_model_version(model_name, source, run_id=run_id, model_id=info.model_id)
+        version = str(created.version)
         client.update_model_version(model_name, version, description=model_description(ecoval, lineage, config))
         client.update_registered_model(
             model_name,

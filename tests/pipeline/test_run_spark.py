@@ -139,11 +139,13 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
             }
         )
     )
-    # A real spark-submit of the embed job: its own JVM, Delta's jars on the command line.
+    # A real spark-submit of the embed job: its own JVM, Delta's package resolved by Spark (the
+    # same coordinates configure_spark_with_delta_pip gave the test session).
     submit = Path(sys.executable).with_name("spark-submit")
-    jars = ",".join(str(p) for p in sorted(Path(os.environ["ECOVAL_DELTA_JARS"]).glob("*.jar")))
+    packages = spark.sparkContext.getConf().get("spark.jars.packages")
+    assert packages is not None and packages.startswith("io.delta:delta-spark_4.2_2.13:")
     job = subprocess.run(
-        [str(submit), "--master", "local[1]", "--jars", jars, "spark_jobs/embed.py", "--config", str(config)],
+        [str(submit), "--master", "local[1]", "--packages", packages, "spark_jobs/embed.py", "--config", str(config)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable},
