@@ -94,6 +94,22 @@ def check_labels(y: ArrayLike, name: str, *, n_rows: int) -> NDArray[np.generic]
     if missing.any():
         rows = np.flatnonzero(missing)
         raise InvalidInputError(f"{name} has {rows.size} missing labels (first row index {int(rows[0])})")
+    return _typed_labels(arr) if arr.dtype == object else arr
+
+
+def _typed_labels(arr: NDArray[np.generic]) -> NDArray[np.generic]:
+    """Object labels of one Python type as a typed array: strings, booleans or integers.
+
+    Tables hand labels over as object arrays (pandas and Arrow strings, nullable integers); a
+    typed array compares, sorts and saves without pickle. Mixed types stay objects.
+    """
+    kinds = {type(v) for v in arr}
+    if kinds <= {str, np.str_}:
+        return arr.astype(str)
+    if kinds <= {bool, np.bool_}:
+        return arr.astype(bool)
+    if all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
+        return arr.astype(np.int64)
     return arr
 
 
