@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from airflow.sdk import AssetAlias
 from deltalake import DeltaTable, write_deltalake
 
 from ecoval_ops.config import OUTPUT_SETTINGS, settings
@@ -66,10 +67,12 @@ def test_dag_integrity(dag) -> None:
     assert {"learner", "device", "k_neighbors", "c_kappa", "image_col", "embedder", "weights"} <= set(dag.params)
     assert all(dag.params[name] is None for name in dag.params)
     assert dag.get_task("propagate").trigger_rule == "none_failed_min_one_success"
-    # The DAG waits on the source table's asset; the MERGE publishes a different asset.
+    # The DAG waits on the source table's asset, named by its URI (what a producer declares);
+    # the MERGE publishes the values asset of the table it valued, through an alias.
     (source,) = dag.timetable.asset_condition.objects
     (values,) = dag.get_task("write").outlets
-    assert source.uri.startswith("file://") and values.uri != source.uri
+    assert source.uri.startswith("file://") and source.name == source.uri
+    assert isinstance(values, AssetAlias) and values.name == "ecoval_values__ecoval_nightly"
     assert not dag.catchup and dag.max_active_runs == 1
 
 
@@ -198,3 +201,107 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
     version = client.get_model_version_by_alias("ecoval_train", "current")
     model = client.get_run(version.run_id).data.params
     assert (model["budget"], model["k_neighbors"]) == ("20", "7")
+
+
+TABLES = """
+- name: fraud
+  table: {lake}/a/train
+  key: row_id
+  label: label
+  features: f0,f1,f2
+  clusters: 3
+  engine: delta-rs
+  mlflow_uri: sqlite:///{lake}/mlflow.db
+  schedule: "0 3 * * *"
+- name: wines
+  table: {lake}/b/train
+  key: row_id
+  label: label
+  features: f0,f1,f2
+- name: typo
+  table: {lake}/c/train
+  lable: label
+- name: fraud
+  table: {lake}/d/train
+- name: bad name
+  table: {lake}/e/train
+"""
+
+
+def _bag(monkeypatch, tables: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("ECOVAL_TABLES", str(tables))
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_one_dag_per_table_and_bad_entries_reported_by_name(airflow_db, tmp_path, monkeypatch) -> None:
+    from ecoval_ops.pipeline.catalog import source_uri
+
+    tables = tmp_path / "tables.yaml"
+    tables.write_text(TABLES.format(lake=tmp_path))
+    bag = _bag(monkeypatch, tables)
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {f"ecoval_nightly__{n}" for n in ("fraud", "wines", "typo", "entry_3", "entry_4")}
+    fraud, wines = bag.get_dag("ecoval_nightly__fraud"), bag.get_dag("ecoval_nightly__wines")
+    # Two tables of the same folder name: their assets come from their own entries and differ.
+    (a,) = fraud.timetable.asset_condition.objects
+    (b,) = wines.timetable.asset_condition.objects
+    assert (a.uri, b.uri) == (source_uri(tmp_path / "a" / "train"), source_uri(tmp_path / "b" / "train"))
+    assert fraud.get_task("write").outlets != wines.get_task("write").outlets
+    assert fraud.params["clusters"] == 3 and fraud.params["table"] == f"{tmp_path}/a/train"
+    assert wines.params["clusters"] is None
+    assert (fraud.timetable.timetable.expression, wines.timetable.timetable.expression) == ("0 3 * * *", "0 2 * * *")
+    reasons = {
+        "typo": "unknown settings ['lable']",
+        "entry_3": "the name 'fraud' is used by an earlier entry",
+        "entry_4": "table name 'bad name' is not a plain identifier",
+    }
+    for name, reason in reasons.items():
+        bad = bag.get_dag(f"ecoval_nightly__{name}")
+        assert bad.task_ids == ["invalid_entry"] and reason in bad.doc_md and not bad.timetable.can_be_scheduled
+    run = bag.get_dag("ecoval_nightly__typo").test()
+    assert run.state == "failed"
+
+
+def test_an_unreadable_tables_file_is_one_import_error_naming_it(airflow_db, tmp_path, monkeypatch) -> None:
+    tables = tmp_path / "tables.yaml"
+    tables.write_text("name: [unclosed")
+    bag = _bag(monkeypatch, tables)
+    (error,) = bag.import_errors.values()
+    assert f"ECOVAL_TABLES file {tables} cannot be read" in error and not bag.dag_ids
+    tables.write_text("name: fraud\n")
+    (error,) = _bag(monkeypatch, tables).import_errors.values()
+    assert "must be a list of tables; found dict" in error
+
+
+@pytest.mark.mlflow
+@pytest.mark.delta
+@pytest.mark.slow
+def test_a_table_dag_runs_and_publishes_its_own_values_asset(airflow_db, tmp_path, monkeypatch) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from ecoval_ops.pipeline.catalog import values_uri
+
+    tables = tmp_path / "tables.yaml"
+    tables.write_text(TABLES.format(lake=tmp_path))
+    for folder in ("a", "b"):
+        write_deltalake(str(tmp_path / folder / "train"), blob_rows(0, 200))
+    run = _bag(monkeypatch, tables).get_dag("ecoval_nightly__fraud").test()
+    assert run.state == "success"
+    assert DeltaTable(str(tmp_path / "a" / "train")).to_pyarrow_table().column("ecoval_value").null_count == 0
+    # Another table in the conf is refused at once (bad input is not retried): this DAG's assets
+    # and lineage are its own table's.
+    refused = (
+        _bag(monkeypatch, tables)
+        .get_dag("ecoval_nightly__fraud")
+        .test(run_conf={"table": str(tmp_path / "b" / "train")})
+    )
+    assert refused.state == "failed"
+    (detect,) = [ti for ti in refused.get_task_instances() if ti.task_id == "detect"]
+    assert detect.state == "failed" and detect.try_number == 1
+    assert DeltaTable(str(tmp_path / "b" / "train")).version() == 0
+    with create_session() as session:
+        uris = [uri for (uri,) in session.query(AssetModel.uri).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)]
+    assert values_uri(tmp_path / "a" / "train") in uris and values_uri(tmp_path / "b" / "train") not in uris

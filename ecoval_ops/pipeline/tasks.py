@@ -6,17 +6,21 @@ once, in the order of :func:`~ecoval_ops.config.resolve_settings` (run conf > Ai
 default), and pins them with the versions read. Every later task takes the pinned run from the
 XCom of ``detect`` (``embed``, ``decide``) or ``decide`` (the rest), so a Variable changed while a
 run is in flight changes nothing in it. Tasks return plain dicts for XCom; no data passes
-between tasks.
+between tasks. Bad input (:class:`~ecoval_ops.exceptions.InvalidInputError`) fails a task
+without retries; anything else is retried as the DAG says.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from ecoval_ops.config import RunConfig, load_config, resolve_settings, settings
+from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.pipeline import steps
 from ecoval_ops.pipeline.engines import engine_for
 
@@ -36,6 +40,23 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_Task = TypeVar("_Task", bound=Callable[..., Any])
+
+
+def _no_retry_on_bad_input(fn: _Task) -> _Task:
+    """Bad input fails the task at once: a retry would read the same input and fail the same way."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InvalidInputError as e:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"{type(e).__name__}: {e}") from e
+
+    return cast(_Task, run)
 
 
 class _Variables(Mapping[str, Any]):
@@ -80,9 +101,24 @@ def _ref(ref: Mapping[str, Any]) -> steps.RunRef:
     return steps.RunRef.from_dict(dict(ref))
 
 
-def detect(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve the settings, pin them with the source version; count its rows and the new ones."""
-    found = steps.detect(config_from_params(params))
+@_no_retry_on_bad_input
+def detect(params: Mapping[str, Any], *, table: str | None = None) -> dict[str, Any]:
+    """Resolve the settings, pin them with the source version; count its rows and the new ones.
+
+    Args:
+        params: the DAG run's params.
+        table: the table a DAG of the tables file is for; a run resolved to another table is
+            refused (its assets and lineage are that table's).
+
+    Raises:
+        InvalidInputError: invalid settings, or a table other than ``table``.
+    """
+    cfg = config_from_params(params)
+    if table is not None and cfg.table != Path(table).expanduser().resolve():
+        raise InvalidInputError(
+            f"this DAG values {table}; the run asked for {cfg.table}, which belongs to another DAG of the tables file"
+        )
+    found = steps.detect(cfg)
     log.info(
         "source version %d: %d rows, %d not valued yet; settings pinned: %s",
         found.run.table_version,
@@ -93,6 +129,7 @@ def detect(params: Mapping[str, Any]) -> dict[str, Any]:
     return found.to_dict()
 
 
+@_no_retry_on_bad_input
 def embed(detected: Mapping[str, Any]) -> int:
     """Embed the rows of the pinned version that have no embedding yet."""
     run = steps.Detection.from_dict(dict(detected)).run
@@ -101,6 +138,7 @@ def embed(detected: Mapping[str, Any]) -> int:
     return count
 
 
+@_no_retry_on_bad_input
 def decide(detected: Mapping[str, Any], dag_run_id: str) -> dict[str, Any]:
     """Choose refit, incremental or noop; open the parent MLflow run for the first two.
 
@@ -125,6 +163,7 @@ def branch(ref: Mapping[str, Any]) -> list[str]:
     return ["nothing_to_do"]
 
 
+@_no_retry_on_bad_input
 def cluster(ref: Mapping[str, Any]) -> list[int]:
     """Cluster and plan the LCO trainings; the shard indices to map over."""
     pinned = _ref(ref)
@@ -133,12 +172,14 @@ def cluster(ref: Mapping[str, Any]) -> list[int]:
     return shards
 
 
+@_no_retry_on_bad_input
 def train_shard(ref: Mapping[str, Any], index: int) -> int:
     """Train one shard of the LCO models (a child MLflow run); returns its index."""
     steps.train_shard(_ref(ref), index)
     return index
 
 
+@_no_retry_on_bad_input
 def fit_model(ref: Mapping[str, Any]) -> dict[str, Any]:
     """Fit the production function and register the valuation model (alias ``current``)."""
     fitted = steps.fit_model(_ref(ref))
@@ -146,6 +187,7 @@ def fit_model(ref: Mapping[str, Any]) -> dict[str, Any]:
     return fitted.to_dict()
 
 
+@_no_retry_on_bad_input
 def propagate(ref: Mapping[str, Any]) -> int:
     """Value the run's rows (in sample from the fit, the rest out of sample)."""
     pinned = _ref(ref)
@@ -154,6 +196,7 @@ def propagate(ref: Mapping[str, Any]) -> int:
     return count
 
 
+@_no_retry_on_bad_input
 def write(ref: Mapping[str, Any]) -> int | None:
     """One MERGE of the values; None when a previous try had committed it."""
     pinned = _ref(ref)
@@ -162,6 +205,7 @@ def write(ref: Mapping[str, Any]) -> int | None:
     return written
 
 
+@_no_retry_on_bad_input
 def report(ref: Mapping[str, Any], written: int | None) -> dict[str, Any]:
     """Log the run's figures and close the parent run."""
     figures = steps.report(_ref(ref), written)
