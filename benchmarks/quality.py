@@ -83,6 +83,7 @@ class Split:
     X_pool: np.ndarray
     y_pool: np.ndarray
     pool_noisy: np.ndarray
+    y_train_clean: np.ndarray
 
     @property
     def is_noisy(self) -> np.ndarray:
@@ -137,7 +138,7 @@ def make_split(protocol: Protocol, seed: int, *, pool: int = 0) -> Split:
     y_train, noisy = flip_labels(y[tr], protocol.noise, k, rng)
     y_val, _ = flip_labels(y[va], protocol.noise, k, rng)
     y_pool, pool_noisy = flip_labels(y[po], protocol.noise, k, rng)
-    return Split(X[tr], y_train, X[va], y_val, X[te], y[te], noisy, X[po], y_pool, pool_noisy)
+    return Split(X[tr], y_train, X[va], y_val, X[te], y[te], noisy, X[po], y_pool, pool_noisy, y[tr])
 
 
 def ecoval(s: Split, seed: int, **params: object) -> ValuationResult:
@@ -168,6 +169,17 @@ def f1(values: np.ndarray, is_noisy: np.ndarray) -> float:
     km = KMeans(n_clusters=2, n_init=10, random_state=0).fit(values.reshape(-1, 1))
     low = int(np.argmin(km.cluster_centers_.ravel()))
     return float(f1_score(is_noisy, km.labels_ == low))
+
+
+def restored(result: ValuationResult, s: Split) -> float:
+    """Share of the flipped rows flagged suspect whose suggested label is the one before the flip.
+
+    The suggestion (``ecoval_suggested_label``) is offered on suspect rows only.
+    """
+    flagged = s.is_noisy & result.suspect
+    if not flagged.any():
+        return 0.0
+    return float(np.mean(np.asarray(result.suggested_label)[flagged] == s.y_train_clean[flagged]))
 
 
 def removal_curves(s: Split, values: np.ndarray, seed: int) -> RemovalCurve:
@@ -211,6 +223,8 @@ def run_protocol(
             record["f1"].append(f1(values, split.is_noisy))  # type: ignore[union-attr]
             record["rm20"].append(curve.at(0.2))  # type: ignore[union-attr]
             record["trainings"] = max(int(record["trainings"]), trainings)  # type: ignore[call-overload]
+            if result.suggested_label is not None:
+                record.setdefault("restored", []).append(restored(result, split))  # type: ignore[union-attr]
             curves[name]["top"].append(list(curve.top))
             curves[name]["bottom"].append(list(curve.bottom))
         full.append(curve.full)

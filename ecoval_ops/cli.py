@@ -39,6 +39,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"(new rows alone {r.auroc_new:.3f}); ecoval_suspect flags them with precision {r.suspect_precision:.2f}, "
         f"recall {r.suspect_recall:.2f}"
     )
+    console.print(
+        f"  ecoval_suggested_label restores the original label of {r.restored} of the {r.flagged_flips} flagged "
+        f"flips ({r.restored / max(r.flagged_flips, 1):.0%})"
+    )
     console.print("  keep the helpful, label-consistent rows with Spark SQL:")
     console.print(f"    {FILTER_SQL.format(table=r.table)}", markup=False)
     console.print(f"    -> {r.clean_rows} rows")
@@ -108,6 +112,18 @@ def _latest_run(table: str) -> str | None:
     return mark.run_id if mark else None
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from ecoval_ops.config import default_tracking_uri
+    from ecoval_ops.explain import explain_row, text_explanation
+
+    found = explain_row(args.table, args.key, tracking_uri=args.mlflow_uri or default_tracking_uri())
+    if args.json_output:
+        print(json.dumps(found.to_dict(), sort_keys=True, default=str))
+    else:
+        print("\n".join(text_explanation(found)))
+    return 0
+
+
 def _sql(args: argparse.Namespace) -> int:
     from ecoval_ops.lakehouse.queries import create_views, ready_queries
 
@@ -163,6 +179,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--html", help="also write a standalone HTML report with the plots to this file")
     report.add_argument("--mlflow-uri", help="MLflow store of the runs, for their plots (default as ecoval run)")
     report.set_defaults(handler=_report)
+    explain = commands.add_parser(
+        "explain", help="why one row has its value: its cluster share, alpha, beta, kappa term and neighbours"
+    )
+    explain.add_argument("--table", required=True, help="path of a valued Delta table")
+    explain.add_argument("--key", required=True, help="the row's key (typed as the key column)")
+    explain.add_argument("--mlflow-uri", help="MLflow store of the runs (default as ecoval run)")
+    explain.add_argument("--json", dest="json_output", action="store_true", help="print the explanation as JSON")
+    explain.set_defaults(handler=_explain)
     sql = commands.add_parser("sql", help="print ready-to-run filter queries over the value columns")
     sql.add_argument("--table", required=True, help="path of a valued Delta table")
     sql.add_argument(

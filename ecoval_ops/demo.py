@@ -44,6 +44,8 @@ class DemoResult:
         auroc_new: the same on the rows valued out of sample the second night.
         suspect_precision: share of ``ecoval_suspect`` rows whose label was flipped.
         suspect_recall: share of flipped rows flagged ``ecoval_suspect``.
+        flagged_flips: flipped rows flagged suspect (each has an ``ecoval_suggested_label``).
+        restored: of those, rows whose suggested label is the label before the flip.
         clean_rows: rows the filter query keeps, counted by Spark SQL (Spark engine) or by
             delta-rs's SQL engine (delta-rs engine).
     """
@@ -58,10 +60,14 @@ class DemoResult:
     auroc_new: float
     suspect_precision: float
     suspect_recall: float
+    flagged_flips: int
+    restored: int
     clean_rows: int
 
 
-def _digits(seed: int, noise: float) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_]]:
+def _digits(
+    seed: int, noise: float
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_], NDArray[np.int64]]:
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
@@ -70,8 +76,8 @@ def _digits(seed: int, noise: float) -> tuple[NDArray[np.float64], NDArray[np.in
     X, y = X[order], y[order].astype(np.int64)
     flipped = np.zeros(y.size, dtype=bool)
     flipped[rng.choice(y.size, size=round(noise * y.size), replace=False)] = True
-    y = np.where(flipped, (y + rng.integers(1, 10, size=y.size)) % 10, y)
-    return X, y, flipped
+    noisy = np.where(flipped, (y + rng.integers(1, 10, size=y.size)) % 10, y)
+    return X, noisy, flipped, y
 
 
 def _frame(X: NDArray[np.float64], y: NDArray[np.int64], rows: slice) -> pa.Table:
@@ -102,7 +108,7 @@ def run_demo(
     # The lake folder also holds the table's workspace (embeddings table), which must go with it.
     if table.parent.exists():
         shutil.rmtree(table.parent)
-    X, y, flipped = _digits(seed, 0.1)
+    X, y, flipped, original = _digits(seed, 0.1)
     write_deltalake(str(table), _frame(X, y, slice(0, 1500)))
     cfg = load_config(
         None,
@@ -120,13 +126,15 @@ def run_demo(
     write_deltalake(str(table), _frame(X, y, slice(1500, None)), mode="append", schema_mode="merge")
     second = run_valuation(cfg, runner)
     valued = DeltaTable(str(table)).to_pyarrow_table(
-        columns=["row_id", "ecoval_value", "ecoval_suspect", "ecoval_mode"]
+        columns=["row_id", "ecoval_value", "ecoval_suspect", "ecoval_mode", "ecoval_suggested_label"]
     )
     ids = valued.column("row_id").to_numpy()
     truth = flipped[ids]
     value = valued.column("ecoval_value").to_numpy()
     suspect = valued.column("ecoval_suspect").to_numpy(zero_copy_only=False).astype(bool)
     new = ids >= 1500
+    suggested = valued.column("ecoval_suggested_label").to_numpy(zero_copy_only=False)
+    flagged = truth & suspect
     experiment = MlflowClient(tracking_uri=cfg.tracking_uri).get_experiment_by_name(cfg.experiment)
     assert experiment is not None, "the runs above created the experiment"
     return DemoResult(
@@ -140,6 +148,8 @@ def run_demo(
         auroc_new=float(roc_auc_score(truth[new], -value[new])),
         suspect_precision=float(truth[suspect].mean()) if suspect.any() else 0.0,
         suspect_recall=float(suspect[truth].mean()),
+        flagged_flips=int(flagged.sum()),
+        restored=int((suggested[flagged] == original[ids][flagged]).sum()),
         clean_rows=_count_clean(table, engine),
     )
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
+from ecoval_ops.lakehouse.columns import SUGGESTION_COLUMNS, VALUE_COLUMNS
 from ecoval_ops.lakehouse.queries import ready_queries
 from ecoval_ops.lakehouse.tables import open_table
 from ecoval_ops.tracking.review import cluster_table, figure_png, html_page, value_histogram
@@ -80,10 +80,10 @@ def table_report(path: str | Path, *, run_id: str | None = None) -> TableReport:
     """
     table = open_table(path)
     names = set(table.schema().to_arrow().names)
-    missing = [c for c in VALUE_COLUMNS if c not in names]
+    missing = [c for c in VALUE_COLUMNS if c not in names and c not in SUGGESTION_COLUMNS]
     if missing:
         raise InvalidInputError(f"{path} has no value columns {missing}: run `ecoval run --table {path}` first")
-    frame = table.to_pyarrow_table(columns=list(VALUE_COLUMNS)).to_pandas()
+    frame = table.to_pyarrow_table(columns=[c for c in VALUE_COLUMNS if c in names]).to_pandas()
     valued = frame[frame["ecoval_value"].notna()]
     if run_id is not None:
         valued = valued[valued["ecoval_run_id"] == run_id]

@@ -17,6 +17,8 @@ def test_demo_values_a_refit_and_an_incremental_night(tmp_path) -> None:
     assert result.n_rows == 1797 and result.n_flipped == 180
     assert result.auroc > 0.95 and result.auroc_new > 0.95
     assert result.suspect_recall > 0.9
+    # The suggested label brings back most flipped labels it is offered for.
+    assert result.flagged_flips > 150 and result.restored > 0.8 * result.flagged_flips
     assert 0 < result.clean_rows < result.n_rows
     again = run_demo(tmp_path / "demo", engine="delta-rs")
     assert again.clean_rows == result.clean_rows

@@ -13,10 +13,13 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import ValuationResult
 
-__all__ = ["EMBEDDING_COL", "VALUE_COLUMNS", "value_columns", "value_schema"]
+__all__ = ["EMBEDDING_COL", "LABEL_TYPE", "SUGGESTION_COLUMNS", "VALUE_COLUMNS", "value_columns", "value_schema"]
 
 EMBEDDING_COL = "ecoval_embedding"
 """The embedding column of an embeddings table."""
+
+LABEL_TYPE = "label"
+"""Stands for the label column's own type in :data:`VALUE_COLUMNS`."""
 
 VALUE_COLUMNS: dict[str, str] = {
     "ecoval_value": "double",
@@ -30,8 +33,15 @@ VALUE_COLUMNS: dict[str, str] = {
     "ecoval_run_id": "string",
     "ecoval_model_version": "string",
     "ecoval_valued_at": "timestamp",
+    "ecoval_suggested_label": LABEL_TYPE,
+    "ecoval_label_confidence": "double",
 }
-"""Column name -> Delta primitive type, in the order they are added to a table."""
+"""Column name -> Delta primitive type, in the order they are added to a table.
+
+``ecoval_suggested_label`` takes the type of the table's label column (:data:`LABEL_TYPE`)."""
+
+SUGGESTION_COLUMNS = ("ecoval_suggested_label", "ecoval_label_confidence")
+"""The columns that came later: tables valued before them lack them until their next run."""
 
 _ARROW = {
     "double": "float64",
@@ -41,12 +51,21 @@ _ARROW = {
 }
 
 
-def value_schema() -> pa.Schema:
-    """The Arrow schema of :data:`VALUE_COLUMNS` (timestamps in microseconds, UTC)."""
+def value_schema(label_type: pa.DataType | None = None) -> pa.Schema:
+    """The Arrow schema of :data:`VALUE_COLUMNS` (timestamps in microseconds, UTC).
+
+    Args:
+        label_type: the labels' Arrow type, for ``ecoval_suggested_label``; None leaves that
+            column out.
+    """
     import pyarrow as pa
 
     fields = []
     for name, delta_type in VALUE_COLUMNS.items():
+        if delta_type == LABEL_TYPE:
+            if label_type is not None:
+                fields.append(pa.field(name, label_type, nullable=True))
+            continue
         arrow_type = pa.timestamp("us", tz="UTC") if delta_type == "timestamp" else getattr(pa, _ARROW[delta_type])()
         fields.append(pa.field(name, arrow_type, nullable=True))
     return pa.schema(fields)
@@ -62,7 +81,7 @@ def value_columns(
     model_version: str,
     valued_at: datetime | None = None,
 ) -> pa.Table:
-    """The key and every value column of valued rows, typed as :func:`value_schema`.
+    """The key and the value columns of valued rows, typed as :func:`value_schema`.
 
     ``ecoval_percentile`` is the rank of each value among ``reference`` (the model's in-sample
     values), so rows valued on different nights stay comparable without rewriting the rows
@@ -80,5 +99,7 @@ def value_columns(
         .append_column("ecoval_model_version", pa.array([model_version] * n, pa.string()))
         .append_column("ecoval_valued_at", pa.array([when] * n, pa.timestamp("us", tz="UTC")))
     )
-    schema = value_schema()
-    return table.select([key, *schema.names]).cast(pa.schema([table.schema.field(key), *schema]))
+    label = "ecoval_suggested_label"
+    schema = value_schema(table.schema.field(label).type if label in table.column_names else None)
+    present = [f for f in schema if f.name in table.column_names]
+    return table.select([key, *(f.name for f in present)]).cast(pa.schema([table.schema.field(key), *present]))

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.exceptions import InvalidInputError, MissingColumnError
 from ecoval_ops.identifiers import quote_identifier
-from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
+from ecoval_ops.lakehouse.columns import LABEL_TYPE, VALUE_COLUMNS
 from ecoval_ops.lakehouse.tables import open_table
 from ecoval_ops.lakehouse.value_writes import (
     RUN_KEY,
@@ -31,17 +31,23 @@ if TYPE_CHECKING:
 __all__ = ["ensure_value_columns", "merge_values"]
 
 
-def ensure_value_columns(path: str | Path) -> int | None:
+def ensure_value_columns(path: str | Path, *, label: str | None = None) -> int | None:
     """Add the value columns the table lacks, in one schema-change commit.
 
     A concurrent commit (another run adding them at the same moment) is retried against the
     new version, where the columns may then already be there.
+
+    Args:
+        path: the table.
+        label: its label column, whose type ``ecoval_suggested_label`` takes; None adds every
+            value column but that one.
 
     Returns:
         The committed version, or None when every value column was already there.
 
     Raises:
         InvalidInputError: a column of that name exists with another type.
+        MissingColumnError: no column ``label``.
     """
     from deltalake.exceptions import CommitFailedError
     from deltalake.schema import Field, PrimitiveType
@@ -50,10 +56,16 @@ def ensure_value_columns(path: str | Path) -> int | None:
     while True:
         table = open_table(path)
         present = {f.name: f for f in table.schema().fields}
+        if label is not None and label not in present:
+            raise MissingColumnError(f"{path} has no label column {label!r}")
         missing = []
         for name, delta_type in VALUE_COLUMNS.items():
+            if delta_type == LABEL_TYPE:
+                if label is None:
+                    continue
+                delta_type = _type_name(present[label].type)
             if name in present:
-                found = getattr(present[name].type, "type", str(present[name].type))
+                found = _type_name(present[name].type)
                 if found not in (delta_type, "timestamp_ntz" if delta_type == "timestamp" else delta_type):
                     raise InvalidInputError(
                         f"column {name!r} of {path} has type {found}; the value column needs {delta_type}"
@@ -69,6 +81,10 @@ def ensure_value_columns(path: str | Path) -> int | None:
             attempt += 1
             continue
         return int(open_table(path).version())
+
+
+def _type_name(delta_type: object) -> str:
+    return str(getattr(delta_type, "type", delta_type))
 
 
 def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int) -> int | None:

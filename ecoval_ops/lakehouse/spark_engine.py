@@ -139,8 +139,9 @@ def value_by_cluster(
         )
         return table.to_pandas()
 
-    spark_types = {"double": "double", "int32": "int", "bool": "boolean", "string": "string"}
-    value_fields = ", ".join(f"{f.name} {spark_types.get(str(f.type), 'timestamp')}" for f in value_schema())
+    spark_types = {"double": "double", "int32": "int", "int64": "bigint", "bool": "boolean", "string": "string"}
+    schema = value_schema(rows.schema.field("ecoval_label").type)
+    value_fields = ", ".join(f"{f.name} {spark_types.get(str(f.type), 'timestamp')}" for f in schema)
     (
         frame.mapInPandas(assign, f"{input_schema}, ecoval_cluster int")
         .groupBy("ecoval_cluster")

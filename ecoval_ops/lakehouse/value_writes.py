@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ecoval_ops.exceptions import ConcurrentWriteError, DuplicateKeyError, InvalidInputError, MissingColumnError
 from ecoval_ops.identifiers import check_identifier, quote_identifier
-from ecoval_ops.lakehouse.columns import VALUE_COLUMNS, value_schema
+from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
 from ecoval_ops.lakehouse.tables import open_table
 
 if TYPE_CHECKING:
@@ -98,9 +98,12 @@ def prepare_values(table: DeltaTable, path: str | Path, values: pa.Table, *, key
     absent = pc.sum(pc.invert(pc.is_in(values.column(key), value_set=target_keys))).as_py() or 0
     if absent:
         raise InvalidInputError(f"{absent} valued keys are not in {path}@v{table.version()}; nothing was written")
-    schema = value_schema()
+    target = pa.schema(table.schema().to_arrow())
+    lacking = [c for c in columns if c not in target.names]
+    if lacking:
+        raise InvalidInputError(f"{path} has no value column(s) {lacking}; add them first (ensure_value_columns)")
     return values.select([key, *columns]).cast(
-        pa.schema([values.schema.field(key), *(schema.field(c) for c in columns)])
+        pa.schema([values.schema.field(key), *(target.field(c).with_nullable(True) for c in columns)])
     )
 
 

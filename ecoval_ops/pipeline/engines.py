@@ -131,7 +131,7 @@ class DeltaRsEngine:
         """See :class:`Engine`."""
         import pyarrow.parquet as pq
 
-        ensure_value_columns(cfg.table)
+        ensure_value_columns(cfg.table, label=cfg.label)
         fault_point("columns_added")
         return merge_values(cfg.table, pq.read_table(values), key=cfg.key, run_id=run_id, source_version=source_version)
 
@@ -218,7 +218,7 @@ class SparkEngine:
         """See :class:`Engine`."""
         from ecoval_ops.lakehouse.delta_spark import merge_values_spark
 
-        ensure_value_columns(cfg.table)
+        ensure_value_columns(cfg.table, label=cfg.label)
         fault_point("columns_added")
         return merge_values_spark(
             self._session(), cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version

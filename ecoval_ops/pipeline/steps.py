@@ -135,6 +135,8 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
     tags = {"ecoval.table": str(cfg.table), "ecoval.mode": mode, "ecoval.table_version_read": str(version)}
     if run.validation_version is not None:
         tags["ecoval.validation_version_read"] = str(run.validation_version)
+    if run.embedder_fingerprint is not None:
+        tags["ecoval.embedder_fingerprint"] = run.embedder_fingerprint
     run_id = tracker.start(cfg.loggable(), tags, run_key=run_key)
     tracker.log_source(run_id, str(cfg.table), version, _digest(new))
     if mode == "refit" or current is None:
@@ -243,11 +245,11 @@ def fit_model(ref: RunRef) -> RunRef:
         raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
     utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
     curve = None
+    rows = _rows(run)
+    train = ~_holdout(run, rows)
     if ws.model(run_id).exists():
         ev = EcoVal.load(ws.model(run_id))
     else:
-        rows = _rows(run)
-        train = ~_holdout(run, rows)
         ev = run.estimator().fit_plan(
             plan, utilities, rows.X[train], rows.y[train], n_trainings=plan.n_trainings(len(shards))
         )
@@ -263,6 +265,7 @@ def fit_model(ref: RunRef) -> RunRef:
         },
         lineage={"table": str(cfg.table), "table_version": str(ref.table_version), "run_id": run_id},
         config=cfg.loggable(),
+        member_keys=rows.keys[train],
     )
     if not ws.model(run_id).exists():
         with ws.atomic(ws.model(run_id)) as tmp:

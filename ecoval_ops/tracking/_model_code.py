@@ -23,6 +23,8 @@ class EcoValPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined
     def load_context(self, context: Any) -> None:
         self.ecoval = EcoVal.load(context.artifacts["state"])
         self.columns = json.loads(Path(context.artifacts["columns"]).read_text())
+        keys = context.artifacts.get("member_keys")
+        self.member_keys = None if keys is None else np.load(keys, allow_pickle=False)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         embedding = self.columns["embedding"]

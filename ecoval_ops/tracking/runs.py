@@ -244,8 +244,12 @@ class ValuationTracker:
         columns: dict[str, Any],
         lineage: dict[str, str],
         config: dict[str, str],
+        member_keys: NDArray[Any] | None = None,
     ) -> str:
         """Log the fitted state as a pyfunc model on the run, register it, alias it ``current``.
+
+        ``member_keys`` (the row keys of the state's members, in member order) go with the
+        model, so a row's value can be explained by the rows it was compared with.
 
         The registered model and the version carry a description: the fit's figures, the table
         and version it was fitted on, and the run's configuration. Registering again for the
@@ -266,6 +270,13 @@ class ValuationTracker:
             state = ecoval.save(Path(tmp) / "state")
             columns_file = Path(tmp) / "columns.json"
             columns_file.write_text(json.dumps(columns))
+            artifacts = {"state": str(state), "columns": str(columns_file)}
+            if member_keys is not None:
+                import numpy as np
+
+                keys_file = Path(tmp) / "member_keys.npy"
+                np.save(keys_file, np.asarray(member_keys), allow_pickle=False)
+                artifacts["member_keys"] = str(keys_file)
             with self._fluent():
                 with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
                     # The signature says what the model takes; no example row is stored with it.
@@ -273,7 +284,7 @@ class ValuationTracker:
                     info = mlflow.pyfunc.log_model(
                         name="valuation_model",
                         python_model=str(_MODEL_CODE),
-                        artifacts={"state": str(state), "columns": str(columns_file)},
+                        artifacts=artifacts,
                         signature=model_signature(columns, ecoval.classes_),
                     )
                 # Registered through the client as MLflow's fluent register_model does, without

@@ -286,6 +286,8 @@ class EcoVal:
                 cluster_values=game.phi[plan.clusters],
                 mode="in_sample",
                 n_trainings=n_trainings,
+                suggested_label=plan.classes[inputs.support],
+                label_confidence=inputs.support_share,
             ),
             n_trainings=n_trainings,
         )
@@ -329,6 +331,8 @@ class EcoVal:
             cluster_values=self.game_.phi[clusters],
             mode="out_of_sample",
             n_trainings=0,
+            suggested_label=self.classes_[inputs.support],
+            label_confidence=inputs.support_share,
         )
 
     def save(self, path: str | Path) -> Path:

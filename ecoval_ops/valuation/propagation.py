@@ -9,7 +9,9 @@ No model is trained. For row i in cluster c, against the other members of c:
   ``beta_i = (1 + rho_i)^(gamma - 1)``;
 - effective input ``x_i = alpha_i * beta_i``;
 - empirical-Bayes cluster share ``share_c* = mu + lambda_c (phi_c / n_c - mu)``;
-- row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``, ``kappa = c_kappa |mu|``.
+- row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``, ``kappa = c_kappa |mu|``;
+- the label the neighbourhood supports, ``argmax_y sum_j w_ij [y_j = y]``, with its weighted
+  share (the same weights as ``agree_i``): what a suspect row's label could be fixed to.
 
 ``kappa`` takes ``|mu|`` rather than the spec's ``mu``: when the full model is worse than the
 prior (``mu < 0``) a signed kappa would reward rows whose labels disagree with their
@@ -30,7 +32,9 @@ __all__ = [
     "PropagationState",
     "RowInputs",
     "empirical_bayes_shares",
+    "nearest_members",
     "neighbour_inputs",
+    "neighbour_vote",
 ]
 
 _CHUNK_ROWS = 2048
@@ -44,11 +48,15 @@ class RowInputs:
         alpha: intrinsic values in ``[-1, 1]``.
         beta: extrinsic multipliers in ``(0, 1]``.
         rho: redundancy ``sum_j s_ij [y_j = y_i]``.
+        support: class code of the label the neighbours support (None where not computed).
+        support_share: that label's weighted share of the neighbours, in ``[0, 1]``.
     """
 
     alpha: NDArray[np.float64]
     beta: NDArray[np.float64]
     rho: NDArray[np.float64]
+    support: NDArray[np.int64] | None = None
+    support_share: NDArray[np.float64] | None = None
 
     @property
     def x(self) -> NDArray[np.float64]:
@@ -56,7 +64,7 @@ class RowInputs:
         return self.alpha * self.beta
 
 
-def _nearest_members(
+def nearest_members(
     Z_members: NDArray[np.float64],
     Z_query: NDArray[np.float64],
     k: int,
@@ -115,6 +123,32 @@ def neighbour_inputs(
     return RowInputs(alpha=2.0 * agree - 1.0, beta=(1.0 + rho) ** (gamma - 1.0), rho=rho)
 
 
+def _vote_weights(dist: NDArray[np.float64], h: float) -> NDArray[np.float64]:
+    scaled = (dist / h) ** 2
+    return np.asarray(np.exp(-(scaled - scaled.min(axis=1, keepdims=True))), dtype=np.float64)
+
+
+def neighbour_vote(
+    dist: NDArray[np.float64], labels: NDArray[np.int64], h: float, n_classes: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The label the k nearest members support: ``argmax_y sum_j w_ij [y_j = y]`` and its share.
+
+    Args:
+        dist: ``(m, k)`` distances to the nearest members.
+        labels: ``(m, k)`` their class codes.
+        h: bandwidth ``h_c``.
+        n_classes: K.
+
+    Returns:
+        ``(support, share)``: ``(m,)`` class codes (ties to the lower code) and
+        ``sum_j w_ij [y_j = support_i] / sum_j w_ij``.
+    """
+    w = _vote_weights(dist, h)
+    scores = np.stack([np.sum(w * (labels == c), axis=1) for c in range(n_classes)], axis=1)
+    support = np.argmax(scores, axis=1).astype(np.int64)
+    return support, np.take_along_axis(scores, support[:, None], axis=1)[:, 0] / np.sum(w, axis=1)
+
+
 def empirical_bayes_shares(
     phi: NDArray[np.float64], phi_se: NDArray[np.float64], sizes: NDArray[np.int64], mu: float
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -165,6 +199,11 @@ class PropagationState:
     kappa: float
     gamma: float
 
+    @property
+    def n_classes(self) -> int:
+        """K: every class has training members, so the largest code plus one."""
+        return int(self.y.max()) + 1
+
     def inputs(
         self,
         Z: NDArray[np.float64],
@@ -181,7 +220,8 @@ class PropagationState:
             exclude: ``(m,)`` index into the members of a row to leave out of its own
                 neighbours (a training row valued out of sample), or -1 for none.
         """
-        alpha, beta, rho = (np.empty(Z.shape[0]) for _ in range(3))
+        alpha, beta, rho, share = (np.empty(Z.shape[0]) for _ in range(4))
+        support = np.empty(Z.shape[0], dtype=np.int64)
         for c in np.unique(clusters):
             rows = np.flatnonzero(clusters == c)
             members = np.flatnonzero(self.clusters == c)
@@ -192,11 +232,12 @@ class PropagationState:
                 local = np.clip(np.searchsorted(members, wanted), 0, members.size - 1)
                 own = (wanted >= 0) & (members[local] == wanted)
                 local_exclude[own] = local[own]
-            dist, idx = _nearest_members(self.Z[members], Z[rows], int(self.k[c]), local_exclude)
+            dist, idx = nearest_members(self.Z[members], Z[rows], int(self.k[c]), local_exclude)
             same = self.y[members][idx] == y[rows][:, None]
             got = neighbour_inputs(dist, same, float(self.h[c]), self.gamma)
             alpha[rows], beta[rows], rho[rows] = got.alpha, got.beta, got.rho
-        return RowInputs(alpha=alpha, beta=beta, rho=rho)
+            support[rows], share[rows] = neighbour_vote(dist, self.y[members][idx], float(self.h[c]), self.n_classes)
+        return RowInputs(alpha=alpha, beta=beta, rho=rho, support=support, support_share=share)
 
     def values(self, inputs: RowInputs, clusters: NDArray[np.int64]) -> NDArray[np.float64]:
         """``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``."""
@@ -229,15 +270,18 @@ class NeighbourPropagator:
         sizes = np.bincount(clusters, minlength=p)
         k = np.minimum(self.k_neighbors, sizes - 1).astype(np.int64)
         h = np.empty(p)
-        alpha, beta, rho = (np.empty(Z.shape[0]) for _ in range(3))
+        alpha, beta, rho, vote = (np.empty(Z.shape[0]) for _ in range(4))
+        support = np.empty(Z.shape[0], dtype=np.int64)
+        n_classes = int(y.max()) + 1 if y.size else 0
         for c in range(p):
             members = np.flatnonzero(clusters == c)
             own = np.arange(members.size, dtype=np.int64)
-            dist, idx = _nearest_members(Z[members], Z[members], int(k[c]), own)
+            dist, idx = nearest_members(Z[members], Z[members], int(k[c]), own)
             h[c] = _bandwidth(dist)
             got = neighbour_inputs(dist, y[members][idx] == y[members][:, None], h[c], game.returns_to_scale)
             alpha[members], beta[members], rho[members] = got.alpha, got.beta, got.rho
-        inputs = RowInputs(alpha=alpha, beta=beta, rho=rho)
+            support[members], vote[members] = neighbour_vote(dist, y[members][idx], h[c], n_classes)
+        inputs = RowInputs(alpha=alpha, beta=beta, rho=rho, support=support, support_share=vote)
         mu = game.total_gain / Z.shape[0]
         if self.empirical_bayes:
             share, lam = empirical_bayes_shares(game.phi, game.phi_se, sizes, mu)

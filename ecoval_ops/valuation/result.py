@@ -46,6 +46,8 @@ class ValuationResult:
         method: the method that produced the values. Default ``"ecoval"``.
         n_trainings: model trainings the method ran (None where not counted, as for values
             read back from a saved state).
+        suggested_label: ``(n,)`` the label each row's neighbourhood supports (EcoVal), or None.
+        label_confidence: ``(n,)`` that label's weighted share of the neighbours, in [0, 1].
     """
 
     values: NDArray[np.float64]
@@ -56,10 +58,12 @@ class ValuationResult:
     mode: Mode = "in_sample"
     method: str = "ecoval"
     n_trainings: int | None = None
+    suggested_label: NDArray[np.generic] | None = None
+    label_confidence: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         n = np.asarray(self.values).shape[0]
-        for name in ("values", "intrinsic", "extrinsic", "cluster_values"):
+        for name in ("values", "intrinsic", "extrinsic", "cluster_values", "label_confidence"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_values(getattr(self, name), n, name))
         if self.clusters is not None:
@@ -67,6 +71,8 @@ class ValuationResult:
             if clusters.shape != (n,) or not np.issubdtype(clusters.dtype, np.integer):
                 raise ValueError(f"clusters must be ({n},) integers; found {clusters.shape} {clusters.dtype}")
             object.__setattr__(self, "clusters", clusters.astype(np.int64))
+        if self.suggested_label is not None and np.asarray(self.suggested_label).shape != (n,):
+            raise ValueError(f"suggested_label must be ({n},); found {np.asarray(self.suggested_label).shape}")
         if self.mode not in ("in_sample", "out_of_sample"):
             raise ValueError(f"mode must be 'in_sample' or 'out_of_sample'; found {self.mode!r}")
         if self.n_trainings is not None and self.n_trainings < 0:
@@ -93,22 +99,27 @@ class ValuationResult:
         """The row-level value columns of architecture.md, keyed by ``keys``.
 
         Table-level columns (percentile, run id, model version, timestamp) are added by the
-        writer, which sees all valued rows.
+        writer, which sees all valued rows. ``ecoval_suggested_label`` (the labels' type) and
+        ``ecoval_label_confidence`` are NULL unless the row is suspect; a result without them
+        (a state saved before they existed) leaves them out.
         """
         import pyarrow as pa
 
         key_array = pa.array(np.asarray(keys))
         if len(key_array) != len(self):
             raise ValueError(f"{len(key_array)} keys for {len(self)} valued rows")
-        return pa.table(
-            {
-                key_name: key_array,
-                "ecoval_value": pa.array(self.values, pa.float64()),
-                "ecoval_intrinsic": pa.array(self._ecoval("intrinsic"), pa.float64()),
-                "ecoval_extrinsic": pa.array(self._ecoval("extrinsic"), pa.float64()),
-                "ecoval_cluster": pa.array(self._ecoval("clusters"), pa.int32()),
-                "ecoval_cluster_value": pa.array(self._ecoval("cluster_values"), pa.float64()),
-                "ecoval_suspect": pa.array(self.suspect, pa.bool_()),
-                "ecoval_mode": pa.array([self.mode] * len(self), pa.string()),
-            }
-        )
+        columns = {
+            key_name: key_array,
+            "ecoval_value": pa.array(self.values, pa.float64()),
+            "ecoval_intrinsic": pa.array(self._ecoval("intrinsic"), pa.float64()),
+            "ecoval_extrinsic": pa.array(self._ecoval("extrinsic"), pa.float64()),
+            "ecoval_cluster": pa.array(self._ecoval("clusters"), pa.int32()),
+            "ecoval_cluster_value": pa.array(self._ecoval("cluster_values"), pa.float64()),
+            "ecoval_suspect": pa.array(self.suspect, pa.bool_()),
+            "ecoval_mode": pa.array([self.mode] * len(self), pa.string()),
+        }
+        if self.suggested_label is not None and self.label_confidence is not None:
+            fixable = ~self.suspect
+            columns["ecoval_suggested_label"] = pa.array(np.asarray(self.suggested_label), mask=fixable)
+            columns["ecoval_label_confidence"] = pa.array(self.label_confidence, pa.float64(), mask=fixable)
+        return pa.table(columns)

@@ -52,17 +52,27 @@ def _values(path, run_id="run-1"):
 
 
 def test_value_columns_are_added_once(table) -> None:
-    version = ensure_value_columns(table)
+    version = ensure_value_columns(table, label="label")
     assert version == 1
-    fields = {f.name for f in DeltaTable(str(table)).schema().fields}
-    assert set(VALUE_COLUMNS) <= fields
-    assert ensure_value_columns(table) is None
+    fields = {f.name: f for f in DeltaTable(str(table)).schema().fields}
+    assert set(VALUE_COLUMNS) <= set(fields)
+    # The suggested label takes the label column's type.
+    assert fields["ecoval_suggested_label"].type == fields["label"].type
+    assert ensure_value_columns(table, label="label") is None
     assert DeltaTable(str(table)).version() == 1
+
+
+def test_a_table_valued_before_the_suggestion_columns_gains_them_once(table) -> None:
+    ensure_value_columns(table, label=None)
+    fields = {f.name for f in DeltaTable(str(table)).schema().fields}
+    assert "ecoval_suggested_label" not in fields and "ecoval_label_confidence" in fields
+    assert ensure_value_columns(table, label="label") == 2
+    assert ensure_value_columns(table, label="label") is None
 
 
 def test_merge_writes_values_keeps_originals_and_is_idempotent(table) -> None:
     before = _checksum(table)
-    ensure_value_columns(table)
+    ensure_value_columns(table, label="label")
     values = _values(table)
     version = merge_values(table, values, key="row_id", run_id="run-1", source_version=0)
     assert version == 2
@@ -94,7 +104,7 @@ def test_a_table_never_valued_has_no_watermark(table) -> None:
     ids=["duplicate keys", "unknown keys", "original column"],
 )
 def test_bad_values_write_nothing(table, mutate, message) -> None:
-    ensure_value_columns(table)
+    ensure_value_columns(table, label="label")
     before = (DeltaTable(str(table)).version(), _checksum(table))
     with pytest.raises(InvalidInputError, match=message):
         merge_values(table, mutate(_values(table)), key="row_id", run_id="run-x", source_version=0)
@@ -102,7 +112,7 @@ def test_bad_values_write_nothing(table, mutate, message) -> None:
 
 
 def test_identifiers_are_checked_before_sql(table) -> None:
-    ensure_value_columns(table)
+    ensure_value_columns(table, label="label")
     with pytest.raises(InvalidInputError, match="not a plain identifier"):
         merge_values(table, _values(table), key="row_id; DROP TABLE x", run_id="r", source_version=0)
     for bad in ["label; DROP TABLE x", "a.b", "1abc", "", "x" * 129, None]:

@@ -25,7 +25,7 @@ def test_spark_table_valued_by_delta_rs_and_filtered_with_spark_sql(spark, tmp_p
 
     source = DeltaTable(path).to_pyarrow_table().sort_by("row_id")
     assert source.num_rows == 200
-    ensure_value_columns(path)
+    ensure_value_columns(path, label="label")
     features = np.column_stack([source.column(c).to_numpy() for c in ("f0", "f1", "f2")])
     labels = source.column("label").to_numpy()
     ev = EcoVal(n_clusters=3).fit(features[:150], labels[:150], features[150:], labels[150:])
@@ -63,7 +63,7 @@ def test_spark_merge_is_idempotent_and_keeps_originals(spark, tmp_path) -> None:
         [(int(i), float(X[i, 0]), float(X[i, 1]), int(y[i])) for i in range(120)],
         "row_id long, a double, b double, label long",
     ).write.format("delta").save(path)
-    ensure_value_columns(path)
+    ensure_value_columns(path, label="label")
     ev = EcoVal(n_clusters=3).fit(X[:100], y[:100], X[100:], y[100:])
     values = ev.result_.to_arrow(np.arange(100), "row_id")
     values = values.append_column(

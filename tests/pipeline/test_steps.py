@@ -167,7 +167,7 @@ def test_new_rows_are_found_in_files_older_than_the_value_columns(cfg) -> None:
 
     # The columns exist in the schema only: the data file predates them (a run killed after
     # adding them), and a pushed-down `IS NULL` filter alone would find no new row there.
-    ensure_value_columns(cfg.table)
+    ensure_value_columns(cfg.table, label=cfg.label)
     engine = DeltaRsEngine()
     run = steps.detect(cfg).run
     steps.embed(run, engine)

@@ -19,10 +19,31 @@ def test_result_to_arrow_has_the_row_value_columns(small_data) -> None:
         "ecoval_cluster_value",
         "ecoval_suspect",
         "ecoval_mode",
+        "ecoval_suggested_label",
+        "ecoval_label_confidence",
     ]
     assert table.schema.field("ecoval_cluster").type == pa.int32()
-    assert table.column("ecoval_suspect").to_numpy().sum() == int((ev.intrinsic_ < 0).sum())
+    suspect = table.column("ecoval_suspect").to_numpy(zero_copy_only=False)
+    assert suspect.sum() == int((ev.intrinsic_ < 0).sum()) > 0
     assert set(table.column("ecoval_mode").to_pylist()) == {"in_sample"}
+    # A suggestion (in the labels' type) and its confidence on suspect rows only.
+    suggested = table.column("ecoval_suggested_label")
+    assert suggested.type == pa.int64() and suggested.null_count == len(suspect) - suspect.sum()
+    confidence = np.asarray(table.column("ecoval_label_confidence").to_pylist(), dtype=float)
+    assert np.isnan(confidence[~suspect]).all() and ((confidence[suspect] > 0) & (confidence[suspect] <= 1)).all()
+
+
+def test_the_suggested_label_is_the_neighbourhood_majority() -> None:
+    from ecoval_ops.valuation.propagation import neighbour_vote
+
+    dist = np.array([[1.0, 1.0, 1.0, 4.0], [1.0, 2.0, 2.0, 2.0]])
+    labels = np.array([[2, 2, 0, 0], [1, 0, 0, 0]])
+    support, share = neighbour_vote(dist, labels, h=1.0, n_classes=3)
+    # Weights exp(-((d/h)^2 - min)): row 0's far neighbour weighs exp(-15); in row 1 the nearest
+    # neighbour (weight 1) outvotes three at distance 2 (exp(-3) each).
+    assert support.tolist() == [2, 1]
+    np.testing.assert_allclose(share[0], 2 / (3 + np.exp(-15.0)))
+    np.testing.assert_allclose(share[1], 1 / (1 + 3 * np.exp(-3.0)))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,228 @@
+"""``ecoval explain``: why one row has its value (method spec sections 4 and 5).
+
+A row's value decomposes as ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)`` with
+``x_i = alpha_i beta_i``: its cluster's per-row share, plus the kappa term of its own label
+agreement (alpha) and redundancy (beta) against the cluster's mean. ``alpha_i`` comes from the
+row's k nearest members of its cluster in the registered model, shown with their keys, labels
+and similarities ``s_ij = exp(-(d_ij / h_c)^2)``.
+
+Everything is read back: the row and its value columns from the table (delta-rs), the run's
+settings from its MLflow run, and the state, member keys and columns from the model version
+that valued the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.lakehouse.columns import EMBEDDING_COL
+from ecoval_ops.lakehouse.source import embedding_matrix
+from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.value_writes import read_watermark
+
+__all__ = ["Explanation", "Neighbour", "explain_row", "text_explanation"]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A reference row the explained row was compared with."""
+
+    key: Any
+    label: Any
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The decomposition of one row's value and its neighbours."""
+
+    table: str
+    key: Any
+    label: Any
+    mode: str
+    run_id: str
+    model: str
+    model_version: str
+    cluster: int
+    value: float
+    percentile: float
+    cluster_share: float
+    alpha: float
+    beta: float
+    kappa: float
+    cluster_mean_x: float
+    kappa_term: float
+    suspect: bool
+    suggested_label: Any
+    label_confidence: float | None
+    neighbours: list[Neighbour]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (numpy scalars as Python ones)."""
+        plain: dict[str, Any] = _plain(asdict(self))
+        return plain
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _typed_key(raw: str, arrow_type: Any) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.scalar(raw).cast(arrow_type).as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InvalidInputError(f"key {raw!r} is not a value of the key column's type {arrow_type}") from e
+
+
+def _run_params(tracking_uri: str, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except MlflowException as e:
+        raise InvalidInputError(f"run {run_id} is not in the MLflow store {tracking_uri}: give --mlflow-uri") from e
+    return dict(run.data.params), dict(run.data.tags)
+
+
+def _row(table: str, key_col: str, raw_key: str) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    data = open_table(table).to_pyarrow_table()
+    if key_col not in data.column_names:
+        raise InvalidInputError(f"{table} has no key column {key_col!r}")
+    key = _typed_key(raw_key, data.schema.field(key_col).type)
+    found = data.filter(pc.equal(data.column(key_col), key))
+    if found.num_rows == 0:
+        raise InvalidInputError(f"{table} has no row with {key_col} = {raw_key!r}")
+    row = found.slice(0, 1)
+    if "ecoval_value" not in row.column_names or row.column("ecoval_value")[0].as_py() is None:
+        raise InvalidInputError(f"row {key_col} = {raw_key!r} of {table} has not been valued yet: run `ecoval run`")
+    return {"table": row, "key": key}
+
+
+def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], table: str, key_col: str, key: Any) -> Any:
+    if params.get("features"):
+        return np.array([[float(row.column(c)[0].as_py()) for c in params["features"].split(",")]])
+    if params.get("embedding_col"):
+        return embedding_matrix(row.column(params["embedding_col"]), params["embedding_col"], table)
+    import pyarrow.compute as pc
+
+    fingerprint = tags.get("ecoval.embedder_fingerprint")
+    path = Path(table).resolve()
+    workspace = Path(params["staging_dir"]) if params.get("staging_dir") else path.parent / "_ecoval" / path.name
+    embeddings = workspace / f"embeddings_{fingerprint}"
+    if fingerprint is None or not (embeddings / "_delta_log").exists():
+        raise InvalidInputError(f"the embeddings of {table} are not in {workspace} any more; run `ecoval run` again")
+    data = open_table(embeddings).to_pyarrow_table(columns=[key_col, EMBEDDING_COL])
+    found = data.filter(pc.equal(data.column(key_col), key))
+    return embedding_matrix(found.column(EMBEDDING_COL), EMBEDDING_COL, str(embeddings))
+
+
+def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: int | None = None) -> Explanation:
+    """Explain the value of the row whose key is ``raw_key`` (its text, typed as the key column).
+
+    Raises:
+        InvalidInputError: no such table or row, a row not valued yet, a run or model version
+            the MLflow store does not hold.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ecoval_ops.valuation.propagation import nearest_members
+
+    mark = read_watermark(table)
+    if mark is None:
+        raise InvalidInputError(f"{table} has not been valued yet: run `ecoval run --table {table}` first")
+    params, _ = _run_params(tracking_uri, mark.run_id)
+    key_col = params["key"]
+    found = _row(table, key_col, raw_key)
+    row, key = found["table"], found["key"]
+
+    def col(name: str) -> Any:
+        return row.column(name)[0].as_py()
+
+    run_id, version = col("ecoval_run_id"), col("ecoval_model_version")
+    params, tags = _run_params(tracking_uri, run_id)
+    name = params.get("model_name") or f"ecoval_{Path(table).name}"
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    except MlflowException as e:
+        raise InvalidInputError(f"model {name} version {version} is not in the MLflow store {tracking_uri}") from e
+    ev, members_keys = model.ecoval, model.member_keys
+    state = ev.state_
+    c = int(col("ecoval_cluster"))
+    members = np.flatnonzero(state.clusters == c)
+    z = ev.feature_space_.cluster_space(_embedding(row, params, tags, table, key_col, key))
+    k = int(n_neighbours or state.k[c])
+    exclude = None
+    if col("ecoval_mode") == "in_sample" and members_keys is not None:
+        own = np.flatnonzero(np.asarray(members_keys)[members] == key)
+        exclude = np.array([own[0] if own.size else -1], dtype=np.int64)
+    dist, index = nearest_members(state.Z[members], z, min(k, members.size - (exclude is not None)), exclude)
+    similarity = np.exp(-((dist[0] / state.h[c]) ** 2))
+    neighbours = [
+        Neighbour(
+            key=None if members_keys is None else np.asarray(members_keys)[members][j],
+            label=ev.classes_[state.y[members][j]],
+            similarity=float(s),
+        )
+        for j, s in zip(index[0], similarity, strict=True)
+    ]
+    alpha, beta, value = float(col("ecoval_intrinsic")), float(col("ecoval_extrinsic")), float(col("ecoval_value"))
+    share = float(state.share[c])
+    return Explanation(
+        table=str(Path(table).resolve()),
+        key=key,
+        label=col(params["label"]),
+        mode=col("ecoval_mode"),
+        run_id=run_id,
+        model=name,
+        model_version=version,
+        cluster=c,
+        value=value,
+        percentile=float(col("ecoval_percentile")),
+        cluster_share=share,
+        alpha=alpha,
+        beta=beta,
+        kappa=float(state.kappa),
+        cluster_mean_x=float(state.x_mean[c]),
+        kappa_term=value - share,
+        suspect=bool(col("ecoval_suspect")),
+        suggested_label=col("ecoval_suggested_label") if "ecoval_suggested_label" in row.column_names else None,
+        label_confidence=col("ecoval_label_confidence") if "ecoval_label_confidence" in row.column_names else None,
+        neighbours=neighbours,
+    )
+
+
+def text_explanation(e: Explanation) -> list[str]:
+    """The explanation as terminal lines."""
+    lines = [
+        f"row {e.key!r} of {e.table}: label {e.label!r}, valued {e.mode} by run {e.run_id} "
+        f"(model {e.model} v{e.model_version})",
+        f"  value {e.value:+.6f} (percentile {e.percentile:.2f}){'  SUSPECT' if e.suspect else ''}",
+        f"    = cluster {e.cluster} share  {e.cluster_share:+.6f}",
+        f"    + kappa term        {e.kappa_term:+.6f}  = kappa {e.kappa:.4g} x (alpha x beta {e.alpha * e.beta:+.3f}"
+        f" - cluster mean {e.cluster_mean_x:+.3f})",
+        f"  alpha {e.alpha:+.3f} (label agreement with its neighbours, -1..1); beta {e.beta:.3f} "
+        "(redundancy multiplier, 0..1)",
+    ]
+    if e.suspect and e.suggested_label is not None:
+        lines.append(f"  suggested label {e.suggested_label!r} (confidence {e.label_confidence:.2f})")
+    lines.append(f"  nearest reference rows of cluster {e.cluster}:")
+    lines.append(f"    {'key':>12}  {'label':>10}  similarity")
+    lines += [f"    {n.key!s:>12}  {n.label!s:>10}  {n.similarity:.3f}" for n in e.neighbours]
+    return lines
