@@ -63,8 +63,19 @@ def _conf() -> dict[str, Any]:
     return dict(get_current_context()["params"])
 
 
-def nightly(dag_id: str, table: str, defaults: dict[str, Any], schedule: str | None, *, pinned: bool) -> DAG:
-    """The valuation DAG of one table (``pinned``: runs may not name another table)."""
+def nightly(
+    dag_id: str,
+    table: str,
+    defaults: dict[str, Any],
+    schedule: str | None,
+    *,
+    pinned: bool,
+    notifiers: list[dict[str, Any]] | None = None,
+) -> DAG:
+    """The valuation DAG of one table (``pinned``: runs may not name another table).
+
+    ``notifiers`` are called with the reason when a night is an alert.
+    """
     values = AssetAlias(f"ecoval_values__{dag_id}")
 
     @dag(
@@ -122,7 +133,10 @@ def nightly(dag_id: str, table: str, defaults: dict[str, Any], schedule: str | N
 
         @task
         def report(ref: dict[str, Any], written: int | None) -> dict[str, Any]:
-            return tasks.report(ref, written)
+            figures = tasks.report(ref, written)
+            if figures.get("alert") and notifiers:
+                tasks.notify(notifiers, get_current_context(), figures["alert"])
+            return figures
 
         @task
         def nothing_to_do(detected: dict[str, Any]) -> None:
@@ -180,7 +194,9 @@ def _entry_dag(entry: TableEntry) -> DAG:
     dag_id = f"ecoval_nightly__{entry.name}"
     if entry.problem is not None:
         return invalid(dag_id, entry.problem)
-    return nightly(dag_id, str(entry.settings["table"]), entry.settings, entry.schedule, pinned=True)
+    return nightly(
+        dag_id, str(entry.settings["table"]), entry.settings, entry.schedule, pinned=True, notifiers=entry.notifiers
+    )
 
 
 if os.environ.get(TABLES_ENV):

@@ -66,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
     # Bars only at a terminal: piped or logged stderr (Airflow, CI, scripts) keeps one line per message.
     with Progress(enabled=not cfg.quiet and sys.stderr.isatty()) as progress:
         summary = run_valuation(cfg, progress=progress)
+    if summary.alert:
+        print(f"ecoval: warning: alert on {cfg.table}: {summary.alert}", file=sys.stderr)
     if cfg.json_output:
         print(json.dumps(asdict(summary), sort_keys=True))
     elif not cfg.quiet:
@@ -90,12 +92,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ecoval_ops.config import default_tracking_uri
-    from ecoval_ops.report import html_report, run_plots, table_report, text_report
+    from ecoval_ops.config import default_tracking_uri, tracking_store_exists
+    from ecoval_ops.report import html_report, run_plots, table_report, text_report, trend_lines
 
     r = table_report(args.table, run_id=args.run_id)
     for line in text_report(r):
         print(line)
+    uri = args.mlflow_uri or default_tracking_uri()
+    if tracking_store_exists(uri):
+        from ecoval_ops.tracking import ValuationTracker
+
+        for line in trend_lines(ValuationTracker(uri, args.experiment).history(str(Path(args.table).resolve()))):
+            print(line)
     if args.html:
         run = args.run_id or _latest_run(args.table)
         plots = run_plots(args.mlflow_uri or default_tracking_uri(), run) if run else {}
@@ -177,7 +185,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--table", required=True, help="path of a valued Delta table")
     report.add_argument("--run-id", help="only the rows this MLflow run valued")
     report.add_argument("--html", help="also write a standalone HTML report with the plots to this file")
-    report.add_argument("--mlflow-uri", help="MLflow store of the runs, for their plots (default as ecoval run)")
+    report.add_argument(
+        "--mlflow-uri", help="MLflow store of the runs, for their plots and trend (default as ecoval run)"
+    )
+    report.add_argument("--experiment", default="ecoval", help="MLflow experiment of the runs (default ecoval)")
     report.set_defaults(handler=_report)
     explain = commands.add_parser(
         "explain", help="why one row has its value: its cluster share, alpha, beta, kappa term and neighbours"

@@ -38,6 +38,7 @@ __all__ = [
     "load_config",
     "resolve_settings",
     "settings",
+    "tracking_store_exists",
 ]
 
 OUTPUT_SETTINGS = frozenset({"quiet", "json_output"})
@@ -47,6 +48,12 @@ OUTPUT_SETTINGS = frozenset({"quiet", "json_output"})
 def default_tracking_uri() -> str:
     """``sqlite:///<cwd>/mlflow.db``: the MLflow store when none is named."""
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def tracking_store_exists(uri: str) -> bool:
+    """False for a SQLite store that is not there (reading it would create an empty one)."""
+    prefix = "sqlite:///"
+    return not uri.startswith(prefix) or Path(uri[len(prefix) :]).exists()
 
 
 class RunConfig(BaseModel):
@@ -93,6 +100,15 @@ class RunConfig(BaseModel):
     k_neighbors: int = Field(default=10, ge=1, description="within-cluster neighbours per row, k")
     c_kappa: float = Field(
         default=5.0, ge=0.0, description="kappa = c_kappa |mu|: a row's own input against its cluster's mean"
+    )
+    alert_suspect_share: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="alert when the new rows' suspect share exceeds this (default: twice the model's, 5 points more)",
+    )
+    alert_drift: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="alert when the new rows' cluster shares drift more than this (TV)"
     )
     engine: Literal["spark", "delta-rs"] = Field(default="spark", description="execution engine")
     shards: int = Field(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ecoval_ops.config import tracking_store_exists
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 from ecoval_ops.lakehouse.source import embedding_matrix
@@ -89,6 +90,8 @@ def _run_params(tracking_uri: str, run_id: str) -> tuple[dict[str, str], dict[st
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    if not tracking_store_exists(tracking_uri):
+        raise InvalidInputError(f"there is no MLflow store at {tracking_uri}: give --mlflow-uri")
     try:
         run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
     except MlflowException as e:

@@ -23,7 +23,9 @@ from ecoval_ops.tracking.review import cluster_table, figure_png, html_page, val
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["QUANTILES", "TableReport", "html_report", "run_plots", "table_report", "text_report"]
+    from ecoval_ops.tracking.runs import PastRun
+
+__all__ = ["QUANTILES", "TableReport", "html_report", "run_plots", "table_report", "text_report", "trend_lines"]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 CLUSTERS_SHOWN = 3
@@ -164,3 +166,21 @@ def html_report(r: TableReport, extra_plots: dict[str, bytes] | None = None) -> 
         ],
         plots,
     )
+
+
+def trend_lines(history: list[PastRun]) -> list[str]:
+    """The table's last runs, oldest first: mode, new rows, their suspect share and drift, alerts."""
+    from datetime import UTC, datetime
+
+    if not history:
+        return ["  no run with night figures in this MLflow experiment"]
+    lines = [f"  last {len(history)} runs (new rows each night):"]
+    for run in history:
+        m = run.metrics
+        when = datetime.fromtimestamp(run.started_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        lines.append(
+            f"    {when}  {run.mode:<11} {int(m.get('night_rows', 0)):>8} rows  "
+            f"suspect {m.get('night_suspect_share', 0.0):6.1%}  drift {m.get('night_cluster_drift', 0.0):.2f}"
+            + (f"  ALERT: {run.alert}" if run.alert else "")
+        )
+    return lines

@@ -305,3 +305,38 @@ def test_a_table_dag_runs_and_publishes_its_own_values_asset(airflow_db, tmp_pat
     with create_session() as session:
         uris = [uri for (uri,) in session.query(AssetModel.uri).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)]
     assert values_uri(tmp_path / "a" / "train") in uris and values_uri(tmp_path / "b" / "train") not in uris
+
+
+@pytest.mark.mlflow
+@pytest.mark.delta
+@pytest.mark.slow
+def test_an_alert_calls_the_tables_notifiers(airflow_db, tmp_path, monkeypatch) -> None:
+    from tests.pipeline.test_monitoring import flipped_rows
+
+    calls = tmp_path / "calls.jsonl"
+    table = tmp_path / "lake" / "train"
+    write_deltalake(str(table), blob_rows(0, 300))
+    tables = tmp_path / "tables.yaml"
+    tables.write_text(
+        f"""
+- name: watched
+  table: {table}
+  key: row_id
+  label: label
+  features: f0,f1,f2
+  clusters: 3
+  engine: delta-rs
+  mlflow_uri: sqlite:///{tmp_path}/mlflow.db
+  notifiers:
+    - class: tests.notifiers.RecordingNotifier
+      path: {calls}
+      text: "ecoval alert: {{{{ ecoval_alert }}}}"
+"""
+    )
+    assert _bag(monkeypatch, tables).get_dag("ecoval_nightly__watched").test().state == "success"
+    assert not calls.exists()
+    write_deltalake(str(table), flipped_rows(300, 340), mode="append", schema_mode="merge")
+    assert _bag(monkeypatch, tables).get_dag("ecoval_nightly__watched").test().state == "success"
+    (call,) = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert call["dag_id"] == "ecoval_nightly__watched"
+    assert call["text"].startswith("ecoval alert: ") and "of the 40 new rows are suspect" in call["text"]

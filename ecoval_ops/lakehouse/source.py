@@ -29,6 +29,7 @@ __all__ = [
     "embedding_matrix",
     "label_classes",
     "read_rows",
+    "unvalued_keys",
 ]
 
 
@@ -266,3 +267,17 @@ def read_rows(
         valued=np.asarray(valued, dtype=bool)[order],
         table_rows=checked.num_rows,
     )
+
+
+def unvalued_keys(path: str | Path, version: int, key: str) -> NDArray[np.generic]:
+    """Keys of the rows of ``path@version`` that no run had valued (``ecoval_run_id`` NULL)."""
+    import pyarrow.compute as pc
+
+    table = open_table(path, version)
+    names = set(table.schema().to_arrow().names)
+    if "ecoval_run_id" not in names:
+        data = table.to_pyarrow_table(columns=[key])
+        return np.asarray(data.column(key).to_numpy(zero_copy_only=False))
+    data = table.to_pyarrow_table(columns=[key, "ecoval_run_id"])
+    new = data.filter(pc.is_null(data.column("ecoval_run_id")))
+    return np.asarray(new.column(key).to_numpy(zero_copy_only=False))

@@ -15,6 +15,10 @@ snake_case name (``table``, ``key``, ``label``, ``features``, ``budget``, ...)::
       key: id
       label: cultivar
       embedding_col: emb
+      notifiers:                       # called with the reason when a night is an alert
+        - class: airflow.providers.slack.notifications.slack.SlackNotifier
+          slack_conn_id: slack
+          text: "ecoval alert on wines: {{ ecoval_alert }}"
 
 An unreadable file, or one that is not a list, is one error naming the file. A bad entry
 (unknown key, duplicate or invalid name, no table) does not take the others down: it comes back
@@ -46,12 +50,15 @@ class TableEntry:
         settings: the run settings the entry gives (snake_case names).
         schedule: its cron, or None for the default.
         problem: why the entry cannot run (None when it can).
+        notifiers: Airflow notifiers to call on an alert: each a ``class`` (a dotted import path
+            of a ``BaseNotifier``) and its keyword arguments.
     """
 
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
     schedule: str | None = None
     problem: str | None = None
+    notifiers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def source_uri(table: str | Path) -> str:
@@ -76,7 +83,7 @@ def _entry(index: int, raw: object, seen: set[str]) -> TableEntry:
         return TableEntry(fallback, problem=f"entry {index}: the name {name!r} is used by an earlier entry")
     seen.add(name)
     known = {s.name for s in settings()} - OUTPUT_SETTINGS
-    values = {str(k).replace("-", "_"): v for k, v in raw.items() if k not in ("name", "schedule")}
+    values = {str(k).replace("-", "_"): v for k, v in raw.items() if k not in ("name", "schedule", "notifiers")}
     unknown = sorted(set(values) - known)
     if unknown:
         return TableEntry(name, problem=f"table {name!r}: unknown settings {unknown}; known: {sorted(known)}")
@@ -85,7 +92,12 @@ def _entry(index: int, raw: object, seen: set[str]) -> TableEntry:
     schedule = raw.get("schedule")
     if schedule is not None and not isinstance(schedule, str):
         return TableEntry(name, problem=f"table {name!r}: schedule must be a cron string; found {schedule!r}")
-    return TableEntry(name, values, schedule)
+    notifiers = raw.get("notifiers") or []
+    if not isinstance(notifiers, list) or not all(
+        isinstance(n, dict) and isinstance(n.get("class"), str) for n in notifiers
+    ):
+        return TableEntry(name, problem=f"table {name!r}: notifiers must be a list of mappings, each with a class path")
+    return TableEntry(name, values, schedule, notifiers=notifiers)
 
 
 def read_tables(path: str | Path) -> list[TableEntry]:

@@ -66,14 +66,21 @@ def log_review(
     *,
     key: str,
     seed: int,
+    table: str,
 ) -> None:
-    """Write the review artifacts and log them under ``review/`` of the parent run."""
-    from ecoval_ops.tracking.review import write_review
+    """Write the review artifacts and log them under ``review/`` of the parent run.
+
+    ``trend.png`` plots the table's last 30 runs (this one included) from MLflow's history.
+    """
+    from ecoval_ops.tracking.review import figure_png, trend_plot, write_review
 
     members = (ev.state_.Z, ev.values_, ev.result_.suspect)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "review"
         write_review(folder, values, key=key, members=members, curve=curve, diagnostics=diagnostics, seed=seed)
+        history = tracker.history(table)
+        if history:
+            (folder / "trend.png").write_bytes(figure_png(trend_plot(history)))
         tracker.log_artifacts(run_id, folder, "review")
 
 

@@ -38,6 +38,7 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    alert: str | None = None
 
 
 class _Stages:
@@ -128,7 +129,8 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
         table_version_read=version,
         table_version_written=written,
         n_trainings=figures["n_trainings"],
-        metrics=figures["metrics"],
+        metrics={**figures["metrics"], **figures["night"]},
         stage_seconds=dict(stages.seconds),
         stage_peak_rss_mb=dict(stages.peak_rss_mb),
+        alert=figures["alert"],
     )

@@ -25,9 +25,17 @@ from numpy.typing import NDArray
 from ecoval_ops.config import RunConfig
 from ecoval_ops.exceptions import EcovalError, InvalidInputError
 from ecoval_ops.lakehouse import open_table
-from ecoval_ops.lakehouse.source import Rows, check_seen_labels, check_source, label_classes, read_rows
+from ecoval_ops.lakehouse.source import (
+    Rows,
+    check_seen_labels,
+    check_source,
+    label_classes,
+    read_rows,
+    unvalued_keys,
+)
 from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline.engines import Engine
+from ecoval_ops.pipeline.monitoring import alert_reason, night_figures
 from ecoval_ops.pipeline.pinned import PinnedRun
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
@@ -345,8 +353,12 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
     The review artifacts (:mod:`ecoval_ops.tracking.review`) go under ``review/`` of the parent
     run; a clipped Gamma sets the tag ``ecoval.warning``.
 
+    The night's figures of :mod:`.monitoring` are logged as ``night_*`` metrics; an alert sets
+    the tag ``ecoval.alert``. The review carries ``trend.png``, the table's last 30 runs.
+
     Returns:
-        The figures of the run (rows by mode, suspect share, production-function metrics).
+        The figures of the run (rows by mode, suspect share, production-function metrics, the
+        night's figures and its alert, None when there is none).
     """
     import pyarrow.dataset as ds
 
@@ -361,11 +373,16 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
     refit = ref.mode == "refit"
     figures = run_figures(values, ev, diagnostics, refit=refit)
     tracker = run.tracker
+    cfg = run.config
+    night = night_figures(values, unvalued_keys(cfg.table, run.table_version, cfg.key), ev, key=cfg.key)
+    alert = alert_reason(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
+    figures["night"], figures["alert"] = night.metrics(), alert
     curve = saved_curve(ws.model(run_id) / REMOVAL_FILE) if refit else None
     tracker.log_metrics(
         run_id,
         {
             **figures["metrics"],
+            **figures["night"],
             "trainings": float(figures["n_trainings"]),
             "rows_in_sample": float(figures["rows_in_sample"]),
             "rows_out_of_sample": float(figures["rows_out_of_sample"]),
@@ -374,7 +391,8 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
             **(extra or {}),
         },
     )
-    log_review(tracker, run_id, values, ev, curve, diagnostics, key=run.config.key, seed=run.config.seed)
+    tracker.set_tags(run_id, {"ecoval.alert": alert} if alert else {})
+    log_review(tracker, run_id, values, ev, curve, diagnostics, key=cfg.key, seed=cfg.seed, table=str(cfg.table))
     tracker.set_tags(
         run_id,
         {

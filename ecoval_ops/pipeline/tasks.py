@@ -33,6 +33,7 @@ __all__ = [
     "embed",
     "fail",
     "fit_model",
+    "notify",
     "propagate",
     "report",
     "train_shard",
@@ -211,6 +212,24 @@ def report(ref: Mapping[str, Any], written: int | None) -> dict[str, Any]:
     figures = steps.report(_ref(ref), written)
     log.info("run figures: %s", figures)
     return figures
+
+
+def notify(specs: list[dict[str, Any]], context: Mapping[str, Any], reason: str) -> None:
+    """Call each notifier of ``specs`` (a ``class`` import path and its keyword arguments) on an alert.
+
+    The notifiers see the task's context with ``ecoval_alert``, the reason, for their templates.
+    """
+    import importlib
+
+    for spec in specs:
+        module, _, name = spec["class"].rpartition(".")
+        try:
+            notifier_class = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise InvalidInputError(f"notifier {spec['class']!r} cannot be imported: {e}") from e
+        notifier = notifier_class(**{k: v for k, v in spec.items() if k != "class"})
+        log.warning("alert: %s; calling %s", reason, spec["class"])
+        notifier({**context, "ecoval_alert": reason})
 
 
 def fail(ref: Mapping[str, Any]) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from ecoval_ops.tracking.runs import PastRun
     from ecoval_ops.valuation import EcoVal
     from ecoval_ops.valuation.removal import RemovalCurve
 
@@ -35,6 +36,7 @@ __all__ = [
     "html_page",
     "removal_plot",
     "top_bottom_rows",
+    "trend_plot",
     "value_histogram",
     "write_review",
 ]
@@ -214,6 +216,27 @@ class Diagnostics:
 
 def _fmt(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def trend_plot(nights: list[PastRun]) -> Figure:
+    """The table's last runs: new rows' suspect share and cluster drift, alerts marked."""
+    from datetime import UTC, datetime
+
+    fig, ax = _figure(8.0, 3.6)
+    when = [datetime.fromtimestamp(n.started_ms / 1000, UTC) for n in nights]
+    suspect = [n.metrics.get("night_suspect_share", np.nan) for n in nights]
+    drift = [n.metrics.get("night_cluster_drift", np.nan) for n in nights]
+    ax.plot(when, suspect, marker="o", label="suspect share of new rows")
+    ax.plot(when, drift, marker="s", label="cluster drift (TV)")
+    alerts = [i for i, n in enumerate(nights) if n.alert]
+    if alerts:
+        ax.scatter([when[i] for i in alerts], [suspect[i] for i in alerts], s=120, facecolors="none",
+                   edgecolors="red", label="alert", zorder=3)  # fmt: skip
+    ax.set_ylabel("share")
+    ax.set_title(f"last {len(nights)} runs")
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    return fig
 
 
 def figure_png(fig: Figure) -> bytes:

@@ -24,10 +24,21 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["CURRENT_ALIAS", "Shard", "ValuationTracker", "model_description", "model_signature"]
+__all__ = ["CURRENT_ALIAS", "PastRun", "Shard", "ValuationTracker", "model_description", "model_signature"]
 
 CURRENT_ALIAS = "current"
 _MODEL_CODE = Path(__file__).with_name("_model_code.py")
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """One run of a table in the history: when, which mode, its ``night_*`` metrics, its alert."""
+
+    run_id: str
+    started_ms: int
+    mode: str
+    metrics: dict[str, float]
+    alert: str | None
 
 
 @dataclass(frozen=True)
@@ -226,6 +237,38 @@ class ValuationTracker:
         client = self._client()
         for name, value in tags.items():
             client.set_tag(run_id, name, value)
+
+    def history(self, table: str, limit: int = 30) -> list[PastRun]:
+        """The newest ``limit`` parent runs of ``table`` with their night figures, oldest first.
+
+        Runs that failed, or that logged no night figures (before monitoring existed), are left
+        out; a run still open (the one reporting) counts.
+        """
+        client = self._client()
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return []
+        found: list[PastRun] = []
+        for run in client.search_runs(
+            [experiment.experiment_id],
+            filter_string="attributes.status != 'FAILED' and metrics.night_rows >= 0",
+            order_by=["attributes.start_time DESC"],
+            max_results=max(limit * 4, 100),
+        ):
+            if run.data.tags.get("ecoval.table") != table:
+                continue
+            found.append(
+                PastRun(
+                    run_id=run.info.run_id,
+                    started_ms=int(run.info.start_time),
+                    mode=run.data.tags.get("ecoval.mode", ""),
+                    metrics={k: float(v) for k, v in run.data.metrics.items() if k.startswith("night_")},
+                    alert=run.data.tags.get("ecoval.alert"),
+                )
+            )
+            if len(found) == limit:
+                break
+        return found[::-1]
 
     def finish(self, run_id: str, *, failed: bool = False) -> None:
         """Close a run as FINISHED or FAILED."""

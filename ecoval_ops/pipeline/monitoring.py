@@ -1,0 +1,108 @@
+"""Night over night: what each run's new rows look like, and when that is an alert.
+
+For the rows a run values that no run had valued before (the night's new rows):
+
+- ``night_rows``, ``night_suspect_share``, ``night_mean_percentile``;
+- ``night_cluster_drift``: the total variation ``1/2 sum_c |share_new(c) - share_model(c)|``
+  between the new rows' cluster shares and the model's training shares.
+
+A night is an **alert** when its suspect share exceeds ``alert_suspect_share`` (default: twice
+the model's in-sample share, and at least 5 points above it) or its drift exceeds
+``alert_drift`` (default 0.2). The run gets the tag ``ecoval.alert`` with the reason, the CLI a
+warning line and ``--json`` an ``alert`` field, and the Airflow DAG calls the table's notifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ecoval_ops.valuation import EcoVal
+
+__all__ = ["SUSPECT_MARGIN", "Night", "alert_reason", "night_figures"]
+
+SUSPECT_MARGIN = 0.05
+"""The default suspect-share alert is at least this far above the model's in-sample share."""
+
+
+@dataclass(frozen=True)
+class Night:
+    """The figures of one run's new rows.
+
+    Attributes:
+        rows: new rows valued.
+        suspect_share: their share flagged ``ecoval_suspect``.
+        mean_percentile: their mean ``ecoval_percentile``.
+        cluster_drift: total variation of their cluster shares against the model's.
+        model_suspect_share: the model's in-sample suspect share (the reference).
+    """
+
+    rows: int
+    suspect_share: float
+    mean_percentile: float
+    cluster_drift: float
+    model_suspect_share: float
+
+    def metrics(self) -> dict[str, float]:
+        """As MLflow metrics (``night_*``)."""
+        return {f"night_{k}": float(v) for k, v in asdict(self).items()}
+
+
+def night_figures(values: pd.DataFrame, new_keys: Any, ev: EcoVal, *, key: str) -> Night:
+    """The figures of the rows of ``values`` whose key is in ``new_keys``.
+
+    Args:
+        values: the run's value columns with ``key``.
+        new_keys: keys no run had valued before this one.
+        ev: the valuation model the values come from.
+        key: the key column.
+    """
+    new = values[values[key].isin(np.asarray(new_keys))]
+    p = ev.n_clusters_
+    model_share = np.bincount(ev.clusters_, minlength=p) / ev.clusters_.size
+    model_suspect = float(ev.result_.suspect.mean())
+    if new.empty:
+        return Night(0, 0.0, 0.0, 0.0, model_suspect)
+    shares = np.bincount(new["ecoval_cluster"].to_numpy(dtype=np.int64), minlength=p)[:p] / len(new)
+    return Night(
+        rows=len(new),
+        suspect_share=float(new["ecoval_suspect"].astype(bool).mean()),
+        mean_percentile=float(new["ecoval_percentile"].mean()),
+        cluster_drift=float(0.5 * np.abs(shares - model_share).sum()),
+        model_suspect_share=model_suspect,
+    )
+
+
+def alert_reason(night: Night, *, suspect_share: float | None, drift: float) -> str | None:
+    """Why the night is an alert, or None.
+
+    Args:
+        night: the night's figures.
+        suspect_share: the suspect-share threshold; None takes
+            ``max(2 model share, model share + SUSPECT_MARGIN)``.
+        drift: the cluster-drift threshold.
+    """
+    if night.rows == 0:
+        return None
+    limit = (
+        max(2 * night.model_suspect_share, night.model_suspect_share + SUSPECT_MARGIN)
+        if suspect_share is None
+        else suspect_share
+    )
+    reasons = []
+    if night.suspect_share > limit:
+        reasons.append(
+            f"{night.suspect_share:.1%} of the {night.rows} new rows are suspect (threshold {limit:.1%}; "
+            f"the model's own rows {night.model_suspect_share:.1%})"
+        )
+    if night.cluster_drift > drift:
+        reasons.append(
+            f"the {night.rows} new rows' cluster shares drift {night.cluster_drift:.2f} from the model's "
+            f"(threshold {drift:.2f})"
+        )
+    return "; ".join(reasons) or None
