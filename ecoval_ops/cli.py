@@ -135,13 +135,14 @@ def _explain(args: argparse.Namespace) -> int:
 def _sql(args: argparse.Namespace) -> int:
     from ecoval_ops.lakehouse.queries import create_views, ready_queries
 
-    for name, query in ready_queries(args.table).items():
+    for name, query in ready_queries(args.table, values=args.values_table, key=args.key).items():
         print(f"-- {name}\n{query};\n")
     if args.create_views:
         from ecoval_ops.lakehouse.spark import spark_session
 
         name = args.name or re.sub(r"[^A-Za-z0-9_]", "_", Path(args.table).resolve().name)
-        for view, count in create_views(spark_session(), args.table, name).items():
+        views = create_views(spark_session(), args.table, name, values=args.values_table, key=args.key)
+        for view, count in views.items():
             print(f"-- view {view} created in the Spark catalog: {count} rows")
     return 0
 
@@ -206,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
         help="also create the views <name>_ecoval_clean and <name>_ecoval_suspect in the Spark catalog",
     )
     sql.add_argument("--name", help="prefix of the view names (default: the table's folder name)")
+    sql.add_argument("--values-table", help="the separate values table of `ecoval run --values-table`, joined on --key")
+    sql.add_argument("--key", help="the key column joining --values-table")
     sql.set_defaults(handler=_sql)
     return parser
 

@@ -78,6 +78,10 @@ class RunConfig(BaseModel):
     embedder: str | None = Field(default=None, description="torchvision:NAME for image_col")
     weights: Path | None = Field(default=None, description="local path of the torchvision weights")
     validation_table: Path | None = Field(default=None, description="a separate Delta table of validation rows")
+    values_table: Path | None = Field(
+        default=None,
+        description="write the value columns to this Delta table, keyed by key, and never alter the source table",
+    )
     validation_fraction: float = Field(
         default=0.1,
         gt=0.0,
@@ -120,7 +124,7 @@ class RunConfig(BaseModel):
     quiet: bool = Field(default=False, description="print nothing but errors")
     json_output: bool = Field(default=False, alias="json", description="print a machine-readable summary")
 
-    @field_validator("table", "validation_table", "weights", "staging_dir")
+    @field_validator("table", "validation_table", "values_table", "weights", "staging_dir")
     @classmethod
     def _normalise(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(value).expanduser().resolve()
@@ -154,6 +158,8 @@ class RunConfig(BaseModel):
             raise ValueError(f"embedder {self.embedder!r} applies to image_col only")
         if self.key == self.label or (self.features and {self.key, self.label} & set(self.features)):
             raise ValueError("key, label and feature columns must be distinct")
+        if self.values_table is not None and self.values_table in (self.table, self.validation_table):
+            raise ValueError("values_table must be a table of its own, not the source or validation table")
         return self
 
     @property

@@ -33,6 +33,8 @@ def test_flags_win_over_yaml_and_paths_are_normalised(tmp_path, monkeypatch) -> 
         ({"clusters": 1}, "clusters"),
         ({"unknown_flag": 1}, "unknown_flag"),
         ({"key": "label"}, "must be distinct"),
+        ({"values_table": "/tmp/t"}, "values_table must be a table of its own"),
+        ({"alert_drift": 1.5}, "alert_drift"),
     ],
 )
 def test_invalid_configuration_is_one_clear_error(flags, message) -> None:
@@ -77,7 +79,8 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
         "table": "t", "key": "k", "label": "y", "features": "a,b", "validation_fraction": 0.2, "refit": "never",
         "mlflow_uri": "sqlite:///x.db", "experiment": "e", "model_name": "m", "clusters": 3, "budget": 30,
         "seed": 4, "learner": "mlp", "device": "cpu", "k_neighbors": 7, "c_kappa": 2.5, "engine": "delta-rs",
-        "shards": 2, "staging_dir": "ws", "quiet": True, "json_output": True,
+        "shards": 2, "staging_dir": "ws", "quiet": True, "json_output": True, "values_table": "v",
+        "alert_suspect_share": 0.3, "alert_drift": 0.1,
     }  # fmt: skip
     image_only = {"embedding_col", "image_col", "embedder", "weights", "validation_table"}
     assert set(values) == set(fields) - image_only

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ecoval_ops.exceptions import InvalidInputError, MissingColumnError
 from ecoval_ops.identifiers import quote_identifier
-from ecoval_ops.lakehouse.columns import LABEL_TYPE, VALUE_COLUMNS
+from ecoval_ops.lakehouse.columns import LABEL_TYPE, VALUE_COLUMNS, value_schema
 from ecoval_ops.lakehouse.tables import open_table
 from ecoval_ops.lakehouse.value_writes import (
     RUN_KEY,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
-__all__ = ["ensure_value_columns", "merge_values"]
+__all__ = ["create_values_table", "ensure_value_columns", "merge_values"]
 
 
 def ensure_value_columns(path: str | Path, *, label: str | None = None) -> int | None:
@@ -87,7 +87,9 @@ def _type_name(delta_type: object) -> str:
     return str(getattr(delta_type, "type", delta_type))
 
 
-def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int) -> int | None:
+def merge_values(
+    path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int, insert: bool = False
+) -> int | None:
     """Write one run's values with a single MERGE on ``key``; a no-op if the run already did.
 
     Args:
@@ -96,6 +98,8 @@ def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, s
         key: the row-key column (a plain identifier).
         run_id: the run writing the values; its transaction makes the MERGE idempotent.
         source_version: the table version whose rows were valued (the new watermark).
+        insert: add rows for keys the table lacks (a separate values table); the source table
+            never gains rows.
 
     Returns:
         The committed version, or None when this run's MERGE had committed before.
@@ -107,21 +111,42 @@ def merge_values(path: str | Path, values: pa.Table, *, key: str, run_id: str, s
     from deltalake.exceptions import CommitFailedError
 
     def merge(table: DeltaTable) -> None:
-        source = prepare_values(table, path, values, key=key)
+        source = prepare_values(table, path, values, key=key, insert=insert)
         q_key = quote_identifier(key, "key column")
-        (
-            table.merge(
-                source,
-                predicate=f"t.{q_key} = s.{q_key}",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=CommitProperties(
-                    custom_metadata={WATERMARK_KEY: str(source_version), RUN_KEY: run_id},
-                    app_transactions=[Transaction(app_id(run_id), 1)],
-                ),
-            )
-            .when_matched_update(updates=value_updates(source.column_names, key))
-            .execute()
-        )
+        merger = table.merge(
+            source,
+            predicate=f"t.{q_key} = s.{q_key}",
+            source_alias="s",
+            target_alias="t",
+            commit_properties=CommitProperties(
+                custom_metadata={WATERMARK_KEY: str(source_version), RUN_KEY: run_id},
+                app_transactions=[Transaction(app_id(run_id), 1)],
+            ),
+        ).when_matched_update(updates=value_updates(source.column_names, key))
+        (merger.when_not_matched_insert_all() if insert else merger).execute()
 
     return merge_once(path, run_id=run_id, conflict=CommitFailedError, merge=merge)
+
+
+def create_values_table(path: str | Path, *, source: str | Path, key: str, label: str) -> None:
+    """Create the separate values table of ``source`` (its key, then every value column) if missing.
+
+    The key and ``ecoval_suggested_label`` take the types of the source's key and label
+    columns. Concurrent creators are harmless: the first commit wins, the others do nothing.
+
+    Raises:
+        MissingColumnError: the source has no such key or label column.
+    """
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    if (Path(path) / "_delta_log").exists():
+        return
+    schema = pa.schema(open_table(source).schema().to_arrow())
+    for column in (key, label):
+        if column not in schema.names:
+            raise MissingColumnError(f"{source} has no column {column!r}")
+    fields = [schema.field(key).with_nullable(False), *value_schema(schema.field(label).type)]
+    write_deltalake(
+        str(path), pa.table({f.name: pa.array([], f.type) for f in fields}, schema=pa.schema(fields)), mode="ignore"
+    )

@@ -37,7 +37,14 @@ _CONFS = (
 
 
 def merge_values_spark(
-    spark: SparkSession, path: str | Path, values: Path, *, key: str, run_id: str, source_version: int
+    spark: SparkSession,
+    path: str | Path,
+    values: Path,
+    *,
+    key: str,
+    run_id: str,
+    source_version: int,
+    insert: bool = False,
 ) -> int | None:
     """Write one run's values with a single delta-spark MERGE on ``key``; None if already done.
 
@@ -49,6 +56,7 @@ def merge_values_spark(
         key: the row-key column.
         run_id: the run writing the values (the idempotent transaction).
         source_version: the table version whose rows were valued (the new watermark).
+        insert: add rows for keys the table lacks (a separate values table).
 
     Raises:
         InvalidInputError: see :func:`~ecoval_ops.lakehouse.delta_rs.prepare_values`.
@@ -58,7 +66,7 @@ def merge_values_spark(
     from delta.tables import DeltaTable
 
     def merge(table: DeltaRsTable) -> None:
-        source = prepare_values(table, path, pq.read_table(values), key=key)
+        source = prepare_values(table, path, pq.read_table(values), key=key, insert=insert)
         frame = spark.read.option("recursiveFileLookup", "true").parquet(str(values)).select(*source.column_names)
         q_key = quote_identifier(key, "key column")
         updates: dict[str, str | Column] = dict(value_updates(source.column_names, key))
@@ -66,13 +74,13 @@ def merge_values_spark(
         for name, value in zip(_CONFS, (app_id(run_id), "1", metadata), strict=True):
             spark.conf.set(name, value)
         try:
-            (
+            merger = (
                 DeltaTable.forPath(spark, str(path))
                 .alias("t")
                 .merge(frame.alias("s"), f"t.{q_key} = s.{q_key}")
                 .whenMatchedUpdate(set=updates)
-                .execute()
             )
+            (merger.whenNotMatchedInsertAll() if insert else merger).execute()
         finally:
             for name in _CONFS:
                 spark.conf.unset(name)

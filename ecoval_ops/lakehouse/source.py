@@ -30,6 +30,7 @@ __all__ = [
     "label_classes",
     "read_rows",
     "unvalued_keys",
+    "valued_keys",
 ]
 
 
@@ -207,6 +208,7 @@ def read_rows(
     embeddings: Path | None,
     version: int | None = None,
     only_new: bool = False,
+    valued: pa.Array | None = None,
 ) -> Rows:
     """The validated rows of a source version with their embeddings, sorted by key.
 
@@ -217,6 +219,8 @@ def read_rows(
         version: the version to read; default the latest.
         only_new: only the rows no run has valued (``ecoval_run_id IS NULL``), filtered in the
             Parquet scan, so an incremental night reads what is new rather than the table.
+        valued: the keys already valued, when the values live in a separate values table
+            (:func:`valued_keys`); None reads ``ecoval_run_id`` of the source.
 
     Raises:
         InvalidInputError: the checks of :func:`check_source`, rows without an embedding,
@@ -228,12 +232,16 @@ def read_rows(
     version = int(open_table(source).version()) if version is None else version
     where = _where(source, version)
     checked = check_source(columns, source, version)
-    has_runs = "ecoval_run_id" in checked.column_names
+    has_runs = valued is None and "ecoval_run_id" in checked.column_names
     names = [columns.key, columns.label, *(["ecoval_run_id"] if has_runs else [])]
     if embeddings is None:
         names.append(columns.embedding_col or "")
     table = open_table(source, version)
-    if only_new and has_runs:
+    if valued is not None:
+        data = table.to_pyarrow_table(columns=names) if embeddings is None else checked.select(names)
+        if only_new:
+            data = data.filter(pc.invert(_held(data.column(columns.key), valued)))
+    elif only_new and has_runs:
         data = table.to_pyarrow_dataset().to_table(columns=names, filter=ds.field("ecoval_run_id").is_null())
         if data.num_rows != checked.column("ecoval_run_id").null_count:
             # Files written before the value columns were added lack the column, and the pushed-down
@@ -254,30 +262,63 @@ def read_rows(
         X = embedding_matrix(emb.column(EMBEDDING_COL).take(index), EMBEDDING_COL, where)
     _check_finite(columns, X, where)
     order = np.argsort(data.column(columns.key).to_numpy(zero_copy_only=False), kind="stable")
-    valued = (
-        data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False)
-        if has_runs
-        else np.zeros(data.num_rows, bool)
-    )
+    if valued is not None:
+        done = _held(data.column(columns.key), valued).to_numpy(zero_copy_only=False)
+    elif has_runs:
+        done = data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False)
+    else:
+        done = np.zeros(data.num_rows, bool)
     return Rows(
         version=version,
         keys=data.column(columns.key).to_numpy(zero_copy_only=False)[order],
         X=X[order],
         y=data.column(columns.label).to_numpy(zero_copy_only=False)[order],
-        valued=np.asarray(valued, dtype=bool)[order],
+        valued=np.asarray(done, dtype=bool)[order],
         table_rows=checked.num_rows,
     )
 
 
-def unvalued_keys(path: str | Path, version: int, key: str) -> NDArray[np.generic]:
-    """Keys of the rows of ``path@version`` that no run had valued (``ecoval_run_id`` NULL)."""
+def _held(keys: pa.ChunkedArray, valued: pa.Array) -> pa.ChunkedArray:
+    """Which ``keys`` are in ``valued`` (none when it is empty, whatever its type)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(valued) == 0:
+        return pa.chunked_array([pa.array(np.zeros(len(keys), bool))])
+    return pc.is_in(keys, value_set=valued)
+
+
+def valued_keys(values_table: str | Path, version: int | None, key: str) -> pa.Array:
+    """The keys a separate values table holds values for at ``version`` (none before it exists)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if version is None:
+        return pa.array([])
+    data = open_table(values_table, version).to_pyarrow_table(columns=[key, "ecoval_run_id"])
+    return data.filter(pc.is_valid(data.column("ecoval_run_id"))).column(key).combine_chunks()
+
+
+def unvalued_keys(path: str | Path, version: int, key: str, *, valued: pa.Array | None = None) -> NDArray[np.generic]:
+    """Keys of the rows of ``path@version`` that no run had valued.
+
+    Args:
+        path: the source table.
+        version: its version.
+        key: the key column.
+        valued: the keys a separate values table holds (:func:`valued_keys`); None reads the
+            source's ``ecoval_run_id``.
+    """
     import pyarrow.compute as pc
 
     table = open_table(path, version)
     names = set(table.schema().to_arrow().names)
-    if "ecoval_run_id" not in names:
+    if valued is not None:
         data = table.to_pyarrow_table(columns=[key])
-        return np.asarray(data.column(key).to_numpy(zero_copy_only=False))
-    data = table.to_pyarrow_table(columns=[key, "ecoval_run_id"])
-    new = data.filter(pc.is_null(data.column("ecoval_run_id")))
+        new = data.filter(pc.invert(_held(data.column(key), valued)))
+    elif "ecoval_run_id" not in names:
+        new = table.to_pyarrow_table(columns=[key])
+    else:
+        data = table.to_pyarrow_table(columns=[key, "ecoval_run_id"])
+        new = data.filter(pc.is_null(data.column("ecoval_run_id")))
     return np.asarray(new.column(key).to_numpy(zero_copy_only=False))

@@ -68,11 +68,14 @@ def app_id(run_id: str) -> str:
     return f"ecoval-{run_id}"
 
 
-def prepare_values(table: DeltaTable, path: str | Path, values: pa.Table, *, key: str) -> pa.Table:
+def prepare_values(
+    table: DeltaTable, path: str | Path, values: pa.Table, *, key: str, insert: bool = False
+) -> pa.Table:
     """Check a run's values against the opened table and cast them to the value-column types.
 
     Shared by both writers, so the Spark and the delta-rs MERGE refuse the same inputs.
-    ``path`` only names the table in messages.
+    ``path`` only names the table in messages; ``insert`` (a separate values table) lets the
+    MERGE add keys the table does not hold yet.
 
     Raises:
         InvalidInputError: a bad identifier, unknown value columns, or valued keys missing
@@ -96,14 +99,15 @@ def prepare_values(table: DeltaTable, path: str | Path, values: pa.Table, *, key
     if pc.count_distinct(target_keys).as_py() != len(target_keys):
         raise DuplicateKeyError(f"{path}@v{table.version()} has duplicate values in key column {key!r}")
     absent = pc.sum(pc.invert(pc.is_in(values.column(key), value_set=target_keys))).as_py() or 0
-    if absent:
+    if absent and not insert:
         raise InvalidInputError(f"{absent} valued keys are not in {path}@v{table.version()}; nothing was written")
     target = pa.schema(table.schema().to_arrow())
     lacking = [c for c in columns if c not in target.names]
     if lacking:
         raise InvalidInputError(f"{path} has no value column(s) {lacking}; add them first (ensure_value_columns)")
+    key_field = target.field(key) if insert else values.schema.field(key)
     return values.select([key, *columns]).cast(
-        pa.schema([values.schema.field(key), *(target.field(c).with_nullable(True) for c in columns)])
+        pa.schema([key_field, *(target.field(c).with_nullable(True) for c in columns)])
     )
 
 

@@ -24,6 +24,7 @@ from ecoval_ops.config import RunConfig
 from ecoval_ops.exceptions import EcovalError
 from ecoval_ops.lakehouse import ensure_value_columns, merge_values, open_table
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
+from ecoval_ops.lakehouse.delta_rs import create_values_table
 from ecoval_ops.lakehouse.embedders import Embedder
 from ecoval_ops.lakehouse.embeddings import append_embeddings, embed_app_id, embedded_through, new_keys
 from ecoval_ops.lakehouse.source import Rows
@@ -34,7 +35,22 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation.protocols import Clusterer
 
-__all__ = ["DeltaRsEngine", "Engine", "SparkEngine", "engine_for"]
+__all__ = ["DeltaRsEngine", "Engine", "SparkEngine", "engine_for", "value_target"]
+
+
+def value_target(cfg: RunConfig) -> tuple[Path, bool]:
+    """The table the values go to, made ready, and whether its MERGE inserts new keys.
+
+    The source table gains the value columns once (a schema change); a separate values table
+    (``values_table``) is created with the key and the value columns, and rows are upserted
+    into it, so the source is never altered.
+    """
+    if cfg.values_table is not None:
+        create_values_table(cfg.values_table, source=cfg.table, key=cfg.key, label=cfg.label)
+        return cfg.values_table, True
+    ensure_value_columns(cfg.table, label=cfg.label)
+    fault_point("columns_added")
+    return cfg.table, False
 
 
 class Engine(Protocol):
@@ -131,9 +147,10 @@ class DeltaRsEngine:
         """See :class:`Engine`."""
         import pyarrow.parquet as pq
 
-        ensure_value_columns(cfg.table, label=cfg.label)
-        fault_point("columns_added")
-        return merge_values(cfg.table, pq.read_table(values), key=cfg.key, run_id=run_id, source_version=source_version)
+        target, insert = value_target(cfg)
+        return merge_values(
+            target, pq.read_table(values), key=cfg.key, run_id=run_id, source_version=source_version, insert=insert
+        )
 
 
 class SparkEngine:
@@ -218,10 +235,9 @@ class SparkEngine:
         """See :class:`Engine`."""
         from ecoval_ops.lakehouse.delta_spark import merge_values_spark
 
-        ensure_value_columns(cfg.table, label=cfg.label)
-        fault_point("columns_added")
+        target, insert = value_target(cfg)
         return merge_values_spark(
-            self._session(), cfg.table, values, key=cfg.key, run_id=run_id, source_version=source_version
+            self._session(), target, values, key=cfg.key, run_id=run_id, source_version=source_version, insert=insert
         )
 
 

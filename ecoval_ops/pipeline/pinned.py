@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from ecoval_ops.config import RunConfig
 from ecoval_ops.lakehouse.embedders import Embedder, FeaturesEmbedder, TorchvisionEmbedder
-from ecoval_ops.lakehouse.source import SourceColumns
+from ecoval_ops.lakehouse.source import SourceColumns, valued_keys
 from ecoval_ops.pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ecoval_ops.tracking import ValuationTracker
     from ecoval_ops.valuation import EcoVal
     from ecoval_ops.valuation.protocols import Clusterer
@@ -47,18 +49,33 @@ class PinnedRun:
         validation_version: the validation table's version (None without one).
         embedder_fingerprint: the embedder's fingerprint (None when the table holds
             embeddings); computed once, since a torchvision fingerprint hashes the weights.
+        values_version: the values table's version (None without one, or before its first run).
     """
 
     config: RunConfig
     table_version: int
     validation_version: int | None = None
     embedder_fingerprint: str | None = None
+    values_version: int | None = None
 
     @classmethod
-    def pin(cls, config: RunConfig, table_version: int, validation_version: int | None = None) -> PinnedRun:
+    def pin(
+        cls,
+        config: RunConfig,
+        table_version: int,
+        validation_version: int | None = None,
+        values_version: int | None = None,
+    ) -> PinnedRun:
         """Pin ``config`` with the versions read; the embedder's fingerprint is computed here."""
         embedder = embedder_for(config)
-        return cls(config, table_version, validation_version, embedder.fingerprint() if embedder else None)
+        fingerprint = embedder.fingerprint() if embedder else None
+        return cls(config, table_version, validation_version, fingerprint, values_version)
+
+    def valued(self) -> pa.Array | None:
+        """The keys the values table held when the run was pinned; None without a values table."""
+        if self.config.values_table is None:
+            return None
+        return valued_keys(self.config.values_table, self.values_version, self.config.key)
 
     @cached_property
     def embedder(self) -> Embedder | None:
@@ -112,6 +129,7 @@ class PinnedRun:
             "table_version": self.table_version,
             "validation_version": self.validation_version,
             "embedder_fingerprint": self.embedder_fingerprint,
+            "values_version": self.values_version,
         }
 
     @classmethod
@@ -122,4 +140,5 @@ class PinnedRun:
             int(data["table_version"]),
             None if data.get("validation_version") is None else int(data["validation_version"]),
             data.get("embedder_fingerprint"),
+            None if data.get("values_version") is None else int(data["values_version"]),
         )

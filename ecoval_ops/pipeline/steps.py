@@ -60,7 +60,12 @@ __all__ = [
 
 def _rows(run: PinnedRun, *, only_new: bool = False) -> Rows:
     return read_rows(
-        run.columns, run.config.table, embeddings=run.embeddings_table(), version=run.table_version, only_new=only_new
+        run.columns,
+        run.config.table,
+        embeddings=run.embeddings_table(),
+        version=run.table_version,
+        only_new=only_new,
+        valued=run.valued(),
     )
 
 
@@ -91,10 +96,11 @@ def detect(cfg: RunConfig) -> Detection:
             f"validation table {cfg.validation_table}@v{val_version}",
             f"{cfg.table}@v{version}",
         )
-    new_rows = data.num_rows
-    if "ecoval_run_id" in data.column_names:
-        new_rows = int(data.column("ecoval_run_id").null_count)
-    return Detection(PinnedRun.pin(cfg, version, val_version), data.num_rows, new_rows)
+    values_version = None
+    if cfg.values_table is not None and (cfg.values_table / "_delta_log").exists():
+        values_version = int(open_table(cfg.values_table).version())
+    run = PinnedRun.pin(cfg, version, val_version, values_version)
+    return Detection(run, data.num_rows, len(unvalued_keys(cfg.table, version, cfg.key, valued=run.valued())))
 
 
 def embed(run: PinnedRun, engine: Engine) -> int:
@@ -374,7 +380,8 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
     figures = run_figures(values, ev, diagnostics, refit=refit)
     tracker = run.tracker
     cfg = run.config
-    night = night_figures(values, unvalued_keys(cfg.table, run.table_version, cfg.key), ev, key=cfg.key)
+    new_keys = unvalued_keys(cfg.table, run.table_version, cfg.key, valued=run.valued())
+    night = night_figures(values, new_keys, ev, key=cfg.key)
     alert = alert_reason(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
     figures["night"], figures["alert"] = night.metrics(), alert
     curve = saved_curve(ws.model(run_id) / REMOVAL_FILE) if refit else None
