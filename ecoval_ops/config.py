@@ -114,6 +114,10 @@ class RunConfig(BaseModel):
     alert_drift: float = Field(
         default=0.2, ge=0.0, le=1.0, description="alert when the new rows' cluster shares drift more than this (TV)"
     )
+    review_columns: tuple[str, ...] | None = Field(
+        default=None,
+        description="comma-separated source columns shown beside the top and bottom rows of the MLflow review",
+    )
     engine: Literal["spark", "delta-rs"] = Field(default="spark", description="execution engine")
     shards: int = Field(
         default=1, ge=1, description="groups of leave-cluster-out trainings (Airflow maps one task per shard)"
@@ -136,15 +140,17 @@ class RunConfig(BaseModel):
         what = info.field_name if info.field_name == "model_name" else f"{info.field_name} column"
         return None if value is None else check_identifier(value, what)
 
-    @field_validator("features", mode="before")
+    @field_validator("features", "review_columns", mode="before")
     @classmethod
-    def _feature_list(cls, value: Any) -> tuple[str, ...] | None:
+    def _column_list(cls, value: Any, info: Any) -> tuple[str, ...] | None:
         if value is None:
             return None
         names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
         if not names or any(not n for n in names):
-            raise ValueError("features must be a non-empty comma-separated list of column names")
-        return tuple(check_identifier(n, "feature column") for n in names)
+            raise ValueError(f"{info.field_name} must be a non-empty comma-separated list of column names")
+        return tuple(
+            check_identifier(n, "feature column" if info.field_name == "features" else "column") for n in names
+        )
 
     @model_validator(mode="after")
     def _one_embedding_source(self) -> RunConfig:

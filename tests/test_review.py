@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 
+from ecoval_ops.exceptions import MissingColumnError
 from ecoval_ops.pipeline import run_valuation
 from ecoval_ops.tracking import CURRENT_ALIAS
 from tests.conftest import blob_rows, run_config
@@ -82,3 +83,19 @@ def test_incremental_run_logs_review_without_a_removal_curve(refit) -> None:
     files = _files(MlflowClient(cfg.tracking_uri), nightly.run_id, "review")
     assert {"value_histogram.png", "cluster_map.png", "cluster_values.png", "clusters.csv"} <= set(files)
     assert "removal_curve.png" not in files
+
+
+def test_review_columns_show_beside_the_top_and_bottom_rows(refit, tmp_path) -> None:
+    cfg, _ = refit
+    asked = cfg.model_copy(update={"review_columns": ("f0", "label"), "refit": "always"})
+    summary = run_valuation(asked)
+    client = MlflowClient(cfg.tracking_uri)
+    local = client.download_artifacts(summary.run_id, "review/top_bottom_rows.csv", str(tmp_path / "dl"))
+    with open(local) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and {"f0", "label"} <= set(rows[0]) and "f1" not in rows[0]
+    source = DeltaTable(str(cfg.table)).to_pandas().set_index("row_id")
+    for row in rows[:3]:
+        assert float(row["f0"]) == pytest.approx(source.loc[int(row["row_id"]), "f0"])
+    with pytest.raises(MissingColumnError, match=r"has no column\(s\) \['nope'\]"):
+        run_valuation(cfg.model_copy(update={"review_columns": ("nope",)}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +29,8 @@ __all__ = [
     "embedding_matrix",
     "label_classes",
     "read_rows",
+    "require_columns",
+    "rows_of",
     "unvalued_keys",
     "valued_keys",
 ]
@@ -286,6 +288,32 @@ def _held(keys: pa.ChunkedArray, valued: pa.Array) -> pa.ChunkedArray:
     if len(valued) == 0:
         return pa.chunked_array([pa.array(np.zeros(len(keys), bool))])
     return pc.is_in(keys, value_set=valued)
+
+
+def require_columns(path: str | Path, version: int, columns: tuple[str, ...]) -> None:
+    """Check that ``path@version`` has ``columns``.
+
+    Raises:
+        MissingColumnError: naming the columns it lacks and the table version.
+    """
+    names = set(open_table(path, version).schema().to_arrow().names)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise MissingColumnError(f"{_where(path, version)} has no column(s) {missing}")
+
+
+def rows_of(path: str | Path, version: int, key: str, columns: tuple[str, ...], keys: Any) -> pa.Table:
+    """``key`` and ``columns`` of the rows of ``path@version`` whose key is in ``keys``.
+
+    Raises:
+        MissingColumnError: a column that is not in the table.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    require_columns(path, version, columns)
+    data = open_table(path, version).to_pyarrow_table(columns=[key, *columns])
+    return data.filter(pc.is_in(data.column(key), value_set=pa.array(np.asarray(keys))))
 
 
 def valued_keys(values_table: str | Path, version: int | None, key: str) -> pa.Array:

@@ -67,17 +67,27 @@ def log_review(
     key: str,
     seed: int,
     table: str,
+    version: int,
+    columns: tuple[str, ...] | None = None,
 ) -> None:
     """Write the review artifacts and log them under ``review/`` of the parent run.
 
-    ``trend.png`` plots the table's last 30 runs (this one included) from MLflow's history.
+    ``trend.png`` plots the table's last 30 runs (this one included) from MLflow's history;
+    ``columns`` of ``table@version`` are shown beside the top and bottom rows.
     """
-    from ecoval_ops.tracking.review import figure_png, trend_plot, write_review
+    from ecoval_ops.lakehouse.source import rows_of
+    from ecoval_ops.tracking.review import figure_png, top_bottom_rows, trend_plot, write_review
 
+    source = None
+    if columns:
+        keys = top_bottom_rows(values, key)[key].to_numpy()
+        source = rows_of(table, version, key, columns, keys).to_pandas()
     members = (ev.state_.Z, ev.values_, ev.result_.suspect)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "review"
-        write_review(folder, values, key=key, members=members, curve=curve, diagnostics=diagnostics, seed=seed)
+        write_review(
+            folder, values, key=key, members=members, curve=curve, diagnostics=diagnostics, seed=seed, source=source
+        )
         history = tracker.history(table)
         if history:
             (folder / "trend.png").write_bytes(figure_png(trend_plot(history)))

@@ -31,6 +31,7 @@ from ecoval_ops.lakehouse.source import (
     check_source,
     label_classes,
     read_rows,
+    require_columns,
     unvalued_keys,
 )
 from ecoval_ops.lakehouse.split import holdout_mask
@@ -78,6 +79,8 @@ def detect(cfg: RunConfig) -> Detection:
     """
     version = int(open_table(cfg.table).version())
     columns = PinnedRun(cfg, version).columns
+    if cfg.review_columns:
+        require_columns(cfg.table, version, cfg.review_columns)
     data = check_source(columns, cfg.table, version)
     classes = label_classes(data, cfg.label, f"{cfg.table}@v{version}")
     val_version = None
@@ -399,7 +402,19 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
         },
     )
     tracker.set_tags(run_id, {"ecoval.alert": alert} if alert else {})
-    log_review(tracker, run_id, values, ev, curve, diagnostics, key=cfg.key, seed=cfg.seed, table=str(cfg.table))
+    log_review(
+        tracker,
+        run_id,
+        values,
+        ev,
+        curve,
+        diagnostics,
+        key=cfg.key,
+        seed=cfg.seed,
+        table=str(cfg.table),
+        version=run.table_version,
+        columns=cfg.review_columns,
+    )
     tracker.set_tags(
         run_id,
         {

@@ -126,15 +126,26 @@ def cluster_table(values: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("phi", ascending=False).rename_axis("cluster").reset_index()
 
 
-def top_bottom_rows(values: pd.DataFrame, key: str, n: int = TOP_ROWS) -> pd.DataFrame:
-    """The ``n`` highest- and ``n`` lowest-valued rows, by key (no features)."""
+def top_bottom_rows(
+    values: pd.DataFrame, key: str, n: int = TOP_ROWS, source: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The ``n`` highest- and ``n`` lowest-valued rows, by key.
+
+    Args:
+        values: the run's value columns with ``key``.
+        key: the key column.
+        n: rows at each end.
+        source: ``key`` and the source columns a run setting asked to show beside them
+            (``review_columns``); None shows no feature.
+    """
     import pandas as pd
 
     columns = [key, "ecoval_value", "ecoval_percentile", "ecoval_cluster", "ecoval_suspect", "ecoval_mode"]
     ranked = values.sort_values("ecoval_value", ascending=False, kind="stable")[columns]
     top = ranked.head(n).assign(end="top")
     bottom = ranked.tail(n).iloc[::-1].assign(end="bottom")
-    return pd.concat([top, bottom], ignore_index=True)
+    rows = pd.concat([top, bottom], ignore_index=True)
+    return rows if source is None else rows.merge(source, on=key, how="left")
 
 
 @dataclass(frozen=True)
@@ -255,6 +266,7 @@ def write_review(
     curve: RemovalCurve | None,
     diagnostics: Diagnostics,
     seed: int = 0,
+    source: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write every review artifact of one run into ``folder``.
 
@@ -266,6 +278,7 @@ def write_review(
         curve: the point-removal curve on the validation split (a refit's), or None.
         diagnostics: the production function's constants.
         seed: seeds the cluster map's sample.
+        source: source columns to show beside the top and bottom rows (see :func:`top_bottom_rows`).
 
     Returns:
         The files written: at least three PNGs, the per-cluster table (CSV and HTML), the top
@@ -284,7 +297,7 @@ def write_review(
         (folder / name).write_bytes(figure_png(fig))
     clusters.to_csv(folder / "clusters.csv", index=False)
     (folder / "clusters.html").write_text(clusters.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
-    top_bottom_rows(values, key).to_csv(folder / "top_bottom_rows.csv", index=False)
+    top_bottom_rows(values, key, source=source).to_csv(folder / "top_bottom_rows.csv", index=False)
     (folder / "diagnostics.json").write_text(json.dumps(diagnostics.to_dict(), indent=2))
     (folder / "diagnostics.html").write_text(diagnostics.to_html())
     return sorted(folder.iterdir())
