@@ -13,6 +13,7 @@ from airflow.sdk import AssetAlias
 from deltalake import DeltaTable, write_deltalake
 
 from ecoval_ops.config import OUTPUT_SETTINGS, settings
+from ecoval_ops.pipeline.catalog import values_uri
 from tests.conftest import blob_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -112,6 +113,9 @@ def test_dag_runs_end_to_end_with_spark(dag, spark, tmp_path) -> None:
     values = DeltaTable(str(table)).to_pyarrow_table()
     assert values.num_rows == 300 and values.column("ecoval_value").null_count == 0
     version = DeltaTable(str(table)).version()
+    # Lineage: the values asset of the table the run valued (its conf), not the environment's table.
+    events = _asset_events()
+    assert values_uri(table) in events and values_uri("/lakehouse/train") not in events
 
     client = MlflowClient(tracking_uri=conf["mlflow_uri"], registry_uri=conf["mlflow_uri"])
     (parent,) = client.search_runs(
@@ -203,6 +207,15 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
     assert (model["budget"], model["k_neighbors"]) == ("20", "7")
 
 
+def _asset_events() -> list[str]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = session.query(AssetModel.uri).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+        return [uri for (uri,) in query.order_by(AssetEvent.id)]
+
+
 TABLES = """
 - name: fraud
   table: {lake}/a/train
@@ -279,11 +292,6 @@ def test_an_unreadable_tables_file_is_one_import_error_naming_it(airflow_db, tmp
 @pytest.mark.delta
 @pytest.mark.slow
 def test_a_table_dag_runs_and_publishes_its_own_values_asset(airflow_db, tmp_path, monkeypatch) -> None:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
-    from ecoval_ops.pipeline.catalog import values_uri
-
     tables = tmp_path / "tables.yaml"
     tables.write_text(TABLES.format(lake=tmp_path))
     for folder in ("a", "b"):
@@ -302,8 +310,7 @@ def test_a_table_dag_runs_and_publishes_its_own_values_asset(airflow_db, tmp_pat
     (detect,) = [ti for ti in refused.get_task_instances() if ti.task_id == "detect"]
     assert detect.state == "failed" and detect.try_number == 1
     assert DeltaTable(str(tmp_path / "b" / "train")).version() == 0
-    with create_session() as session:
-        uris = [uri for (uri,) in session.query(AssetModel.uri).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)]
+    uris = _asset_events()
     assert values_uri(tmp_path / "a" / "train") in uris and values_uri(tmp_path / "b" / "train") not in uris
 
 
