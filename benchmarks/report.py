@@ -52,6 +52,13 @@ def quality_section(results: Path) -> tuple[list[str], dict[str, dict[str, Any]]
                 f"| {LABELS.get(method, method)} | {_ms(m['auroc'])} | {_ms(m['f1'])} | {_ms(m['rm20'])} | "
                 f"{m['trainings']} | {np.median(m['wall_s']):.2f} |"
             )
+        restored = r["methods"].get("ecoval", {}).get("restored")
+        if restored:
+            lines += [
+                "",
+                f"`ecoval_suggested_label` restores the label before the flip on {_ms(restored)} of the flipped rows "
+                "EcoVal flags suspect (the suggestion is offered on suspect rows only).",
+            ]
         if name in PUBLISHED:
             lines += ["", f"Published reference ({name}): {PUBLISHED[name]}."]
         lines += ["", f"![removal curves {name}](benchmarks/plots/removal_{name}.png)", ""]

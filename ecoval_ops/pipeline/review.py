@@ -1,8 +1,9 @@
-"""The review a refit leaves for people: the removal curve and the MLflow ``review/`` artifacts.
+"""What a run leaves for people: its figures, metrics and tags, and the MLflow ``review/`` artifacts.
 
 The removal curve is computed at ``fit_model`` (it needs the training rows) and saved beside the
-model in the run's workspace; ``report`` assembles the artifacts of
-:mod:`ecoval_ops.tracking.review` from the run's values and logs them to the parent run.
+model in the run's workspace; ``report`` calls :func:`publish`, which logs the run's figures,
+the night's figures and alert (:mod:`.monitoring`) and the artifacts of
+:mod:`ecoval_ops.tracking.review` to the parent run.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
+    from ecoval_ops.pipeline.pinned import PinnedRun
     from ecoval_ops.tracking import ValuationTracker
     from ecoval_ops.tracking.review import Diagnostics
     from ecoval_ops.valuation import EcoVal, TrainingPlan
     from ecoval_ops.valuation.removal import RemovalCurve
 
-__all__ = ["REMOVAL_FILE", "REMOVAL_ROWS", "log_review", "removal_curve", "run_figures", "saved_curve"]
+__all__ = ["REMOVAL_FILE", "REMOVAL_ROWS", "log_review", "publish", "removal_curve", "run_figures", "saved_curve"]
 
 REMOVAL_FILE = "removal_curve.json"
 """The refit's point-removal curve, saved beside the model in the run's workspace."""
@@ -119,3 +121,71 @@ def run_figures(values: Any, ev: EcoVal, diagnostics: Diagnostics, *, refit: boo
             "p": float(ev.n_clusters_),
         },
     }
+
+
+def publish(
+    run: PinnedRun,
+    run_id: str,
+    values: Any,
+    ev: EcoVal,
+    *,
+    curve: RemovalCurve | None,
+    refit: bool,
+    extra: dict[str, float] | None,
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    """Log a run's figures as metrics, its alert and ``tags`` as tags, and its review artifacts.
+
+    A clipped Gamma sets the tag ``ecoval.warning``; an alert, ``ecoval.alert``.
+
+    Returns:
+        :func:`run_figures`, with the night's figures (``night``) and its alert (``alert``,
+        None when there is none).
+    """
+    from ecoval_ops.lakehouse.source import unvalued_keys
+    from ecoval_ops.pipeline.monitoring import alert_reason, night_figures
+    from ecoval_ops.tracking.review import Diagnostics
+
+    cfg, tracker = run.config, run.tracker
+    diagnostics = Diagnostics.of(ev)
+    figures = run_figures(values, ev, diagnostics, refit=refit)
+    new_keys = unvalued_keys(cfg.table, run.table_version, cfg.key, valued=run.valued())
+    night = night_figures(values, new_keys, ev, key=cfg.key)
+    alert = alert_reason(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
+    figures["night"], figures["alert"] = night.metrics(), alert
+    tracker.log_metrics(
+        run_id,
+        {
+            **figures["metrics"],
+            **figures["night"],
+            "trainings": float(figures["n_trainings"]),
+            "rows_in_sample": float(figures["rows_in_sample"]),
+            "rows_out_of_sample": float(figures["rows_out_of_sample"]),
+            "suspect_share": figures["suspect_share"],
+            **({"removal_accuracy_full": curve.full, "removal_accuracy_top20": curve.at(0.2)} if curve else {}),
+            **(extra or {}),
+        },
+    )
+    tracker.set_tags(run_id, {"ecoval.alert": alert} if alert else {})
+    log_review(
+        tracker,
+        run_id,
+        values,
+        ev,
+        curve,
+        diagnostics,
+        key=cfg.key,
+        seed=cfg.seed,
+        table=str(cfg.table),
+        version=run.table_version,
+        columns=cfg.review_columns,
+    )
+    tracker.set_tags(
+        run_id,
+        {
+            **tags,
+            "ecoval.gammas_clipped": str(diagnostics.gammas_clipped).lower(),
+            **({"ecoval.warning": diagnostics.warning} if diagnostics.warning else {}),
+        },
+    )
+    return figures

@@ -36,11 +36,10 @@ from ecoval_ops.lakehouse.source import (
 )
 from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline.engines import Engine
-from ecoval_ops.pipeline.monitoring import alert_reason, night_figures
 from ecoval_ops.pipeline.pinned import PinnedRun
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
-from ecoval_ops.pipeline.review import REMOVAL_FILE, log_review, removal_curve, run_figures, saved_curve
+from ecoval_ops.pipeline.review import REMOVAL_FILE, publish, removal_curve, saved_curve
 from ecoval_ops.process import fault_point
 
 __all__ = [
@@ -371,60 +370,22 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
     """
     import pyarrow.dataset as ds
 
-    from ecoval_ops.tracking.review import Diagnostics
     from ecoval_ops.valuation import EcoVal
 
     run_id, run = ref.started(), ref.run
     ws = run.workspace
     values = ds.dataset(ws.values(run_id), format="parquet").to_table().to_pandas()
-    ev = EcoVal.load(ws.model(run_id))
-    diagnostics = Diagnostics.of(ev)
-    refit = ref.mode == "refit"
-    figures = run_figures(values, ev, diagnostics, refit=refit)
-    tracker = run.tracker
-    cfg = run.config
-    new_keys = unvalued_keys(cfg.table, run.table_version, cfg.key, valued=run.valued())
-    night = night_figures(values, new_keys, ev, key=cfg.key)
-    alert = alert_reason(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
-    figures["night"], figures["alert"] = night.metrics(), alert
-    curve = saved_curve(ws.model(run_id) / REMOVAL_FILE) if refit else None
-    tracker.log_metrics(
-        run_id,
-        {
-            **figures["metrics"],
-            **figures["night"],
-            "trainings": float(figures["n_trainings"]),
-            "rows_in_sample": float(figures["rows_in_sample"]),
-            "rows_out_of_sample": float(figures["rows_out_of_sample"]),
-            "suspect_share": figures["suspect_share"],
-            **({"removal_accuracy_full": curve.full, "removal_accuracy_top20": curve.at(0.2)} if curve else {}),
-            **(extra or {}),
-        },
-    )
-    tracker.set_tags(run_id, {"ecoval.alert": alert} if alert else {})
-    log_review(
-        tracker,
+    figures = publish(
+        run,
         run_id,
         values,
-        ev,
-        curve,
-        diagnostics,
-        key=cfg.key,
-        seed=cfg.seed,
-        table=str(cfg.table),
-        version=run.table_version,
-        columns=cfg.review_columns,
+        EcoVal.load(ws.model(run_id)),
+        curve=saved_curve(ws.model(run_id) / REMOVAL_FILE) if ref.mode == "refit" else None,
+        refit=ref.mode == "refit",
+        extra=extra,
+        tags={"ecoval.table_version_written": str(written), "ecoval.model_version": _model_version(ref)},
     )
-    tracker.set_tags(
-        run_id,
-        {
-            "ecoval.table_version_written": str(written),
-            "ecoval.model_version": _model_version(ref),
-            "ecoval.gammas_clipped": str(diagnostics.gammas_clipped).lower(),
-            **({"ecoval.warning": diagnostics.warning} if diagnostics.warning else {}),
-        },
-    )
-    tracker.finish(run_id)
+    run.tracker.finish(run_id)
     ws.remove_run(run_id)
     return figures
 
