@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     # Bars only at a terminal: piped or logged stderr (Airflow, CI, scripts) keeps one line per message.
     with Progress(enabled=not cfg.quiet and sys.stderr.isatty()) as progress:
         summary = run_valuation(cfg, progress=progress)
-    if summary.alert:
+    if summary.alert and not cfg.quiet:
         print(f"ecoval: warning: alert on {cfg.table}: {summary.alert}", file=sys.stderr)
     if cfg.json_output:
         print(json.dumps(asdict(summary), sort_keys=True))

@@ -115,19 +115,34 @@ def _row(table: str, key_col: str, raw_key: str) -> dict[str, Any]:
     return {"table": row, "key": key}
 
 
-def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], table: str, key_col: str, key: Any) -> Any:
+def _source_row(source: str, key_col: str, key: Any, columns: list[str]) -> Any:
+    """``columns`` of the row ``key`` of the run's source table.
+
+    That is the explained table itself, or the source of a separate values table.
+    """
+    import pyarrow.compute as pc
+
+    data = open_table(source).to_pyarrow_table(columns=[key_col, *columns])
+    found = data.filter(pc.equal(data.column(key_col), key))
+    if found.num_rows == 0:
+        raise InvalidInputError(f"the source table {source} has no row with {key_col} = {key!r} any more")
+    return found.slice(0, 1)
+
+
+def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], key_col: str, key: Any) -> Any:
+    source = params["table"]
     if params.get("features"):
         return np.array([[float(row.column(c)[0].as_py()) for c in params["features"].split(",")]])
     if params.get("embedding_col"):
-        return embedding_matrix(row.column(params["embedding_col"]), params["embedding_col"], table)
+        return embedding_matrix(row.column(params["embedding_col"]), params["embedding_col"], source)
     import pyarrow.compute as pc
 
     fingerprint = tags.get("ecoval.embedder_fingerprint")
-    path = Path(table).resolve()
+    path = Path(source).resolve()
     workspace = Path(params["staging_dir"]) if params.get("staging_dir") else path.parent / "_ecoval" / path.name
     embeddings = workspace / f"embeddings_{fingerprint}"
     if fingerprint is None or not (embeddings / "_delta_log").exists():
-        raise InvalidInputError(f"the embeddings of {table} are not in {workspace} any more; run `ecoval run` again")
+        raise InvalidInputError(f"the embeddings of {source} are not in {workspace} any more; run `ecoval run` again")
     data = open_table(embeddings).to_pyarrow_table(columns=[key_col, EMBEDDING_COL])
     found = data.filter(pc.equal(data.column(key_col), key))
     return embedding_matrix(found.column(EMBEDDING_COL), EMBEDDING_COL, str(embeddings))
@@ -135,6 +150,9 @@ def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], table: st
 
 def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: int | None = None) -> Explanation:
     """Explain the value of the row whose key is ``raw_key`` (its text, typed as the key column).
+
+    ``table`` is the valued table: the source, or the separate values table of a run with
+    ``values_table`` (the features then come from the run's source table).
 
     Raises:
         InvalidInputError: no such table or row, a row not valued yet, a run or model version
@@ -169,7 +187,9 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     state = ev.state_
     c = int(col("ecoval_cluster"))
     members = np.flatnonzero(state.clusters == c)
-    z = ev.feature_space_.cluster_space(_embedding(row, params, tags, table, key_col, key))
+    wanted = [params["label"], *(params.get("features") or params.get("embedding_col") or "").split(",")]
+    source = _source_row(params["table"], key_col, key, [c for c in wanted if c])
+    z = ev.feature_space_.cluster_space(_embedding(source, params, tags, key_col, key))
     k = int(n_neighbours or state.k[c])
     exclude = None
     if col("ecoval_mode") == "in_sample" and members_keys is not None:
@@ -190,7 +210,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     return Explanation(
         table=str(Path(table).resolve()),
         key=key,
-        label=col(params["label"]),
+        label=source.column(params["label"])[0].as_py(),
         mode=col("ecoval_mode"),
         run_id=run_id,
         model=name,

@@ -78,3 +78,14 @@ def test_explain_without_a_valuation_is_one_line(tmp_path) -> None:
     write_deltalake(str(path), blob_rows(0, 10))
     out = _ecoval("explain", "--table", str(path), "--key", "1", cwd=tmp_path)
     assert out.returncode == 2 and "has not been valued yet" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_explain_a_row_of_a_separate_values_table(tmp_path) -> None:
+    path, values = tmp_path / "lake" / "train", tmp_path / "lake" / "train_values"
+    write_deltalake(str(path), blob_rows(0, 300))
+    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3, values_table=str(values))
+    run_valuation(cfg)
+    e = explain_row(str(values), "7", tracking_uri=cfg.tracking_uri)
+    source = DeltaTable(str(path)).to_pandas().set_index("row_id")
+    assert e.key == 7 and e.label == source.loc[7, "label"] and len(e.neighbours) == 10
+    assert e.value == pytest.approx(e.cluster_share + e.kappa * (e.alpha * e.beta - e.cluster_mean_x), abs=1e-12)

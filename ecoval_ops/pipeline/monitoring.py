@@ -8,7 +8,8 @@ For the rows a run values that no run had valued before (the night's new rows):
 
 A night is an **alert** when its suspect share exceeds ``alert_suspect_share`` (default: twice
 the model's in-sample share, and at least 5 points above it) or its drift exceeds
-``alert_drift`` (default 0.2). The run gets the tag ``ecoval.alert`` with the reason, the CLI a
+``alert_drift`` (default 0.2), once there are :data:`MIN_ALERT_ROWS` new rows (with fewer, one
+odd row is a 100% share). The run gets the tag ``ecoval.alert`` with the reason, the CLI a
 warning line and ``--json`` an ``alert`` field, and the Airflow DAG calls the table's notifiers.
 """
 
@@ -24,10 +25,12 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["SUSPECT_MARGIN", "Night", "alert_reason", "night_figures"]
+__all__ = ["MIN_ALERT_ROWS", "SUSPECT_MARGIN", "Night", "alert_reason", "night_figures"]
 
 SUSPECT_MARGIN = 0.05
 """The default suspect-share alert is at least this far above the model's in-sample share."""
+MIN_ALERT_ROWS = 20
+"""Nights with fewer new rows raise no alert: their shares are mostly sampling noise."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def alert_reason(night: Night, *, suspect_share: float | None, drift: float) -> 
             ``max(2 model share, model share + SUSPECT_MARGIN)``.
         drift: the cluster-drift threshold.
     """
-    if night.rows == 0:
+    if night.rows < MIN_ALERT_ROWS:
         return None
     limit = (
         max(2 * night.model_suspect_share, night.model_suspect_share + SUSPECT_MARGIN)
