@@ -36,6 +36,7 @@ from airflow.sdk import (
     get_current_context,
     task,
 )
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ecoval_ops.config import OUTPUT_SETTINGS, settings
 from ecoval_ops.exceptions import InvalidInputError
@@ -142,11 +143,18 @@ def nightly(
         def nothing_to_do(detected: dict[str, Any]) -> None:
             print(f"no new rows in version {detected['run']['table_version']}: nothing valued, nothing written")
 
-        @task(trigger_rule="one_failed", retries=0)
+        @task(trigger_rule="all_done", retries=0)
         def mark_failed() -> None:
-            ref = get_current_context()["ti"].xcom_pull(task_ids="decide")
+            # Runs once every task is done (retries and mapped shards included), so the MLflow
+            # parent is closed after the run has really ended; failing here fails the DAG run.
+            context = get_current_context()
+            failed = tasks.failed_tasks(context["dag"].dag_id, context["run_id"])
+            if not failed:
+                raise AirflowSkipException("no task failed")
+            ref = context["ti"].xcom_pull(task_ids="decide")
             if ref:
                 tasks.fail(ref)
+            raise AirflowFailException(f"the run failed at {', '.join(failed)}; its MLflow parent run is closed FAILED")
 
         detected = detect()
         embedded = embed(detected)

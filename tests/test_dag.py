@@ -347,3 +347,36 @@ def test_an_alert_calls_the_tables_notifiers(airflow_db, tmp_path, monkeypatch) 
     (call,) = [json.loads(line) for line in calls.read_text().splitlines()]
     assert call["dag_id"] == "ecoval_nightly__watched"
     assert call["text"].startswith("ecoval alert: ") and "of the 40 new rows are suspect" in call["text"]
+
+
+@pytest.mark.mlflow
+@pytest.mark.delta
+@pytest.mark.slow
+def test_a_failed_shard_fails_the_run_and_closes_the_parent_after_it(dag, tmp_path, monkeypatch) -> None:
+    from mlflow import MlflowClient
+
+    from ecoval_ops.exceptions import InvalidInputError
+    from ecoval_ops.pipeline import steps
+
+    table = tmp_path / "lake" / "train"
+    write_deltalake(str(table), blob_rows(0, 300))
+    conf = _conf(table, tmp_path, "delta-rs")
+    train_shard = steps.train_shard
+
+    def second_shard_breaks(ref, index):
+        if index == 1:
+            raise InvalidInputError("shard 1 broke")
+        return train_shard(ref, index)
+
+    monkeypatch.setattr(steps, "train_shard", second_shard_breaks)
+    run = dag.test(run_conf=conf)
+    assert run.state == "failed"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert states[("train_shard", 0)] == "success" and states[("train_shard", 1)] == "failed"
+    assert states[("mark_failed", -1)] == "failed" and states[("fit_model", -1)] == "upstream_failed"
+    client = MlflowClient(tracking_uri=conf["mlflow_uri"])
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("ecoval").experiment_id], "tags.`ecoval.mode` = 'refit'"
+    )
+    assert parent.info.status == "FAILED"
+    assert "ecoval_value" not in DeltaTable(str(table)).schema().to_arrow().names

@@ -32,6 +32,7 @@ __all__ = [
     "detect",
     "embed",
     "fail",
+    "failed_tasks",
     "fit_model",
     "notify",
     "propagate",
@@ -230,6 +231,17 @@ def notify(specs: list[dict[str, Any]], context: Mapping[str, Any], reason: str)
         notifier = notifier_class(**{k: v for k, v in spec.items() if k != "class"})
         log.warning("alert: %s; calling %s", reason, spec["class"])
         notifier({**context, "ecoval_alert": reason})
+
+
+def failed_tasks(dag_id: str, run_id: str) -> list[str]:
+    """The tasks of a DAG run that failed (or could not run because an upstream task failed).
+
+    Asked of Airflow through the task SDK, once every other task of the run is done.
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    return sorted(task for task, state in states.items() if state in ("failed", "upstream_failed"))
 
 
 def fail(ref: Mapping[str, Any]) -> None:
