@@ -22,7 +22,7 @@ import numpy as np
 from ecoval_ops.config import tracking_store_exists
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
-from ecoval_ops.lakehouse.source import embedding_matrix
+from ecoval_ops.lakehouse.source import embedding_matrix, rows_of
 from ecoval_ops.lakehouse.tables import open_table
 from ecoval_ops.lakehouse.value_writes import read_watermark
 
@@ -100,13 +100,13 @@ def _run_params(tracking_uri: str, run_id: str) -> tuple[dict[str, str], dict[st
 
 
 def _row(table: str, key_col: str, raw_key: str) -> dict[str, Any]:
-    import pyarrow.compute as pc
+    import pyarrow as pa
 
-    data = open_table(table).to_pyarrow_table()
-    if key_col not in data.column_names:
+    schema = pa.schema(open_table(table).schema().to_arrow())
+    if key_col not in schema.names:
         raise InvalidInputError(f"{table} has no key column {key_col!r}")
-    key = _typed_key(raw_key, data.schema.field(key_col).type)
-    found = data.filter(pc.equal(data.column(key_col), key))
+    key = _typed_key(raw_key, schema.field(key_col).type)
+    found = rows_of(table, None, key_col, None, [key])
     if found.num_rows == 0:
         raise InvalidInputError(f"{table} has no row with {key_col} = {raw_key!r}")
     row = found.slice(0, 1)
@@ -120,10 +120,7 @@ def _source_row(source: str, key_col: str, key: Any, columns: list[str]) -> Any:
 
     That is the explained table itself, or the source of a separate values table.
     """
-    import pyarrow.compute as pc
-
-    data = open_table(source).to_pyarrow_table(columns=[key_col, *columns])
-    found = data.filter(pc.equal(data.column(key_col), key))
+    found = rows_of(source, None, key_col, tuple(columns), [key])
     if found.num_rows == 0:
         raise InvalidInputError(f"the source table {source} has no row with {key_col} = {key!r} any more")
     return found.slice(0, 1)
@@ -135,16 +132,13 @@ def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], key_col: 
         return np.array([[float(row.column(c)[0].as_py()) for c in params["features"].split(",")]])
     if params.get("embedding_col"):
         return embedding_matrix(row.column(params["embedding_col"]), params["embedding_col"], source)
-    import pyarrow.compute as pc
-
     fingerprint = tags.get("ecoval.embedder_fingerprint")
     path = Path(source).resolve()
     workspace = Path(params["staging_dir"]) if params.get("staging_dir") else path.parent / "_ecoval" / path.name
     embeddings = workspace / f"embeddings_{fingerprint}"
     if fingerprint is None or not (embeddings / "_delta_log").exists():
         raise InvalidInputError(f"the embeddings of {source} are not in {workspace} any more; run `ecoval run` again")
-    data = open_table(embeddings).to_pyarrow_table(columns=[key_col, EMBEDDING_COL])
-    found = data.filter(pc.equal(data.column(key_col), key))
+    found = rows_of(embeddings, None, key_col, (EMBEDDING_COL,), [key])
     return embedding_matrix(found.column(EMBEDDING_COL), EMBEDDING_COL, str(embeddings))
 
 
@@ -166,7 +160,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     mark = read_watermark(table)
     if mark is None:
         raise InvalidInputError(f"{table} has not been valued yet: run `ecoval run --table {table}` first")
-    params, _ = _run_params(tracking_uri, mark.run_id)
+    params, tags = _run_params(tracking_uri, mark.run_id)
     key_col = params["key"]
     found = _row(table, key_col, raw_key)
     row, key = found["table"], found["key"]
@@ -175,7 +169,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
         return row.column(name)[0].as_py()
 
     run_id, version = col("ecoval_run_id"), col("ecoval_model_version")
-    params, tags = _run_params(tracking_uri, run_id)
+    params, tags = (params, tags) if run_id == mark.run_id else _run_params(tracking_uri, run_id)
     name = params.get("model_name") or f"ecoval_{Path(table).name}"
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)

@@ -302,18 +302,32 @@ def require_columns(path: str | Path, version: int, columns: tuple[str, ...]) ->
         raise MissingColumnError(f"{_where(path, version)} has no column(s) {missing}")
 
 
-def rows_of(path: str | Path, version: int, key: str, columns: tuple[str, ...], keys: Any) -> pa.Table:
+def rows_of(
+    path: str | Path, version: int | None, key: str, columns: tuple[str, ...] | None, keys: Any
+) -> pa.Table:
     """``key`` and ``columns`` of the rows of ``path@version`` whose key is in ``keys``.
 
+    The key filter is pushed into the Parquet scan, so a few rows cost a few rows, not the table.
+
+    Args:
+        path: the table.
+        version: its version; None reads the latest.
+        key: the key column.
+        columns: the columns wanted besides ``key``; None reads every column.
+        keys: the keys wanted (cast to the key column's type).
+
     Raises:
-        MissingColumnError: a column that is not in the table.
+        MissingColumnError: ``key`` or a column of ``columns`` is not in the table.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
 
-    require_columns(path, version, columns)
-    data = open_table(path, version).to_pyarrow_table(columns=[key, *columns])
-    return data.filter(pc.is_in(data.column(key), value_set=pa.array(np.asarray(keys))))
+    table = open_table(path, version)
+    wanted = (key,) if columns is None else (key, *(c for c in columns if c != key))
+    require_columns(path, int(table.version()), wanted)
+    scan = table.to_pyarrow_dataset()
+    value_set = pa.array(np.asarray(keys)).cast(scan.schema.field(key).type)
+    return scan.to_table(columns=None if columns is None else list(wanted), filter=ds.field(key).isin(value_set))
 
 
 def valued_keys(values_table: str | Path, version: int | None, key: str) -> pa.Array:
@@ -327,7 +341,9 @@ def valued_keys(values_table: str | Path, version: int | None, key: str) -> pa.A
     return data.filter(pc.is_valid(data.column("ecoval_run_id"))).column(key).combine_chunks()
 
 
-def unvalued_keys(path: str | Path, version: int, key: str, *, valued: pa.Array | None = None) -> NDArray[np.generic]:
+def unvalued_keys(
+    path: str | Path, version: int, key: str, *, valued: pa.Array | None = None, data: pa.Table | None = None
+) -> NDArray[np.generic]:
     """Keys of the rows of ``path@version`` that no run had valued.
 
     Args:
@@ -336,17 +352,20 @@ def unvalued_keys(path: str | Path, version: int, key: str, *, valued: pa.Array 
         key: the key column.
         valued: the keys a separate values table holds (:func:`valued_keys`); None reads the
             source's ``ecoval_run_id``.
+        data: the key (and ``ecoval_run_id``, where the table has it) of that version, when
+            the caller has read them already (:func:`check_source`).
     """
     import pyarrow.compute as pc
 
-    table = open_table(path, version)
-    names = set(table.schema().to_arrow().names)
+    if data is None:
+        table = open_table(path, version)
+        names = set(table.schema().to_arrow().names)
+        wanted = [key] if valued is not None or "ecoval_run_id" not in names else [key, "ecoval_run_id"]
+        data = table.to_pyarrow_table(columns=wanted)
     if valued is not None:
-        data = table.to_pyarrow_table(columns=[key])
         new = data.filter(pc.invert(_held(data.column(key), valued)))
-    elif "ecoval_run_id" not in names:
-        new = table.to_pyarrow_table(columns=[key])
-    else:
-        data = table.to_pyarrow_table(columns=[key, "ecoval_run_id"])
+    elif "ecoval_run_id" in data.column_names:
         new = data.filter(pc.is_null(data.column("ecoval_run_id")))
+    else:
+        new = data
     return np.asarray(new.column(key).to_numpy(zero_copy_only=False))

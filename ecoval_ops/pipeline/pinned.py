@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ecoval_ops.valuation import EcoVal
     from ecoval_ops.valuation.protocols import Clusterer
 
-__all__ = ["PinnedRun", "embedder_for"]
+__all__ = ["PinnedRun", "embedder_for", "source_columns"]
 
 
 def embedder_for(cfg: RunConfig) -> Embedder | None:
@@ -37,6 +37,11 @@ def embedder_for(cfg: RunConfig) -> Embedder | None:
     if cfg.image_col is not None and cfg.embedder is not None and cfg.weights is not None:
         return TorchvisionEmbedder(cfg.embedder.split(":", 1)[1], cfg.weights, cfg.image_col)
     return None
+
+
+def source_columns(cfg: RunConfig) -> SourceColumns:
+    """The columns a run of ``cfg`` reads from the source (and validation) table."""
+    return SourceColumns(cfg.key, cfg.label, cfg.features, cfg.embedding_col, cfg.image_col)
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,9 @@ class PinnedRun:
         fingerprint = embedder.fingerprint() if embedder else None
         return cls(config, table_version, validation_version, fingerprint, values_version)
 
+    @cached_property
     def valued(self) -> pa.Array | None:
-        """The keys the values table held when the run was pinned; None without a values table."""
+        """The keys the values table held when the run was pinned (read once); None without one."""
         if self.config.values_table is None:
             return None
         return valued_keys(self.config.values_table, self.values_version, self.config.key)
@@ -97,8 +103,7 @@ class PinnedRun:
     @property
     def columns(self) -> SourceColumns:
         """The columns the run reads from the source (and validation) table."""
-        c = self.config
-        return SourceColumns(c.key, c.label, c.features, c.embedding_col, c.image_col)
+        return source_columns(self.config)
 
     def embeddings_table(self, *, validation: bool = False) -> Path | None:
         """The embeddings table of the run's embedder; None when the table holds embeddings."""

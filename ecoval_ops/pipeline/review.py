@@ -149,7 +149,7 @@ def publish(
     cfg, tracker = run.config, run.tracker
     diagnostics = Diagnostics.of(ev)
     figures = run_figures(values, ev, diagnostics, refit=refit)
-    new_keys = unvalued_keys(cfg.table, run.table_version, cfg.key, valued=run.valued())
+    new_keys = unvalued_keys(cfg.table, run.table_version, cfg.key, valued=run.valued)
     night = night_figures(values, new_keys, ev, key=cfg.key)
     alert = alert_reason(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
     figures["night"], figures["alert"] = night.metrics(), alert

@@ -36,7 +36,7 @@ from ecoval_ops.lakehouse.source import (
 )
 from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline.engines import Engine
-from ecoval_ops.pipeline.pinned import PinnedRun
+from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
 from ecoval_ops.pipeline.review import REMOVAL_FILE, publish, removal_curve, saved_curve
@@ -65,7 +65,7 @@ def _rows(run: PinnedRun, *, only_new: bool = False) -> Rows:
         embeddings=run.embeddings_table(),
         version=run.table_version,
         only_new=only_new,
-        valued=run.valued(),
+        valued=run.valued,
     )
 
 
@@ -77,7 +77,7 @@ def detect(cfg: RunConfig) -> Detection:
             labels, duplicate keys, a single class, validation labels unseen in the table.
     """
     version = int(open_table(cfg.table).version())
-    columns = PinnedRun(cfg, version).columns
+    columns = source_columns(cfg)
     if cfg.review_columns:
         require_columns(cfg.table, version, cfg.review_columns)
     data = check_source(columns, cfg.table, version)
@@ -102,7 +102,8 @@ def detect(cfg: RunConfig) -> Detection:
     if cfg.values_table is not None and (cfg.values_table / "_delta_log").exists():
         values_version = int(open_table(cfg.values_table).version())
     run = PinnedRun.pin(cfg, version, val_version, values_version)
-    return Detection(run, data.num_rows, len(unvalued_keys(cfg.table, version, cfg.key, valued=run.valued())))
+    new_rows = len(unvalued_keys(cfg.table, version, cfg.key, valued=run.valued, data=data))
+    return Detection(run, data.num_rows, new_rows)
 
 
 def embed(run: PinnedRun, engine: Engine) -> int:
@@ -260,12 +261,14 @@ def fit_model(ref: RunRef) -> RunRef:
     if missing:
         raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
     utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
-    curve = None
-    rows = _rows(run)
-    train = ~_holdout(run, rows)
+    curve, member_keys = None, None
     if ws.model(run_id).exists():
+        # Saved after registering: a retry finds the version registered before, keys and all.
         ev = EcoVal.load(ws.model(run_id))
     else:
+        rows = _rows(run)
+        train = ~_holdout(run, rows)
+        member_keys = rows.keys[train]
         ev = run.estimator().fit_plan(
             plan, utilities, rows.X[train], rows.y[train], n_trainings=plan.n_trainings(len(shards))
         )
@@ -281,7 +284,7 @@ def fit_model(ref: RunRef) -> RunRef:
         },
         lineage={"table": str(cfg.table), "table_version": str(ref.table_version), "run_id": run_id},
         config=cfg.loggable(),
-        member_keys=rows.keys[train],
+        member_keys=member_keys,
     )
     if not ws.model(run_id).exists():
         with ws.atomic(ws.model(run_id)) as tmp:
