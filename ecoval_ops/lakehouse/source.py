@@ -302,9 +302,7 @@ def require_columns(path: str | Path, version: int, columns: tuple[str, ...]) ->
         raise MissingColumnError(f"{_where(path, version)} has no column(s) {missing}")
 
 
-def rows_of(
-    path: str | Path, version: int | None, key: str, columns: tuple[str, ...] | None, keys: Any
-) -> pa.Table:
+def rows_of(path: str | Path, version: int | None, key: str, columns: tuple[str, ...] | None, keys: Any) -> pa.Table:
     """``key`` and ``columns`` of the rows of ``path@version`` whose key is in ``keys``.
 
     The key filter is pushed into the Parquet scan, so a few rows cost a few rows, not the table.
