@@ -96,7 +96,8 @@ def nightly(
     def ecoval_nightly() -> None:
         @task
         def detect() -> dict[str, Any]:
-            return tasks.detect(_conf(), table=table if pinned else None)
+            unattended = get_current_context()["dag_run"].run_type in ("scheduled", "asset_triggered")
+            return tasks.detect(_conf(), table=table if pinned else None, unattended=unattended)
 
         @task
         def embed(detected: dict[str, Any]) -> int:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 from ecoval_ops.config import RunConfig, load_config, resolve_settings, settings
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.pipeline import steps
+from ecoval_ops.pipeline.catalog import TABLES_ENV
 from ecoval_ops.pipeline.engines import engine_for
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "fail",
     "failed_tasks",
     "fit_model",
+    "missing_settings",
     "notify",
     "propagate",
     "report",
@@ -85,6 +87,10 @@ def _environment() -> dict[str, str]:
     }
 
 
+def _layers(params: Mapping[str, Any], variables: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    return [params, _Variables() if variables is None else variables, _environment()]
+
+
 def config_from_params(params: Mapping[str, Any], variables: Mapping[str, Any] | None = None) -> RunConfig:
     """The run configuration of a DAG run: params, then Variables, then the environment, then defaults.
 
@@ -95,8 +101,13 @@ def config_from_params(params: Mapping[str, Any], variables: Mapping[str, Any] |
     Raises:
         InvalidInputError: a missing or invalid setting, named.
     """
-    layers = [params, _Variables() if variables is None else variables, _environment()]
-    return load_config(None, quiet=True, **resolve_settings(layers))
+    return load_config(None, quiet=True, **resolve_settings(_layers(params, variables)))
+
+
+def missing_settings(params: Mapping[str, Any], variables: Mapping[str, Any] | None = None) -> list[str]:
+    """The required settings (the table, its key and label) no layer gives: a run cannot start without them."""
+    given = resolve_settings(_layers(params, variables), [s.name for s in settings() if s.required])
+    return [s.name for s in settings() if s.required and s.name not in given]
 
 
 def _ref(ref: Mapping[str, Any]) -> steps.RunRef:
@@ -104,17 +115,31 @@ def _ref(ref: Mapping[str, Any]) -> steps.RunRef:
 
 
 @_no_retry_on_bad_input
-def detect(params: Mapping[str, Any], *, table: str | None = None) -> dict[str, Any]:
+def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: bool = False) -> dict[str, Any]:
     """Resolve the settings, pin them with the source version; count its rows and the new ones.
 
     Args:
         params: the DAG run's params.
         table: the table a DAG of the tables file is for; a run resolved to another table is
             refused (its assets and lineage are that table's).
+        unattended: a scheduled or asset-triggered run. Where no layer names the table, its key and
+            label (a deployment that has not named its tables yet), it is skipped with one log
+            line instead of failing; a run someone triggered still fails and says what is missing.
 
     Raises:
         InvalidInputError: invalid settings, or a table other than ``table``.
+        AirflowSkipException: an unattended run without the table's settings.
     """
+    missing = missing_settings(params)
+    if unattended and missing:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        message = (
+            f"skipped: no table settings ({', '.join(missing)} not set); name the tables with {TABLES_ENV} "
+            "or set the Variables ecoval_<name> (or ECOVAL_<NAME>), then runs value them"
+        )
+        log.warning(message)
+        raise AirflowSkipException(message)
     cfg = config_from_params(params)
     if table is not None and cfg.table != Path(table).expanduser().resolve():
         raise InvalidInputError(

@@ -1,0 +1,63 @@
+"""``ecoval_nightly`` on the running stack: triggered through the REST API, valued on the Spark
+standalone cluster, tracked on the Postgres-backed MLflow server (issue 14, tests 1 and defect b)."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from mlflow import MlflowClient
+
+from tests.conftest import blob_rows
+
+pytestmark = [pytest.mark.stack, pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
+
+DAG = "ecoval_nightly"
+COLUMNS = {"key": "row_id", "label": "label", "features": "f0,f1,f2"}
+
+
+def _parent_run(stack, run_id: str) -> str:
+    xcom = stack.api("GET", f"dags/{DAG}/dagRuns/{run_id}/taskInstances/decide/xcomEntries/return_value")
+    return str(xcom["value"]["run_id"])
+
+
+def test_an_unattended_run_without_table_settings_is_skipped_with_one_line(stack) -> None:
+    # Unpaused at creation, the DAG fires its latest cron slot at once, with no conf; the stack
+    # names no key or label anywhere (defect b).
+    deadline = time.monotonic() + 120
+    while not (runs := stack.api("GET", f"dags/{DAG}/dagRuns?run_type=scheduled")["dag_runs"]):
+        assert time.monotonic() < deadline, "the scheduler created no scheduled run"
+        time.sleep(1)
+    run_id = runs[0]["dag_run_id"]
+    assert stack.wait_run(DAG, run_id, timeout=180) == "success"
+    states = stack.states(DAG, run_id)
+    assert states["detect"] == "skipped"
+    assert states["mark_failed"] == "skipped"
+    assert "skipped: no table settings (key, label not set)" in stack.log(DAG, run_id, "detect")
+
+
+def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(stack) -> None:
+    table = stack.lakehouse / "events_spark"
+    write_deltalake(str(table), blob_rows(0, 300))
+    run_id = stack.trigger(DAG, {"table": str(table), "engine": "spark", "clusters": 3, "shards": 2, **COLUMNS})
+    assert stack.wait_run(DAG, run_id) == "success", stack.states(DAG, run_id)
+
+    values = DeltaTable(str(table)).to_pyarrow_table(columns=["row_id", "ecoval_value"])
+    assert values.num_rows == 300
+    assert values.column("ecoval_value").null_count == 0
+    assert pc.count_distinct(values.column("row_id")).as_py() == 300
+
+    client = MlflowClient(stack.mlflow_uri)
+    parent = client.get_run(_parent_run(stack, run_id))
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["engine"] == "spark"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(c.data.tags["ecoval.shard"] for c in children) == ["shard-0", "shard-1"]
+    version = client.get_model_version_by_alias("ecoval_events_spark", "current")
+    assert version.run_id == parent.info.run_id
+    # The Spark application ran on the standalone master, not in local mode.
+    assert any("ecoval" in app["name"] for app in stack.spark_applications())
