@@ -66,12 +66,15 @@ def test_a_killed_run_leaves_no_partial_values_and_the_next_run_completes(tmp_pa
     assert _originals(path) == originals
 
 
-def test_two_runs_on_one_table_at_once_leave_it_consistent(tmp_path) -> None:
+@pytest.mark.parametrize("engine", ["delta-rs", "spark"])
+def test_two_runs_on_one_table_at_once_leave_it_consistent(tmp_path, engine) -> None:
+    # On a new table both runs create the embeddings table, add the value columns and MERGE at
+    # about the same moment: each commit that loses is redone (or the run stops with one line).
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 300))
     originals = _originals(path)
     env = {k: v for k, v in os.environ.items() if k != "ECOVAL_FAULT_KILL"}
-    args = [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", "delta-rs", "--table", str(path),
+    args = [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", engine, "--table", str(path),
             "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--clusters", "3", "--json"]  # fmt: skip
     runs = [
         subprocess.Popen(args, cwd=tmp_path / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

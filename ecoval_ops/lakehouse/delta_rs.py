@@ -20,7 +20,7 @@ from ecoval_ops.lakehouse.value_writes import (
     app_id,
     merge_once,
     prepare_values,
-    retry_after_conflict,
+    retry_conflicts,
     value_updates,
 )
 
@@ -52,8 +52,7 @@ def ensure_value_columns(path: str | Path, *, label: str | None = None) -> int |
     from deltalake.exceptions import CommitFailedError
     from deltalake.schema import Field, PrimitiveType
 
-    attempt = 0
-    while True:
+    def add() -> int | None:
         table = open_table(path)
         present = {f.name: f for f in table.schema().fields}
         if label is not None and label not in present:
@@ -74,13 +73,10 @@ def ensure_value_columns(path: str | Path, *, label: str | None = None) -> int |
             missing.append(Field(name, PrimitiveType(delta_type), nullable=True))
         if not missing:
             return None
-        try:
-            table.alter.add_columns(missing)
-        except CommitFailedError as e:
-            retry_after_conflict(path, attempt, e)
-            attempt += 1
-            continue
+        table.alter.add_columns(missing)
         return int(open_table(path).version())
+
+    return retry_conflicts(path, CommitFailedError, add, what="adding the value columns")
 
 
 def _type_name(delta_type: object) -> str:

@@ -2,7 +2,7 @@
 
 Same contract as :func:`ecoval_ops.lakehouse.delta_rs.merge_values`: the checks of
 ``prepare_values``, one MERGE that updates value columns only (redone with back-off when a
-concurrent commit conflicts), made idempotent by Delta's
+concurrent commit conflicts, :func:`commit_conflicts`), made idempotent by Delta's
 ``spark.databricks.delta.write.txnAppId`` / ``txnVersion`` session confs (honoured by MERGE), and
 the watermark as JSON in the commit's ``userMetadata``.
 """
@@ -27,13 +27,24 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable as DeltaRsTable
     from pyspark.sql import Column, SparkSession
 
-__all__ = ["merge_values_spark"]
+__all__ = ["commit_conflicts", "merge_values_spark"]
 
 _CONFS = (
     "spark.databricks.delta.write.txnAppId",
     "spark.databricks.delta.write.txnVersion",
     "spark.databricks.delta.commitInfo.userMetadata",
 )
+
+
+def commit_conflicts() -> tuple[type[Exception], ...]:
+    """delta-spark's exceptions for a commit that lost to a concurrent one.
+
+    In Python they are siblings, not subclasses of ``DeltaConcurrentModificationException``
+    (a table created by two runs at once raises ``ProtocolChangedException``), so each is named.
+    """
+    from delta import exceptions
+
+    return tuple(getattr(exceptions, name) for name in exceptions.__all__)
 
 
 def merge_values_spark(
@@ -62,7 +73,6 @@ def merge_values_spark(
         InvalidInputError: see :func:`~ecoval_ops.lakehouse.delta_rs.prepare_values`.
     """
     import pyarrow.parquet as pq
-    from delta.exceptions import DeltaConcurrentModificationException
     from delta.tables import DeltaTable
 
     def merge(table: DeltaRsTable) -> None:
@@ -85,4 +95,4 @@ def merge_values_spark(
             for name in _CONFS:
                 spark.conf.unset(name)
 
-    return merge_once(path, run_id=run_id, conflict=DeltaConcurrentModificationException, merge=merge)
+    return merge_once(path, run_id=run_id, conflict=commit_conflicts(), merge=merge)

@@ -1,20 +1,23 @@
 """The embeddings table of a run's workspace: key -> embedding, appended as rows arrive (step 2).
 
 Each append carries an application transaction (the source version it embedded), so a retried
-embed step commits nothing, and :func:`embedded_through` tells how far the table has come.
+embed step commits nothing, and :func:`embedded_through` tells how far the table has come;
+:func:`embed_once` wraps either engine's append, redone after a concurrent commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.value_writes import retry_conflicts
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["append_embeddings", "embed_app_id", "embedded_through", "new_keys"]
+__all__ = ["append_embeddings", "embed_app_id", "embed_once", "embedded_through", "new_keys"]
 
 
 def new_keys(source: pa.Table, key: str, target: Path) -> pa.Table:
@@ -38,6 +41,28 @@ def embedded_through(target: Path) -> int | None:
         return None
     version = open_table(target).transaction_version(embed_app_id(target))
     return None if version is None else int(version)
+
+
+def embed_once(
+    target: Path, version: int, conflict: type[Exception] | tuple[type[Exception], ...], embed: Callable[[], int]
+) -> int:
+    """Run an engine's embedding of ``source@version`` into ``target`` unless it is there already.
+
+    ``embed`` appends the embeddings of the rows ``target`` lacks and returns their count; after
+    a concurrent commit (another run embedding the same table, or creating ``target`` at the same
+    moment) it runs again against the new version, where it may find the rows embedded.
+
+    Returns:
+        Rows embedded (0 when ``target`` already holds ``version``).
+    """
+
+    def attempt() -> int:
+        done = embedded_through(target)
+        if done is not None and done >= version:
+            return 0
+        return embed()
+
+    return retry_conflicts(target, conflict, attempt, what="the embeddings append")
 
 
 def append_embeddings(target: Path, table: pa.Table, version: int) -> None:

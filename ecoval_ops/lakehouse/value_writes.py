@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ecoval_ops.exceptions import ConcurrentWriteError, DuplicateKeyError, InvalidInputError, MissingColumnError
 from ecoval_ops.identifiers import check_identifier, quote_identifier
@@ -36,9 +36,11 @@ __all__ = [
     "merge_once",
     "prepare_values",
     "read_watermark",
-    "retry_after_conflict",
+    "retry_conflicts",
     "value_updates",
 ]
+
+_T = TypeVar("_T")
 
 MERGE_ATTEMPTS = 5
 """Attempts of a commit when concurrent writers make it conflict."""
@@ -119,52 +121,71 @@ def value_updates(columns: list[str], key: str) -> dict[str, str]:
 
 
 def merge_once(
-    path: str | Path, *, run_id: str, conflict: type[Exception], merge: Callable[[DeltaTable], None]
+    path: str | Path,
+    *,
+    run_id: str,
+    conflict: type[Exception] | tuple[type[Exception], ...],
+    merge: Callable[[DeltaTable], None],
 ) -> int | None:
     """Run a writer's MERGE once per run: skipped when committed before, redone after conflicts.
 
     Args:
         path: the table.
         run_id: the run; its application transaction marks the MERGE as committed.
-        conflict: the writer's exception for a concurrent commit.
+        conflict: the writer's exception(s) for a concurrent commit.
         merge: commits the MERGE against the table version it is given.
 
     Returns:
         The committed version, or None when this run's MERGE had committed before.
     """
-    attempt = 0
-    while True:
+
+    def attempt() -> int | None:
         table = open_table(path)
         if table.transaction_version(app_id(run_id)) is not None:
             return None
-        try:
-            merge(table)
-        except conflict as e:
-            retry_after_conflict(path, attempt, e)
-            attempt += 1
-            continue
+        merge(table)
         return int(open_table(path).version())
 
+    return retry_conflicts(path, conflict, attempt, what="the value MERGE")
 
-def retry_after_conflict(path: str | Path, attempt: int, error: Exception) -> None:
-    """Back off after a concurrent commit to ``path``; raise once :data:`MERGE_ATTEMPTS` are spent.
 
-    Another writer committed between our read and our commit (Delta's optimistic concurrency).
-    The MERGE is redone against the new version; its values replace whatever the other writer
-    set for the same keys, and rows stay one per key either way.
+def retry_conflicts(
+    path: str | Path,
+    conflict: type[Exception] | tuple[type[Exception], ...],
+    commit: Callable[[], _T],
+    *,
+    what: str,
+) -> _T:
+    """Call ``commit`` until no concurrent commit to ``path`` conflicts with it.
+
+    Every Delta commit of a run (embeddings append, column add, MERGE, on either engine) goes
+    through here: another writer committed between our read and our commit (Delta's optimistic
+    concurrency), so ``commit`` reads the table again and redoes its work against the new
+    version, where it may find the work done.
+
+    Args:
+        path: the table, for messages.
+        conflict: the writer's exception(s) for a concurrent commit.
+        commit: reads the table and commits; called again after each conflict.
+        what: the commit, for the message when attempts run out.
 
     Raises:
-        ConcurrentWriteError: the table kept changing for every attempt.
+        ConcurrentWriteError: the table kept changing for :data:`MERGE_ATTEMPTS` attempts.
     """
     import random
     import time
 
-    if attempt + 1 >= MERGE_ATTEMPTS:
-        raise ConcurrentWriteError(
-            f"{path} changed under {MERGE_ATTEMPTS} attempts of the value MERGE (concurrent writers); "
-            f"nothing was written, run again: {error}"
-        ) from error
-    time.sleep(MERGE_BACKOFF_S * 2**attempt * (1 + random.random()))
+    for attempt in range(MERGE_ATTEMPTS):
+        try:
+            return commit()
+        except conflict as e:
+            if attempt + 1 >= MERGE_ATTEMPTS:
+                raise ConcurrentWriteError(
+                    f"{path} changed under {MERGE_ATTEMPTS} attempts of {what} (concurrent writers); "
+                    f"nothing was written, run again: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                ) from e
+            time.sleep(MERGE_BACKOFF_S * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def read_watermark(path: str | Path) -> Watermark | None:

@@ -26,7 +26,7 @@ from ecoval_ops.lakehouse import ensure_value_columns, merge_values, open_table
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 from ecoval_ops.lakehouse.delta_rs import create_values_table
 from ecoval_ops.lakehouse.embedders import Embedder
-from ecoval_ops.lakehouse.embeddings import append_embeddings, embed_app_id, embedded_through, new_keys
+from ecoval_ops.lakehouse.embeddings import append_embeddings, embed_app_id, embed_once, new_keys
 from ecoval_ops.lakehouse.source import Rows
 from ecoval_ops.process import fault_point
 
@@ -95,24 +95,27 @@ class DeltaRsEngine:
     def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
         """See :class:`Engine`."""
         import pyarrow as pa
+        from deltalake.exceptions import CommitFailedError
 
-        done = embedded_through(target)
-        if done is not None and done >= version:
-            return 0
-        data = open_table(source, version).to_pyarrow_table(columns=[cfg.key, *embedder.columns])
-        todo = new_keys(data, cfg.key, target)
-        parts = [embedder.embed(batch.to_pandas()) for batch in todo.to_batches(max_chunksize=4096) if batch.num_rows]
-        X = np.concatenate(parts) if parts else np.zeros((0, 1))
-        embeddings = pa.table(
-            {
-                cfg.key: todo.column(cfg.key),
-                EMBEDDING_COL: pa.array(list(X), pa.list_(pa.float64()))
-                if len(X)
-                else pa.array([], pa.list_(pa.float64())),
-            }
-        )
-        append_embeddings(target, embeddings, version)
-        return int(todo.num_rows)
+        def append() -> int:
+            data = open_table(source, version).to_pyarrow_table(columns=[cfg.key, *embedder.columns])
+            todo = new_keys(data, cfg.key, target)
+            parts = [
+                embedder.embed(batch.to_pandas()) for batch in todo.to_batches(max_chunksize=4096) if batch.num_rows
+            ]
+            X = np.concatenate(parts) if parts else np.zeros((0, 1))
+            embeddings = pa.table(
+                {
+                    cfg.key: todo.column(cfg.key),
+                    EMBEDDING_COL: pa.array(list(X), pa.list_(pa.float64()))
+                    if len(X)
+                    else pa.array([], pa.list_(pa.float64())),
+                }
+            )
+            append_embeddings(target, embeddings, version)
+            return int(todo.num_rows)
+
+        return embed_once(target, version, CommitFailedError, append)
 
     def clusterer(self, n_rows: int) -> Clusterer | None:
         """See :class:`Engine`."""
@@ -179,20 +182,23 @@ class SparkEngine:
 
     def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
         """See :class:`Engine`."""
+        from ecoval_ops.lakehouse.delta_spark import commit_conflicts
         from ecoval_ops.lakehouse.spark_engine import embed_rows
 
-        done = embedded_through(target)
-        if done is not None and done >= version:
-            return 0
-        return embed_rows(
-            self._session(),
-            str(source),
+        return embed_once(
+            target,
             version,
-            embedder,
-            key=cfg.key,
-            target=str(target),
-            app_id=embed_app_id(target),
-            target_exists=(target / "_delta_log").exists(),
+            commit_conflicts(),
+            lambda: embed_rows(
+                self._session(),
+                str(source),
+                version,
+                embedder,
+                key=cfg.key,
+                target=str(target),
+                app_id=embed_app_id(target),
+                target_exists=(target / "_delta_log").exists(),
+            ),
         )
 
     def clusterer(self, n_rows: int) -> Clusterer | None:

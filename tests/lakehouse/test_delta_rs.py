@@ -126,7 +126,7 @@ def test_a_path_that_is_not_a_delta_table(tmp_path) -> None:
         ensure_value_columns(tmp_path)
 
 
-def test_the_errors_callers_branch_on_are_typed(table, tmp_path) -> None:
+def test_the_errors_callers_branch_on_are_typed(table, tmp_path, monkeypatch) -> None:
     from ecoval_ops.exceptions import (
         ConcurrentWriteError,
         DuplicateKeyError,
@@ -134,9 +134,9 @@ def test_the_errors_callers_branch_on_are_typed(table, tmp_path) -> None:
         MissingColumnError,
         TableNotFoundError,
     )
+    from ecoval_ops.lakehouse import value_writes
     from ecoval_ops.lakehouse.source import SourceColumns, check_source
     from ecoval_ops.lakehouse.tables import open_table
-    from ecoval_ops.lakehouse.value_writes import MERGE_ATTEMPTS, retry_after_conflict
 
     with pytest.raises(TableNotFoundError, match="is not a Delta table") as missing:
         open_table(tmp_path / "nowhere")
@@ -152,6 +152,14 @@ def test_the_errors_callers_branch_on_are_typed(table, tmp_path) -> None:
     with pytest.raises(DuplicateKeyError, match="has 1 duplicate keys") as duplicate:
         check_source(SourceColumns("row_id", "label", ("f0",)), doubled, 0)
     assert isinstance(duplicate.value, ValueError)
-    with pytest.raises(ConcurrentWriteError, match="changed under 5 attempts") as conflict:
-        retry_after_conflict(table, MERGE_ATTEMPTS - 1, RuntimeError("conflict"))
+    attempts = []
+
+    def conflicting() -> None:
+        attempts.append(1)
+        raise RuntimeError("conflict")
+
+    monkeypatch.setattr(value_writes, "MERGE_BACKOFF_S", 0.0)
+    with pytest.raises(ConcurrentWriteError, match="changed under 5 attempts of the test commit") as conflict:
+        value_writes.retry_conflicts(table, RuntimeError, conflicting, what="the test commit")
+    assert len(attempts) == value_writes.MERGE_ATTEMPTS
     assert isinstance(conflict.value, (EcovalError, RuntimeError))
