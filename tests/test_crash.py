@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
 
 from tests.conftest import blob_rows
 
@@ -64,6 +66,16 @@ def test_a_killed_run_leaves_no_partial_values_and_the_next_run_completes(tmp_pa
     table = DeltaTable(str(path)).to_pyarrow_table()
     assert table.column("ecoval_value").null_count == 0 and table.num_rows == 300
     assert _originals(path) == originals
+
+    # A killed run that had opened its parent run left it RUNNING: the next run closed it as
+    # KILLED and removed its workspace.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ecoval").experiment_id], run_view_type=ViewType.ALL)
+    killed_parent = [] if fault == "embedded" else ["KILLED"]
+    finished = [] if fault == "merged" else ["FINISHED"]  # after a committed MERGE the next run has nothing to do
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.status for r in parents) == finished + killed_parent
+    assert list((path.parent / "_ecoval" / "train" / "runs").glob("*")) == []
 
 
 @pytest.mark.parametrize("engine", ["delta-rs", "spark"])

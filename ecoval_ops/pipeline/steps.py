@@ -17,6 +17,7 @@ again for the same run returns the version registered before.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,8 @@ from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
 from ecoval_ops.pipeline.review import REMOVAL_FILE, publish, removal_curve, saved_curve
-from ecoval_ops.process import fault_point
+from ecoval_ops.process import fault_point, owner_gone, process_owner
+from ecoval_ops.tracking.runs import OWNER_TAG
 
 __all__ = [
     "Detection",
@@ -56,6 +58,8 @@ __all__ = [
     "train_shard",
     "write",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def _rows(run: PinnedRun, *, only_new: bool = False) -> Rows:
@@ -139,12 +143,17 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
 
     An incremental run saves the registered model (alias ``current``) to its workspace, so
     the propagation reads it from there. ``run_key`` (Airflow's DAG run id) makes a retried
-    call return the parent run it opened before.
+    call return the parent run it opened before. A run without one records its process
+    (``ecoval.owner``); parent runs of the table whose process is gone are closed KILLED first
+    and their workspace removed.
     """
     cfg, version = run.config, run.table_version
     new = _rows(run, only_new=True)
     tracker = run.tracker
     tracker.check_reachable()
+    for stale in tracker.close_stale(str(cfg.table), owner_gone):
+        log.warning("closed MLflow run %s of %s as KILLED: the process that opened it is gone", stale, cfg.table)
+        run.workspace.remove_run(stale)
     current = tracker.load_current(cfg.registered_model_name)
     mode = decide_mode(cfg.refit, new, current[0] if current else None)
     if mode == "noop":
@@ -154,6 +163,9 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
         tags["ecoval.validation_version_read"] = str(run.validation_version)
     if run.embedder_fingerprint is not None:
         tags["ecoval.embedder_fingerprint"] = run.embedder_fingerprint
+    if run_key is None:
+        # Outside an orchestrator nothing else closes a parent run whose process was killed.
+        tags[OWNER_TAG] = process_owner()
     run_id = tracker.start(cfg.loggable(), tags, run_key=run_key)
     tracker.log_source(run_id, str(cfg.table), version, _digest(new))
     if mode == "refit" or current is None:

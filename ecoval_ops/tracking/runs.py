@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["CURRENT_ALIAS", "PastRun", "Shard", "ValuationTracker", "model_description", "model_signature"]
+__all__ = ["CURRENT_ALIAS", "OWNER_TAG", "PastRun", "Shard", "ValuationTracker", "model_description", "model_signature"]
 
 CURRENT_ALIAS = "current"
+OWNER_TAG = "ecoval.owner"
+"""Tag of a parent run opened outside an orchestrator: the process that opened it."""
 _MODEL_CODE = Path(__file__).with_name("_model_code.py")
 
 
@@ -270,6 +272,31 @@ class ValuationTracker:
                 break
         return found[::-1]
 
+    def close_stale(self, table: str, gone: Callable[[str], bool]) -> list[str]:
+        """Close as KILLED the parent runs of ``table`` left RUNNING by a process that is gone.
+
+        A run killed outside an orchestrator (SIGKILL, a lost machine) never closes its parent
+        run; the next run of the table closes it. Only runs that record their owner
+        (``ecoval.owner``, see :func:`~ecoval_ops.process.process_owner`) are judged, by ``gone``.
+
+        Returns:
+            The ids of the runs closed.
+        """
+        client = self._client()
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return []
+        closed = []
+        for run in client.search_runs(
+            [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        ):
+            owner = run.data.tags.get(OWNER_TAG)
+            if run.data.tags.get("ecoval.table") == table and owner and gone(owner):
+                client.set_tag(run.info.run_id, "ecoval.closed_as_stale", "its process is gone")
+                client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(str(run.info.run_id))
+        return closed
+
     def finish(self, run_id: str, *, failed: bool = False) -> None:
         """Close a run as FINISHED or FAILED."""
         self._client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
@@ -330,6 +357,8 @@ class ValuationTracker:
                         artifacts=artifacts,
                         signature=model_signature(columns, ecoval.classes_),
                     )
+                # Leaving start_run's block ends the run FINISHED; the valuation is still running.
+                client.update_run(run_id, status="RUNNING")
                 # Registered through the client as MLflow's fluent register_model does, without
                 # the lines that one prints on stderr ("Successfully registered model ...").
                 try:
