@@ -10,7 +10,7 @@ import pytest
 from deltalake import write_deltalake
 
 from tests.conftest import blob_rows
-from tests.stack.conftest import GPU_POOL
+from tests.stack.services import GPU_POOL
 
 pytestmark = [pytest.mark.stack, pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
 

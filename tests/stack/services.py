@@ -1,0 +1,461 @@
+"""The production services, started natively for the tests marked ``stack`` (issue 14).
+
+:func:`running_stack` starts, on loopback ports it picks, with health checks instead
+of sleeps: PostgreSQL (Debian's binaries, as the ``postgres`` user when run as root), Redis, a
+Spark standalone master and one worker (pyspark's own ``spark-class``), an MLflow server on
+Postgres with its artifacts in the lakehouse folder, and Airflow 3 (``db migrate`` on Postgres,
+then api-server, scheduler and dag-processor with the LocalExecutor). Each service runs in a
+session of its own and is stopped by its recorded PID (its process group) at the end.
+
+Where Postgres or Redis is missing, :func:`missing_services` installs them with apt-get when it
+runs as root, else says why it cannot (and the stack tests skip with that reason).
+``../shared/research/native-stack.md`` has the flags and pitfalls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCER_DAGS = Path(__file__).with_name("dags")
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+GPU_POOL = "ecoval_gpu"
+ADMIN = "admin"
+ADMIN_PASSWORD = "ecoval-stack-test"
+PACKAGES = {"postgresql": PG_BIN / "initdb", "redis-server": Path("/usr/bin/redis-server")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(
+    what: str, ready: Callable[[], bool], process: subprocess.Popen[bytes] | None, log: Path, timeout: float
+) -> float:
+    """Poll ``ready`` until it holds; fail with the log's tail if the process dies or time runs out."""
+    start = time.monotonic()
+    while not ready():
+        if (process is not None and process.poll() is not None) or time.monotonic() - start > timeout:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s:\n{tail}")
+        time.sleep(0.25)
+    return time.monotonic() - start
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return bool(r.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def missing_services() -> str | None:
+    """Install Postgres and Redis where they are missing and this is root on Debian; else say why not."""
+    missing = [name for name, binary in PACKAGES.items() if not binary.exists()]
+    if not missing:
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        install = f"apt-get install {' '.join(missing)}"
+        return f"{', '.join(missing)} not installed and this is not root on Debian ({install})"
+    for attempt in ([], ["update"]):
+        if attempt:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
+        done = subprocess.run(["apt-get", "install", "-y", "-q", *missing], capture_output=True, check=False)
+        if done.returncode == 0:
+            return None
+    return f"apt-get install {' '.join(missing)} failed: {done.stderr.decode()[-500:]}"
+
+
+class ApiError(RuntimeError):
+    """An error reply of Airflow's REST API."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Stack:
+    """The running services: their URLs, folders and processes."""
+
+    home: Path
+    lakehouse: Path
+    pg_port: int
+    redis_port: int
+    spark_master: str
+    spark_ui: str
+    mlflow_uri: str
+    airflow_url: str
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    startup_s: dict[str, float] = field(default_factory=dict)
+    cleanup: list[Path] = field(default_factory=list)
+    _token: str | None = None
+
+    def postgres_uri(self, database: str) -> str:
+        """A SQLAlchemy URI of one database of the stack's Postgres."""
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.pg_port}/{database}"
+
+    def token(self, username: str = ADMIN, password: str = ADMIN_PASSWORD) -> str:
+        """A JWT of the simple auth manager, from ``POST /auth/token`` (the login a user does)."""
+        body = json.dumps({"username": username, "password": password}).encode()
+        request = urllib.request.Request(
+            f"{self.airflow_url}/auth/token", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return str(json.load(r)["access_token"])
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Call Airflow's REST API (``/api/v2/...``) as the admin user; the decoded JSON reply."""
+        if self._token is None:
+            self._token = self.token()
+        request = urllib.request.Request(
+            f"{self.airflow_url}/api/v2/{path.lstrip('/')}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                text = r.read()
+        except urllib.error.HTTPError as e:
+            raise ApiError(e.code, f"{method} {path}: HTTP {e.code} {e.read().decode(errors='replace')[:1000]}") from e
+        return json.loads(text) if text else None
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """``POST /api/v2/dags/{dag_id}/dagRuns``; the new run's id."""
+        reply = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return str(reply["dag_run_id"])
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        """Wait for a DAG run to end; its final state."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = str(self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"])
+            if state in ("success", "failed"):
+                return state
+            time.sleep(1)
+        states = self.states(dag_id, run_id)
+        raise TimeoutError(f"{dag_id} run {run_id} did not end in {timeout:.0f} s; tasks: {states}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task instance of a run (mapped ones included)."""
+        reply = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
+        return list(reply["task_instances"])
+
+    def states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """``task_id[map_index]`` -> state of each task instance of a run."""
+        return {
+            f"{ti['task_id']}" + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
+            for ti in self.task_instances(dag_id, run_id)
+        }
+
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+        """A task instance's log, as the UI shows it."""
+        reply = self.api(
+            "GET",
+            f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}",
+        )
+        content = reply.get("content", [])
+        return "\n".join(str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content)
+
+    def spark_applications(self) -> list[dict[str, Any]]:
+        """The applications the Spark master has run or is running."""
+        with urllib.request.urlopen(f"{self.spark_ui}/json/", timeout=10) as r:
+            state = json.load(r)
+        return list(state.get("activeapps", [])) + list(state.get("completedapps", []))
+
+    def stop(self) -> None:
+        """Stop every service by its recorded PID (its process group), newest first."""
+        for name, process in reversed(list(self.processes.items())):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=10)
+            self.processes.pop(name)
+        for folder in self.cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start(stack: Stack, name: str, argv: list[str], env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
+    log = stack.home / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    popen.setdefault("cwd", stack.home)
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+    stack.processes[name] = process
+    return process
+
+
+def _postgres(stack: Stack) -> None:
+    # initdb refuses root: there the cluster belongs to the postgres user, in a folder of its own
+    # outside the test's temporary tree (which only root may enter).
+    data = Path(tempfile.mkdtemp(prefix="ecoval-stack-pg-"))
+    stack.cleanup.append(data)
+    as_user: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        as_user = {"user": "postgres", "group": "postgres"}
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run(
+        [str(PG_BIN / "initdb"), "-D", str(data / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True, capture_output=True, cwd=data, **as_user,
+    )  # fmt: skip
+    process = _start(
+        stack,
+        "postgres",
+        [str(PG_BIN / "postgres"), "-D", str(data / "data"), "-p", str(stack.pg_port), "-k", str(data),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+         "-c", "full_page_writes=off", "-c", "max_connections=200"],
+        stack.env, cwd=data, **as_user,
+    )  # fmt: skip
+    log = stack.home / "logs" / "postgres.log"
+
+    def ready() -> bool:
+        done = subprocess.run(
+            [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(stack.pg_port)], capture_output=True, check=False
+        )
+        return done.returncode == 0
+
+    stack.startup_s["postgres"] = _wait("postgres", ready, process, log, 60)
+    import psycopg2
+
+    connection = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="postgres", dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for database in ("airflow", "mlflow"):
+            cursor.execute(f"CREATE DATABASE {database}")
+    connection.close()
+
+
+def _redis(stack: Stack) -> None:
+    process = _start(
+        stack,
+        "redis",
+        ["redis-server", "--port", str(stack.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stack.env,
+    )
+
+    def ready() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", stack.redis_port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    stack.startup_s["redis"] = _wait("redis", ready, process, stack.home / "logs" / "redis.log", 30)
+
+
+def _spark(stack: Stack, master_port: int, ui_port: int) -> Callable[[], None]:
+    import pyspark
+
+    spark_class = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+    env = {**stack.env, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_DAEMON_MEMORY": "512m"}
+    master = _start(
+        stack, "spark-master",
+        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(master_port),
+         "--webui-port", str(ui_port)],
+        env,
+    )  # fmt: skip
+    worker = _start(
+        stack, "spark-worker",
+        [spark_class, "org.apache.spark.deploy.worker.Worker", stack.spark_master, "--host", "127.0.0.1",
+         "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()),
+         "--work-dir", str(stack.home / "spark-work")],
+        env,
+    )  # fmt: skip
+    started = time.monotonic()
+
+    def ready() -> None:
+        def registered() -> bool:
+            try:
+                with urllib.request.urlopen(f"{stack.spark_ui}/json/", timeout=3) as r:
+                    return int(json.load(r).get("aliveworkers", 0)) >= 1
+            except (OSError, ValueError):
+                return False
+
+        _wait("spark master", registered, master, stack.home / "logs" / "spark-master.log", 120)
+        if worker.poll() is not None:
+            raise RuntimeError("the Spark worker exited")
+        stack.startup_s["spark"] = time.monotonic() - started
+
+    return ready
+
+
+def _mlflow(stack: Stack, port: int) -> Callable[[], None]:
+    artifacts = stack.lakehouse / "mlartifacts"
+    artifacts.mkdir(parents=True)
+    env = {**stack.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = _start(
+        stack, "mlflow",
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", stack.postgres_uri("mlflow"), "--artifacts-destination", str(artifacts)],
+        env,
+    )  # fmt: skip
+    started = time.monotonic()
+
+    def ready() -> None:
+        _wait("mlflow server", lambda: _http_ok(f"{stack.mlflow_uri}/health"), process,
+              stack.home / "logs" / "mlflow.log", 180)  # fmt: skip
+        stack.startup_s["mlflow"] = time.monotonic() - started
+
+    return ready
+
+
+def _airflow(stack: Stack, api_port: int) -> None:
+    bin_dir = Path(sys.executable).parent
+    started = time.monotonic()
+    migrate = subprocess.run(
+        [str(bin_dir / "airflow"), "db", "migrate"], env=stack.env, capture_output=True, text=True, cwd=stack.home
+    )
+    if migrate.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
+    stack.startup_s["airflow_db_migrate"] = time.monotonic() - started
+    api = _start(stack, "airflow-api-server", [str(bin_dir / "airflow"), "api-server", "--port", str(api_port)],
+                 stack.env)  # fmt: skip
+    _start(stack, "airflow-scheduler", [str(bin_dir / "airflow"), "scheduler"], stack.env)
+    _start(stack, "airflow-dag-processor", [str(bin_dir / "airflow"), "dag-processor"], stack.env)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{stack.airflow_url}/api/v2/monitor/health", timeout=3) as r:
+                health = json.load(r)
+        except (OSError, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "dag_processor")
+        return all(health.get(part, {}).get("status") == "healthy" for part in parts)
+
+    _wait("airflow", healthy, api, stack.home / "logs" / "airflow-api-server.log", 180)
+
+    def parsed() -> bool:
+        try:
+            return {"ecoval_nightly", "ecoval_producer"} <= {d["dag_id"] for d in stack.api("GET", "dags")["dags"]}
+        except (OSError, urllib.error.URLError):
+            return False
+
+    _wait("the DAGs to be parsed", parsed, stack.processes["airflow-dag-processor"],
+          stack.home / "logs" / "airflow-dag-processor.log", 180)  # fmt: skip
+
+    # Unpaused at creation, ecoval_nightly runs its latest cron slot at once, with no settings:
+    # it has ended before a test sets any Variable it would read.
+    def first_slot_done() -> bool:
+        runs = stack.api("GET", "dags/ecoval_nightly/dagRuns?run_type=scheduled")["dag_runs"]
+        return bool(runs) and runs[0]["state"] in ("success", "failed")
+
+    _wait("the first scheduled run", first_slot_done, stack.processes["airflow-scheduler"],
+          stack.home / "logs" / "airflow-scheduler.log", 180)  # fmt: skip
+    # Tasks of a pool that does not exist stay scheduled for ever: a deployment creates it once.
+    stack.api("POST", "pools", {"name": GPU_POOL, "slots": 1, "description": "LCO training shards"})
+    stack.startup_s["airflow"] = time.monotonic() - started
+
+
+def _memory_mb(stack: Stack) -> float:
+    """Resident memory of every process of the stack (each service's process group), in MB."""
+    import psutil
+
+    total = 0.0
+    for process in stack.processes.values():
+        try:
+            group = os.getpgid(process.pid)
+        except ProcessLookupError:
+            continue
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(p.pid) == group:
+                    total += p.memory_info().rss
+            except (ProcessLookupError, psutil.Error):
+                continue
+    return total / 2**20
+
+
+@contextmanager
+def running_stack(home: Path) -> Iterator[Stack]:
+    """The whole production stack, running natively in ``home`` until the block ends."""
+    lakehouse = home / "lakehouse"
+    lakehouse.mkdir()
+    dags = home / "dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "dags" / "ecoval_nightly.py", dags)
+    for dag_file in PRODUCER_DAGS.glob("*.py"):
+        shutil.copy(dag_file, dags)
+    pg_port, redis_port, master_port, ui_port, mlflow_port, api_port = (_free_port() for _ in range(6))
+    airflow_home = home / "airflow"
+    airflow_home.mkdir()
+    passwords = airflow_home / "passwords.json"
+    passwords.write_text(json.dumps({ADMIN: ADMIN_PASSWORD}))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ECOVAL_"))}
+    stack = Stack(
+        home=home,
+        lakehouse=lakehouse,
+        pg_port=pg_port,
+        redis_port=redis_port,
+        spark_master=f"spark://127.0.0.1:{master_port}",
+        spark_ui=f"http://127.0.0.1:{ui_port}",
+        mlflow_uri=f"http://127.0.0.1:{mlflow_port}",
+        airflow_url=f"http://127.0.0.1:{api_port}",
+        env={},
+    )
+    stack.env = {
+        **base_env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{stack.airflow_url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": stack.postgres_uri("airflow"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "ecoval-stack-test-secret",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "ECOVAL_TABLE": str(lakehouse / "train"),
+        "ECOVAL_MLFLOW_URI": stack.mlflow_uri,
+        "ECOVAL_SPARK_MASTER": stack.spark_master,
+    }
+    try:
+        _postgres(stack)
+        _redis(stack)
+        spark_ready = _spark(stack, master_port, ui_port)
+        mlflow_ready = _mlflow(stack, mlflow_port)
+        _airflow(stack, api_port)
+        mlflow_ready()
+        spark_ready()
+        stack.startup_s["memory_mb"] = _memory_mb(stack)
+        (home / "startup.json").write_text(json.dumps(stack.startup_s, indent=1))
+        print(f"\nstack up: {json.dumps({k: round(v, 1) for k, v in stack.startup_s.items()})}")
+        yield stack
+    finally:
+        started = time.monotonic()
+        stack.stop()
+        print(f"\nstack stopped in {time.monotonic() - started:.1f} s")
