@@ -102,6 +102,18 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    """Postgres, Redis, Spark standalone, MLflow and Airflow started natively once for the session
+    (:mod:`tests.stack.services`); skips, saying why, where the services cannot be installed."""
+    from tests.stack.services import missing_services, running_stack
+
+    if reason := missing_services():
+        pytest.skip(reason)
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that starts Spark (through the session fixture) carries the ``spark`` marker,
     so ``-m "not spark"`` leaves out each one that needs a JVM."""

@@ -1,6 +1,7 @@
 """A person's view of a run: the MLflow UI in headless Chromium lists the run's review artifacts.
 
-Starts a real MLflow server on a free loopback port over a real valuation run, opens the run's
+Once against an MLflow server over a SQLite store, once against the stack's server on Postgres
+(marked ``stack``). Starts a real MLflow server on a free loopback port over a real valuation run, opens the run's
 artifacts page in Debian's Chromium (installed by ``make test`` where it can be; the test
 installs nothing), keeps a screenshot under ``test-artifacts/`` and checks the rendered page.
 """
@@ -90,19 +91,32 @@ def _chromium(browser: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=180)
 
 
-def test_mlflow_ui_lists_the_review_artifacts(mlflow_ui) -> None:
+@pytest.fixture
+def stack_mlflow_ui(stack, tmp_path):
+    """A valued run on the stack's MLflow server (Postgres store, proxied artifacts)."""
+    path = stack.lakehouse / "browser_events"
+    write_deltalake(str(path), blob_rows(0, 300))
+    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3).model_copy(update={"mlflow_uri": stack.mlflow_uri})
+    run_id = run_valuation(cfg).run_id
+    return stack.mlflow_uri, MlflowClient(stack.mlflow_uri).get_run(run_id).info.experiment_id, run_id
+
+
+@pytest.mark.parametrize(
+    "server", ["mlflow_ui", pytest.param("stack_mlflow_ui", marks=[pytest.mark.stack, pytest.mark.airflow])]
+)
+def test_mlflow_ui_lists_the_review_artifacts(request, server) -> None:
     browser = _browser()
-    base, experiment_id, run_id = mlflow_ui
+    base, experiment_id, run_id = request.getfixturevalue(server)
     url = f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/review/value_histogram.png"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "mlflow_run_artifacts.png"
+    shot = ARTIFACTS / f"{server}_run_artifacts.png"
     shot.unlink(missing_ok=True)
     taken = _chromium(browser, f"--screenshot={shot}", url)
     assert shot.exists() and shot.stat().st_size > 20_000, taken.stderr[-2000:]
     dom = _chromium(browser, "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "review/value_histogram.png" in dom.stdout, "the selected artifact is not shown"
-    (ARTIFACTS / "mlflow_run_artifacts.html").write_text(dom.stdout)
+    (ARTIFACTS / f"{server}_run_artifacts.html").write_text(dom.stdout)
     for name in ("review", "value_histogram.png", "cluster_map.png", "removal_curve.png", "cluster_values.png",
                  "clusters.csv", "clusters.html", "top_bottom_rows.csv", "diagnostics.json"):  # fmt: skip
         assert name in dom.stdout, f"{name} not listed on the run's artifacts page"
