@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DELTA_JARS_VERSION := 4.4.0
 JARS := .jars
 
-.PHONY: install jars browser test test-fast demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load clean
+.PHONY: install jars browser test test-fast stack-test demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load bench-stack clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -50,6 +50,11 @@ test: lint typecheck browser
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow"
+
+# The tests against the natively started services (Postgres, Redis, Spark standalone, MLflow server,
+# Airflow scheduler); the fixture installs postgresql and redis-server with apt-get where it is root.
+stack-test: $(STAMP) browser
+	$(BIN)/python -m pytest -m stack
 
 demo: $(STAMP)
 	$(BIN)/ecoval demo
@@ -94,6 +99,9 @@ bench-scale: $(STAMP)
 
 bench-load: $(STAMP)
 	$(BENCH) load.py
+
+bench-stack: $(STAMP)
+	$(BENCH) stack.py
 
 clean:
 	rm -rf $(VENV) $(JARS) .pytest_cache .mypy_cache .ruff_cache

@@ -119,6 +119,18 @@ class RunConfig(BaseModel):
         description="comma-separated source columns shown beside the top and bottom rows of the MLflow review",
     )
     engine: Literal["spark", "delta-rs"] = Field(default="spark", description="execution engine")
+    spark_cores: int | None = Field(
+        default=None,
+        ge=1,
+        description="cores of each Spark application of the run: spark.cores.max on a cluster, local[N] "
+        "in local mode (default all)",
+    )
+    spark_driver_memory: str | None = Field(
+        default=None, description="spark.driver.memory of each Spark application (default 4g local, 1g on a cluster)"
+    )
+    spark_executor_memory: str | None = Field(
+        default=None, description="spark.executor.memory on a cluster (default Spark's, 1g)"
+    )
     shards: int = Field(
         default=1, ge=1, description="groups of leave-cluster-out trainings (Airflow maps one task per shard)"
     )
@@ -139,6 +151,13 @@ class RunConfig(BaseModel):
         # model_name reaches MLflow's search filters, so it obeys the same allow-list.
         what = info.field_name if info.field_name == "model_name" else f"{info.field_name} column"
         return None if value is None else check_identifier(value, what)
+
+    @field_validator("spark_driver_memory", "spark_executor_memory")
+    @classmethod
+    def _memory(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and not re.fullmatch(r"[1-9][0-9]*[kmgt]?", value.lower()):
+            raise ValueError(f"{info.field_name} must be a JVM memory size such as 512m or 2g, not {value!r}")
+        return value
 
     @field_validator("features", "review_columns", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from ecoval_ops.exceptions import EcovalError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_JARS_ENV", "LOG4J_ENV", "MASTER_ENV", "spark_session"]
+__all__ = ["DELTA_JARS_ENV", "LOG4J_ENV", "MASTER_ENV", "SparkSizing", "spark_session"]
 
 DELTA_JARS_ENV = "ECOVAL_DELTA_JARS"
 MASTER_ENV = "ECOVAL_SPARK_MASTER"
@@ -34,18 +35,41 @@ LOG4J_ENV = "ECOVAL_SPARK_LOG4J"
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 
 
+@dataclass(frozen=True)
+class SparkSizing:
+    """What one Spark application of a run may take (the run's ``spark_*`` settings).
+
+    Every task of a DAG run starts its own application; unsized, each takes every core of a
+    standalone cluster (``spark.cores.max`` unset) and the next one waits for them.
+
+    Attributes:
+        cores: ``spark.cores.max`` on a cluster, ``local[cores]`` in local mode; None: all.
+        driver_memory: ``spark.driver.memory``; None: 4g in local mode, where the driver does all
+            the work (Spark's 1g thrashes on a million 64-d embeddings), 1g on a cluster.
+        executor_memory: ``spark.executor.memory`` on a cluster; None: Spark's default.
+    """
+
+    cores: int | None = None
+    driver_memory: str | None = None
+    executor_memory: str | None = None
+
+
 def spark_session(
-    app_name: str = "ecoval", *, master: str | None = None, shuffle_partitions: int = 4, driver_memory: str = "4g"
+    app_name: str = "ecoval",
+    *,
+    master: str | None = None,
+    shuffle_partitions: int = 4,
+    sizing: SparkSizing | None = None,
 ) -> SparkSession:
     """Return the active SparkSession, or start one with Delta Lake configured.
 
     Args:
         app_name: Spark application name.
-        master: Spark master URL. Default ``$ECOVAL_SPARK_MASTER``, else ``local[*]``.
+        master: Spark master URL. Default ``$ECOVAL_SPARK_MASTER``, else ``local[*]`` (or
+            ``local[N]`` where ``sizing`` names N cores).
         shuffle_partitions: ``spark.sql.shuffle.partitions`` (Spark's 200 is far too many for
             one machine). Default 4.
-        driver_memory: ``spark.driver.memory`` of a new session (in local mode the driver does
-            all the work; Spark's 1g thrashes on a million 64-d embeddings). Default 4g.
+        sizing: the cores and memory the new application takes. Default :class:`SparkSizing`'s.
 
     Raises:
         EcovalError: ``ECOVAL_DELTA_JARS`` names a folder without jars.
@@ -56,8 +80,11 @@ def spark_session(
 
     log4j = Path(os.environ.get(LOG4J_ENV) or _LOG4J).resolve().as_uri()
 
+    sizing = sizing or SparkSizing()
+    master = master or os.environ.get(MASTER_ENV) or f"local[{sizing.cores or '*'}]"
+    local = master.startswith("local")
     builder = (
-        SparkSession.builder.master(master or os.environ.get(MASTER_ENV, "local[*]"))
+        SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
@@ -67,10 +94,14 @@ def spark_session(
         # Delta reads its log with 50 partitions by default: far too many tasks on one machine.
         .config("spark.databricks.delta.snapshotPartitions", str(shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.memory", driver_memory)
+        .config("spark.driver.memory", sizing.driver_memory or ("4g" if local else "1g"))
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
         .config("spark.executor.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
     )
+    if not local and sizing.cores is not None:
+        builder = builder.config("spark.cores.max", str(sizing.cores))
+    if not local and sizing.executor_memory is not None:
+        builder = builder.config("spark.executor.memory", sizing.executor_memory)
     folder = os.environ.get(DELTA_JARS_ENV)
     if folder:
         jars = sorted(str(p) for p in Path(folder).glob("*.jar"))

@@ -33,6 +33,7 @@ from ecoval_ops.process import fault_point
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from ecoval_ops.lakehouse.spark import SparkSizing
     from ecoval_ops.valuation.protocols import Clusterer
 
 __all__ = ["DeltaRsEngine", "Engine", "SparkEngine", "engine_for", "value_target"]
@@ -165,19 +166,24 @@ class SparkEngine:
     clustered by MLlib.
 
     Args:
-        spark: a session; ``None`` starts the embedded one (``local[*]`` with Delta).
+        spark: a session; ``None`` starts one when first needed (``$ECOVAL_SPARK_MASTER``, else
+            ``local[*]``, with Delta).
         mllib_min_rows: training rows from which MLlib clusters. Default 50_000.
+        sizing: the cores and memory of the session it starts (the run's ``spark_*`` settings).
     """
 
-    def __init__(self, spark: SparkSession | None = None, *, mllib_min_rows: int = 50_000) -> None:
+    def __init__(
+        self, spark: SparkSession | None = None, *, mllib_min_rows: int = 50_000, sizing: SparkSizing | None = None
+    ) -> None:
         self.spark = spark
         self.mllib_min_rows = mllib_min_rows
+        self.sizing = sizing
 
     def _session(self) -> SparkSession:
         if self.spark is None:
             from ecoval_ops.lakehouse.spark import spark_session
 
-            self.spark = spark_session()
+            self.spark = spark_session(sizing=self.sizing)
         return self.spark
 
     def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
@@ -252,5 +258,8 @@ def engine_for(cfg: RunConfig, **options: Any) -> Engine:
     if cfg.engine == "delta-rs":
         return DeltaRsEngine()
     if cfg.engine == "spark":
-        return SparkEngine(**options)
+        from ecoval_ops.lakehouse.spark import SparkSizing
+
+        sizing = SparkSizing(cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory)
+        return SparkEngine(**{"sizing": sizing, **options})
     raise EcovalError(f"unknown engine {cfg.engine!r}")

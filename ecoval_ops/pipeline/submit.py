@@ -34,14 +34,14 @@ Job = Literal["embed", "cluster", "propagate"]
 def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     from ecoval_ops.config import load_config
     from ecoval_ops.pipeline import steps
-    from ecoval_ops.pipeline.engines import SparkEngine
+    from ecoval_ops.pipeline.engines import engine_for
 
-    engine = SparkEngine()
     if job == "embed":
         if args.config is None or args.ref is not None:
             raise EcovalError("the embed job takes --config (the run's settings) and no --ref")
         detected = steps.detect(load_config(args.config, engine="spark"))
-        return {"detection": detected.to_dict(), "rows_embedded": steps.embed(detected.run, engine)}
+        rows = steps.embed(detected.run, engine_for(detected.run.config))
+        return {"detection": detected.to_dict(), "rows_embedded": rows}
     if args.ref is None or args.config is not None:
         raise EcovalError(
             f"the {job} job takes --ref, the run reference of the decide step, and no --config: the run's settings "
@@ -51,6 +51,7 @@ def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         ref = steps.RunRef.from_dict(json.loads(args.ref))
     except (ValueError, KeyError, TypeError) as e:
         raise EcovalError(f"--ref is not a run reference: {e}") from e
+    engine = engine_for(ref.run.config)
     if job == "cluster":
         return {"shards": steps.cluster(ref, engine)}
     return {"rows_valued": steps.propagate(ref, engine)}

@@ -37,7 +37,9 @@ def test_an_unattended_run_without_table_settings_is_skipped_with_one_line(stack
 def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(stack) -> None:
     table = stack.lakehouse / "events_spark"
     write_deltalake(str(table), blob_rows(0, 300))
-    run_id = stack.trigger(DAG, {"table": str(table), "engine": "spark", "clusters": 3, "shards": 2, **COLUMNS})
+    # Each Spark task is sized by the run's settings (defect c): one core and 512 MB executors.
+    conf = {"table": str(table), "engine": "spark", "spark_cores": 1, "spark_executor_memory": "512m"}
+    run_id = stack.trigger(DAG, {**conf, "clusters": 3, "shards": 2, **COLUMNS})
     assert stack.wait_run(DAG, run_id) == "success", stack.states(DAG, run_id)
 
     values = DeltaTable(str(table)).to_pyarrow_table(columns=["row_id", "ecoval_value"])
@@ -55,5 +57,8 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     assert sorted(c.data.tags["ecoval.shard"] for c in children) == ["shard-0", "shard-1"]
     version = client.get_model_version_by_alias("ecoval_events_spark", "current")
     assert version.run_id == parent.info.run_id
-    # The Spark application ran on the standalone master, not in local mode.
-    assert any("ecoval" in app["name"] for app in stack.spark_applications())
+    # The embed, propagate and write tasks each ran an application on the standalone master.
+    apps = [app for app in stack.spark_applications() if app["name"] == "ecoval"]
+    assert len(apps) >= 3
+    assert {app["cores"] for app in apps} == {1}
+    assert {app.get("memoryperexecutor", app.get("memoryperslave")) for app in apps} == {512}
