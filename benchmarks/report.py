@@ -269,6 +269,32 @@ def scale_section(results: Path) -> list[str]:
     return [*lines, "", "![scale](benchmarks/plots/scale.png)", ""]
 
 
+def stack_section(results: Path) -> list[str]:
+    r = load_result(results, "stack")
+    lines = ["## Under a real scheduler", ""]
+    if r is None:
+        return [*lines, "No stack results (`make bench-stack`).", ""]
+    startup = r["startup"]
+    lines += [
+        f"`ecoval_nightly` on a {r['rows']:,}-row table, triggered through Airflow's REST API on the native stack "
+        "(Postgres, Redis, Spark standalone master + 1 worker of 2 cores, MLflow on Postgres, Airflow 3 with the "
+        f"LocalExecutor). The stack was up in {max(startup[k] for k in ('airflow', 'mlflow', 'spark')):.0f} s "
+        f"(Airflow's `db migrate` {startup['airflow_db_migrate']:.0f} s) with {startup['memory_mb']:,.0f} MB "
+        "resident.",
+        "",
+        "| run | engine | sizing | wall s | " + " | ".join(TASKS) + " |",
+        "|---|---|---|---|" + "---|" * len(TASKS),
+    ]
+    for name, run in r["runs"].items():
+        sizing = ", ".join(f"{k}={v}" for k, v in run["sizing"].items()) or "unsized"
+        tasks = " | ".join(f"{run['tasks'].get(t, 0.0):.1f}" for t in TASKS)
+        lines.append(f"| {name} | {run['engine']} | {sizing} | {run['wall_s']:.0f} | {tasks} |")
+    return [*lines, ""]
+
+
+TASKS = ("embed", "cluster", "train_shard[0]", "fit_model", "propagate", "write", "report")
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -298,6 +324,7 @@ def main(argv: list[str] | None = None) -> str:
         *tuning_section(args.results),
         *batched_section(args.results),
         *scale_section(args.results),
+        *stack_section(args.results),
     ]
     notes = HERE / "NOTES.md"
     if notes.exists():
