@@ -152,9 +152,9 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
         InvalidInputError: no such table or row, a row not valued yet, a run or model version
             the MLflow store does not hold.
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    from ecoval_ops.tracking.runs import ValuationTracker
     from ecoval_ops.valuation.propagation import nearest_members
 
     mark = read_watermark(table)
@@ -171,10 +171,8 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     run_id, version = col("ecoval_run_id"), col("ecoval_model_version")
     params, tags = (params, tags) if run_id == mark.run_id else _run_params(tracking_uri, run_id)
     name = params.get("model_name") or f"ecoval_{Path(table).name}"
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+        model = ValuationTracker(tracking_uri, params.get("experiment", "ecoval")).load_model(name, str(version))
     except MlflowException as e:
         raise InvalidInputError(f"model {name} version {version} is not in the MLflow store {tracking_uri}") from e
     ev, members_keys = model.ecoval, model.member_keys

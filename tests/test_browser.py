@@ -98,7 +98,7 @@ def stack_mlflow_ui(stack, tmp_path):
     write_deltalake(str(path), blob_rows(0, 300))
     cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3).model_copy(update={"mlflow_uri": stack.mlflow_uri})
     run_id = run_valuation(cfg).run_id
-    return stack.mlflow_uri, MlflowClient(stack.mlflow_uri).get_run(run_id).info.experiment_id, run_id
+    return stack.mlflow_uri, stack.mlflow().get_run(run_id).info.experiment_id, run_id
 
 
 @pytest.mark.parametrize(

@@ -387,32 +387,44 @@ class ValuationTracker:
             return None
         return str(max(int(v.version) for v in found)) if found else None
 
+    def load_model(self, model_name: str, version: str) -> Any:
+        """The python model of a registered version (what its pyfunc wraps).
+
+        Loaded from the version's logged model through this store, never through the
+        process's registry URI, which may name another store.
+
+        Raises:
+            MlflowException: no such model version.
+        """
+        import mlflow
+
+        source = self._client().get_model_version(model_name, version).source
+        with self._fluent():
+            return mlflow.pyfunc.load_model(source).unwrap_python_model()
+
     def load_current(self, model_name: str) -> tuple[EcoVal, str] | None:
         """The valuation model with alias ``current`` and its version, or None if there is none."""
-        import mlflow
         from mlflow.exceptions import MlflowException
 
-        client = self._client()
         try:
-            version = client.get_model_version_by_alias(model_name, CURRENT_ALIAS)
+            version = str(self._client().get_model_version_by_alias(model_name, CURRENT_ALIAS).version)
         except MlflowException:
             return None
-        with self._fluent():
-            model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CURRENT_ALIAS}")
-        return model.unwrap_python_model().ecoval, str(version.version)
+        return self.load_model(model_name, version).ecoval, version
 
     @contextmanager
     def _fluent(self) -> Iterator[None]:
-        """Point MLflow's process-global URIs at this store for a fluent-API call.
+        """Point MLflow's process-global tracking URI at this store for a fluent-API call, then restore it.
 
-        The tracking URI is restored afterwards; the registry URI stays on this store, as it
-        was before this helper existed.
+        The registry URI is left alone: ``mlflow.set_registry_uri`` also exports
+        ``MLFLOW_REGISTRY_URI``, after which every client of the process and of its children
+        registers models in this store whatever tracking URI it is given. Registration goes
+        through a client with an explicit registry URI instead.
         """
         import mlflow
 
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
         try:
             yield
         finally:

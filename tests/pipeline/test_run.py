@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,18 @@ def setup(tmp_path):
     write_deltalake(str(path), blob_rows(0, 400))
     cfg = run_config(path, tmp_path, engine="delta-rs", clusters=4)
     return path, cfg
+
+
+def test_a_run_leaves_the_process_mlflow_uris_alone(setup, monkeypatch) -> None:
+    import mlflow
+
+    # MLflow's set_registry_uri exports MLFLOW_REGISTRY_URI: every later client of the process
+    # (and of its children) would then register models in this run's store.
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    run_valuation(setup[1])
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (tracking, registry)
 
 
 def test_refit_then_noop_then_incremental(setup) -> None:

@@ -177,6 +177,12 @@ class Stack:
         content = reply.get("content", [])
         return "\n".join(str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content)
 
+    def mlflow(self) -> Any:
+        """A client of the stack's MLflow server, for tracking and the registry alike."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.mlflow_uri, registry_uri=self.mlflow_uri)
+
     def spark_applications(self) -> list[dict[str, Any]]:
         """The applications the Spark master has run or is running."""
         with urllib.request.urlopen(f"{self.spark_ui}/json/", timeout=10) as r:

@@ -1,19 +1,22 @@
 """Faults under the real scheduler (issue 14, test 4 and defect a): a shard's process killed with
 SIGKILL is retried and every row is valued once; a failed shard fails the run, and the MLflow
-parent is closed FAILED only after every other task has ended."""
+parent is closed FAILED only after every other task has ended; a run killed outside Airflow is
+closed KILLED by the next nightly run of its table."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import datetime
 
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from mlflow import MlflowClient
 
+from ecoval_ops.process import FAULT_ENV
 from tests.conftest import blob_rows
 from tests.stack.services import GPU_POOL, ApiError
 
@@ -52,7 +55,7 @@ def _when_running(stack, run_id: str, index: int) -> dict:
 
 
 def _children(stack, parent_id: str) -> list:
-    client = MlflowClient(stack.mlflow_uri)
+    client = stack.mlflow()
     parent = client.get_run(parent_id)
     return list(
         client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
@@ -89,7 +92,34 @@ def test_a_failed_shard_fails_the_run_and_the_parent_closes_after_the_other_shar
     states = stack.states(DAG, run_id)
     assert states["train_shard[0]"] == "success" and states["train_shard[2]"] == "success", states
     assert states["mark_failed"] == "failed" and states["write"] == "upstream_failed", states
-    parent = MlflowClient(stack.mlflow_uri).get_run(_parent_id(stack, run_id))
+    parent = stack.mlflow().get_run(_parent_id(stack, run_id))
     assert parent.info.status == "FAILED"
     last_shard_end = max(datetime.fromisoformat(_shard(stack, run_id, i)["end_date"]) for i in (0, 2))
     assert parent.info.end_time / 1000 >= last_shard_end.timestamp()
+
+
+def test_a_run_killed_outside_airflow_is_closed_by_the_next_nightly_run(stack, tmp_path) -> None:
+    table = stack.lakehouse / "faults_killed_cli"
+    write_deltalake(str(table), blob_rows(0, 300))
+    env = {**os.environ, FAULT_ENV: "shard_trained"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", "delta-rs", "--table", str(table),
+         "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--clusters", "3",
+         "--mlflow-uri", stack.mlflow_uri],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    client = stack.mlflow()
+    experiment = client.get_experiment_by_name("ecoval").experiment_id
+    (orphan,) = client.search_runs(
+        [experiment], filter_string=f"attributes.status = 'RUNNING' and tags.`ecoval.table` = '{table}'"
+    )
+    workspace = table.parent / "_ecoval" / table.name / "runs" / orphan.info.run_id
+    assert workspace.exists()
+
+    run_id = stack.trigger(DAG, {"table": str(table), "key": "row_id", "label": "label", "features": "f0,f1,f2",
+                                 "engine": "delta-rs", "clusters": 3})  # fmt: skip
+    assert stack.wait_run(DAG, run_id) == "success", stack.states(DAG, run_id)
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+    assert not workspace.exists()
+    assert "closed MLflow run" in stack.log(DAG, run_id, "decide")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from mlflow import MlflowClient
 
 from tests.conftest import blob_rows
 
@@ -47,7 +46,7 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     assert values.column("ecoval_value").null_count == 0
     assert pc.count_distinct(values.column("row_id")).as_py() == 300
 
-    client = MlflowClient(stack.mlflow_uri)
+    client = stack.mlflow()
     parent = client.get_run(_parent_run(stack, run_id))
     assert parent.info.status == "FINISHED"
     assert parent.data.params["engine"] == "spark"
