@@ -1,8 +1,9 @@
 """ecoval_nightly: value the new rows of Delta tables every night (architecture.md, data flow).
 
 detect -> embed -> decide -> branch: refit (cluster -> LCO shards, mapped, pool ``ecoval_gpu``
--> fit_model) or incremental -> propagate -> write (one MERGE) -> report. Each task calls one
-function of :mod:`ecoval_ops.pipeline.tasks`; tasks pass references, never data.
+and queue ``$ECOVAL_GPU_QUEUE``, default ``gpu`` -> fit_model) or incremental -> propagate ->
+write (one MERGE) -> report. Each task calls one function of :mod:`ecoval_ops.pipeline.tasks`;
+tasks pass references, never data.
 
 One DAG per table: with ``ECOVAL_TABLES`` naming a YAML list of tables
 (:mod:`ecoval_ops.pipeline.catalog`), each entry is the DAG ``ecoval_nightly__<name>``, whose
@@ -44,6 +45,9 @@ from ecoval_ops.pipeline import tasks
 from ecoval_ops.pipeline.catalog import TABLES_ENV, TableEntry, read_tables, source_uri, values_uri
 
 GPU_POOL = "ecoval_gpu"
+# Celery routes the shards to the workers that listen on this queue (the GPU workers); a
+# deployment without one sets ECOVAL_GPU_QUEUE=default. The LocalExecutor ignores queues.
+GPU_QUEUE = os.environ.get("ECOVAL_GPU_QUEUE") or "gpu"
 _TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 _DEFAULT_ARGS = {"owner": "ecoval", "retries": 2, "retry_delay": timedelta(minutes=1)}
 
@@ -115,7 +119,7 @@ def nightly(
         def cluster(ref: dict[str, Any]) -> list[int]:
             return tasks.cluster(ref)
 
-        @task(pool=GPU_POOL)
+        @task(pool=GPU_POOL, queue=GPU_QUEUE)
         def train_shard(ref: dict[str, Any], index: int) -> int:
             return tasks.train_shard(ref, index)
 

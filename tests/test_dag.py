@@ -63,6 +63,8 @@ def test_dag_integrity(dag) -> None:
         assert task.owner == "ecoval"
         assert task.retries == (0 if task.task_id == "mark_failed" else 2)
     assert dag.get_task("train_shard").pool == "ecoval_gpu"
+    # Only the shards go to the GPU workers' queue.
+    assert {t.task_id for t in dag.tasks if t.queue == "gpu"} == {"train_shard"}
     # The params are RunConfig's fields (minus the terminal's output switches), empty by default.
     assert list(dag.params.keys()) == [s.name for s in settings() if s.name not in OUTPUT_SETTINGS]
     assert {"learner", "device", "k_neighbors", "c_kappa", "image_col", "embedder", "weights"} <= set(dag.params)

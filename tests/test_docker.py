@@ -41,6 +41,7 @@ def test_compose_file_has_every_service_of_the_stack(compose) -> None:
         "airflow-dag-processor",
         "airflow-triggerer",
         "airflow-worker",
+        "airflow-worker-gpu",
         "mlflow",
         "spark-master",
         "spark-worker",
@@ -50,6 +51,10 @@ def test_compose_file_has_every_service_of_the_stack(compose) -> None:
     assert "lakehouse" in compose["volumes"]
     for name in ("airflow-worker", "mlflow", "spark-master", "spark-worker"):
         assert any(v.startswith("lakehouse:") for v in services[name]["volumes"]), name
+    # The GPU worker takes the shards' queue only, the other worker every queue but that one.
+    assert services["airflow-worker-gpu"]["command"] == "celery worker --queues ${ECOVAL_GPU_QUEUE:-gpu}"
+    assert services["airflow-worker"]["command"] == "celery worker --queues default"
+    assert "deploy" in services["airflow-worker-gpu"] and "deploy" not in services["airflow-worker"]
     env = services["airflow-worker"]["environment"]
     assert env["ECOVAL_MLFLOW_URI"] == "http://mlflow:5000"
     assert env["ECOVAL_SPARK_MASTER"] == "spark://spark-master:7077"
