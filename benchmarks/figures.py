@@ -24,6 +24,9 @@ LABELS = {
     "loo": "Leave-one-out",
     "tmc_shapley": "TMC-Shapley",
     "random": "Random",
+    "cleanlab": "cleanlab (RF 200, 5-fold)",
+    "cleanlab_logistic": "cleanlab (logistic, 5-fold)",
+    "knn_agreement": "kNN label agreement (k=20)",
 }
 """How each method is named in tables and legends."""
 

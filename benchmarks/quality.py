@@ -36,7 +36,14 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score, roc_auc_score
 
 from ecoval_ops.valuation import EcoVal, FeatureSpace
-from ecoval_ops.valuation.baselines import data_oob, knn_shapley, leave_one_out, tmc_shapley
+from ecoval_ops.valuation.baselines import (
+    confident_learning,
+    data_oob,
+    knn_agreement,
+    knn_shapley,
+    leave_one_out,
+    tmc_shapley,
+)
 from ecoval_ops.valuation.removal import SHARES, RemovalCurve, removal_curve
 from ecoval_ops.valuation.result import ValuationResult
 
@@ -152,6 +159,11 @@ METHODS: dict[str, Callable[[Split, int], ValuationResult]] = {
     "data_oob": lambda s, seed: data_oob(s.X_train, s.y_train, s.X_val, s.y_val, n_estimators=200, seed=seed),
     "loo": lambda s, seed: leave_one_out(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed),
     "tmc_shapley": lambda s, seed: tmc_shapley(s.X_train, s.y_train, s.X_val, s.y_val, budget=TMC_BUDGET, seed=seed),
+    "cleanlab": lambda s, seed: confident_learning(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed),
+    "cleanlab_logistic": lambda s, seed: confident_learning(
+        s.X_train, s.y_train, s.X_val, s.y_val, learner="logistic", seed=seed
+    ),
+    "knn_agreement": lambda s, seed: knn_agreement(s.X_train, s.y_train, s.X_val, s.y_val, k=20),
     "random": lambda s, seed: ValuationResult(
         np.random.default_rng(seed + 10_000).random(s.y_train.size), method="random", n_trainings=0
     ),
@@ -266,6 +278,19 @@ def join_x1(parts: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
+def merged(
+    folder: Path, name: str, result: dict[str, object], curves: dict[str, object]
+) -> tuple[dict[str, object], dict[str, object]]:
+    """``result`` and ``curves`` added to the protocol's files in ``folder`` (same seeds), method by method."""
+    old = json.loads((folder / f"{name}.json").read_text())
+    if old["seeds"] != result["seeds"]:
+        raise SystemExit(f"{name}: results for seeds {old['seeds']} cannot take methods run on {result['seeds']}")
+    old_curves = json.loads((folder / "curves" / f"{name}.json").read_text())
+    old["methods"].update(result["methods"])  # type: ignore[arg-type]
+    old_curves["methods"].update(curves["methods"])  # type: ignore[arg-type]
+    return old, old_curves
+
+
 def summary_line(result: dict[str, object]) -> str:
     """One line per method: mean AUROC, F1, rm20, trainings, median wall time."""
     lines = [f"{result['protocol']}: {result['dataset']} {result['split']} noise {result['noise']}"]
@@ -284,12 +309,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge", action="store_true", help="add the methods run to the results in --out instead of replacing them"
+    )
     args = parser.parse_args(argv)
     (args.out / "curves").mkdir(parents=True, exist_ok=True)
     names = [p for name in args.protocols for p in (X1_PARTS if name == "X1" else [name])]
     results = {}
     for name in names:
         result, curves = run_protocol(PROTOCOLS[name], args.seeds, args.methods)
+        if args.merge:
+            result, curves = merged(args.out, name, result, curves)
         results[name] = result
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "curves" / f"{name}.json").write_text(json.dumps(curves, indent=2) + "\n")

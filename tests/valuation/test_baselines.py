@@ -10,8 +10,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
 from ecoval_ops.valuation.baselines import (
+    confident_learning,
     data_oob,
     exact_shapley,
+    knn_agreement,
     knn_shapley,
     leave_one_out,
     shapley_from_game,
@@ -151,3 +153,27 @@ def test_leave_one_out_batched_agrees_with_sklearn_loop(small_data) -> None:
     oracle = leave_one_out(X, y, Xv, yv, learner=LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000)).values
     np.testing.assert_allclose(batched, oracle, atol=5e-4)
     assert list(itertools.islice(np.argsort(batched), 5)) == list(itertools.islice(np.argsort(oracle), 5))
+
+
+def test_knn_agreement_is_the_share_of_neighbours_with_the_same_label() -> None:
+    # Two tight groups on a line; row 2 carries group a's position with group b's label.
+    X = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
+    y = np.array([0, 0, 1, 1, 1, 1])
+    result = knn_agreement(X, y, X, y, k=2)
+    np.testing.assert_allclose(np.asarray(result), [0.5, 0.5, 0.0, 1.0, 1.0, 1.0])
+    assert result.method == "knn_agreement" and result.n_trainings == 0
+    # Exact duplicates: the row itself is never its own neighbour, wherever the search puts it.
+    twins = knn_agreement(np.array([[0.0], [0.0], [0.0], [9.0]]), np.array([0, 1, 1, 0]), X, y, k=2)
+    np.testing.assert_allclose(np.asarray(twins)[:3], [0.0, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("learner", ["random_forest", "logistic"])
+def test_confident_learning_ranks_flipped_rows_low(learner) -> None:
+    X, y = blobs(400, noise=0.0, seed=3)
+    flipped = np.zeros(y.size, bool)
+    flipped[::10] = True
+    y_noisy = np.where(flipped, (y + 1) % 3, y)
+    result = confident_learning(X, y_noisy, X[:50], y[:50], learner=learner, n_estimators=50, seed=0)
+    values = np.asarray(result)
+    assert result.method == "cleanlab" and result.n_trainings == 5
+    assert values[flipped].mean() < 0.3 < 0.7 < values[~flipped].mean()
