@@ -16,7 +16,17 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 RESULTS = BENCHMARKS / "results"
-METHODS = {"ecoval", "knn_shapley", "data_oob", "loo", "tmc_shapley", "random"}
+METHODS = {
+    "ecoval",
+    "knn_shapley",
+    "data_oob",
+    "loo",
+    "tmc_shapley",
+    "cleanlab",
+    "cleanlab_logistic",
+    "knn_agreement",
+    "random",
+}
 RECORD = {"auroc", "f1", "rm20", "trainings", "wall_s"}
 
 pytestmark = pytest.mark.slow
