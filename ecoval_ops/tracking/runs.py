@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["CURRENT_ALIAS", "OWNER_TAG", "PastRun", "Shard", "ValuationTracker", "model_description", "model_signature"]
 
 CURRENT_ALIAS = "current"
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 OWNER_TAG = "ecoval.owner"
 """Tag of a parent run opened outside an orchestrator: the process that opened it."""
 _MODEL_CODE = Path(__file__).with_name("_model_code.py")
@@ -416,19 +417,30 @@ class ValuationTracker:
     def _fluent(self) -> Iterator[None]:
         """Point MLflow's process-global tracking URI at this store for a fluent-API call, then restore it.
 
+        MLflow's artifact progress bars are off meanwhile, so a quiet run stays quiet.
+
         The registry URI is left alone: ``mlflow.set_registry_uri`` also exports
         ``MLFLOW_REGISTRY_URI``, after which every client of the process and of its children
         registers models in this store whatever tracking URI it is given. Registration goes
         through a client with an explicit registry URI instead.
         """
+        import os
+
         import mlflow
 
         previous = mlflow.get_tracking_uri()
+        # MLflow draws download progress bars on stderr wherever tqdm is installed.
+        bars = os.environ.get(_PROGRESS_BAR_ENV)
         mlflow.set_tracking_uri(self.tracking_uri)
+        os.environ[_PROGRESS_BAR_ENV] = "false"
         try:
             yield
         finally:
             mlflow.set_tracking_uri(previous)
+            if bars is None:
+                os.environ.pop(_PROGRESS_BAR_ENV, None)
+            else:
+                os.environ[_PROGRESS_BAR_ENV] = bars
 
     def _artifact_location(self) -> str | None:
         """Where a new experiment keeps its artifacts.
