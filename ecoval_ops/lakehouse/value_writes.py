@@ -175,17 +175,18 @@ def retry_conflicts(
     import random
     import time
 
-    for attempt in range(MERGE_ATTEMPTS):
+    attempt = 0
+    while True:
         try:
             return commit()
         except conflict as e:
-            if attempt + 1 >= MERGE_ATTEMPTS:
+            attempt += 1
+            if attempt >= MERGE_ATTEMPTS:
                 raise ConcurrentWriteError(
                     f"{path} changed under {MERGE_ATTEMPTS} attempts of {what} (concurrent writers); "
                     f"nothing was written, run again: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 ) from e
-            time.sleep(MERGE_BACKOFF_S * 2**attempt * (1 + random.random()))
-    raise AssertionError("unreachable")
+            time.sleep(MERGE_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random()))
 
 
 def read_watermark(path: str | Path) -> Watermark | None:

@@ -35,7 +35,6 @@ __all__ = [
     "fail",
     "failed_tasks",
     "fit_model",
-    "missing_settings",
     "notify",
     "propagate",
     "report",
@@ -104,12 +103,6 @@ def config_from_params(params: Mapping[str, Any], variables: Mapping[str, Any] |
     return load_config(None, quiet=True, **resolve_settings(_layers(params, variables)))
 
 
-def missing_settings(params: Mapping[str, Any], variables: Mapping[str, Any] | None = None) -> list[str]:
-    """The required settings (the table, its key and label) no layer gives: a run cannot start without them."""
-    given = resolve_settings(_layers(params, variables), [s.name for s in settings() if s.required])
-    return [s.name for s in settings() if s.required and s.name not in given]
-
-
 def _ref(ref: Mapping[str, Any]) -> steps.RunRef:
     return steps.RunRef.from_dict(dict(ref))
 
@@ -130,7 +123,9 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
         InvalidInputError: invalid settings, or a table other than ``table``.
         AirflowSkipException: an unattended run without the table's settings.
     """
-    missing = missing_settings(params)
+    # Resolved once: each Variable looked up is a call to Airflow's API.
+    resolved = resolve_settings(_layers(params, None))
+    missing = [s.name for s in settings() if s.required and s.name not in resolved]
     if unattended and missing:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -140,7 +135,7 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
         )
         log.warning(message)
         raise AirflowSkipException(message)
-    cfg = config_from_params(params)
+    cfg = load_config(None, quiet=True, **resolved)
     if table is not None and cfg.table != Path(table).expanduser().resolve():
         raise InvalidInputError(
             f"this DAG values {table}; the run asked for {cfg.table}, which belongs to another DAG of the tables file"
