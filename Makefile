@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DELTA_JARS_VERSION := 4.4.0
 JARS := .jars
 
-.PHONY: install jars browser test test-fast stack-test demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load bench-stack clean
+.PHONY: install jars browser test test-fast stack-test docker-test demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load bench-stack clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -55,6 +55,13 @@ test-fast: $(STAMP)
 # Airflow scheduler); the fixture installs postgresql and redis-server with apt-get where it is root.
 stack-test: $(STAMP) browser
 	$(BIN)/python -m pytest -m stack
+
+# The project image built and the compose stack run end to end (tests/docker): installs docker.io,
+# docker-compose and debootstrap where root and missing, starts dockerd when none runs, builds a bookworm
+# base with debootstrap and stand-ins for the postgres and redis images when no registry answers, runs
+# ecoval_nightly through the API server, then tears it all down. About 15 minutes from nothing.
+docker-test: $(STAMP)
+	$(BIN)/python -m pytest -m docker -s tests/docker
 
 demo: $(STAMP)
 	$(BIN)/ecoval demo

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.stack.client import ADMIN, ADMIN_PASSWORD, StackClient
+
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCER_DAGS = Path(__file__).with_name("dags")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 GPU_POOL = "ecoval_gpu"
-ADMIN = "admin"
-ADMIN_PASSWORD = "ecoval-stack-test"
 PACKAGES = {"postgresql": PG_BIN / "initdb", "redis-server": Path("/usr/bin/redis-server")}
 
 
@@ -84,16 +84,8 @@ def missing_services() -> str | None:
     return f"apt-get install {' '.join(missing)} failed: {done.stderr.decode()[-500:]}"
 
 
-class ApiError(RuntimeError):
-    """An error reply of Airflow's REST API."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Stack:
+@dataclass(kw_only=True)
+class Stack(StackClient):
     """The running services: their URLs, folders and processes."""
 
     home: Path
@@ -101,93 +93,14 @@ class Stack:
     pg_port: int
     redis_port: int
     spark_master: str
-    spark_ui: str
-    mlflow_uri: str
-    airflow_url: str
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_s: dict[str, float] = field(default_factory=dict)
     cleanup: list[Path] = field(default_factory=list)
-    _token: str | None = None
 
     def postgres_uri(self, database: str) -> str:
         """A SQLAlchemy URI of one database of the stack's Postgres."""
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.pg_port}/{database}"
-
-    def token(self, username: str = ADMIN, password: str = ADMIN_PASSWORD) -> str:
-        """A JWT of the simple auth manager, from ``POST /auth/token`` (the login a user does)."""
-        body = json.dumps({"username": username, "password": password}).encode()
-        request = urllib.request.Request(
-            f"{self.airflow_url}/auth/token", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return str(json.load(r)["access_token"])
-
-    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Call Airflow's REST API (``/api/v2/...``) as the admin user; the decoded JSON reply."""
-        if self._token is None:
-            self._token = self.token()
-        request = urllib.request.Request(
-            f"{self.airflow_url}/api/v2/{path.lstrip('/')}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as r:
-                text = r.read()
-        except urllib.error.HTTPError as e:
-            raise ApiError(e.code, f"{method} {path}: HTTP {e.code} {e.read().decode(errors='replace')[:1000]}") from e
-        return json.loads(text) if text else None
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """``POST /api/v2/dags/{dag_id}/dagRuns``; the new run's id."""
-        reply = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
-        return str(reply["dag_run_id"])
-
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
-        """Wait for a DAG run to end; its final state."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = str(self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"])
-            if state in ("success", "failed"):
-                return state
-            time.sleep(1)
-        states = self.states(dag_id, run_id)
-        raise TimeoutError(f"{dag_id} run {run_id} did not end in {timeout:.0f} s; tasks: {states}")
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """Every task instance of a run (mapped ones included)."""
-        reply = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
-        return list(reply["task_instances"])
-
-    def states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        """``task_id[map_index]`` -> state of each task instance of a run."""
-        return {
-            f"{ti['task_id']}" + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-            for ti in self.task_instances(dag_id, run_id)
-        }
-
-    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
-        """A task instance's log, as the UI shows it."""
-        reply = self.api(
-            "GET",
-            f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}",
-        )
-        content = reply.get("content", [])
-        return "\n".join(str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content)
-
-    def mlflow(self) -> Any:
-        """A client of the stack's MLflow server, for tracking and the registry alike."""
-        from mlflow import MlflowClient
-
-        return MlflowClient(self.mlflow_uri, registry_uri=self.mlflow_uri)
-
-    def spark_applications(self) -> list[dict[str, Any]]:
-        """The applications the Spark master has run or is running."""
-        with urllib.request.urlopen(f"{self.spark_ui}/json/", timeout=10) as r:
-            state = json.load(r)
-        return list(state.get("activeapps", [])) + list(state.get("completedapps", []))
 
     def stop(self) -> None:
         """Stop every service by its recorded PID (its process group), newest first."""

@@ -18,7 +18,8 @@ from deltalake import DeltaTable, write_deltalake
 
 from ecoval_ops.process import FAULT_ENV
 from tests.conftest import blob_rows
-from tests.stack.services import GPU_POOL, ApiError
+from tests.stack.client import ApiError
+from tests.stack.services import GPU_POOL
 
 pytestmark = [pytest.mark.stack, pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
 
