@@ -32,6 +32,7 @@ TOOLS = {
     "docker-compose": "docker-compose",
     "debootstrap": "debootstrap",
     "iptables": "iptables",
+    "nft": "nftables",
 }
 BASE_IMAGE = "debian:bookworm-slim"
 LOCAL_IMAGES = {"postgres": "ecoval-local/postgres:15", "redis": "ecoval-local/redis:7"}

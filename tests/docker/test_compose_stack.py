@@ -156,11 +156,18 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
         services = local_service_images(base)
         timings["service_images"] = time.monotonic() - mark
         # The host's extra CAs (a TLS-intercepting proxy to PyPI and Maven Central) go into the build.
-        for certificate in Path("/usr/local/share/ca-certificates").glob("*.crt"):
-            shutil.copy(certificate, DOCKER_DIR / "ca-certificates")
+        copied = [
+            Path(shutil.copy(certificate, DOCKER_DIR / "ca-certificates"))
+            for certificate in Path("/usr/local/share/ca-certificates").glob("*.crt")
+            if not (DOCKER_DIR / "ca-certificates" / certificate.name).exists()
+        ]
         mark = time.monotonic()
-        run(["docker", "build", "-f", str(DOCKER_DIR / "Dockerfile"), "--build-arg", f"BASE_IMAGE={base}",
-             "-t", IMAGE, str(ROOT)], timeout=3600)  # fmt: skip
+        try:
+            run(["docker", "build", "-f", str(DOCKER_DIR / "Dockerfile"), "--build-arg", f"BASE_IMAGE={base}",
+                 "-t", IMAGE, str(ROOT)], timeout=3600)  # fmt: skip
+        finally:
+            for certificate in copied:
+                certificate.unlink()
         timings["project_image"] = time.monotonic() - mark
         size = int(run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE]).stdout)
         ports = {name: _free_port() for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT")}
