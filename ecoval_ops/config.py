@@ -101,9 +101,9 @@ class RunConfig(BaseModel):
         default="logistic", description="model of the leave-cluster-out trainings"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="device of the trainings")
-    k_neighbors: int = Field(default=10, ge=1, description="within-cluster neighbours per row, k")
+    k_neighbors: int = Field(default=10, ge=1, description="within-cluster neighbours of the redundancy, k")
     c_kappa: float = Field(
-        default=5.0, ge=0.0, description="kappa = c_kappa |mu|: a row's own input against its cluster's mean"
+        default=20.0, ge=0.0, description="kappa = c_kappa |mu|: a row's own input against its cluster's mean"
     )
     alert_suspect_share: float | None = Field(
         default=None,

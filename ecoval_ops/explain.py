@@ -3,8 +3,9 @@
 A row's value decomposes as ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)`` with
 ``x_i = alpha_i beta_i``: its cluster's per-row share, plus the kappa term of its own label
 agreement (alpha) and redundancy (beta) against the cluster's mean. ``alpha_i`` comes from the
-row's k nearest members of its cluster in the registered model, shown with their keys, labels
-and similarities ``s_ij = exp(-(d_ij / h_c)^2)``.
+vote of the row's nearest members of its cluster and its halo in the registered model's
+supervised space (with the leave-cluster-out prior), shown with their keys, labels and
+similarities ``exp(-(d_ij / h'_c)^2)``.
 
 Everything is read back: the row and its value columns from the table (delta-rs), the run's
 settings from its MLflow run, and the state, member keys and columns from the model version
@@ -155,7 +156,6 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     from mlflow.exceptions import MlflowException
 
     from ecoval_ops.tracking.runs import ValuationTracker
-    from ecoval_ops.valuation.propagation import nearest_members
 
     mark = read_watermark(table)
     if mark is None:
@@ -178,24 +178,23 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     ev, members_keys = model.ecoval, model.member_keys
     state = ev.state_
     c = int(col("ecoval_cluster"))
-    members = np.flatnonzero(state.clusters == c)
     wanted = [params["label"], *(params.get("features") or params.get("embedding_col") or "").split(",")]
     source = _source_row(params["table"], key_col, key, [c for c in wanted if c])
     z = ev.feature_space_.cluster_space(_embedding(source, params, tags, key_col, key))
-    k = int(n_neighbours or state.k[c])
     exclude = None
     if col("ecoval_mode") == "in_sample" and members_keys is not None:
-        own = np.flatnonzero(np.asarray(members_keys)[members] == key)
+        own = np.flatnonzero(np.asarray(members_keys) == key)
         exclude = np.array([own[0] if own.size else -1], dtype=np.int64)
-    dist, index = nearest_members(state.Z[members], z, min(k, members.size - (exclude is not None)), exclude)
-    similarity = np.exp(-((dist[0] / state.h[c]) ** 2))
+    dist, index = state.vote_neighbours(z, c, exclude)
+    k = min(int(n_neighbours or state.k_vote[c]), index.shape[1])
+    similarity = np.exp(-((dist[0, :k] / state.h_vote[c]) ** 2))
     neighbours = [
         Neighbour(
-            key=None if members_keys is None else np.asarray(members_keys)[members][j],
-            label=ev.classes_[state.y[members][j]],
+            key=None if members_keys is None else np.asarray(members_keys)[j],
+            label=ev.classes_[state.y[j]],
             similarity=float(s),
         )
-        for j, s in zip(index[0], similarity, strict=True)
+        for j, s in zip(index[0, :k], similarity, strict=True)
     ]
     alpha, beta, value = float(col("ecoval_intrinsic")), float(col("ecoval_extrinsic")), float(col("ecoval_value"))
     share = float(state.share[c])
@@ -232,12 +231,13 @@ def text_explanation(e: Explanation) -> list[str]:
         f"    = cluster {e.cluster} share  {e.cluster_share:+.6f}",
         f"    + kappa term        {e.kappa_term:+.6f}  = kappa {e.kappa:.4g} x (alpha x beta {e.alpha * e.beta:+.3f}"
         f" - cluster mean {e.cluster_mean_x:+.3f})",
-        f"  alpha {e.alpha:+.3f} (label agreement with its neighbours, -1..1); beta {e.beta:.3f} "
+        f"  alpha {e.alpha:+.3f} (label agreement with its neighbours and a model that never saw its cluster, "
+        f"-1..1); beta {e.beta:.3f} "
         "(redundancy multiplier, 0..1)",
     ]
     if e.suspect and e.suggested_label is not None:
         lines.append(f"  suggested label {e.suggested_label!r} (confidence {e.label_confidence:.2f})")
-    lines.append(f"  nearest reference rows of cluster {e.cluster}:")
+    lines.append(f"  nearest reference rows of cluster {e.cluster} and its halo (the vote):")
     lines.append(f"    {'key':>12}  {'label':>10}  similarity")
     lines += [f"    {n.key!s:>12}  {n.label!s:>10}  {n.similarity:.3f}" for n in e.neighbours]
     return lines

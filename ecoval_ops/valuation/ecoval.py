@@ -43,7 +43,8 @@ from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior
 __all__ = ["EcoVal"]
 
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+"""2: the label vote's halo, supervised metric and leave-cluster-out prior joined the state."""
 _STATE_FILE = "state.npz"
 _META_FILE = "ecoval.json"
 
@@ -61,9 +62,12 @@ class EcoVal:
         learner: ``"logistic"`` (batched softmax regression), ``"mlp"`` (batched one-hidden-layer
             MLP), a scikit-learn classifier (trained one model at a time) or an object with
             ``predict_proba_masked``. Default ``"logistic"``.
-        k_neighbors: within-cluster neighbours per row, k. Default 10.
+        k_neighbors: within-cluster neighbours of the redundancy ``rho``, k. Default 10.
+        vote_neighbors: neighbours of the intrinsic label vote. Default 20.
+        halo_clusters: nearest other clusters whose members join the vote. Default 2.
+        prior_weight: ``m0``, the leave-cluster-out label prior in pseudo-neighbours. Default 5.0.
         c_kappa: ``kappa = c_kappa |mu|`` weighs a row's effective input against its cluster's
-            mean. Default 5.0.
+            mean. Default 20.0.
         seeds: repeated trainings averaged with common random numbers. Default 1.
         seed: seeds k-means, the half split, sampling and the learner. Default 0.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch learners. Default ``"auto"``.
@@ -77,7 +81,8 @@ class EcoVal:
         production: a :class:`~ecoval_ops.valuation.protocols.ProductionFunction` (section 3);
             ``None`` = :class:`SecondOrderProduction` with ``shrinkage``.
         propagator: a :class:`~ecoval_ops.valuation.protocols.Propagator` (section 4); ``None`` =
-            :class:`NeighbourPropagator` with ``k_neighbors``, ``c_kappa`` and ``empirical_bayes``.
+            :class:`NeighbourPropagator` with ``k_neighbors``, ``vote_neighbors``, ``halo_clusters``,
+            ``prior_weight``, ``c_kappa`` and ``empirical_bayes``.
         shrinkage: James-Stein shrinkage of ``V_c`` and ``I_cd``. Default True.
         empirical_bayes: empirical-Bayes shrinkage of cluster shares. Default True.
 
@@ -108,7 +113,10 @@ class EcoVal:
         utility: UtilityName = "log_likelihood",
         learner: Any = "logistic",
         k_neighbors: int = 10,
-        c_kappa: float = 5.0,
+        vote_neighbors: int = 20,
+        halo_clusters: int = 2,
+        prior_weight: float = 5.0,
+        c_kappa: float = 20.0,
         seeds: int = 1,
         seed: int = 0,
         device: DeviceName = "auto",
@@ -127,6 +135,9 @@ class EcoVal:
         self.utility = utility
         self.learner = learner
         self.k_neighbors = k_neighbors
+        self.vote_neighbors = vote_neighbors
+        self.halo_clusters = halo_clusters
+        self.prior_weight = prior_weight
         self.c_kappa = c_kappa
         self.seeds = seeds
         self.seed = seed
@@ -265,7 +276,12 @@ class EcoVal:
         self.utilities_ = leave_out
         propagator = (
             NeighbourPropagator(
-                k_neighbors=self.k_neighbors, c_kappa=self.c_kappa, empirical_bayes=self.empirical_bayes
+                k_neighbors=self.k_neighbors,
+                vote_neighbors=self.vote_neighbors,
+                halo_clusters=self.halo_clusters,
+                prior_weight=self.prior_weight,
+                c_kappa=self.c_kappa,
+                empirical_bayes=self.empirical_bayes,
             )
             if self.propagator is None
             else self.propagator
@@ -354,7 +370,7 @@ class EcoVal:
             "format_version": _FORMAT_VERSION,
             "params": params,
             "game": {k: v for k, v in asdict(game).items() if not isinstance(v, np.ndarray)},
-            "state": {"kappa": state.kappa, "gamma": state.gamma},
+            "state": {"kappa": state.kappa, "gamma": state.gamma, "prior_weight": state.prior_weight},
             "n_trainings": self.n_trainings_,
             "n_features_in": self.n_features_in_,
         }

@@ -19,8 +19,12 @@ from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propag
 __all__ = ["PARAM_RULES", "check_params"]
 
 
+def _integer(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def _positive_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v >= 1)
+    return _integer(v) and bool(v >= 1)
 
 
 def _learner(v: Any) -> bool:
@@ -40,9 +44,12 @@ PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "predict_proba_masked",
     ),
     "k_neighbors": (_positive_int, "a positive integer"),
+    "vote_neighbors": (_positive_int, "a positive integer"),
+    "halo_clusters": (lambda v: _positive_int(v) or (_integer(v) and v == 0), "an integer >= 0"),
+    "prior_weight": (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "finite and >= 0"),
     "c_kappa": (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "finite and >= 0"),
     "seeds": (_positive_int, "a positive integer"),
-    "seed": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "an integer"),
+    "seed": (_integer, "an integer"),
     "device": (lambda v: v in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
     "max_train_rows": (_positive_int, "a positive integer"),
     "min_cluster_frac": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "in [0, 0.5)"),

@@ -1,17 +1,33 @@
 """Stage 3: from cluster values to row values, in and out of sample (spec sections 4 and 5).
 
-No model is trained. For row i in cluster c, against the other members of c:
+No model is trained. For row i in cluster c:
 
-- ``s_ij = exp(-(dist_ij / h_c)^2)`` over its k nearest members, ``h_c`` the median neighbour
-  distance in c;
-- intrinsic value ``alpha_i = 2 agree_i - 1``, ``agree_i = sum_j s_ij [y_j = y_i] / sum_j s_ij``;
-- redundancy ``rho_i = sum_j s_ij [y_j = y_i]`` and extrinsic multiplier
-  ``beta_i = (1 + rho_i)^(gamma - 1)``;
+- redundancy, against the other members of c in the cluster space ``Z``, over its k nearest
+  (``k_neighbors``, 10): ``s_ij = exp(-(dist_ij / h_c)^2)``, ``h_c`` the median neighbour
+  distance in c, ``rho_i = sum_j s_ij [y_j = y_i]`` and ``beta_i = (1 + rho_i)^(gamma - 1)``;
+- the label vote, against the members of c and of its ``halo_clusters`` nearest clusters (a
+  halo; cluster means in ``Z``), over its ``vote_neighbors`` (20) nearest in the supervised space
+  ``S = Z * w`` (:mod:`ecoval_ops.valuation.supervised`), with ``h'_c`` the median of those
+  distances: ``w_ij = exp(-((d_ij / h'_c)^2 - min_j (d_ij / h'_c)^2))``,
+  ``omega_ij = k w_ij / sum_j w_ij`` and the class scores, the prior ``q_iy`` of the
+  leave-cluster-out fit counting as ``m0`` (``prior_weight``, 5) pseudo-neighbours:
+  ``score_iy = (sum_j omega_ij [y_j = y] + m0 q_iy) / (k + m0)``;
+- intrinsic value ``alpha_i = 2 agree_i - 1``, ``agree_i = score_{i, y_i}``; the label the vote
+  supports, ``argmax_y score_iy``, with its score (what a suspect row's label could be fixed to);
 - effective input ``x_i = alpha_i * beta_i``;
 - empirical-Bayes cluster share ``share_c* = mu + lambda_c (phi_c / n_c - mu)``;
-- row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``, ``kappa = c_kappa |mu|``;
-- the label the neighbourhood supports, ``argmax_y sum_j w_ij [y_j = y]``, with its weighted
-  share (the same weights as ``agree_i``): what a suspect row's label could be fixed to.
+- row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``, ``kappa = c_kappa |mu|``,
+  ``c_kappa`` 20.
+
+Departures from the spec's ``agree_i = sum_j s_ij [y_j = y_i] / sum_j s_ij`` over c's members in
+``Z`` (the halo, the supervised space and the prior), settled on the quality protocols
+(``BENCHMARKS.md``): a row's mislabelling shows best against neighbours that share what predicts
+the label, across a cluster border as well, and against a model that never saw its cluster.
+With ``prior_weight = 0`` and ``halo_clusters = 0`` the vote is the spec's, in the supervised
+space. Every invariant of spec section 6 holds: values stay linear in ``x_i`` and centred per
+cluster (1), identical rows get identical neighbours and priors (3), ``v_i`` rises with
+``agree_i`` (4), ``beta`` is the spec's (5), and a training row valued out of sample leaves
+itself out of both neighbourhoods and gets its cluster's prior (6).
 
 ``kappa`` takes ``|mu|`` rather than the spec's ``mu``: when the full model is worse than the
 prior (``mu < 0``) a signed kappa would reward rows whose labels disagree with their
@@ -20,21 +36,23 @@ neighbours, breaking monotonicity (invariant 4).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.valuation.production import ClusterGame
+from ecoval_ops.valuation.supervised import LabelPrior
 
 __all__ = [
     "NeighbourPropagator",
     "PropagationState",
     "RowInputs",
     "empirical_bayes_shares",
+    "label_scores",
     "nearest_members",
-    "neighbour_inputs",
-    "neighbour_vote",
+    "redundancy",
 ]
 
 _CHUNK_ROWS = 2048
@@ -98,55 +116,67 @@ def nearest_members(
     return dist, index
 
 
-def neighbour_inputs(
-    dist: NDArray[np.float64],
-    same_label: NDArray[np.bool_],
-    h: float,
-    gamma: float,
-) -> RowInputs:
-    """``alpha``, ``beta`` and ``rho`` from the k nearest members of each row.
+def redundancy(
+    dist: NDArray[np.float64], same_label: NDArray[np.bool_], h: float, gamma: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(rho, beta)``: ``rho_i = sum_j s_ij [y_j = y_i]`` and ``beta_i = (1 + rho_i)^(gamma - 1)``.
+
+    ``s_ij = exp(-(d_ij / h)^2)``.
 
     Args:
-        dist: ``(m, k)`` distances to the nearest members.
+        dist: ``(m, k)`` distances to the nearest members of the row's cluster in ``Z``.
         same_label: ``(m, k)`` whether each neighbour carries the row's label.
         h: bandwidth ``h_c`` of the cluster (> 0).
         gamma: returns-to-scale exponent.
-
-    ``agree_i`` is computed with weights rescaled by the nearest neighbour's so that a row far
-    from all members (all ``s_ij`` underflowing) still gets the label vote of its neighbours.
     """
-    scaled = (dist / h) ** 2
-    s = np.exp(-scaled)
-    w = np.exp(-(scaled - scaled.min(axis=1, keepdims=True)))
-    agree = np.sum(w * same_label, axis=1) / np.sum(w, axis=1)
-    rho = np.sum(s * same_label, axis=1)
-    return RowInputs(alpha=2.0 * agree - 1.0, beta=(1.0 + rho) ** (gamma - 1.0), rho=rho)
+    rho = np.sum(np.exp(-((dist / h) ** 2)) * same_label, axis=1)
+    return rho, (1.0 + rho) ** (gamma - 1.0)
 
 
-def _vote_weights(dist: NDArray[np.float64], h: float) -> NDArray[np.float64]:
-    scaled = (dist / h) ** 2
-    return np.asarray(np.exp(-(scaled - scaled.min(axis=1, keepdims=True))), dtype=np.float64)
-
-
-def neighbour_vote(
-    dist: NDArray[np.float64], labels: NDArray[np.int64], h: float, n_classes: int
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """The label the k nearest members support: ``argmax_y sum_j w_ij [y_j = y]`` and its share.
+def label_scores(
+    dist: NDArray[np.float64],
+    labels: NDArray[np.int64],
+    h: float,
+    prior: NDArray[np.float64],
+    prior_weight: float,
+) -> NDArray[np.float64]:
+    """``(m, K)`` class scores ``score_iy = (sum_j omega_ij [y_j = y] + m0 q_iy) / (k + m0)``.
 
     Args:
-        dist: ``(m, k)`` distances to the nearest members.
+        dist: ``(m, k)`` distances to the nearest candidates in the supervised space.
         labels: ``(m, k)`` their class codes.
-        h: bandwidth ``h_c``.
-        n_classes: K.
+        h: bandwidth ``h'_c`` (> 0).
+        prior: ``(m, K)`` prior class scores ``q_iy`` in ``[0, 1]``.
+        prior_weight: ``m0`` >= 0.
 
-    Returns:
-        ``(support, share)``: ``(m,)`` class codes (ties to the lower code) and
-        ``sum_j w_ij [y_j = support_i] / sum_j w_ij``.
+    ``omega_ij = k w_ij / sum_j w_ij`` with weights rescaled by the nearest neighbour's, so that
+    a row far from all candidates (every kernel value underflowing) still gets its neighbours' vote.
     """
-    w = _vote_weights(dist, h)
-    scores = np.stack([np.sum(w * (labels == c), axis=1) for c in range(n_classes)], axis=1)
-    support = np.argmax(scores, axis=1).astype(np.int64)
-    return support, np.take_along_axis(scores, support[:, None], axis=1)[:, 0] / np.sum(w, axis=1)
+    k = dist.shape[1]
+    scaled = (dist / h) ** 2
+    w = np.exp(-(scaled - scaled.min(axis=1, keepdims=True)))
+    omega = k * w / w.sum(axis=1, keepdims=True)
+    votes = np.stack([np.sum(omega * (labels == c), axis=1) for c in range(prior.shape[1])], axis=1)
+    return np.asarray((votes + prior_weight * prior) / (k + prior_weight), dtype=np.float64)
+
+
+def _local_exclude(wanted: NDArray[np.int64], pool: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Positions in ``pool`` (sorted member indices) of the ``wanted`` members, -1 where absent."""
+    local = np.clip(np.searchsorted(pool, wanted), 0, pool.size - 1)
+    return np.where((wanted >= 0) & (pool[local] == wanted), local, -1).astype(np.int64)
+
+
+def _bandwidth(dist: NDArray[np.float64]) -> float:
+    """Bandwidth: the median neighbour distance.
+
+    The mean positive distance (or 1) when the median is 0, as in a cluster of exact
+    duplicates, so that ``dist / h`` stays finite.
+    """
+    median = float(np.median(dist))
+    if median > 0:
+        return median
+    positive = dist[dist > 0]
+    return float(positive.mean()) if positive.size else 1.0
 
 
 def empirical_bayes_shares(
@@ -179,13 +209,20 @@ class PropagationState:
         Z: ``(n, q)`` member embeddings in the cluster space.
         y: ``(n,)`` member class codes.
         clusters: ``(n,)`` member cluster ids.
-        h: ``(p,)`` bandwidths ``h_c``.
-        k: ``(p,)`` neighbours used per cluster, ``min(k_neighbors, n_c - 1)``.
+        h: ``(p,)`` redundancy bandwidths ``h_c``.
+        k: ``(p,)`` redundancy neighbours per cluster, ``min(k_neighbors, n_c - 1)``.
+        halo: ``(p, H)`` the clusters whose members a row of c votes with (c first).
+        h_vote: ``(p,)`` vote bandwidths ``h'_c``.
+        k_vote: ``(p,)`` vote neighbours per cluster, ``min(vote_neighbors, candidates - 1)``.
+        metric: ``(q,)`` feature weights ``w`` of the supervised space.
+        prior_coef: ``(p, q, K)`` leave-cluster-out ridge coefficients ``W_c``.
+        prior_intercept: ``(p, K)`` their intercepts ``b_c``.
         share: ``(p,)`` shrunk shares ``share_c*``.
         shrink: ``(p,)`` empirical-Bayes weights ``lambda_c``.
         x_mean: ``(p,)`` in-sample ``mean_{j in c} x_j``.
         kappa: ``c_kappa |mu|``.
         gamma: returns-to-scale exponent.
+        prior_weight: ``m0``, the prior's weight in pseudo-neighbours.
     """
 
     Z: NDArray[np.float64]
@@ -193,16 +230,45 @@ class PropagationState:
     clusters: NDArray[np.int64]
     h: NDArray[np.float64]
     k: NDArray[np.int64]
+    halo: NDArray[np.int64]
+    h_vote: NDArray[np.float64]
+    k_vote: NDArray[np.int64]
+    metric: NDArray[np.float64]
+    prior_coef: NDArray[np.float64]
+    prior_intercept: NDArray[np.float64]
     share: NDArray[np.float64]
     shrink: NDArray[np.float64]
     x_mean: NDArray[np.float64]
     kappa: float
     gamma: float
+    prior_weight: float
 
     @property
     def n_classes(self) -> int:
         """K: every class has training members, so the largest code plus one."""
         return int(self.y.max()) + 1
+
+    @property
+    def prior(self) -> LabelPrior:
+        """The supervised metric and the leave-cluster-out class scores."""
+        return LabelPrior(weights=self.metric, coef=self.prior_coef, intercept=self.prior_intercept)
+
+    def candidates(self, cluster: int) -> NDArray[np.int64]:
+        """Sorted indices of the members a row of ``cluster`` votes with: its halo's members."""
+        return np.flatnonzero(np.isin(self.clusters, self.halo[cluster])).astype(np.int64)
+
+    def vote_neighbours(
+        self, Z: NDArray[np.float64], cluster: int, exclude: NDArray[np.int64] | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """The vote's neighbours of rows ``Z`` of ``cluster``: distances in the supervised space, member indices.
+
+        ``exclude`` as in :meth:`inputs`.
+        """
+        pool = self.candidates(cluster)
+        local = None if exclude is None else _local_exclude(exclude, pool)
+        prior = self.prior
+        dist, index = nearest_members(prior.space(self.Z[pool]), prior.space(Z), int(self.k_vote[cluster]), local)
+        return dist, pool[index]
 
     def inputs(
         self,
@@ -211,7 +277,7 @@ class PropagationState:
         clusters: NDArray[np.int64],
         exclude: NDArray[np.int64] | None = None,
     ) -> RowInputs:
-        """``alpha``, ``beta``, ``rho`` of rows ``(Z, y)`` assigned to ``clusters``.
+        """``alpha``, ``beta``, ``rho`` and the supported label of rows ``(Z, y)`` in ``clusters``.
 
         Args:
             Z: ``(m, q)`` rows in the cluster space.
@@ -220,24 +286,38 @@ class PropagationState:
             exclude: ``(m,)`` index into the members of a row to leave out of its own
                 neighbours (a training row valued out of sample), or -1 for none.
         """
-        alpha, beta, rho, share = (np.empty(Z.shape[0]) for _ in range(4))
-        support = np.empty(Z.shape[0], dtype=np.int64)
+        parts = []
         for c in np.unique(clusters):
             rows = np.flatnonzero(clusters == c)
             members = np.flatnonzero(self.clusters == c)
-            local_exclude = None
-            if exclude is not None:
-                local_exclude = np.full(rows.size, -1, dtype=np.int64)
-                wanted = exclude[rows]
-                local = np.clip(np.searchsorted(members, wanted), 0, members.size - 1)
-                own = (wanted >= 0) & (members[local] == wanted)
-                local_exclude[own] = local[own]
-            dist, idx = nearest_members(self.Z[members], Z[rows], int(self.k[c]), local_exclude)
-            same = self.y[members][idx] == y[rows][:, None]
-            got = neighbour_inputs(dist, same, float(self.h[c]), self.gamma)
-            alpha[rows], beta[rows], rho[rows] = got.alpha, got.beta, got.rho
-            support[rows], share[rows] = neighbour_vote(dist, self.y[members][idx], float(self.h[c]), self.n_classes)
-        return RowInputs(alpha=alpha, beta=beta, rho=rho, support=support, support_share=share)
+            own = None if exclude is None else exclude[rows]
+            dist, idx = nearest_members(
+                self.Z[members], Z[rows], int(self.k[c]), None if own is None else _local_exclude(own, members)
+            )
+            vdist, vidx = self.vote_neighbours(Z[rows], int(c), own)
+            parts.append(
+                (rows, self._cluster_inputs(int(c), Z[rows], y[rows], dist, self.y[members][idx], vdist, self.y[vidx]))
+            )
+        return _gather(Z.shape[0], parts)
+
+    def _cluster_inputs(
+        self,
+        c: int,
+        Z: NDArray[np.float64],
+        y: NDArray[np.int64],
+        dist: NDArray[np.float64],
+        labels: NDArray[np.int64],
+        vote_dist: NDArray[np.float64],
+        vote_labels: NDArray[np.int64],
+    ) -> RowInputs:
+        """The inputs of rows ``(Z, y)`` of cluster ``c`` from their two neighbourhoods."""
+        rho, beta = redundancy(dist, labels == y[:, None], float(self.h[c]), self.gamma)
+        scores = label_scores(vote_dist, vote_labels, float(self.h_vote[c]), self.prior.scores(Z, c), self.prior_weight)
+        at = np.arange(y.size)
+        support = np.argmax(scores, axis=1).astype(np.int64)
+        return RowInputs(
+            alpha=2.0 * scores[at, y] - 1.0, beta=beta, rho=rho, support=support, support_share=scores[at, support]
+        )
 
     def values(self, inputs: RowInputs, clusters: NDArray[np.int64]) -> NDArray[np.float64]:
         """``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``."""
@@ -245,16 +325,31 @@ class PropagationState:
 
 
 class NeighbourPropagator:
-    """Propagates cluster values to rows with within-cluster neighbours (spec section 4).
+    """Propagates cluster values to rows with neighbours and a label prior (module docstring).
 
     Args:
-        k_neighbors: neighbours per row, k. Default 10.
-        c_kappa: ``kappa = c_kappa |mu|``. Default 5.0.
+        k_neighbors: within-cluster neighbours of the redundancy ``rho``, k. Default 10.
+        vote_neighbors: neighbours of the label vote. Default 20.
+        halo_clusters: nearest other clusters whose members join the vote. Default 2.
+        prior_weight: ``m0``, the leave-cluster-out prior in pseudo-neighbours. Default 5.0.
+        c_kappa: ``kappa = c_kappa |mu|``. Default 20.0.
         empirical_bayes: shrink cluster shares towards ``mu``. Default True.
     """
 
-    def __init__(self, *, k_neighbors: int = 10, c_kappa: float = 5.0, empirical_bayes: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        k_neighbors: int = 10,
+        vote_neighbors: int = 20,
+        halo_clusters: int = 2,
+        prior_weight: float = 5.0,
+        c_kappa: float = 20.0,
+        empirical_bayes: bool = True,
+    ) -> None:
         self.k_neighbors = k_neighbors
+        self.vote_neighbors = vote_neighbors
+        self.halo_clusters = halo_clusters
+        self.prior_weight = prior_weight
         self.c_kappa = c_kappa
         self.empirical_bayes = empirical_bayes
 
@@ -265,23 +360,29 @@ class NeighbourPropagator:
         clusters: NDArray[np.int64],
         game: ClusterGame,
     ) -> tuple[PropagationState, RowInputs]:
-        """Fit stage 3 on the n training rows; return the state and their row inputs."""
+        """Fit stage 3 on the n training rows; return the state and their row inputs.
+
+        Each row is left out of its own neighbourhoods, as a training row valued out of sample
+        is (invariant 6); the bandwidths are the median distances of these neighbourhoods.
+        """
         p = game.phi.shape[0]
         sizes = np.bincount(clusters, minlength=p)
+        means = np.stack([Z[clusters == c].mean(axis=0) for c in range(p)])
+        gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
+        halo = np.argsort(gaps, axis=1, kind="stable")[:, : min(1 + self.halo_clusters, p)].astype(np.int64)
+        prior = LabelPrior.fit(Z, y, clusters, p)
         k = np.minimum(self.k_neighbors, sizes - 1).astype(np.int64)
-        h = np.empty(p)
-        alpha, beta, rho, vote = (np.empty(Z.shape[0]) for _ in range(4))
-        support = np.empty(Z.shape[0], dtype=np.int64)
-        n_classes = int(y.max()) + 1 if y.size else 0
+        k_vote = np.array([min(self.vote_neighbors, int(sizes[halo[c]].sum()) - 1) for c in range(p)], dtype=np.int64)
+        h, h_vote = np.empty(p), np.empty(p)
+        S = prior.space(Z)
+        found = []
         for c in range(p):
             members = np.flatnonzero(clusters == c)
-            own = np.arange(members.size, dtype=np.int64)
-            dist, idx = nearest_members(Z[members], Z[members], int(k[c]), own)
-            h[c] = _bandwidth(dist)
-            got = neighbour_inputs(dist, y[members][idx] == y[members][:, None], h[c], game.returns_to_scale)
-            alpha[members], beta[members], rho[members] = got.alpha, got.beta, got.rho
-            support[members], vote[members] = neighbour_vote(dist, y[members][idx], h[c], n_classes)
-        inputs = RowInputs(alpha=alpha, beta=beta, rho=rho, support=support, support_share=vote)
+            dist, idx = nearest_members(Z[members], Z[members], int(k[c]), np.arange(members.size, dtype=np.int64))
+            pool = np.flatnonzero(np.isin(clusters, halo[c]))
+            vdist, vidx = nearest_members(S[pool], S[members], int(k_vote[c]), np.searchsorted(pool, members))
+            h[c], h_vote[c] = _bandwidth(dist), _bandwidth(vdist)
+            found.append((members, dist, y[members][idx], vdist, y[pool][vidx]))
         mu = game.total_gain / Z.shape[0]
         if self.empirical_bayes:
             share, lam = empirical_bayes_shares(game.phi, game.phi_se, sizes, mu)
@@ -293,23 +394,35 @@ class NeighbourPropagator:
             clusters=clusters,
             h=h,
             k=k,
+            halo=halo,
+            h_vote=h_vote,
+            k_vote=k_vote,
+            metric=prior.weights,
+            prior_coef=prior.coef,
+            prior_intercept=prior.intercept,
             share=share,
             shrink=lam,
-            x_mean=np.bincount(clusters, weights=inputs.x, minlength=p) / sizes,
+            x_mean=np.zeros(p),
             kappa=self.c_kappa * abs(mu),
             gamma=game.returns_to_scale,
+            prior_weight=float(self.prior_weight),
         )
-        return state, inputs
+        inputs = _gather(
+            Z.shape[0],
+            [
+                (rows, state._cluster_inputs(c, Z[rows], y[rows], dist, labels, vdist, vlabels))
+                for c, (rows, dist, labels, vdist, vlabels) in enumerate(found)
+            ],
+        )
+        x_mean = np.bincount(clusters, weights=inputs.x, minlength=p) / sizes
+        return dataclasses.replace(state, x_mean=x_mean), inputs
 
 
-def _bandwidth(dist: NDArray[np.float64]) -> float:
-    """Bandwidth ``h_c``: the median neighbour distance.
-
-    The mean positive distance (or 1) when the median is 0, as in a cluster of exact
-    duplicates, so that ``dist / h`` stays finite.
-    """
-    median = float(np.median(dist))
-    if median > 0:
-        return median
-    positive = dist[dist > 0]
-    return float(positive.mean()) if positive.size else 1.0
+def _gather(n: int, parts: list[tuple[NDArray[np.intp], RowInputs]]) -> RowInputs:
+    """One :class:`RowInputs` of ``n`` rows from the inputs of disjoint row sets."""
+    alpha, beta, rho, share = (np.empty(n) for _ in range(4))
+    support = np.empty(n, dtype=np.int64)
+    for rows, got in parts:
+        alpha[rows], beta[rows], rho[rows] = got.alpha, got.beta, got.rho
+        support[rows], share[rows] = np.asarray(got.support), np.asarray(got.support_share)
+    return RowInputs(alpha=alpha, beta=beta, rho=rho, support=support, support_share=share)

@@ -12,7 +12,7 @@ from ecoval_ops.valuation import EcoVal, NeighbourPropagator, SecondOrderProduct
 from ecoval_ops.valuation.baselines import shapley_from_game
 from ecoval_ops.valuation.clustering import n_trainings
 from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities
-from ecoval_ops.valuation.propagation import RowInputs, neighbour_inputs
+from ecoval_ops.valuation.propagation import RowInputs, label_scores
 from tests.conftest import blobs
 
 
@@ -114,8 +114,13 @@ def test_invariant_symmetry(seed: int) -> None:
 def test_invariant_monotonicity(small_data) -> None:
     ev = EcoVal(n_clusters=3).fit(*small_data)
     dist = np.array([[0.5, 1.0, 1.5, 2.0]])
-    agree = [neighbour_inputs(dist, np.array([[True] * j + [False] * (4 - j)]), 1.0, 0.5).alpha[0] for j in range(5)]
+    prior = np.array([[0.3, 0.7]])
+    # agree_i = score of the row's label (class 0): more neighbours with it, or a higher prior, raise it.
+    agree = [label_scores(dist, np.array([[0] * j + [1] * (4 - j)]), 1.0, prior, 5.0)[0, 0] for j in range(5)]
     assert np.all(np.diff(agree) > 0)
+    labels = np.array([[0, 1, 1, 0]])
+    by_prior = [label_scores(dist, labels, 1.0, np.array([[q, 1 - q]]), 5.0)[0, 0] for q in (0, 0.5, 1)]
+    assert np.all(np.diff(by_prior) > 0)
     state = ev.state_
     clusters = np.zeros(5, dtype=np.int64)
     alpha = np.linspace(-1, 1, 5)
@@ -146,7 +151,9 @@ def test_invariant_diminishing_returns() -> None:
     X2, y2, c2 = np.vstack([X, X[row]]), np.append(y, y[row]), np.append(clusters, clusters[row])
     after_state, after_inputs = NeighbourPropagator(empirical_bayes=False).fit(X2, y2, c2, game)
     after = after_state.values(after_inputs, c2)
-    assert before_inputs.alpha[row] == 1.0
+    # The row's label agrees with every neighbour of its vote.
+    _, neighbours = before_state.vote_neighbours(X[row : row + 1], int(clusters[row]), np.array([row]))
+    assert np.all(y[neighbours] == y[row])
     assert after[row] < before and after[-1] < before
     assert after[row] == pytest.approx(after[-1], rel=1e-12)
 

@@ -33,17 +33,23 @@ def test_result_to_arrow_has_the_row_value_columns(small_data) -> None:
     assert np.isnan(confidence[~suspect]).all() and ((confidence[suspect] > 0) & (confidence[suspect] <= 1)).all()
 
 
-def test_the_suggested_label_is_the_neighbourhood_majority() -> None:
-    from ecoval_ops.valuation.propagation import neighbour_vote
+def test_the_suggested_label_is_the_vote_with_its_prior() -> None:
+    from ecoval_ops.valuation.propagation import label_scores
 
     dist = np.array([[1.0, 1.0, 1.0, 4.0], [1.0, 2.0, 2.0, 2.0]])
     labels = np.array([[2, 2, 0, 0], [1, 0, 0, 0]])
-    support, share = neighbour_vote(dist, labels, h=1.0, n_classes=3)
+    flat = np.full((2, 3), 1 / 3)
+    scores = label_scores(dist, labels, 1.0, flat, 0.0)
     # Weights exp(-((d/h)^2 - min)): row 0's far neighbour weighs exp(-15); in row 1 the nearest
     # neighbour (weight 1) outvotes three at distance 2 (exp(-3) each).
-    assert support.tolist() == [2, 1]
-    np.testing.assert_allclose(share[0], 2 / (3 + np.exp(-15.0)))
-    np.testing.assert_allclose(share[1], 1 / (1 + 3 * np.exp(-3.0)))
+    assert np.argmax(scores, axis=1).tolist() == [2, 1]
+    np.testing.assert_allclose(scores[0, 2], 2 / (3 + np.exp(-15.0)))
+    np.testing.assert_allclose(scores[1, 1], 1 / (1 + 3 * np.exp(-3.0)))
+    # The prior counts as m0 pseudo-neighbours: 5 of them sure of class 0 outvote row 1's 4 neighbours.
+    sure = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    with_prior = label_scores(dist, labels, 1.0, sure, 5.0)
+    assert np.argmax(with_prior, axis=1).tolist() == [2, 0]
+    np.testing.assert_allclose(with_prior.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize(
