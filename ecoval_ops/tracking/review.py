@@ -73,7 +73,7 @@ def value_histogram(values: pd.DataFrame) -> Figure:
 def cluster_map(Z: NDArray[np.float64], values: NDArray[np.float64], suspect: NDArray[np.bool_], seed: int) -> Figure:
     """The rows on the first two principal components of their embeddings.
 
-    Colour is the value's percentile among the drawn rows; suspects (``alpha_i < 0``) are marked.
+    Colour is the value's percentile among the drawn rows; suspects (``ecoval_suspect``) are marked.
     """
     total = Z.shape[0]
     rng = np.random.default_rng(seed)

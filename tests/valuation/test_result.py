@@ -24,7 +24,10 @@ def test_result_to_arrow_has_the_row_value_columns(small_data) -> None:
     ]
     assert table.schema.field("ecoval_cluster").type == pa.int32()
     suspect = table.column("ecoval_suspect").to_numpy(zero_copy_only=False)
-    assert suspect.sum() == int((ev.intrinsic_ < 0).sum()) > 0
+    # Suspect: the supported label scores at least 3 times the row's own (a stricter flag than alpha < 0).
+    odds = ev.result_.label_confidence / ((1 + ev.intrinsic_) / 2)
+    np.testing.assert_array_equal(suspect, odds >= 3)
+    assert 0 < suspect.sum() < int((ev.intrinsic_ < 0).sum())
     assert set(table.column("ecoval_mode").to_pylist()) == {"in_sample"}
     # A suggestion (in the labels' type) and its confidence on suspect rows only.
     suggested = table.column("ecoval_suggested_label")
