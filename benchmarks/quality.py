@@ -5,7 +5,12 @@ same share of validation labels) to another class chosen uniformly, values the t
 with every method, and records per seed:
 
 - ``auroc``: AUROC of ``-value`` against the flipped rows;
-- ``f1``: F1 of the low group of a 2-means split of the values;
+- ``f1``: F1 of the low group of a 2-means split of the values (OpenDataVal's form, comparable
+  with published tables);
+- ``f1_noise_cut``: F1 of the ``round(rate * n)`` lowest values (the cut a user who knows the
+  noise rate makes; precision, recall and F1 are then equal);
+- ``suspect_precision`` / ``suspect_recall`` (EcoVal): of the rows flagged ``ecoval_suspect``
+  against the flipped rows;
 - ``rm20``: test accuracy after removing the top 20% by value and retraining (lower is better);
 - ``wall_s``: valuation time; ``trainings``: model fits per valuation, the most over the seeds
   (EcoVal's p can shrink when small clusters merge; 0 for none).
@@ -183,6 +188,19 @@ def f1(values: np.ndarray, is_noisy: np.ndarray) -> float:
     return float(f1_score(is_noisy, km.labels_ == low))
 
 
+def f1_noise_cut(values: np.ndarray, is_noisy: np.ndarray) -> float:
+    """F1 of the ``is_noisy.sum()`` lowest values against the noisy rows."""
+    flagged = np.zeros(values.size, dtype=bool)
+    flagged[np.argsort(values, kind="stable")[: int(is_noisy.sum())]] = True
+    return float(f1_score(is_noisy, flagged))
+
+
+def suspect_scores(result: ValuationResult, is_noisy: np.ndarray) -> tuple[float, float]:
+    """Precision and recall of ``ecoval_suspect`` against the noisy rows (precision 0 when none is flagged)."""
+    flagged = result.suspect
+    return float(is_noisy[flagged].mean()) if flagged.any() else 0.0, float(flagged[is_noisy].mean())
+
+
 def restored(result: ValuationResult, s: Split) -> float:
     """Share of the flipped rows flagged suspect whose suggested label is the one before the flip.
 
@@ -233,10 +251,14 @@ def run_protocol(
             record["wall_s"].append(elapsed)  # type: ignore[union-attr]
             record["auroc"].append(auroc(values, split.is_noisy))  # type: ignore[union-attr]
             record["f1"].append(f1(values, split.is_noisy))  # type: ignore[union-attr]
+            record.setdefault("f1_noise_cut", []).append(f1_noise_cut(values, split.is_noisy))  # type: ignore[union-attr]
             record["rm20"].append(curve.at(0.2))  # type: ignore[union-attr]
             record["trainings"] = max(int(record["trainings"]), trainings)  # type: ignore[call-overload]
             if result.suggested_label is not None:
                 record.setdefault("restored", []).append(restored(result, split))  # type: ignore[union-attr]
+                precision, recall = suspect_scores(result, split.is_noisy)
+                record.setdefault("suspect_precision", []).append(precision)  # type: ignore[union-attr]
+                record.setdefault("suspect_recall", []).append(recall)  # type: ignore[union-attr]
             curves[name]["top"].append(list(curve.top))
             curves[name]["bottom"].append(list(curve.bottom))
         full.append(curve.full)
@@ -265,7 +287,8 @@ def join_x1(parts: list[dict[str, object]]) -> dict[str, object]:
     methods: dict[str, dict[str, object]] = {}
     for name in first["methods"]:  # type: ignore[attr-defined]
         records = [p["methods"][name] for p in parts]  # type: ignore[index]
-        methods[name] = {key: [x for r in records for x in r[key]] for key in ("auroc", "f1", "rm20", "wall_s")} | {
+        lists = [key for key, value in records[0].items() if isinstance(value, list)]
+        methods[name] = {key: [x for r in records for x in r[key]] for key in lists} | {
             "trainings": max(r["trainings"] for r in records)
         }
     return {

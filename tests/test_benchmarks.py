@@ -51,6 +51,10 @@ def test_quick_run_of_one_protocol_and_its_report(tmp_path) -> None:
     assert m["ecoval"]["trainings"] > 0 and m["random"]["trainings"] == 0
     assert m["ecoval"]["auroc"][0] > m["random"]["auroc"][0] + 0.2, "EcoVal must find flipped labels on digits"
     assert len(m["ecoval"]["restored"]) == 1 and m["ecoval"]["restored"][0] > 0.8
+    # The noise-rate cut flags as many rows as were flipped: its precision, recall and F1 coincide.
+    assert all(len(m[k]["f1_noise_cut"]) == 1 for k in m) and m["ecoval"]["f1_noise_cut"][0] > 0.7
+    assert m["ecoval"]["suspect_precision"][0] > 0.7 and m["ecoval"]["suspect_recall"][0] > 0.8
+    assert "suspect_precision" not in m["random"]
     curves = json.loads((out / "curves" / "D1.json").read_text())
     assert len(curves["shares"]) == 10 and curves["methods"]["ecoval"]["top"][3] == m["ecoval"]["rm20"][0]
 
@@ -62,6 +66,7 @@ def test_quick_run_of_one_protocol_and_its_report(tmp_path) -> None:
     assert report.returncode == 0, report.stderr[-3000:]
     text = page.read_text()
     assert "| D1 |" in text and "### D1: digits" in text
+    assert "F1 (noise-rate cut)" in text and "`ecoval_suspect` against the flipped rows: precision" in text
     assert (tmp_path / "plots" / "removal_D1.png").stat().st_size > 10_000
 
 

@@ -1,0 +1,48 @@
+"""The supervised metric and the leave-cluster-out label prior of the intrinsic vote."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.metrics import roc_auc_score
+
+from ecoval_ops.valuation.supervised import RIDGE, LabelPrior
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=300)
+    # Feature 0 carries the label, feature 1 is noise of the same spread, feature 2 a weak echo.
+    Z = np.column_stack([y + rng.normal(0, 0.3, 300), rng.normal(0, 1, 300), 0.2 * y + rng.normal(0, 1, 300)])
+    clusters = rng.integers(0, 4, size=300)
+    return Z, y, clusters
+
+
+def test_each_leave_cluster_out_fit_is_the_ridge_fit_on_the_other_clusters() -> None:
+    Z, y, clusters = _data()
+    prior = LabelPrior.fit(Z, y, clusters, p=4)
+    Y = np.eye(3)[y]
+    for c in range(4):
+        outside = clusters != c
+        ridge = Ridge(alpha=RIDGE).fit(Z[outside], Y[outside])
+        np.testing.assert_allclose(prior.coef[c], ridge.coef_.T, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(prior.intercept[c], ridge.intercept_, rtol=1e-9, atol=1e-12)
+        expected = np.clip(ridge.predict(Z[clusters == c]), 0, 1)
+        np.testing.assert_allclose(prior.scores(Z[clusters == c], c), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_the_metric_weighs_the_features_that_predict_the_label() -> None:
+    Z, y, clusters = _data(1)
+    w = LabelPrior.fit(Z, y, clusters, p=4).weights
+    # The echo adds nothing once feature 0 is known: both other features fade.
+    assert w[0] == 1.0 and w[1] < 0.1 and w[2] < 0.1
+
+
+def test_a_flipped_label_gets_a_low_prior_from_the_rest_of_the_data() -> None:
+    Z, y, clusters = _data(2)
+    noisy = y.copy()
+    noisy[:10] = (y[:10] + 1) % 3
+    prior = LabelPrior.fit(Z, noisy, clusters, p=4)
+    q = np.concatenate([prior.scores(Z[i : i + 1], int(clusters[i]))[:, noisy[i]] for i in range(300)])
+    assert q[:10].mean() < 0.3 < 0.55 < q[10:].mean()
+    assert roc_auc_score(np.arange(300) < 10, -q) > 0.9
