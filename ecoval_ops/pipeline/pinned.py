@@ -123,6 +123,9 @@ class PinnedRun:
             learner=c.learner,
             device=c.device,
             k_neighbors=c.k_neighbors,
+            vote_neighbors=c.vote_neighbors,
+            halo_clusters=c.halo_clusters,
+            prior_weight=c.prior_weight,
             c_kappa=c.c_kappa,
             clusterer=clusterer,
         )
