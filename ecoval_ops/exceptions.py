@@ -15,6 +15,7 @@ __all__ = [
     "InvalidInputError",
     "MissingColumnError",
     "NotFittedError",
+    "StateFormatError",
     "TableNotFoundError",
 ]
 
@@ -25,6 +26,10 @@ class EcovalError(Exception):
 
 class InvalidInputError(EcovalError, ValueError):
     """Input data or parameters that cannot be valued; the message names the problem."""
+
+
+class StateFormatError(InvalidInputError):
+    """A saved valuation state written by another version of the method, which this one cannot read."""
 
 
 class TableNotFoundError(InvalidInputError, FileNotFoundError):

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.config import RunConfig
-from ecoval_ops.exceptions import EcovalError, InvalidInputError
+from ecoval_ops.exceptions import EcovalError, InvalidInputError, StateFormatError
 from ecoval_ops.lakehouse import open_table
 from ecoval_ops.lakehouse.source import (
     Rows,
@@ -154,7 +154,15 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
     for stale in tracker.close_stale(str(cfg.table), owner_gone):
         log.warning("closed MLflow run %s of %s as KILLED: the process that opened it is gone", stale, cfg.table)
         run.workspace.remove_run(stale)
-    current = tracker.load_current(cfg.registered_model_name)
+    try:
+        current = tracker.load_current(cfg.registered_model_name)
+    except StateFormatError as e:
+        # A model registered by an older method cannot value new rows consistently: refit.
+        name = cfg.registered_model_name
+        if cfg.refit == "never":
+            raise StateFormatError(f"the current model of {name}: {e}; run with --refit auto") from e
+        log.warning("the current model of %s cannot be read (%s): refitting", name, e)
+        current = None
     mode = decide_mode(cfg.refit, new, current[0] if current else None)
     if mode == "noop":
         return RunRef(run, "noop", None, current[1] if current else None)

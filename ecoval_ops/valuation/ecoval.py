@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ecoval_ops.exceptions import InvalidInputError, NotFittedError
+from ecoval_ops.exceptions import InvalidInputError, NotFittedError, StateFormatError
 from ecoval_ops.valuation._inputs import check_features, check_labels, check_training_data, encode_labels
 from ecoval_ops.valuation._saved import fitted_arrays, fitted_from_arrays, read_saved, write_saved
 from ecoval_ops.valuation.clustering import (
@@ -378,12 +378,17 @@ class EcoVal:
 
     @classmethod
     def load(cls, path: str | Path) -> EcoVal:
-        """Read a state written by :meth:`save`; arrays load with ``allow_pickle=False``."""
+        """Read a state written by :meth:`save`; arrays load with ``allow_pickle=False``.
+
+        Raises:
+            StateFormatError: the state was written in another format (an older method).
+            InvalidInputError: the folder holds no state.
+        """
         folder = Path(path)
         meta, arrays = read_saved(folder, _STATE_FILE, _META_FILE, "EcoVal state")
         if meta.get("format_version") != _FORMAT_VERSION:
-            raise InvalidInputError(
-                f"{folder} has state format {meta.get('format_version')}; expected {_FORMAT_VERSION}"
+            raise StateFormatError(
+                f"{folder} has state format {meta.get('format_version')}; this version reads {_FORMAT_VERSION}"
             )
         params = dict(meta["params"])
         # The fitted state values rows on its own; composed parts are recorded by name only.

@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 
-from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.exceptions import InvalidInputError, StateFormatError
 from ecoval_ops.lakehouse import read_watermark
 from ecoval_ops.pipeline import run_valuation
 from tests.conftest import blob_rows, blobs, run_config
@@ -125,6 +125,22 @@ def test_bad_input_leaves_the_table_as_it_was(setup) -> None:
     with pytest.raises(InvalidInputError, match=r"has no column\(s\) \['nope'\]"):
         run_valuation(bad)
     assert (DeltaTable(str(path)).version(), _checksum(path)) == before
+
+
+def test_a_model_registered_in_an_older_state_format_is_refitted(setup, tmp_path, caplog) -> None:
+    path, cfg = setup
+    run_valuation(cfg)
+    # What the previous release registered: the same files, state format 1.
+    saved = [f for f in tmp_path.rglob("ecoval.json") if "format_version" in f.read_text()]
+    assert saved
+    for meta in saved:
+        meta.write_text(meta.read_text().replace('"format_version": 2', '"format_version": 1'))
+    write_deltalake(str(path), blob_rows(400, 410), mode="append", schema_mode="merge")
+    with pytest.raises(StateFormatError, match=r"state format 1; this version reads 2; run with --refit auto"):
+        run_valuation(cfg.model_copy(update={"refit": "never"}))
+    summary = run_valuation(cfg)
+    assert summary.mode == "refit" and summary.rows_valued == 410
+    assert "cannot be read" in caplog.text and "refitting" in caplog.text
 
 
 def test_embedding_column_and_the_registered_pyfunc(tmp_path) -> None:
