@@ -105,7 +105,7 @@ class RunConfig(BaseModel):
     vote_neighbors: int = Field(default=20, ge=1, description="neighbours of the intrinsic label vote")
     halo_clusters: int = Field(default=2, ge=0, description="nearest other clusters whose rows join the vote")
     prior_weight: float = Field(
-        default=5.0, ge=0.0, description="weight of the leave-cluster-out label prior, in neighbours (m0)"
+        default=20.0, ge=0.0, description="weight of the leave-cluster-out label prior, in neighbours (m0)"
     )
     c_kappa: float = Field(
         default=20.0, ge=0.0, description="kappa = c_kappa |mu|: a row's own input against its cluster's mean"

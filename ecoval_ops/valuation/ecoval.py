@@ -65,7 +65,7 @@ class EcoVal:
         k_neighbors: within-cluster neighbours of the redundancy ``rho``, k. Default 10.
         vote_neighbors: neighbours of the intrinsic label vote. Default 20.
         halo_clusters: nearest other clusters whose members join the vote. Default 2.
-        prior_weight: ``m0``, the leave-cluster-out label prior in pseudo-neighbours. Default 5.0.
+        prior_weight: ``m0``, the leave-cluster-out label prior in pseudo-neighbours. Default 20.0.
         c_kappa: ``kappa = c_kappa |mu|`` weighs a row's effective input against its cluster's
             mean. Default 20.0.
         seeds: repeated trainings averaged with common random numbers. Default 1.
@@ -115,7 +115,7 @@ class EcoVal:
         k_neighbors: int = 10,
         vote_neighbors: int = 20,
         halo_clusters: int = 2,
-        prior_weight: float = 5.0,
+        prior_weight: float = 20.0,
         c_kappa: float = 20.0,
         seeds: int = 1,
         seed: int = 0,
@@ -282,6 +282,7 @@ class EcoVal:
                 prior_weight=self.prior_weight,
                 c_kappa=self.c_kappa,
                 empirical_bayes=self.empirical_bayes,
+                seed=self.seed,
             )
             if self.propagator is None
             else self.propagator

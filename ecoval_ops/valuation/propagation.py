@@ -10,7 +10,7 @@ No model is trained. For row i in cluster c:
   ``S = Z * w`` (:mod:`ecoval_ops.valuation.supervised`), with ``h'_c`` the median of those
   distances: ``w_ij = exp(-((d_ij / h'_c)^2 - min_j (d_ij / h'_c)^2))``,
   ``omega_ij = k w_ij / sum_j w_ij`` and the class scores, the prior ``q_iy`` of the
-  leave-cluster-out fit counting as ``m0`` (``prior_weight``, 5) pseudo-neighbours:
+  leave-cluster-out fit counting as ``m0`` (``prior_weight``, 20) pseudo-neighbours:
   ``score_iy = (sum_j omega_ij [y_j = y] + m0 q_iy) / (k + m0)``;
 - intrinsic value ``alpha_i = 2 agree_i - 1``, ``agree_i = score_{i, y_i}``; the label the vote
   supports, ``argmax_y score_iy``, with its score (what a suspect row's label could be fixed to);
@@ -215,7 +215,9 @@ class PropagationState:
         h_vote: ``(p,)`` vote bandwidths ``h'_c``.
         k_vote: ``(p,)`` vote neighbours per cluster, ``min(vote_neighbors, candidates - 1)``.
         metric: ``(q,)`` feature weights ``w`` of the supervised space.
-        prior_coef: ``(p, q, K)`` leave-cluster-out ridge coefficients ``W_c``.
+        prior_frequencies: ``(q, D)`` random-feature frequencies ``Omega`` of the prior.
+        prior_phases: ``(D,)`` their phases ``b``.
+        prior_coef: ``(p, D, K)`` leave-cluster-out ridge coefficients ``W_c``.
         prior_intercept: ``(p, K)`` their intercepts ``b_c``.
         share: ``(p,)`` shrunk shares ``share_c*``.
         shrink: ``(p,)`` empirical-Bayes weights ``lambda_c``.
@@ -234,6 +236,8 @@ class PropagationState:
     h_vote: NDArray[np.float64]
     k_vote: NDArray[np.int64]
     metric: NDArray[np.float64]
+    prior_frequencies: NDArray[np.float64]
+    prior_phases: NDArray[np.float64]
     prior_coef: NDArray[np.float64]
     prior_intercept: NDArray[np.float64]
     share: NDArray[np.float64]
@@ -251,7 +255,13 @@ class PropagationState:
     @property
     def prior(self) -> LabelPrior:
         """The supervised metric and the leave-cluster-out class scores."""
-        return LabelPrior(weights=self.metric, coef=self.prior_coef, intercept=self.prior_intercept)
+        return LabelPrior(
+            weights=self.metric,
+            frequencies=self.prior_frequencies,
+            phases=self.prior_phases,
+            coef=self.prior_coef,
+            intercept=self.prior_intercept,
+        )
 
     def candidates(self, cluster: int) -> NDArray[np.int64]:
         """Sorted indices of the members a row of ``cluster`` votes with: its halo's members."""
@@ -331,9 +341,10 @@ class NeighbourPropagator:
         k_neighbors: within-cluster neighbours of the redundancy ``rho``, k. Default 10.
         vote_neighbors: neighbours of the label vote. Default 20.
         halo_clusters: nearest other clusters whose members join the vote. Default 2.
-        prior_weight: ``m0``, the leave-cluster-out prior in pseudo-neighbours. Default 5.0.
+        prior_weight: ``m0``, the leave-cluster-out prior in pseudo-neighbours. Default 20.0.
         c_kappa: ``kappa = c_kappa |mu|``. Default 20.0.
         empirical_bayes: shrink cluster shares towards ``mu``. Default True.
+        seed: draws the prior's random features. Default 0.
     """
 
     def __init__(
@@ -342,9 +353,10 @@ class NeighbourPropagator:
         k_neighbors: int = 10,
         vote_neighbors: int = 20,
         halo_clusters: int = 2,
-        prior_weight: float = 5.0,
+        prior_weight: float = 20.0,
         c_kappa: float = 20.0,
         empirical_bayes: bool = True,
+        seed: int = 0,
     ) -> None:
         self.k_neighbors = k_neighbors
         self.vote_neighbors = vote_neighbors
@@ -352,6 +364,7 @@ class NeighbourPropagator:
         self.prior_weight = prior_weight
         self.c_kappa = c_kappa
         self.empirical_bayes = empirical_bayes
+        self.seed = seed
 
     def fit(
         self,
@@ -370,7 +383,7 @@ class NeighbourPropagator:
         means = np.stack([Z[clusters == c].mean(axis=0) for c in range(p)])
         gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
         halo = np.argsort(gaps, axis=1, kind="stable")[:, : min(1 + self.halo_clusters, p)].astype(np.int64)
-        prior = LabelPrior.fit(Z, y, clusters, p)
+        prior = LabelPrior.fit(Z, y, clusters, p, self.seed)
         k = np.minimum(self.k_neighbors, sizes - 1).astype(np.int64)
         k_vote = np.array([min(self.vote_neighbors, int(sizes[halo[c]].sum()) - 1) for c in range(p)], dtype=np.int64)
         h, h_vote = np.empty(p), np.empty(p)
@@ -398,6 +411,8 @@ class NeighbourPropagator:
             h_vote=h_vote,
             k_vote=k_vote,
             metric=prior.weights,
+            prior_frequencies=prior.frequencies,
+            prior_phases=prior.phases,
             prior_coef=prior.coef,
             prior_intercept=prior.intercept,
             share=share,

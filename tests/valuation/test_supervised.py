@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 
-from ecoval_ops.valuation.supervised import RIDGE, LabelPrior
+from ecoval_ops.valuation.supervised import FEATURES, RIDGE, LabelPrior, random_features
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -20,20 +20,22 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_each_leave_cluster_out_fit_is_the_ridge_fit_on_the_other_clusters() -> None:
     Z, y, clusters = _data()
-    prior = LabelPrior.fit(Z, y, clusters, p=4)
+    prior = LabelPrior.fit(Z, y, clusters, p=4, seed=0)
     Y = np.eye(3)[y]
+    F = random_features(prior.space(Z), prior.frequencies, prior.phases)
+    assert F.shape == (300, FEATURES)
     for c in range(4):
         outside = clusters != c
-        ridge = Ridge(alpha=RIDGE).fit(Z[outside], Y[outside])
+        ridge = Ridge(alpha=RIDGE).fit(F[outside], Y[outside])
         np.testing.assert_allclose(prior.coef[c], ridge.coef_.T, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(prior.intercept[c], ridge.intercept_, rtol=1e-9, atol=1e-12)
-        expected = np.clip(ridge.predict(Z[clusters == c]), 0, 1)
+        expected = np.clip(ridge.predict(F[clusters == c]), 0, 1)
         np.testing.assert_allclose(prior.scores(Z[clusters == c], c), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_the_metric_weighs_the_features_that_predict_the_label() -> None:
     Z, y, clusters = _data(1)
-    w = LabelPrior.fit(Z, y, clusters, p=4).weights
+    w = LabelPrior.fit(Z, y, clusters, p=4, seed=0).weights
     # The echo adds nothing once feature 0 is known: both other features fade.
     assert w[0] == 1.0 and w[1] < 0.1 and w[2] < 0.1
 
@@ -42,7 +44,14 @@ def test_a_flipped_label_gets_a_low_prior_from_the_rest_of_the_data() -> None:
     Z, y, clusters = _data(2)
     noisy = y.copy()
     noisy[:10] = (y[:10] + 1) % 3
-    prior = LabelPrior.fit(Z, noisy, clusters, p=4)
+    prior = LabelPrior.fit(Z, noisy, clusters, p=4, seed=0)
     q = np.concatenate([prior.scores(Z[i : i + 1], int(clusters[i]))[:, noisy[i]] for i in range(300)])
     assert q[:10].mean() < 0.3 < 0.55 < q[10:].mean()
     assert roc_auc_score(np.arange(300) < 10, -q) > 0.9
+
+
+def test_therandom_features_come_from_the_seed() -> None:
+    Z, y, clusters = _data(3)
+    a, b, c = (LabelPrior.fit(Z, y, clusters, p=4, seed=s) for s in (0, 0, 1))
+    np.testing.assert_array_equal(a.coef, b.coef)
+    assert not np.allclose(a.frequencies, c.frequencies)
