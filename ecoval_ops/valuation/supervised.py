@@ -36,6 +36,8 @@ RIDGE = 1.0
 FEATURES = 400
 """``D``, the random Fourier features of the prior."""
 
+_CHUNK_ROWS = 65_536
+
 
 def _ridge(
     ff: NDArray[np.float64], fy: NDArray[np.float64], f_sum: NDArray[np.float64], y_sum: NDArray[np.float64], n: int
@@ -83,15 +85,30 @@ class LabelPrior:
         rng = np.random.default_rng(seed)
         frequencies = rng.normal(0.0, np.sqrt(2.0 * g), size=(Z.shape[1], FEATURES))
         phases = rng.uniform(0.0, 2.0 * np.pi, size=FEATURES)
-        F = random_features(S, frequencies, phases)
-        ff, fy, f_sum = F.T @ F, F.T @ Y, F.sum(axis=0)
+        # Per-cluster sums of the features' cross-products, in row chunks: the (n, D) feature
+        # matrix itself would take 3 GB at a million rows.
+        ff = np.zeros((p, FEATURES, FEATURES))
+        fy = np.zeros((p, FEATURES, n_classes))
+        f_sum = np.zeros((p, FEATURES))
+        for start in range(0, Z.shape[0], _CHUNK_ROWS):
+            F = random_features(S[start : start + _CHUNK_ROWS], frequencies, phases)
+            part, labels = clusters[start : start + _CHUNK_ROWS], Y[start : start + _CHUNK_ROWS]
+            for c in np.unique(part):
+                rows = part == c
+                ff[c] += F[rows].T @ F[rows]
+                fy[c] += F[rows].T @ labels[rows]
+                f_sum[c] += F[rows].sum(axis=0)
+        sizes = np.bincount(clusters, minlength=p)
+        y_by_cluster = np.stack([Y[clusters == c].sum(axis=0) for c in range(p)])
         coef = np.empty((p, FEATURES, n_classes))
         intercept = np.empty((p, n_classes))
         for c in range(p):
-            rows = clusters == c
-            Fc, Yc = F[rows], Y[rows]
             coef[c], intercept[c] = _ridge(
-                ff - Fc.T @ Fc, fy - Fc.T @ Yc, f_sum - Fc.sum(axis=0), y_sum - Yc.sum(axis=0), Z.shape[0] - Fc.shape[0]
+                ff.sum(axis=0) - ff[c],
+                fy.sum(axis=0) - fy[c],
+                f_sum.sum(axis=0) - f_sum[c],
+                y_sum - y_by_cluster[c],
+                Z.shape[0] - int(sizes[c]),
             )
         return cls(weights=weights, frequencies=frequencies, phases=phases, coef=coef, intercept=intercept)
 

@@ -55,3 +55,14 @@ def test_therandom_features_come_from_the_seed() -> None:
     a, b, c = (LabelPrior.fit(Z, y, clusters, p=4, seed=s) for s in (0, 0, 1))
     np.testing.assert_array_equal(a.coef, b.coef)
     assert not np.allclose(a.frequencies, c.frequencies)
+
+
+def test_the_fit_in_row_chunks_equals_the_fit_in_one(monkeypatch) -> None:
+    import ecoval_ops.valuation.supervised as supervised
+
+    Z, y, clusters = _data(4)
+    whole = LabelPrior.fit(Z, y, clusters, p=4, seed=0)
+    monkeypatch.setattr(supervised, "_CHUNK_ROWS", 7)
+    chunked = LabelPrior.fit(Z, y, clusters, p=4, seed=0)
+    np.testing.assert_allclose(chunked.coef, whole.coef, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(chunked.intercept, whole.intercept, rtol=1e-9, atol=1e-12)
