@@ -103,7 +103,7 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="device of the trainings")
     k_neighbors: int = Field(default=10, ge=1, description="within-cluster neighbours of the redundancy, k")
     vote_neighbors: int = Field(default=20, ge=1, description="neighbours of the intrinsic label vote")
-    halo_clusters: int = Field(default=2, ge=0, description="nearest other clusters whose rows join the vote")
+    halo_clusters: int = Field(default=0, ge=0, description="nearest other clusters whose rows join the neighbours")
     prior_weight: float = Field(
         default=20.0, ge=0.0, description="weight of the leave-cluster-out label prior, in neighbours (m0)"
     )

@@ -3,9 +3,9 @@
 A row's value decomposes as ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)`` with
 ``x_i = alpha_i beta_i``: its cluster's per-row share, plus the kappa term of its own label
 agreement (alpha) and redundancy (beta) against the cluster's mean. ``alpha_i`` comes from the
-vote of the row's nearest members of its cluster and its halo in the registered model's
-supervised space (with the leave-cluster-out prior), shown with their keys, labels and
-similarities ``exp(-(d_ij / h'_c)^2)``.
+vote of the row's nearest members of its cluster in the registered model's supervised space
+(with the leave-cluster-out prior), shown with their keys, labels and similarities
+``exp(-(d_ij / h'_c)^2)``.
 
 Everything is read back: the row and its value columns from the table (delta-rs), the run's
 settings from its MLflow run, and the state, member keys and columns from the model version
@@ -185,7 +185,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     if col("ecoval_mode") == "in_sample" and members_keys is not None:
         own = np.flatnonzero(np.asarray(members_keys) == key)
         exclude = np.array([own[0] if own.size else -1], dtype=np.int64)
-    dist, index = state.vote_neighbours(z, c, exclude)
+    dist, index = state.neighbours(z, c, exclude)
     k = min(int(n_neighbours or state.k_vote[c]), index.shape[1])
     similarity = np.exp(-((dist[0, :k] / state.h_vote[c]) ** 2))
     neighbours = [
@@ -237,7 +237,7 @@ def text_explanation(e: Explanation) -> list[str]:
     ]
     if e.suspect and e.suggested_label is not None:
         lines.append(f"  suggested label {e.suggested_label!r} (confidence {e.label_confidence:.2f})")
-    lines.append(f"  nearest reference rows of cluster {e.cluster} and its halo (the vote):")
+    lines.append(f"  nearest reference rows of cluster {e.cluster} (the vote):")
     lines.append(f"    {'key':>12}  {'label':>10}  similarity")
     lines += [f"    {n.key!s:>12}  {n.label!s:>10}  {n.similarity:.3f}" for n in e.neighbours]
     return lines

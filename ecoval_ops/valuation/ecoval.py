@@ -64,7 +64,7 @@ class EcoVal:
             ``predict_proba_masked``. Default ``"logistic"``.
         k_neighbors: within-cluster neighbours of the redundancy ``rho``, k. Default 10.
         vote_neighbors: neighbours of the intrinsic label vote. Default 20.
-        halo_clusters: nearest other clusters whose members join the vote. Default 2.
+        halo_clusters: nearest other clusters whose members join the neighbours. Default 0.
         prior_weight: ``m0``, the leave-cluster-out label prior in pseudo-neighbours. Default 20.0.
         c_kappa: ``kappa = c_kappa |mu|`` weighs a row's effective input against its cluster's
             mean. Default 20.0.
@@ -114,7 +114,7 @@ class EcoVal:
         learner: Any = "logistic",
         k_neighbors: int = 10,
         vote_neighbors: int = 20,
-        halo_clusters: int = 2,
+        halo_clusters: int = 0,
         prior_weight: float = 20.0,
         c_kappa: float = 20.0,
         seeds: int = 1,

@@ -2,12 +2,13 @@
 
 No model is trained. For row i in cluster c:
 
-- redundancy, against the other members of c in the cluster space ``Z``, over its k nearest
-  (``k_neighbors``, 10): ``s_ij = exp(-(dist_ij / h_c)^2)``, ``h_c`` the median neighbour
-  distance in c, ``rho_i = sum_j s_ij [y_j = y_i]`` and ``beta_i = (1 + rho_i)^(gamma - 1)``;
-- the label vote, against the members of c and of its ``halo_clusters`` nearest clusters (a
-  halo; cluster means in ``Z``), over its ``vote_neighbors`` (20) nearest in the supervised space
-  ``S = Z * w`` (:mod:`ecoval_ops.valuation.supervised`), with ``h'_c`` the median of those
+- the candidates: the other members of c, and of its ``halo_clusters`` nearest clusters (a
+  halo, cluster means in ``Z``; none by default), in the supervised space ``S = Z * w``
+  (:mod:`ecoval_ops.valuation.supervised`); one search finds the nearest of them for both of:
+- redundancy, over its k nearest (``k_neighbors``, 10): ``s_ij = exp(-(dist_ij / h_c)^2)``,
+  ``h_c`` the median of those distances in c, ``rho_i = sum_j s_ij [y_j = y_i]`` and
+  ``beta_i = (1 + rho_i)^(gamma - 1)``;
+- the label vote, over its ``vote_neighbors`` (20) nearest, with ``h'_c`` the median of those
   distances: ``w_ij = exp(-((d_ij / h'_c)^2 - min_j (d_ij / h'_c)^2))``,
   ``omega_ij = k w_ij / sum_j w_ij`` and the class scores, the prior ``q_iy`` of the
   leave-cluster-out fit counting as ``m0`` (``prior_weight``, 20) pseudo-neighbours:
@@ -19,15 +20,15 @@ No model is trained. For row i in cluster c:
 - row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``, ``kappa = c_kappa |mu|``,
   ``c_kappa`` 20.
 
-Departures from the spec's ``agree_i = sum_j s_ij [y_j = y_i] / sum_j s_ij`` over c's members in
-``Z`` (the halo, the supervised space and the prior), settled on the quality protocols
-(``BENCHMARKS.md``): a row's mislabelling shows best against neighbours that share what predicts
-the label, across a cluster border as well, and against a model that never saw its cluster.
-With ``prior_weight = 0`` and ``halo_clusters = 0`` the vote is the spec's, in the supervised
-space. Every invariant of spec section 6 holds: values stay linear in ``x_i`` and centred per
-cluster (1), identical rows get identical neighbours and priors (3), ``v_i`` rises with
-``agree_i`` (4), ``beta`` is the spec's (5), and a training row valued out of sample leaves
-itself out of both neighbourhoods and gets its cluster's prior (6).
+Departures from the spec's ``agree_i = sum_j s_ij [y_j = y_i] / sum_j s_ij`` over c's k members
+nearest in ``Z`` (the supervised space, the larger vote, the prior, and the optional halo),
+settled on the quality protocols (``BENCHMARKS.md``): a row's mislabelling shows best against
+neighbours that share what predicts the label and against a model that never saw its cluster.
+With ``prior_weight = 0`` and ``vote_neighbors = k_neighbors`` the vote is the spec's, in the
+supervised space. Every invariant of spec section 6 holds: values stay linear in ``x_i`` and
+centred per cluster (1), identical rows get identical neighbours and priors (3), ``v_i`` rises
+with ``agree_i`` (4), ``beta`` is the spec's form (5), and a training row valued out of sample
+leaves itself out of its neighbours and gets its cluster's prior (6).
 
 ``kappa`` takes ``|mu|`` rather than the spec's ``mu``: when the full model is worse than the
 prior (``mu < 0``) a signed kappa would reward rows whose labels disagree with their
@@ -210,8 +211,8 @@ class PropagationState:
         y: ``(n,)`` member class codes.
         clusters: ``(n,)`` member cluster ids.
         h: ``(p,)`` redundancy bandwidths ``h_c``.
-        k: ``(p,)`` redundancy neighbours per cluster, ``min(k_neighbors, n_c - 1)``.
-        halo: ``(p, H)`` the clusters whose members a row of c votes with (c first).
+        k: ``(p,)`` redundancy neighbours per cluster, ``min(k_neighbors, candidates - 1)``.
+        halo: ``(p, H)`` the clusters whose members are a row of c's candidates (c first).
         h_vote: ``(p,)`` vote bandwidths ``h'_c``.
         k_vote: ``(p,)`` vote neighbours per cluster, ``min(vote_neighbors, candidates - 1)``.
         metric: ``(q,)`` feature weights ``w`` of the supervised space.
@@ -264,20 +265,24 @@ class PropagationState:
         )
 
     def candidates(self, cluster: int) -> NDArray[np.int64]:
-        """Sorted indices of the members a row of ``cluster`` votes with: its halo's members."""
+        """Sorted indices of the members a row of ``cluster`` is compared with: its halo's members."""
         return np.flatnonzero(np.isin(self.clusters, self.halo[cluster])).astype(np.int64)
 
-    def vote_neighbours(
+    def neighbours(
         self, Z: NDArray[np.float64], cluster: int, exclude: NDArray[np.int64] | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-        """The vote's neighbours of rows ``Z`` of ``cluster``: distances in the supervised space, member indices.
+        """The nearest candidates of rows ``Z`` of ``cluster``, as many as redundancy or the vote uses.
 
-        ``exclude`` as in :meth:`inputs`.
+        Returns:
+            Distances in the supervised space and member indices, nearest first; the first
+            ``k[cluster]`` serve the redundancy, the first ``k_vote[cluster]`` the vote.
+            ``exclude`` as in :meth:`inputs`.
         """
         pool = self.candidates(cluster)
         local = None if exclude is None else _local_exclude(exclude, pool)
         prior = self.prior
-        dist, index = nearest_members(prior.space(self.Z[pool]), prior.space(Z), int(self.k_vote[cluster]), local)
+        wanted = int(max(self.k[cluster], self.k_vote[cluster]))
+        dist, index = nearest_members(prior.space(self.Z[pool]), prior.space(Z), wanted, local)
         return dist, pool[index]
 
     def inputs(
@@ -299,15 +304,8 @@ class PropagationState:
         parts = []
         for c in np.unique(clusters):
             rows = np.flatnonzero(clusters == c)
-            members = np.flatnonzero(self.clusters == c)
-            own = None if exclude is None else exclude[rows]
-            dist, idx = nearest_members(
-                self.Z[members], Z[rows], int(self.k[c]), None if own is None else _local_exclude(own, members)
-            )
-            vdist, vidx = self.vote_neighbours(Z[rows], int(c), own)
-            parts.append(
-                (rows, self._cluster_inputs(int(c), Z[rows], y[rows], dist, self.y[members][idx], vdist, self.y[vidx]))
-            )
+            dist, index = self.neighbours(Z[rows], int(c), None if exclude is None else exclude[rows])
+            parts.append((rows, self._cluster_inputs(int(c), Z[rows], y[rows], dist, self.y[index])))
         return _gather(Z.shape[0], parts)
 
     def _cluster_inputs(
@@ -317,12 +315,13 @@ class PropagationState:
         y: NDArray[np.int64],
         dist: NDArray[np.float64],
         labels: NDArray[np.int64],
-        vote_dist: NDArray[np.float64],
-        vote_labels: NDArray[np.int64],
     ) -> RowInputs:
-        """The inputs of rows ``(Z, y)`` of cluster ``c`` from their two neighbourhoods."""
-        rho, beta = redundancy(dist, labels == y[:, None], float(self.h[c]), self.gamma)
-        scores = label_scores(vote_dist, vote_labels, float(self.h_vote[c]), self.prior.scores(Z, c), self.prior_weight)
+        """The inputs of rows ``(Z, y)`` of cluster ``c`` from their nearest candidates (:meth:`neighbours`)."""
+        k, k_vote = int(self.k[c]), int(self.k_vote[c])
+        rho, beta = redundancy(dist[:, :k], labels[:, :k] == y[:, None], float(self.h[c]), self.gamma)
+        scores = label_scores(
+            dist[:, :k_vote], labels[:, :k_vote], float(self.h_vote[c]), self.prior.scores(Z, c), self.prior_weight
+        )
         at = np.arange(y.size)
         support = np.argmax(scores, axis=1).astype(np.int64)
         return RowInputs(
@@ -340,7 +339,7 @@ class NeighbourPropagator:
     Args:
         k_neighbors: within-cluster neighbours of the redundancy ``rho``, k. Default 10.
         vote_neighbors: neighbours of the label vote. Default 20.
-        halo_clusters: nearest other clusters whose members join the vote. Default 2.
+        halo_clusters: nearest other clusters whose members join the candidates. Default 0.
         prior_weight: ``m0``, the leave-cluster-out prior in pseudo-neighbours. Default 20.0.
         c_kappa: ``kappa = c_kappa |mu|``. Default 20.0.
         empirical_bayes: shrink cluster shares towards ``mu``. Default True.
@@ -352,7 +351,7 @@ class NeighbourPropagator:
         *,
         k_neighbors: int = 10,
         vote_neighbors: int = 20,
-        halo_clusters: int = 2,
+        halo_clusters: int = 0,
         prior_weight: float = 20.0,
         c_kappa: float = 20.0,
         empirical_bayes: bool = True,
@@ -375,8 +374,8 @@ class NeighbourPropagator:
     ) -> tuple[PropagationState, RowInputs]:
         """Fit stage 3 on the n training rows; return the state and their row inputs.
 
-        Each row is left out of its own neighbourhoods, as a training row valued out of sample
-        is (invariant 6); the bandwidths are the median distances of these neighbourhoods.
+        Each row is left out of its own neighbours, as a training row valued out of sample is
+        (invariant 6); the bandwidths are the median distances of these neighbours.
         """
         p = game.phi.shape[0]
         sizes = np.bincount(clusters, minlength=p)
@@ -384,18 +383,19 @@ class NeighbourPropagator:
         gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
         halo = np.argsort(gaps, axis=1, kind="stable")[:, : min(1 + self.halo_clusters, p)].astype(np.int64)
         prior = LabelPrior.fit(Z, y, clusters, p, self.seed)
-        k = np.minimum(self.k_neighbors, sizes - 1).astype(np.int64)
-        k_vote = np.array([min(self.vote_neighbors, int(sizes[halo[c]].sum()) - 1) for c in range(p)], dtype=np.int64)
+        candidates = np.array([int(sizes[halo[c]].sum()) - 1 for c in range(p)])
+        k = np.minimum(self.k_neighbors, candidates).astype(np.int64)
+        k_vote = np.minimum(self.vote_neighbors, candidates).astype(np.int64)
         h, h_vote = np.empty(p), np.empty(p)
         S = prior.space(Z)
         found = []
         for c in range(p):
             members = np.flatnonzero(clusters == c)
-            dist, idx = nearest_members(Z[members], Z[members], int(k[c]), np.arange(members.size, dtype=np.int64))
             pool = np.flatnonzero(np.isin(clusters, halo[c]))
-            vdist, vidx = nearest_members(S[pool], S[members], int(k_vote[c]), np.searchsorted(pool, members))
-            h[c], h_vote[c] = _bandwidth(dist), _bandwidth(vdist)
-            found.append((members, dist, y[members][idx], vdist, y[pool][vidx]))
+            wanted = int(max(k[c], k_vote[c]))
+            dist, index = nearest_members(S[pool], S[members], wanted, np.searchsorted(pool, members))
+            h[c], h_vote[c] = _bandwidth(dist[:, : k[c]]), _bandwidth(dist[:, : k_vote[c]])
+            found.append((members, dist, y[pool][index]))
         mu = game.total_gain / Z.shape[0]
         if self.empirical_bayes:
             share, lam = empirical_bayes_shares(game.phi, game.phi_se, sizes, mu)
@@ -425,8 +425,8 @@ class NeighbourPropagator:
         inputs = _gather(
             Z.shape[0],
             [
-                (rows, state._cluster_inputs(c, Z[rows], y[rows], dist, labels, vdist, vlabels))
-                for c, (rows, dist, labels, vdist, vlabels) in enumerate(found)
+                (rows, state._cluster_inputs(c, Z[rows], y[rows], dist, labels))
+                for c, (rows, dist, labels) in enumerate(found)
             ],
         )
         x_mean = np.bincount(clusters, weights=inputs.x, minlength=p) / sizes

@@ -152,7 +152,7 @@ def test_invariant_diminishing_returns() -> None:
     after_state, after_inputs = NeighbourPropagator(empirical_bayes=False).fit(X2, y2, c2, game)
     after = after_state.values(after_inputs, c2)
     # The row's label agrees with every neighbour of its vote.
-    _, neighbours = before_state.vote_neighbours(X[row : row + 1], int(clusters[row]), np.array([row]))
+    _, neighbours = before_state.neighbours(X[row : row + 1], int(clusters[row]), np.array([row]))
     assert np.all(y[neighbours] == y[row])
     assert after[row] < before and after[-1] < before
     assert after[row] == pytest.approx(after[-1], rel=1e-12)
