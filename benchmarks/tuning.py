@@ -24,14 +24,14 @@ from ecoval_ops.valuation import EcoVal
 
 SETTINGS = [
     {"vote_neighbors": 10, "halo_clusters": 0, "prior_weight": 0.0, "c_kappa": 5.0},
+    {"vote_neighbors": 20, "halo_clusters": 0, "prior_weight": 0.0, "c_kappa": 20.0},
+    {"vote_neighbors": 20, "halo_clusters": 0, "prior_weight": 5.0, "c_kappa": 20.0},
+    {"vote_neighbors": 20, "halo_clusters": 0, "prior_weight": 20.0, "c_kappa": 5.0},
     {"vote_neighbors": 20, "halo_clusters": 0, "prior_weight": 20.0, "c_kappa": 20.0},
-    {"vote_neighbors": 20, "halo_clusters": 2, "prior_weight": 0.0, "c_kappa": 20.0},
-    {"vote_neighbors": 20, "halo_clusters": 2, "prior_weight": 5.0, "c_kappa": 20.0},
-    {"vote_neighbors": 20, "halo_clusters": 2, "prior_weight": 20.0, "c_kappa": 5.0},
+    {"vote_neighbors": 20, "halo_clusters": 0, "prior_weight": 50.0, "c_kappa": 20.0},
     {"vote_neighbors": 20, "halo_clusters": 2, "prior_weight": 20.0, "c_kappa": 20.0},
-    {"vote_neighbors": 20, "halo_clusters": 2, "prior_weight": 50.0, "c_kappa": 20.0},
     {"vote_neighbors": 20, "halo_clusters": 4, "prior_weight": 20.0, "c_kappa": 20.0},
-    {"vote_neighbors": 40, "halo_clusters": 2, "prior_weight": 20.0, "c_kappa": 20.0},
+    {"vote_neighbors": 40, "halo_clusters": 0, "prior_weight": 20.0, "c_kappa": 20.0},
 ]
 
 
