@@ -67,7 +67,7 @@ def cluster_game(p: int, protocol: Protocol, seed: int) -> dict[str, float]:
 def rows(seed: int) -> dict[str, float]:
     """EcoVal's row values on 12 rows against their exact Shapley values (4095 trainings)."""
     s = make_split(Protocol("rows", "2dplanes_727", (12, 100, 10), 0.1), seed)
-    exact = exact_shapley(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed, device="cpu")
+    exact = np.asarray(exact_shapley(s.X_train, s.y_train, s.X_val, s.y_val, seed=seed, device="cpu"))
     ev = EcoVal(n_clusters=3, seed=seed, min_cluster_frac=0.0, k_neighbors=3, device="cpu")
     values = ev.fit(s.X_train, s.y_train, s.X_val, s.y_val).values_
     scale = abs(exact.sum())
