@@ -62,6 +62,8 @@ class Explanation:
     suspect: bool
     suggested_label: Any
     label_confidence: float | None
+    label_prior: float
+    prior_weight: float
     neighbours: list[Neighbour]
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,10 +200,13 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     ]
     alpha, beta, value = float(col("ecoval_intrinsic")), float(col("ecoval_extrinsic")), float(col("ecoval_value"))
     share = float(state.share[c])
+    label = source.column(params["label"])[0].as_py()
+    code = np.flatnonzero(ev.classes_ == label)
+    prior = float(state.prior.scores(z, c)[0, code[0]]) if code.size else 0.0
     return Explanation(
         table=str(Path(table).resolve()),
         key=key,
-        label=source.column(params["label"])[0].as_py(),
+        label=label,
         mode=col("ecoval_mode"),
         run_id=run_id,
         model=name,
@@ -218,6 +223,8 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
         suspect=bool(col("ecoval_suspect")),
         suggested_label=col("ecoval_suggested_label") if "ecoval_suggested_label" in row.column_names else None,
         label_confidence=col("ecoval_label_confidence") if "ecoval_label_confidence" in row.column_names else None,
+        label_prior=prior,
+        prior_weight=state.prior_weight,
         neighbours=neighbours,
     )
 
@@ -235,6 +242,10 @@ def text_explanation(e: Explanation) -> list[str]:
         f"-1..1); beta {e.beta:.3f} "
         "(redundancy multiplier, 0..1)",
     ]
+    lines.append(
+        f"  label prior {e.label_prior:.2f} (its label's score by a model that never saw cluster {e.cluster}; "
+        f"counts as {e.prior_weight:g} neighbours)"
+    )
     if e.suspect and e.suggested_label is not None:
         lines.append(f"  suggested label {e.suggested_label!r} (confidence {e.label_confidence:.2f})")
     lines.append(f"  nearest reference rows of cluster {e.cluster} (the vote):")

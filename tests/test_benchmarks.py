@@ -29,8 +29,10 @@ def _check_shape(result: dict, *, methods: set[str], runs: int) -> None:
     assert len(result["split"]) == 3 and all(isinstance(n, int) for n in result["split"])
     assert 0 < result["noise"] < 1 and set(result["methods"]) == methods
     for name, record in result["methods"].items():
-        # EcoVal's record may carry how often its suggested label restores a flipped label.
-        assert set(record) - ({"restored"} if name == "ecoval" else set()) == RECORD, name
+        # EcoVal's record may carry how often its suggested label restores a flipped label and its
+        # suspect flag's precision and recall; methods run since the noise-rate cut carry its F1.
+        extra = {"restored", "suspect_precision", "suspect_recall"} if name == "ecoval" else set()
+        assert RECORD <= set(record) <= RECORD | extra | {"f1_noise_cut"}, name
         assert isinstance(record["trainings"], int) and record["trainings"] >= 0
         for metric in ("auroc", "f1", "rm20", "wall_s"):
             assert len(record[metric]) == runs, (name, metric)

@@ -38,16 +38,17 @@ def test_a_row_is_its_cluster_share_plus_its_kappa_term(valued) -> None:
         assert (e.key, e.mode, e.cluster, e.label) == (row.row_id, mode, row.ecoval_cluster, row.label)
         # v_i = share_c* + kappa (alpha_i beta_i - mean_c x)
         assert e.value == pytest.approx(e.cluster_share + e.kappa * (e.alpha * e.beta - e.cluster_mean_x), abs=1e-12)
-        assert len(e.neighbours) == 10 and row.row_id not in [n.key for n in e.neighbours]
+        assert len(e.neighbours) == 20 and row.row_id not in [n.key for n in e.neighbours]
         members = table.set_index("row_id").loc[[n.key for n in e.neighbours]]
         assert (members.ecoval_cluster == e.cluster).all() and (
             members.label.to_numpy() == [n.label for n in e.neighbours]
         ).all()
         similarity = [n.similarity for n in e.neighbours]
         assert similarity == sorted(similarity, reverse=True) and 0 < similarity[-1] <= similarity[0] <= 1
-        # alpha is the similarity-weighted label agreement of those neighbours (up to the weights' rescaling).
-        agree = [n.label == e.label for n in e.neighbours]
-        assert (e.alpha > 0) == (np.dot(similarity, agree) / sum(similarity) > 0.5)
+        # alpha is the vote of those neighbours, weighted by similarity, with the label prior as m0 more.
+        agree = np.dot(similarity, [n.label == e.label for n in e.neighbours]) / sum(similarity)
+        k, m0 = len(e.neighbours), e.prior_weight
+        assert e.alpha == pytest.approx(2 * (k * agree + m0 * e.label_prior) / (k + m0) - 1, abs=1e-9)
 
 
 def test_explain_from_the_command_line(valued) -> None:
@@ -60,7 +61,8 @@ def test_explain_from_the_command_line(valued) -> None:
     suggested = int(suspect.ecoval_suggested_label)  # pandas holds the nullable column as floats
     assert f"suggested label {suggested}" in out.stdout
     as_json = json.loads(_ecoval(*args, "--key", str(suspect.row_id), "--json", cwd=valued.table.parent).stdout)
-    assert as_json["suggested_label"] == suggested and len(as_json["neighbours"]) == 10
+    assert as_json["suggested_label"] == suggested and len(as_json["neighbours"]) == 20
+    assert "label prior" in out.stdout and 0 <= as_json["label_prior"] <= 1
 
     write_deltalake(str(valued.table), blob_rows(300, 301), mode="append", schema_mode="merge")
     cases = [
@@ -87,5 +89,5 @@ def test_explain_a_row_of_a_separate_values_table(tmp_path) -> None:
     run_valuation(cfg)
     e = explain_row(str(values), "7", tracking_uri=cfg.tracking_uri)
     source = DeltaTable(str(path)).to_pandas().set_index("row_id")
-    assert e.key == 7 and e.label == source.loc[7, "label"] and len(e.neighbours) == 10
+    assert e.key == 7 and e.label == source.loc[7, "label"] and len(e.neighbours) == 20
     assert e.value == pytest.approx(e.cluster_share + e.kappa * (e.alpha * e.beta - e.cluster_mean_x), abs=1e-12)

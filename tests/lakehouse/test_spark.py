@@ -39,7 +39,7 @@ def test_spark_table_valued_by_delta_rs_and_filtered_with_spark_sql(spark, tmp_p
         "sum(CASE WHEN ecoval_value > 0 AND NOT ecoval_suspect THEN 1 ELSE 0 END) FROM rows"
     ).first()
     all_values = np.concatenate([ev.values_, ev.value(features[150:], labels[150:])])
-    suspects = np.concatenate([ev.intrinsic_, ev.value_rows(features[150:], labels[150:]).intrinsic]) < 0
+    suspects = np.concatenate([ev.result_.suspect, ev.value_rows(features[150:], labels[150:]).suspect])
     assert (total, valued) == (200, 200)
     assert clean == int(np.sum((all_values > 0) & ~suspects))
     modes = dict(spark.sql("SELECT ecoval_mode, count(*) FROM rows GROUP BY ecoval_mode").collect())
