@@ -125,7 +125,7 @@ def redundancy(
     ``s_ij = exp(-(d_ij / h)^2)``.
 
     Args:
-        dist: ``(m, k)`` distances to the nearest members of the row's cluster in ``Z``.
+        dist: ``(m, k)`` distances to the row's nearest candidates in the supervised space.
         same_label: ``(m, k)`` whether each neighbour carries the row's label.
         h: bandwidth ``h_c`` of the cluster (> 0).
         gamma: returns-to-scale exponent.
@@ -247,11 +247,6 @@ class PropagationState:
     kappa: float
     gamma: float
     prior_weight: float
-
-    @property
-    def n_classes(self) -> int:
-        """K: every class has training members, so the largest code plus one."""
-        return int(self.y.max()) + 1
 
     @property
     def prior(self) -> LabelPrior:
@@ -384,18 +379,6 @@ class NeighbourPropagator:
         halo = np.argsort(gaps, axis=1, kind="stable")[:, : min(1 + self.halo_clusters, p)].astype(np.int64)
         prior = LabelPrior.fit(Z, y, clusters, p, self.seed)
         candidates = np.array([int(sizes[halo[c]].sum()) - 1 for c in range(p)])
-        k = np.minimum(self.k_neighbors, candidates).astype(np.int64)
-        k_vote = np.minimum(self.vote_neighbors, candidates).astype(np.int64)
-        h, h_vote = np.empty(p), np.empty(p)
-        S = prior.space(Z)
-        found = []
-        for c in range(p):
-            members = np.flatnonzero(clusters == c)
-            pool = np.flatnonzero(np.isin(clusters, halo[c]))
-            wanted = int(max(k[c], k_vote[c]))
-            dist, index = nearest_members(S[pool], S[members], wanted, np.searchsorted(pool, members))
-            h[c], h_vote[c] = _bandwidth(dist[:, : k[c]]), _bandwidth(dist[:, : k_vote[c]])
-            found.append((members, dist, y[pool][index]))
         mu = game.total_gain / Z.shape[0]
         if self.empirical_bayes:
             share, lam = empirical_bayes_shares(game.phi, game.phi_se, sizes, mu)
@@ -405,11 +388,11 @@ class NeighbourPropagator:
             Z=Z,
             y=y,
             clusters=clusters,
-            h=h,
-            k=k,
+            h=np.ones(p),
+            k=np.minimum(self.k_neighbors, candidates).astype(np.int64),
             halo=halo,
-            h_vote=h_vote,
-            k_vote=k_vote,
+            h_vote=np.ones(p),
+            k_vote=np.minimum(self.vote_neighbors, candidates).astype(np.int64),
             metric=prior.weights,
             prior_frequencies=prior.frequencies,
             prior_phases=prior.phases,
@@ -422,6 +405,14 @@ class NeighbourPropagator:
             gamma=game.returns_to_scale,
             prior_weight=float(self.prior_weight),
         )
+        # One search per cluster, each row left out: its distances give the bandwidths, then the inputs.
+        h, h_vote, found = np.empty(p), np.empty(p), []
+        for c in range(p):
+            members = np.flatnonzero(clusters == c)
+            dist, index = state.neighbours(Z[members], c, members)
+            h[c], h_vote[c] = _bandwidth(dist[:, : state.k[c]]), _bandwidth(dist[:, : state.k_vote[c]])
+            found.append((members, dist, y[index]))
+        state = dataclasses.replace(state, h=h, h_vote=h_vote)
         inputs = _gather(
             Z.shape[0],
             [
