@@ -99,16 +99,14 @@ class LabelPrior:
                 fy[c] += F[rows].T @ labels[rows]
                 f_sum[c] += F[rows].sum(axis=0)
         sizes = np.bincount(clusters, minlength=p)
-        y_by_cluster = np.stack([Y[clusters == c].sum(axis=0) for c in range(p)])
+        y_by_cluster = np.zeros((p, n_classes))
+        np.add.at(y_by_cluster, clusters, Y)
+        ff_all, fy_all, f_all = ff.sum(axis=0), fy.sum(axis=0), f_sum.sum(axis=0)
         coef = np.empty((p, FEATURES, n_classes))
         intercept = np.empty((p, n_classes))
         for c in range(p):
             coef[c], intercept[c] = _ridge(
-                ff.sum(axis=0) - ff[c],
-                fy.sum(axis=0) - fy[c],
-                f_sum.sum(axis=0) - f_sum[c],
-                y_sum - y_by_cluster[c],
-                Z.shape[0] - int(sizes[c]),
+                ff_all - ff[c], fy_all - fy[c], f_all - f_sum[c], y_sum - y_by_cluster[c], Z.shape[0] - int(sizes[c])
             )
         return cls(weights=weights, frequencies=frequencies, phases=phases, coef=coef, intercept=intercept)
 
