@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from deltalake import DeltaTable, write_deltalake
 from tests.conftest import blob_rows
 from tests.docker.engine import DOCKER_DIR, base_image, docker_engine, local_service_images, missing_tools, run
 from tests.stack.client import ADMIN_PASSWORD, StackClient
+from tests.stack.services import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 
@@ -52,9 +52,14 @@ class ComposeStack:
 
     client: StackClient
     compose: list[str]
-    lakehouse: Path
     timings_s: dict[str, float] = field(default_factory=dict)
     facts: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def lakehouse(self) -> Path:
+        """Where the ``lakehouse`` volume lies on this machine."""
+        volume = f"{PROJECT}_lakehouse"
+        return Path(run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", volume]).stdout.strip())
 
     def container_hostname(self, service: str) -> str:
         container = run([*self.compose, "ps", "-q", service]).stdout.strip()
@@ -62,12 +67,6 @@ class ComposeStack:
 
     def logs(self) -> str:
         return run([*self.compose, "logs", "--no-color", "--tail", "150"], check=False, timeout=120).stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _has_gpu() -> bool:
@@ -170,7 +169,7 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
                 certificate.unlink()
         timings["project_image"] = time.monotonic() - mark
         size = int(run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE]).stdout)
-        ports = {name: _free_port() for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT")}
+        ports = {name: free_port() for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT")}
         env = {
             **services,
             **{name: str(port) for name, port in ports.items()},
@@ -189,8 +188,7 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
             mlflow_uri=f"http://127.0.0.1:{ports['MLFLOW_PORT']}",
             spark_ui=f"http://127.0.0.1:{ports['SPARK_UI_PORT']}",
         )
-        volume = run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", f"{PROJECT}_lakehouse"], check=False)
-        stack = ComposeStack(client=client, compose=compose, lakehouse=Path(volume.stdout.strip()))
+        stack = ComposeStack(client=client, compose=compose)
         stack.timings_s.update(timings)
         stack.facts["image_size_gb"] = round(size / 1e9, 2)
         stack.facts["images"] = {"base": base, **services}
@@ -198,9 +196,6 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
             mark = time.monotonic()
             run([*compose, "up", "-d", "--no-build"], timeout=900)
             stack.timings_s["compose_up"] = time.monotonic() - mark
-            stack.lakehouse = Path(
-                run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", f"{PROJECT}_lakehouse"]).stdout.strip()
-            )
             _healthy(stack)
             stack.timings_s["stack_ready"] = time.monotonic() - mark
             yield stack

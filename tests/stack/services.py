@@ -40,7 +40,8 @@ GPU_POOL = "ecoval_gpu"
 PACKAGES = {"postgresql": PG_BIN / "initdb", "redis-server": Path("/usr/bin/redis-server")}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port no service listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -203,7 +204,7 @@ def _spark(stack: Stack, master_port: int, ui_port: int) -> Callable[[], None]:
     worker = _start(
         stack, "spark-worker",
         [spark_class, "org.apache.spark.deploy.worker.Worker", stack.spark_master, "--host", "127.0.0.1",
-         "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()),
+         "--cores", "2", "--memory", "2g", "--webui-port", str(free_port()),
          "--work-dir", str(stack.home / "spark-work")],
         env,
     )  # fmt: skip
@@ -321,7 +322,7 @@ def running_stack(home: Path) -> Iterator[Stack]:
     shutil.copy(ROOT / "dags" / "ecoval_nightly.py", dags)
     for dag_file in PRODUCER_DAGS.glob("*.py"):
         shutil.copy(dag_file, dags)
-    pg_port, redis_port, master_port, ui_port, mlflow_port, api_port = (_free_port() for _ in range(6))
+    pg_port, redis_port, master_port, ui_port, mlflow_port, api_port = (free_port() for _ in range(6))
     airflow_home = home / "airflow"
     airflow_home.mkdir()
     passwords = airflow_home / "passwords.json"
