@@ -110,6 +110,12 @@ class RunConfig(BaseModel):
     c_kappa: float = Field(
         default=20.0, ge=0.0, description="kappa = c_kappa |mu|: a row's own input against its cluster's mean"
     )
+    reference_rows: int = Field(
+        default=200_000,
+        ge=4,
+        description="most training rows that clustering, trainings and neighbours rest on; beyond it a "
+        "sample stratified by cluster and label, and every other row is valued against it",
+    )
     alert_suspect_share: float | None = Field(
         default=None,
         ge=0.0,

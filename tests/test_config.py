@@ -79,7 +79,7 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
         "table": "t", "key": "k", "label": "y", "features": "a,b", "validation_fraction": 0.2, "refit": "never",
         "mlflow_uri": "sqlite:///x.db", "experiment": "e", "model_name": "m", "clusters": 3, "budget": 30,
         "seed": 4, "learner": "mlp", "device": "cpu", "k_neighbors": 7, "c_kappa": 2.5, "engine": "delta-rs",
-        "vote_neighbors": 12, "halo_clusters": 0, "prior_weight": 0.5,
+        "vote_neighbors": 12, "halo_clusters": 0, "prior_weight": 0.5, "reference_rows": 5000,
         "shards": 2, "staging_dir": "ws", "quiet": True, "json_output": True, "values_table": "v",
         "alert_suspect_share": 0.3, "alert_drift": 0.1, "review_columns": "a,c", "spark_cores": 1,
         "spark_driver_memory": "2g", "spark_executor_memory": "512m",
@@ -90,7 +90,7 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
     path.write_text("\n".join(f"{k}: {v}" for k, v in values.items()))
     cfg = load_config(path)
     assert (cfg.learner, cfg.device, cfg.k_neighbors, cfg.c_kappa, cfg.json_output) == ("mlp", "cpu", 7, 2.5, True)
-    assert (cfg.vote_neighbors, cfg.halo_clusters, cfg.prior_weight) == (12, 0, 0.5)
+    assert (cfg.vote_neighbors, cfg.halo_clusters, cfg.prior_weight, cfg.reference_rows) == (12, 0, 0.5, 5000)
     assert cfg.review_columns == ("a", "c") and cfg.values_table is not None
     assert (cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory) == (1, "2g", "512m")
     with pytest.raises(InvalidInputError, match="spark_executor_memory must be a JVM memory size"):
@@ -103,12 +103,13 @@ def test_the_engine_knobs_reach_the_estimator(tmp_path) -> None:
     cfg = load_config(
         None, table=str(tmp_path), key="k", label="y", features="a", learner="mlp", device="cpu", k_neighbors=7,
         c_kappa=2.5, clusters=4, budget=40, seed=3, vote_neighbors=12, halo_clusters=1, prior_weight=0.5,
+        reference_rows=5000,
     )  # fmt: skip
     ev = PinnedRun(cfg, 0).estimator()
     assert (ev.learner, ev.device, ev.k_neighbors, ev.c_kappa, ev.n_clusters, ev.budget, ev.seed) == (
         "mlp", "cpu", 7, 2.5, 4, 40, 3,
     )  # fmt: skip
-    assert (ev.vote_neighbors, ev.halo_clusters, ev.prior_weight) == (12, 1, 0.5)
+    assert (ev.vote_neighbors, ev.halo_clusters, ev.prior_weight, ev.max_reference_rows) == (12, 1, 0.5, 5000)
     with pytest.raises(InvalidInputError, match=r"learner: Input should be 'logistic' or 'mlp'"):
         load_config(None, table="t", key="k", label="y", features="a", learner="forest")
 

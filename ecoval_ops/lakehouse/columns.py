@@ -80,17 +80,22 @@ def value_columns(
     run_id: str,
     model_version: str,
     valued_at: datetime | None = None,
+    in_sample: NDArray[np.bool_] | None = None,
 ) -> pa.Table:
     """The key and the value columns of valued rows, typed as :func:`value_schema`.
 
     ``ecoval_percentile`` is the rank of each value among ``reference`` (the model's in-sample
     values), so rows valued on different nights stay comparable without rewriting the rows
-    valued before.
+    valued before. ``in_sample`` marks the rows whose ``ecoval_mode`` is ``in_sample`` (the
+    state's members) when the result's mode is not every row's.
     """
     import pyarrow as pa
 
     table = result.to_arrow(keys, key)
     n = table.num_rows
+    if in_sample is not None:
+        modes = pa.array(np.where(in_sample, "in_sample", "out_of_sample"), pa.string())
+        table = table.set_column(table.column_names.index("ecoval_mode"), "ecoval_mode", modes)
     percentile = np.searchsorted(np.sort(reference), result.values, side="right") / reference.size
     when = valued_at or datetime.now(UTC)
     table = (

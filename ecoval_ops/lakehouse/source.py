@@ -28,6 +28,7 @@ __all__ = [
     "check_source",
     "embedding_matrix",
     "label_classes",
+    "non_finite_error",
     "read_rows",
     "require_columns",
     "rows_of",
@@ -192,13 +193,25 @@ def _check_finite(columns: SourceColumns, X: NDArray[np.float64], where: str) ->
     if not bad.any():
         return
     first = int(np.flatnonzero(bad.any(axis=0))[0])
+    raise non_finite_error(columns, where, first, int(bad[:, first].sum()), int(bad.any(axis=1).sum()))
+
+
+def non_finite_error(columns: SourceColumns, where: str, first: int, in_first: int, rows: int) -> InvalidInputError:
+    """The error of embeddings with null, NaN or infinite entries, naming the feature column when there is one.
+
+    Args:
+        columns: the columns the run reads.
+        where: the table version.
+        first: the first dimension with such entries.
+        in_first: rows with one in that dimension.
+        rows: rows with one anywhere.
+    """
     if columns.features is not None:
-        raise InvalidInputError(
-            f"feature column {columns.features[first]!r} of {where} has {int(bad[:, first].sum())} "
-            "null, NaN or infinite values"
+        return InvalidInputError(
+            f"feature column {columns.features[first]!r} of {where} has {in_first} null, NaN or infinite values"
         )
-    raise InvalidInputError(
-        f"embedding of {columns.embedding_columns[0]!r} in {where} has {int(bad.any(axis=1).sum())} rows with NaN or "
+    return InvalidInputError(
+        f"embedding of {columns.embedding_columns[0]!r} in {where} has {rows} rows with NaN or "
         f"infinite entries (first at dimension {first})"
     )
 

@@ -1,15 +1,22 @@
-"""Spark implementations of the engine's steps (architecture.md, steps 2, 4 and 5).
+"""Spark implementations of the engine's steps (architecture.md, steps 2, 4 and 5; spec section 5b).
+
+The driver never collects the table, the embeddings or the values: every O(n) pass runs on the
+executors over the Delta tables read where they lie.
 
 - :func:`embed_rows` runs an embedder with ``mapInPandas`` in Arrow batches and appends the
   embeddings to the embeddings Delta table (idempotent per source version);
+- :func:`spark_plan` draws the clustering sample and the reference set (the driver collects
+  those and per-stratum counts and thresholds) and plans the trainings;
+- :func:`spark_row_inputs` and :func:`spark_values` are the two row passes of
+  :mod:`ecoval_ops.lakehouse.row_values` in ``mapInPandas``; the per-cluster sums of ``x_i``
+  are one aggregate;
 - :class:`SparkKMeansClusterer` satisfies the ``Clusterer`` Protocol with Spark MLlib's KMeans
-  (k-means|| initialisation, fixed seed), for clustering at scale;
-- :func:`value_by_cluster` values rows out of sample per cluster with ``applyInPandas``.
+  (k-means|| initialisation, fixed seed), for clustering large reference sets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -18,17 +25,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import SparkSession
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
 
     from ecoval_ops.lakehouse.embedders import Embedder
-    from ecoval_ops.valuation import EcoVal
+    from ecoval_ops.pipeline.pinned import PinnedRun
+    from ecoval_ops.valuation import EcoVal, TrainingPlan
+    from ecoval_ops.valuation.protocols import Clusterer
 
-__all__ = ["SparkKMeansClusterer", "embed_rows", "value_by_cluster"]
+__all__ = ["SparkKMeansClusterer", "embed_rows", "rows_frame", "spark_plan", "spark_row_inputs", "spark_values"]
 
 
 def embed_rows(
@@ -81,78 +92,309 @@ def embed_rows(
     return int(count)
 
 
-def value_by_cluster(
-    spark: SparkSession,
-    keys: NDArray[np.generic],
-    X: NDArray[np.float64],
-    y: NDArray[np.generic],
-    model: Path,
-    out: Path,
-    *,
-    key: str,
-    run_id: str,
-    model_version: str,
-) -> None:
-    """Value rows out of sample with Spark: assign clusters, then ``groupBy(cluster).applyInPandas``.
+def rows_frame(spark: SparkSession, run: PinnedRun, *, only_new: bool) -> DataFrame:
+    """``key``, ``label`` and ``ecoval_embedding`` (``array<double>``) of the pinned source version, read by Spark.
 
-    Each executor loads the saved valuation state once (arrays and JSON, no pickle) and values
-    one cluster's rows at a time against that cluster's members (spec section 5). The value
-    columns land as Parquet in ``out``.
+    The embeddings come from the embeddings table (joined on the key; a row without one has a
+    null embedding) or from the source's ``embedding_col``. ``only_new`` keeps the rows no run
+    has valued (``ecoval_run_id IS NULL``, or keys absent from the values table as pinned).
+    """
+    from pyspark.sql.functions import col
+
+    cfg = run.config
+    key, label = check_identifier(cfg.key, "key column"), check_identifier(cfg.label, "label column")
+    source = spark.read.format("delta").option("versionAsOf", run.table_version).load(str(cfg.table))
+    if only_new:
+        if cfg.values_table is not None:
+            if run.values_version is not None:
+                valued = (
+                    spark.read.format("delta")
+                    .option("versionAsOf", run.values_version)
+                    .load(str(cfg.values_table))
+                    .filter(col("ecoval_run_id").isNotNull())
+                    .select(key)
+                )
+                source = source.join(valued, on=key, how="left_anti")
+        elif "ecoval_run_id" in source.columns:
+            source = source.filter(col("ecoval_run_id").isNull())
+    embeddings = run.embeddings_table()
+    if embeddings is None:
+        column = check_identifier(cfg.embedding_col, "embedding column")
+        return source.select(key, label, col(column).cast("array<double>").alias(EMBEDDING_COL))
+    vectors = spark.read.format("delta").load(str(embeddings)).select(key, EMBEDDING_COL)
+    return source.select(key, label).join(vectors, on=key, how="left")
+
+
+def _matrix(part: pd.DataFrame) -> NDArray[np.float64]:
+    """The embeddings of a batch as an ``(m, d)`` matrix."""
+    return np.stack(part[EMBEDDING_COL].to_numpy()).astype(np.float64, copy=False)
+
+
+def _list_matrix(column: pa.ChunkedArray) -> NDArray[np.float64]:
+    """A collected list column of equal-length embeddings as an ``(m, d)`` matrix."""
+    import pyarrow.compute as pc
+
+    if len(column) == 0:
+        return np.zeros((0, 0))
+    width = len(column[0])
+    return np.asarray(pc.list_flatten(column).to_numpy(), dtype=np.float64).reshape(len(column), width)
+
+
+def _first_non_finite(vector: NDArray[np.float64] | None) -> int:
+    """The first dimension of an embedding that is null, NaN or infinite; -1 for none (or no embedding)."""
+    if vector is None:
+        return -1
+    bad = np.flatnonzero(~np.isfinite(np.asarray(vector, dtype=np.float64)))
+    return int(bad[0]) if bad.size else -1
+
+
+def _sorted(table: pa.Table, key: str) -> pa.Table:
+    """``table`` in key order, the order of the delta-rs engine's rows."""
+    order = np.argsort(table.column(key).to_numpy(zero_copy_only=False), kind="stable")
+    return table.take(order)
+
+
+def _check_rows(rows: DataFrame, run: PinnedRun) -> None:
+    """Raise on rows without an embedding, or with embeddings of NaN, infinite or uneven entries.
+
+    ``ecoval_bad`` is each row's first non-finite dimension (-1 for none); one job counts, a
+    second one counts the rows of the first bad dimension when there are any.
+    """
+    from pyspark.sql import functions as sf
+
+    from ecoval_ops.lakehouse.source import non_finite_error
+
+    cfg = run.config
+    where = f"{cfg.table}@v{run.table_version}"
+    bad = sf.col("ecoval_bad") >= 0
+    counts = rows.agg(
+        sf.count(sf.lit(1)).alias("rows"),
+        sf.sum(sf.col(EMBEDDING_COL).isNull().cast("long")).alias("missing"),
+        sf.sum(bad.cast("long")).alias("bad"),
+        sf.min(sf.when(bad, sf.col("ecoval_bad"))).alias("first"),
+        sf.countDistinct(sf.size(EMBEDDING_COL)).alias("widths"),
+    ).first()
+    if counts is None or not counts["rows"]:
+        raise InvalidInputError(f"{where} is empty: there are no rows to value")
+    if counts["missing"]:
+        source = run.embeddings_table() or cfg.embedding_col
+        raise InvalidInputError(f"{counts['missing']} rows of {where} have no embedding in {source}")
+    if counts["widths"] != 1:
+        raise InvalidInputError(
+            f"embeddings of {where} must share one non-zero length; found {counts['widths']} lengths"
+        )
+    if counts["bad"]:
+        first = int(counts["first"])
+        entry = sf.element_at(EMBEDDING_COL, first + 1)
+        in_first = rows.filter(entry.isNull() | sf.isnan(entry) | (sf.abs(entry) == float("inf"))).count()
+        raise non_finite_error(run.columns, where, first, in_first, int(counts["bad"]))
+
+
+def spark_plan(
+    spark: SparkSession, run: PinnedRun, clusterer_for: Callable[[int], Clusterer | None]
+) -> tuple[TrainingPlan, NDArray[np.generic]]:
+    """The plan of a refit drawn by Spark (spec section 5b); the driver holds O(R d) rows.
+
+    Jobs over the pinned version (kept on the executors' disks meanwhile): the row checks; the
+    classes; the clustering sample (the R smallest draws); the held-out validation rows; the
+    rows per cluster and class; each stratum's threshold (``groupBy.applyInPandas``); the
+    reference rows. The driver fits the clusters on the sample and plans the trainings on the
+    reference rows, as :meth:`~ecoval_ops.valuation.EcoVal.prepare` does in-core.
+
+    Returns:
+        The plan and the members' keys, in key order.
+    """
+    import pandas as pd
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as sf
+
+    from ecoval_ops.lakehouse.split import holdout_mask
+    from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
+    from ecoval_ops.valuation.reference import quotas, stratum_threshold
+
+    cfg = run.config
+    key, label = check_identifier(cfg.key, "key column"), check_identifier(cfg.label, "label column")
+    seed, fraction, held_out = cfg.seed, cfg.validation_fraction, cfg.validation_table is None
+    limit = cfg.reference_rows
+    frame = rows_frame(spark, run, only_new=False)
+    types = f"{key} {frame.schema[key].dataType.simpleString()}, {label} {frame.schema[label].dataType.simpleString()}"
+
+    def drawn(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from ecoval_ops.valuation.reference import key_draws
+
+        for part in parts:
+            keys = part[key].to_numpy()
+            yield part.assign(
+                ecoval_draw=key_draws(keys, seed),
+                ecoval_held=holdout_mask(keys, fraction) if held_out else np.zeros(len(part), bool),
+                ecoval_bad=[_first_non_finite(v) for v in part[EMBEDDING_COL]],
+            )
+
+    rows = frame.mapInPandas(
+        drawn,
+        f"{types}, {EMBEDDING_COL} array<double>, ecoval_draw bigint, ecoval_held boolean, ecoval_bad int",
+    ).persist(StorageLevel.DISK_ONLY)
+    try:
+        _check_rows(rows, run)
+        train = rows.filter(~sf.col("ecoval_held"))
+        classes = np.unique(np.asarray([r[0] for r in train.select(label).distinct().collect()]))
+        if classes.size == 0:
+            raise InvalidInputError(f"every row of {cfg.table} is held out; lower validation_fraction")
+        wanted = [key, label, EMBEDDING_COL, "ecoval_draw"]
+        sample = _sorted(train.orderBy("ecoval_draw").limit(limit).select(*wanted).toArrow(), key)
+        validation = run.validation_rows()
+        if validation is None:
+            held = _sorted(rows.filter(sf.col("ecoval_held")).select(*wanted).toArrow(), key)
+            X_val = _list_matrix(held.column(EMBEDDING_COL))
+            y_val = held.column(label).to_numpy(zero_copy_only=False)
+        else:
+            X_val, y_val = validation.X, validation.y
+        X_sample = check_features(_list_matrix(sample.column(EMBEDDING_COL)), "X_train")
+        estimator = run.estimator(clusterer_for(sample.num_rows))
+        space, model = estimator.fit_clusters(X_sample)
+        p, n_classes = model.n_clusters, classes.size
+
+        def assigned(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for part in parts:
+                clusters = model.assign(space.cluster_space(_matrix(part)))
+                codes = np.searchsorted(classes, part[label].to_numpy())
+                yield part.assign(ecoval_cluster=clusters.astype(np.int32), ecoval_class=codes.astype(np.int32))
+
+        strata = train.mapInPandas(
+            assigned,
+            f"{types}, {EMBEDDING_COL} array<double>, ecoval_draw bigint, ecoval_held boolean, ecoval_bad int, "
+            "ecoval_cluster int, ecoval_class int",
+        )
+        counts = np.zeros((p, n_classes), dtype=np.int64)
+        for r in strata.groupBy("ecoval_cluster", "ecoval_class").count().collect():
+            counts[r[0], r[1]] = r[2]
+        quota = quotas(counts, limit)
+
+        def threshold(part: pd.DataFrame) -> pd.DataFrame:
+            c, k = int(part["ecoval_cluster"].iloc[0]), int(part["ecoval_class"].iloc[0])
+            t = stratum_threshold(part["ecoval_draw"].to_numpy(dtype=np.int64), int(quota[c, k]))
+            return pd.DataFrame({"ecoval_cluster": [c], "ecoval_class": [k], "threshold": [t]})
+
+        thresholds = np.full((p, n_classes), -1, dtype=np.int64)
+        found = (
+            strata.select("ecoval_cluster", "ecoval_class", "ecoval_draw")
+            .groupBy("ecoval_cluster", "ecoval_class")
+            .applyInPandas(threshold, "ecoval_cluster int, ecoval_class int, threshold bigint")
+            .collect()
+        )
+        for r in found:
+            thresholds[r[0], r[1]] = r[2]
+        stratum = sf.col("ecoval_cluster") * n_classes + sf.col("ecoval_class") + 1
+        limits = sf.array(*[sf.lit(int(t)) for t in thresholds.ravel()])
+        taken = sf.col("ecoval_draw") <= sf.element_at(limits, stratum)
+        reference = _sorted(strata.filter(taken).select(*wanted, "ecoval_cluster").toArrow(), key)
+    finally:
+        rows.unpersist()
+    labels = reference.column(label).to_numpy(zero_copy_only=False)
+    plan = estimator.plan_reference(
+        space,
+        model,
+        _list_matrix(reference.column(EMBEDDING_COL)),
+        encode_labels(check_labels(labels, "y_train", n_rows=labels.size), classes, "y_train"),
+        reference.column("ecoval_cluster").to_numpy().astype(np.int64),
+        reference.column("ecoval_draw").to_numpy().astype(np.int64),
+        thresholds=thresholds,
+        sizes=counts.sum(axis=1),
+        X_val=check_features(X_val, "X_val", n_features=X_sample.shape[1]),
+        y_val=encode_labels(check_labels(y_val, "y_val", n_rows=len(y_val)), classes, "y_val"),
+        classes=classes,
+    )
+    return plan, np.asarray(reference.column(key).to_numpy(zero_copy_only=False))
+
+
+def spark_row_inputs(
+    spark: SparkSession, run: PinnedRun, model: Path, out: Path, *, only_new: bool
+) -> NDArray[np.float64]:
+    """The first row pass on the executors (:func:`~ecoval_ops.lakehouse.row_values.input_batch` in ``mapInPandas``).
+
+    Writes the inputs as Parquet in ``out``; returns the per-cluster sums of ``x_i`` over the
+    training rows (one aggregate job).
+    """
+    from pyspark.sql import functions as sf
+
+    from ecoval_ops.lakehouse.row_values import INPUT_COLUMNS, TRAINING_COL, input_batch
+    from ecoval_ops.lakehouse.split import holdout_mask
+    from ecoval_ops.valuation import EcoVal
+
+    cfg = run.config
+    key, label = check_identifier(cfg.key, "key column"), check_identifier(cfg.label, "label column")
+    fraction, held_out = cfg.validation_fraction, cfg.validation_table is None
+    state, stamp = str(model), _stamp(model)
+    frame = rows_frame(spark, run, only_new=only_new)
+    key_type, label_type = (frame.schema[c].dataType.simpleString() for c in (key, label))
+    types = f"{key} {key_type}, ecoval_support {label_type}"
+
+    def inputs(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ev = _load_state(state, stamp)
+        for part in parts:
+            if not len(part):
+                continue
+            keys = part[key].to_numpy()
+            if only_new:
+                training = np.zeros(len(part), bool)
+            else:
+                training = ~holdout_mask(keys, fraction) if held_out else np.ones(len(part), bool)
+            yield input_batch(ev, keys, _matrix(part), part[label].to_numpy(), training, key=key).to_pandas()
+
+    columns = ", ".join(f"{name} {kind}" for name, kind in INPUT_COLUMNS.items())
+    frame.mapInPandas(inputs, f"{types}, {columns}").write.mode("overwrite").parquet(str(out))
+    sums = np.zeros(EcoVal.load(model).n_clusters_)
+    x = sf.col("ecoval_intrinsic") * sf.col("ecoval_extrinsic")
+    written = spark.read.parquet(str(out)).filter(sf.col(TRAINING_COL))
+    for r in written.groupBy("ecoval_cluster").agg(sf.sum(x)).collect():
+        sums[r[0]] = r[1]
+    return sums
+
+
+def spark_values(
+    spark: SparkSession, run: PinnedRun, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str
+) -> None:
+    """The second row pass on the executors: the value columns of the inputs.
+
+    :func:`~ecoval_ops.lakehouse.row_values.value_batch` in ``mapInPandas``; Parquet in ``out``.
     """
     import pyarrow as pa
 
     from ecoval_ops.lakehouse.columns import value_schema
+    from ecoval_ops.lakehouse.row_values import value_batch
 
-    q_key = check_identifier(key, "key column")
-    state = str(model)
+    key = check_identifier(run.config.key, "key column")
+    state, stamp = str(model), _stamp(model)
     valued_at = datetime.now(UTC)
-    rows = pa.table(
-        {
-            q_key: pa.array(keys),
-            "ecoval_label": pa.array(y),
-            EMBEDDING_COL: pa.array(list(X), pa.list_(pa.float64())),
-        }
-    )
-    frame = spark.createDataFrame(rows.to_pandas())
-    input_schema = frame.schema.simpleString()[len("struct<") : -1]
-    key_type = frame.schema[q_key].dataType.simpleString()
+    frame = spark.read.parquet(str(inputs))
+    label_type = frame.schema["ecoval_support"].dataType.simpleString()
 
-    def assign(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ev = _load_state(state)
+    def values(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ev = _load_state(state, stamp)
         for part in parts:
-            Z = ev.feature_space_.cluster_space(np.stack(part[EMBEDDING_COL].to_numpy()))
-            yield part.assign(ecoval_cluster=ev.cluster_model_.assign(Z).astype(np.int32))
-
-    def value(part: pd.DataFrame) -> pd.DataFrame:
-        from ecoval_ops.lakehouse.columns import value_columns
-
-        ev = _load_state(state)
-        result = ev.value_rows(np.stack(part[EMBEDDING_COL].to_numpy()), part["ecoval_label"].to_numpy())
-        table = value_columns(
-            part[q_key].to_numpy(),
-            result,
-            key=q_key,
-            reference=ev.values_,
-            run_id=run_id,
-            model_version=model_version,
-            valued_at=valued_at,
-        )
-        return table.to_pandas()
+            if len(part):
+                batch = pa.Table.from_pandas(part, preserve_index=False)
+                valued = value_batch(
+                    ev, batch, key=key, run_id=run_id, model_version=model_version, valued_at=valued_at
+                )
+                yield valued.to_pandas()
 
     spark_types = {"double": "double", "int32": "int", "int64": "bigint", "bool": "boolean", "string": "string"}
-    schema = value_schema(rows.schema.field("ecoval_label").type)
-    value_fields = ", ".join(f"{f.name} {spark_types.get(str(f.type), 'timestamp')}" for f in schema)
-    (
-        frame.mapInPandas(assign, f"{input_schema}, ecoval_cluster int")
-        .groupBy("ecoval_cluster")
-        .applyInPandas(value, f"{q_key} {key_type}, {value_fields}")
-        .write.mode("overwrite")
-        .parquet(str(out))
+    fields = ", ".join(
+        f"{f.name} {label_type if f.name == 'ecoval_suggested_label' else spark_types.get(str(f.type), 'timestamp')}"
+        for f in value_schema(pa.string())
     )
+    key_type = frame.schema[key].dataType.simpleString()
+    frame.mapInPandas(values, f"{key} {key_type}, {fields}").write.mode("overwrite").parquet(str(out))
 
 
-@lru_cache(maxsize=1)
-def _load_state(path: str) -> EcoVal:
+def _stamp(path: Path) -> int:
+    """When the saved state was written (a state rewritten at the same path is loaded again)."""
+    return (path / "state.npz").stat().st_mtime_ns
+
+
+@lru_cache(maxsize=2)
+def _load_state(path: str, stamp: int) -> EcoVal:
     """The saved valuation state, loaded once per Python worker (workers are reused)."""
     from ecoval_ops.valuation import EcoVal
 

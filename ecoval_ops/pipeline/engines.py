@@ -1,19 +1,23 @@
-"""The two engines of a run: who embeds, clusters, propagates and writes (architecture.md).
+"""The two engines of a run: who embeds, draws the reference set, values and writes (architecture.md).
 
 Both engines read rows through the same checks (:mod:`ecoval_ops.lakehouse.source`), value with
-the same EcoVal code and write one MERGE under the same contract
-(:mod:`ecoval_ops.lakehouse.value_writes`); they differ in where the work runs:
+the same EcoVal code, batch by batch (:mod:`ecoval_ops.lakehouse.row_values`), and write one
+MERGE under the same contract (:mod:`ecoval_ops.lakehouse.value_writes`); they differ in where
+the work runs:
 
-- :class:`DeltaRsEngine`: in-process with delta-rs, numpy and torch (no JVM);
-- :class:`SparkEngine`: embeddings in Arrow batches (``mapInPandas``), MLlib k-means on large
-  tables, per-cluster propagation with ``groupBy(cluster).applyInPandas``, delta-spark writes.
+- :class:`DeltaRsEngine`: in-process with delta-rs, numpy and torch (no JVM): the rows are read
+  into numpy, sorted by key;
+- :class:`SparkEngine`: every O(n) pass on the executors, over the tables read where they lie
+  (:mod:`ecoval_ops.lakehouse.spark_engine`); the driver holds the reference set and small
+  per-cluster aggregates (spec section 5b).
 
-Rows are read by delta-rs into numpy for the fit in either engine (a million 64-d embeddings
-are 0.5 GB), always sorted by key, so both engines see the same rows in the same order.
+Both draw the same reference set (from the key, :func:`~ecoval_ops.valuation.reference.key_draws`)
+and cluster it alike below ``mllib_min_rows``, so their values agree.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,20 +25,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.config import RunConfig
-from ecoval_ops.exceptions import EcovalError
+from ecoval_ops.exceptions import EcovalError, InvalidInputError
 from ecoval_ops.lakehouse import ensure_value_columns, merge_values, open_table
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 from ecoval_ops.lakehouse.delta_rs import create_values_table
 from ecoval_ops.lakehouse.embedders import Embedder
 from ecoval_ops.lakehouse.embeddings import append_embeddings, embed_app_id, embed_once, new_keys
-from ecoval_ops.lakehouse.source import Rows
+from ecoval_ops.lakehouse.row_values import input_batch, value_batch, x_sums
 from ecoval_ops.process import fault_point
+from ecoval_ops.valuation.reference import key_draws, member_index
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from ecoval_ops.lakehouse.spark import SparkSizing
-    from ecoval_ops.valuation.protocols import Clusterer
+    from ecoval_ops.pipeline.pinned import PinnedRun
+    from ecoval_ops.valuation import TrainingPlan
 
 __all__ = ["DeltaRsEngine", "Engine", "SparkEngine", "engine_for", "value_target"]
 
@@ -55,7 +61,7 @@ def value_target(cfg: RunConfig) -> tuple[Path, bool]:
 
 
 class Engine(Protocol):
-    """Embeds rows, picks the clusterer, values rows out of sample, writes values."""
+    """Embeds rows, draws the plan's reference set, runs the row passes, writes values."""
 
     def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
         """Append embeddings of the rows of ``source@version`` missing from ``target``; rows embedded.
@@ -64,25 +70,27 @@ class Engine(Protocol):
         """
         ...
 
-    def clusterer(self, n_rows: int) -> Clusterer | None:
-        """The clusterer EcoVal uses for ``n_rows`` training rows (None: scikit-learn k-means)."""
+    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, NDArray[np.generic]]:
+        """Stage 0 and the training plan of a refit on the pinned training rows; the members' keys.
+
+        Raises:
+            InvalidInputError: bad rows, or every row held out.
+        """
         ...
 
-    def value_out_of_sample(
-        self,
-        cfg: RunConfig,
-        rows: Rows,
-        select: NDArray[np.bool_],
-        model: Path,
-        out: Path,
-        *,
-        run_id: str,
-        model_version: str,
-    ) -> None:
-        """Value ``rows[select]`` against the saved model ``model``; write Parquet files in ``out``.
+    def row_inputs(self, run: PinnedRun, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
+        """Write every row's inputs against the saved ``model`` as Parquet files in ``out`` (first pass).
 
-        ``run_id`` and ``model_version`` go into the value columns.
+        A refit's rows are every row of the pinned version (training rows may be members);
+        ``only_new`` takes the rows no run has valued, none of them a member.
+
+        Returns:
+            ``(p,)`` sums of ``x_i`` over the training rows per cluster (what centres a refit).
         """
+        ...
+
+    def values(self, run: PinnedRun, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
+        """Write the value columns of the ``inputs`` against the (centred) ``model`` as Parquet in ``out``."""
         ...
 
     def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
@@ -118,34 +126,53 @@ class DeltaRsEngine:
 
         return embed_once(target, version, CommitFailedError, append)
 
-    def clusterer(self, n_rows: int) -> Clusterer | None:
-        """See :class:`Engine`."""
-        return None
+    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, NDArray[np.generic]]:
+        """See :class:`Engine`: :meth:`EcoVal.prepare` on the rows read into numpy."""
+        rows = run.rows()
+        holdout = run.holdout(rows.keys)
+        validation = run.validation_rows()
+        X_val, y_val = (rows.X[holdout], rows.y[holdout]) if validation is None else (validation.X, validation.y)
+        train = ~holdout
+        if not train.any():
+            raise InvalidInputError(f"every row of {run.config.table} is held out; lower validation_fraction")
+        keys = rows.keys[train]
+        draws = key_draws(keys, run.config.seed)
+        plan = run.estimator().prepare(rows.X[train], rows.y[train], X_val, y_val, draws=draws)
+        return plan, keys[member_index(plan.reference_draws, draws) >= 0]
 
-    def value_out_of_sample(
-        self,
-        cfg: RunConfig,
-        rows: Rows,
-        select: NDArray[np.bool_],
-        model: Path,
-        out: Path,
-        *,
-        run_id: str,
-        model_version: str,
-    ) -> None:
+    def row_inputs(self, run: PinnedRun, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
         """See :class:`Engine`."""
         import pyarrow.parquet as pq
 
-        from ecoval_ops.lakehouse.columns import value_columns
         from ecoval_ops.valuation import EcoVal
 
         ev = EcoVal.load(model)
-        result = ev.value_rows(rows.X[select], rows.y[select])
-        table = value_columns(
-            rows.keys[select], result, key=cfg.key, reference=ev.values_, run_id=run_id, model_version=model_version
-        )
+        rows = run.rows(only_new=only_new)
+        take = ~rows.valued if only_new else np.ones(len(rows.keys), bool)
+        keys = rows.keys[take]
+        training = np.zeros(len(keys), bool) if only_new else ~run.holdout(keys)
         out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out / "part-0.parquet")
+        if not len(keys):
+            return np.zeros(ev.n_clusters_)
+        inputs = input_batch(ev, keys, rows.X[take], rows.y[take], training, key=run.config.key)
+        pq.write_table(inputs, out / "part-0.parquet")
+        return x_sums(inputs, ev.n_clusters_)
+
+    def values(self, run: PinnedRun, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
+        """See :class:`Engine`."""
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        from ecoval_ops.valuation import EcoVal
+
+        ev = EcoVal.load(model)
+        table = ds.dataset(inputs, format="parquet").to_table()
+        out.mkdir(parents=True, exist_ok=True)
+        if table.num_rows:
+            valued = value_batch(
+                ev, table, key=run.config.key, run_id=run_id, model_version=model_version, valued_at=datetime.now(UTC)
+            )
+            pq.write_table(valued, out / "part-0.parquet")
 
     def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
         """See :class:`Engine`."""
@@ -158,17 +185,17 @@ class DeltaRsEngine:
 
 
 class SparkEngine:
-    """Spark engine: embeddings with ``mapInPandas``, MLlib k-means, ``applyInPandas`` propagation.
+    """Spark engine: every O(n) pass on the executors (module docstring).
 
-    Tables with fewer than ``mllib_min_rows`` training rows are clustered on the driver by the
-    same scikit-learn k-means as the delta-rs engine (an MLlib job costs more than the whole
+    Reference sets of fewer than ``mllib_min_rows`` rows are clustered on the driver by the same
+    scikit-learn k-means as the delta-rs engine (an MLlib job costs more than the whole
     clustering there), so both engines give the same values on such tables; larger ones are
     clustered by MLlib.
 
     Args:
         spark: a session; ``None`` starts one when first needed (``$ECOVAL_SPARK_MASTER``, else
             ``local[*]``, with Delta).
-        mllib_min_rows: training rows from which MLlib clusters. Default 50_000.
+        mllib_min_rows: reference rows from which MLlib clusters. Default 50_000.
         sizing: the cores and memory of the session it starts (the run's ``spark_*`` settings).
     """
 
@@ -207,41 +234,28 @@ class SparkEngine:
             ),
         )
 
-    def clusterer(self, n_rows: int) -> Clusterer | None:
-        """See :class:`Engine`."""
-        from ecoval_ops.lakehouse.spark_engine import SparkKMeansClusterer
+    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, NDArray[np.generic]]:
+        """See :class:`Engine`: the draws, the clustering sample, the strata and the reference set by Spark."""
+        from ecoval_ops.lakehouse.spark_engine import SparkKMeansClusterer, spark_plan
 
-        return SparkKMeansClusterer(self._session()) if n_rows >= self.mllib_min_rows else None
-
-    def value_out_of_sample(
-        self,
-        cfg: RunConfig,
-        rows: Rows,
-        select: NDArray[np.bool_],
-        model: Path,
-        out: Path,
-        *,
-        run_id: str,
-        model_version: str,
-    ) -> None:
-        """See :class:`Engine`.
-
-        Rows go to Spark as Arrow, are assigned to clusters batch by batch, and each cluster is
-        valued by ``applyInPandas`` against the saved model.
-        """
-        from ecoval_ops.lakehouse.spark_engine import value_by_cluster
-
-        value_by_cluster(
-            self._session(),
-            rows.keys[select],
-            rows.X[select],
-            rows.y[select],
-            model,
-            out,
-            key=cfg.key,
-            run_id=run_id,
-            model_version=model_version,
+        spark = self._session()
+        return spark_plan(
+            spark,
+            run,
+            lambda n: SparkKMeansClusterer(spark) if n >= self.mllib_min_rows else None,
         )
+
+    def row_inputs(self, run: PinnedRun, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
+        """See :class:`Engine`."""
+        from ecoval_ops.lakehouse.spark_engine import spark_row_inputs
+
+        return spark_row_inputs(self._session(), run, model, out, only_new=only_new)
+
+    def values(self, run: PinnedRun, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
+        """See :class:`Engine`."""
+        from ecoval_ops.lakehouse.spark_engine import spark_values
+
+        spark_values(self._session(), run, inputs, model, out, run_id=run_id, model_version=model_version)
 
     def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
         """See :class:`Engine`."""

@@ -67,7 +67,7 @@ def night_figures(values: pd.DataFrame, new_keys: Any, ev: EcoVal, *, key: str) 
     """
     new = values[values[key].isin(np.asarray(new_keys))]
     p = ev.n_clusters_
-    model_share = np.bincount(ev.clusters_, minlength=p) / ev.clusters_.size
+    model_share = ev.state_.sizes / ev.state_.sizes.sum()
     model_suspect = float(ev.result_.suspect.mean())
     if new.empty:
         return Night(0, 0.0, 0.0, 0.0, model_suspect)

@@ -15,9 +15,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from ecoval_ops.config import RunConfig
 from ecoval_ops.lakehouse.embedders import Embedder, FeaturesEmbedder, TorchvisionEmbedder
-from ecoval_ops.lakehouse.source import SourceColumns, valued_keys
+from ecoval_ops.lakehouse.source import Rows, SourceColumns, read_rows, valued_keys
+from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -111,6 +115,34 @@ class PinnedRun:
             return None
         return self.workspace.embeddings(self.embedder_fingerprint, validation=validation)
 
+    def rows(self, *, only_new: bool = False) -> Rows:
+        """The pinned source version's rows (those no run valued, with ``only_new``), read in-process."""
+        return read_rows(
+            self.columns,
+            self.config.table,
+            embeddings=self.embeddings_table(),
+            version=self.table_version,
+            only_new=only_new,
+            valued=self.valued,
+        )
+
+    def holdout(self, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
+        """Which rows of the source are held out for validation (none with a validation table)."""
+        if self.config.validation_table is None:
+            return holdout_mask(keys, self.config.validation_fraction)
+        return np.zeros(len(keys), bool)
+
+    def validation_rows(self) -> Rows | None:
+        """The pinned version of the validation table; None when rows of the source are held out."""
+        if self.config.validation_table is None:
+            return None
+        return read_rows(
+            self.columns,
+            self.config.validation_table,
+            embeddings=self.embeddings_table(validation=True),
+            version=self.validation_version,
+        )
+
     def estimator(self, clusterer: Clusterer | None = None) -> EcoVal:
         """An unfitted EcoVal with the run's settings."""
         from ecoval_ops.valuation import EcoVal
@@ -127,6 +159,7 @@ class PinnedRun:
             halo_clusters=c.halo_clusters,
             prior_weight=c.prior_weight,
             c_kappa=c.c_kappa,
+            max_reference_rows=c.reference_rows,
             clusterer=clusterer,
         )
 

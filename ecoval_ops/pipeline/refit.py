@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ecoval_ops.exceptions import InvalidInputError
 
 if TYPE_CHECKING:
-    from ecoval_ops.lakehouse.source import Rows
     from ecoval_ops.valuation import EcoVal
 
 __all__ = ["DRIFT_LIMIT", "DRIFT_MIN_ROWS_PER_CLUSTER", "REFIT_SHARE", "Mode", "RefitPolicy", "decide_mode"]
@@ -27,13 +28,22 @@ Mode = Literal["refit", "incremental", "noop"]
 RefitPolicy = Literal["auto", "always", "never"]
 
 
-def decide_mode(policy: RefitPolicy, new: Rows, current: EcoVal | None) -> Mode:
+def decide_mode(
+    policy: RefitPolicy,
+    n_new: int,
+    table_rows: int,
+    current: EcoVal | None,
+    new_embeddings: Callable[[], NDArray[np.float64]],
+) -> Mode:
     """Refit or value new rows incrementally (``--refit auto|always|never``).
 
     Args:
         policy: the run's ``refit`` setting.
-        new: the rows no run has valued yet (``new.table_rows`` counts the whole version).
+        n_new: rows no run has valued yet.
+        table_rows: rows of the whole version.
         current: the registered valuation model, if any.
+        new_embeddings: reads the new rows' embeddings, called only for the drift test (a
+            first or a large night reads no embedding here).
 
     ``auto`` refits when there is no registered model, when new rows exceed
     :data:`REFIT_SHARE` of the valued rows, or when their cluster shares drift by more than
@@ -43,7 +53,6 @@ def decide_mode(policy: RefitPolicy, new: Rows, current: EcoVal | None) -> Mode:
     Raises:
         InvalidInputError: ``never`` without a registered model.
     """
-    n_new = len(new.keys)
     if policy == "always":
         return "refit"
     if n_new == 0:
@@ -52,12 +61,12 @@ def decide_mode(policy: RefitPolicy, new: Rows, current: EcoVal | None) -> Mode:
         if current is None:
             raise InvalidInputError("refit=never but no valuation model is registered yet; run with --refit auto")
         return "incremental"
-    if current is None or n_new > REFIT_SHARE * max(1, new.table_rows - n_new):
+    if current is None or n_new > REFIT_SHARE * max(1, table_rows - n_new):
         return "refit"
     p = current.n_clusters_
     if n_new < DRIFT_MIN_ROWS_PER_CLUSTER * p:
         return "incremental"
-    assigned = current.cluster_model_.assign(current.feature_space_.cluster_space(new.X))
+    assigned = current.cluster_model_.assign(current.feature_space_.cluster_space(new_embeddings()))
     new_share = np.bincount(assigned, minlength=p) / assigned.size
-    train_share = np.bincount(current.clusters_, minlength=p) / current.clusters_.size
+    train_share = current.state_.sizes / current.state_.sizes.sum()
     return "refit" if 0.5 * np.abs(new_share - train_share).sum() > DRIFT_LIMIT else "incremental"

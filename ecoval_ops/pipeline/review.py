@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from ecoval_ops.pipeline.pinned import PinnedRun
@@ -31,19 +30,21 @@ REMOVAL_ROWS = 20_000
 """Most training rows the review's removal curve retrains on (a seeded sample beyond that)."""
 
 
-def removal_curve(
-    plan: TrainingPlan, ev: EcoVal, X: NDArray[np.float64], y: NDArray[np.generic], *, seed: int
-) -> RemovalCurve:
-    """Validation accuracy after removing the highest / lowest-valued training rows (for review)."""
+def removal_curve(plan: TrainingPlan, ev: EcoVal, *, seed: int) -> RemovalCurve:
+    """Validation accuracy after removing the highest / lowest-valued rows of the training sample (for review).
+
+    The rows are the plan's training sample (reference rows, standardised), at most
+    :data:`REMOVAL_ROWS` of them, with their values from the fitted state.
+    """
     from ecoval_ops.valuation.removal import removal_curve as curve
 
-    rows = np.arange(len(y))
+    rows = np.arange(plan.y.size)
     if rows.size > REMOVAL_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(rows.size, REMOVAL_ROWS, replace=False))
     return curve(
-        plan.space.standardise(X[rows]),
-        np.searchsorted(ev.classes_, y[rows]),
-        ev.values_[rows],
+        plan.X[rows],
+        plan.y[rows],
+        ev.values_[plan.sample[rows]],
         plan.X_val,
         plan.y_val,
         n_classes=ev.classes_.size,

@@ -99,7 +99,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
                     steps.train_shard(ref, index)
                     advance(1)
             with stages("fit"), bars.stage("fitting", 1) as advance:
-                ref = steps.fit_model(ref)
+                ref = steps.fit_model(ref, engine)
                 advance(1)
         with stages("value"), bars.stage("propagation", 1) as advance:
             steps.propagate(ref, engine)

@@ -27,11 +27,9 @@ from ecoval_ops.config import RunConfig
 from ecoval_ops.exceptions import EcovalError, InvalidInputError, StateFormatError
 from ecoval_ops.lakehouse import open_table
 from ecoval_ops.lakehouse.source import (
-    Rows,
     check_seen_labels,
     check_source,
     label_classes,
-    read_rows,
     require_columns,
     unvalued_keys,
 )
@@ -41,6 +39,7 @@ from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
 from ecoval_ops.pipeline.review import REMOVAL_FILE, publish, removal_curve, saved_curve
+from ecoval_ops.pipeline.workspace import Workspace
 from ecoval_ops.process import fault_point, owner_gone, process_owner
 from ecoval_ops.tracking.runs import OWNER_TAG
 
@@ -62,15 +61,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _rows(run: PinnedRun, *, only_new: bool = False) -> Rows:
-    return read_rows(
-        run.columns,
-        run.config.table,
-        embeddings=run.embeddings_table(),
-        version=run.table_version,
-        only_new=only_new,
-        valued=run.valued,
-    )
+MEMBER_KEYS = "member_keys.npy"
+"""The keys of the plan's reference rows (the state's members), saved beside the plan."""
 
 
 def detect(cfg: RunConfig) -> Detection:
@@ -128,14 +120,11 @@ def embed(run: PinnedRun, engine: Engine) -> int:
     return count
 
 
-def _digest(rows: Rows) -> str:
-    """A short content digest of the new rows (keys, labels, embeddings), for MLflow's dataset."""
+def _digest(keys: NDArray[np.generic]) -> str:
+    """A short content digest of the new rows' keys, for MLflow's dataset."""
     import hashlib
 
-    h = hashlib.sha256()
-    for part in (np.asarray(rows.keys).astype(str), np.asarray(rows.y).astype(str), rows.X):
-        h.update(np.ascontiguousarray(part).tobytes())
-    return h.hexdigest()[:16]
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(keys).astype(str)).tobytes()).hexdigest()[:16]
 
 
 def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
@@ -148,7 +137,7 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
     and their workspace removed.
     """
     cfg, version = run.config, run.table_version
-    new = _rows(run, only_new=True)
+    new = unvalued_keys(cfg.table, version, cfg.key, valued=run.valued)
     tracker = run.tracker
     tracker.check_reachable()
     for stale in tracker.close_stale(str(cfg.table), owner_gone):
@@ -163,7 +152,10 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
             raise StateFormatError(f"the current model of {name}: {e}; run with --refit auto") from e
         log.warning("the current model of %s cannot be read (%s): refitting", name, e)
         current = None
-    mode = decide_mode(cfg.refit, new, current[0] if current else None)
+    table_rows = int(open_table(cfg.table, version).to_pyarrow_dataset().count_rows())
+    mode = decide_mode(
+        cfg.refit, len(new), table_rows, current[0] if current else None, lambda: run.rows(only_new=True).X
+    )
     if mode == "noop":
         return RunRef(run, "noop", None, current[1] if current else None)
     tags = {"ecoval.table": str(cfg.table), "ecoval.mode": mode, "ecoval.table_version_read": str(version)}
@@ -184,31 +176,8 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
     return RunRef(run, mode, run_id, current[1])
 
 
-def _holdout(run: PinnedRun, rows: Rows) -> NDArray[np.bool_]:
-    """The rows of the training table held out for validation (none with a validation table)."""
-    if run.config.validation_table is None:
-        return holdout_mask(rows.keys, run.config.validation_fraction)
-    return np.zeros(len(rows.keys), bool)
-
-
-def _validation(
-    run: PinnedRun, rows: Rows, holdout: NDArray[np.bool_]
-) -> tuple[NDArray[np.float64], NDArray[np.generic]]:
-    """The validation rows: the held-out rows, or the pinned version of the validation table."""
-    cfg = run.config
-    if cfg.validation_table is None:
-        return rows.X[holdout], rows.y[holdout]
-    val = read_rows(
-        run.columns,
-        cfg.validation_table,
-        embeddings=run.embeddings_table(validation=True),
-        version=run.validation_version,
-    )
-    return val.X, val.y
-
-
 def cluster(ref: RunRef, engine: Engine) -> list[int]:
-    """Stage 0 of a refit: fit the feature space, cluster, save the training plan.
+    """Stage 0 of a refit: the engine draws the reference set and plans the trainings; save the plan.
 
     Returns:
         The shard indices of the LCO trainings (``shards`` groups at most).
@@ -219,15 +188,10 @@ def cluster(ref: RunRef, engine: Engine) -> list[int]:
     ws = run.workspace
     target = ws.plan(ref.started())
     if not target.exists():
-        rows = _rows(run)
-        holdout = _holdout(run, rows)
-        X_val, y_val = _validation(run, rows, holdout)
-        train = ~holdout
-        if not train.any():
-            raise InvalidInputError(f"every row of {run.config.table} is held out; lower validation_fraction")
-        plan = run.estimator(engine.clusterer(int(train.sum()))).prepare(rows.X[train], rows.y[train], X_val, y_val)
+        plan, members = engine.plan(run)
         with ws.atomic(target) as tmp:
             plan.save(tmp)
+            np.save(tmp / MEMBER_KEYS, np.asarray(members), allow_pickle=False)
     return list(range(len(TrainingPlan.load(target).shards(run.config.shards))))
 
 
@@ -262,8 +226,12 @@ def train_shard(ref: RunRef, index: int) -> None:
     fault_point("shard_trained")
 
 
-def fit_model(ref: RunRef) -> RunRef:
-    """Fit the production function from every shard, propagate in sample, register the model.
+def fit_model(ref: RunRef, engine: Engine) -> RunRef:
+    """Fit the production function from every shard, value every row, centre, register the model.
+
+    The state is fitted on the plan's reference rows; the engine's first row pass writes every
+    row's inputs to the workspace and sums ``x_i`` per cluster, which centres the values over
+    all training rows (spec section 5b).
 
     Returns:
         ``ref`` with the registered model version (alias ``current``).
@@ -286,13 +254,14 @@ def fit_model(ref: RunRef) -> RunRef:
         # Saved after registering: a retry finds the version registered before, keys and all.
         ev = EcoVal.load(ws.model(run_id))
     else:
-        rows = _rows(run)
-        train = ~_holdout(run, rows)
-        member_keys = rows.keys[train]
-        ev = run.estimator().fit_plan(
-            plan, utilities, rows.X[train], rows.y[train], n_trainings=plan.n_trainings(len(shards))
-        )
-        curve = removal_curve(plan, ev, rows.X[train], rows.y[train], seed=cfg.seed)
+        ev = run.estimator().fit_reference(plan, utilities, n_trainings=plan.n_trainings(len(shards)))
+        with ws.atomic(ws.reference_model(run_id)) as tmp:
+            ev.save(tmp)
+        with ws.atomic(ws.inputs(run_id)) as tmp:
+            x_sum = engine.row_inputs(run, ws.reference_model(run_id), tmp, only_new=False)
+        ev.centre(x_sum)
+        member_keys = np.load(ws.plan(run_id) / MEMBER_KEYS, allow_pickle=False)
+        curve = removal_curve(plan, ev, seed=cfg.seed)
     version = run.tracker.register(
         run_id,
         ev,
@@ -324,48 +293,32 @@ def _model_version(ref: RunRef) -> str:
 
 
 def propagate(ref: RunRef, engine: Engine) -> int:
-    """Value the run's rows: in-sample rows from the fit, the others out of sample by the engine.
+    """Value the run's rows from their inputs: a refit's every row, an incremental run's new rows.
 
-    A refit values every row of the table (training rows in sample, held-out rows out of
-    sample); an incremental run values the rows no run has valued yet.
+    A refit's inputs were written by ``fit_model``'s row pass (members in sample, the other rows
+    out of sample); an incremental run makes them here for the rows no run has valued yet.
 
     Returns:
         Rows valued.
     """
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
-    from ecoval_ops.lakehouse.columns import value_columns
-    from ecoval_ops.valuation import EcoVal
-
     run_id, run = ref.started(), ref.run
-    cfg = run.config
     version = _model_version(ref)
     ws = run.workspace
-    target = ws.values(run_id)
+    target, inputs, model = ws.values(run_id), ws.inputs(run_id), ws.model(run_id)
     if not target.exists():
-        rows = _rows(run, only_new=ref.mode == "incremental")
+        if ref.mode != "refit" and not inputs.exists():
+            with ws.atomic(inputs) as tmp:
+                engine.row_inputs(run, model, tmp, only_new=True)
         with ws.atomic(target) as tmp:
-            tmp.mkdir()
-            if ref.mode == "refit":
-                ev = EcoVal.load(ws.model(run_id))
-                select = _holdout(run, rows)
-                in_sample = value_columns(
-                    rows.keys[~select],
-                    ev.result_,
-                    key=cfg.key,
-                    reference=ev.values_,
-                    run_id=run_id,
-                    model_version=version,
-                )
-                pq.write_table(in_sample, tmp / "in_sample.parquet")
-            else:
-                select = ~rows.valued
-            if select.any():
-                engine.value_out_of_sample(
-                    cfg, rows, select, ws.model(run_id), tmp / "out_of_sample", run_id=run_id, model_version=version
-                )
-    return int(ds.dataset(target, format="parquet").count_rows())
+            engine.values(run, inputs, model, tmp, run_id=run_id, model_version=version)
+    return _count(ws, run_id)
+
+
+def _count(ws: Workspace, run_id: str) -> int:
+    import pyarrow.dataset as ds
+
+    values = ws.values(run_id)
+    return int(ds.dataset(values, format="parquet").count_rows()) if any(values.rglob("*.parquet")) else 0
 
 
 def write(ref: RunRef, engine: Engine) -> int | None:

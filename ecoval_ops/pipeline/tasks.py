@@ -203,15 +203,16 @@ def train_shard(ref: Mapping[str, Any], index: int) -> int:
 
 @_no_retry_on_bad_input
 def fit_model(ref: Mapping[str, Any]) -> dict[str, Any]:
-    """Fit the production function and register the valuation model (alias ``current``)."""
-    fitted = steps.fit_model(_ref(ref))
+    """Fit the production function, value every row, centre, register the model (alias ``current``)."""
+    pinned = _ref(ref)
+    fitted = steps.fit_model(pinned, engine_for(pinned.run.config))
     log.info("registered model version %s", fitted.model_version)
     return fitted.to_dict()
 
 
 @_no_retry_on_bad_input
 def propagate(ref: Mapping[str, Any]) -> int:
-    """Value the run's rows (in sample from the fit, the rest out of sample)."""
+    """Value the run's rows (a refit's from the fit's inputs, an incremental run's new rows)."""
     pinned = _ref(ref)
     count = steps.propagate(pinned, engine_for(pinned.run.config))
     log.info("valued %d rows", count)

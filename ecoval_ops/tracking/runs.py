@@ -92,7 +92,7 @@ def model_description(ecoval: EcoVal, lineage: dict[str, str], config: dict[str,
     figures = {
         "clusters p": ecoval.n_clusters_,
         "trainings": ecoval.n_trainings_,
-        "training rows": ecoval.values_.size,
+        "training rows": int(ecoval.state_.sizes.sum()),
         "U(B)": f"{game.utility_full:.4g}",
         "U(empty)": f"{game.utility_empty:.4g}",
         "Gamma_alpha": f"{game.gamma_alpha:.4g}",

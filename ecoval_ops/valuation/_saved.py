@@ -83,10 +83,15 @@ def fitted_arrays(
     game: ClusterGame,
     state: PropagationState,
     result: ValuationResult,
+    member_draws: NDArray[np.int64],
 ) -> dict[str, NDArray[Any]]:
-    """The arrays of a fitted EcoVal, each part under its prefix (``game_``, ``state_``, ``result_``)."""
+    """The arrays of a fitted EcoVal, each part under its prefix (``game_``, ``state_``, ``result_``).
+
+    ``result`` is the members' (the reference rows'), so the state is O(R d + p^2) whatever n.
+    """
     return {
         "classes": classes,
+        "member_draws": member_draws,
         **stage0_arrays(space, model),
         **{f"game_{k}": v for k, v in asdict(game).items() if isinstance(v, np.ndarray)},
         **{f"state_{k}": v for k, v in state.__dict__.items() if isinstance(v, np.ndarray)},
@@ -98,7 +103,7 @@ def fitted_from_arrays(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) ->
     """Inverse of :func:`fitted_arrays`, with the scalars of ``meta``.
 
     Returns:
-        The fitted parts by name: classes, space, model, game, state, result.
+        The fitted parts by name: classes, space, model, game, state, result, member_draws.
     """
 
     def take(prefix: str) -> dict[str, Any]:
@@ -112,4 +117,5 @@ def fitted_from_arrays(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) ->
         "game": ClusterGame(**take("game_"), **meta["game"]),
         "state": PropagationState(**take("state_"), **meta["state"]),
         "result": ValuationResult(**take("result_"), mode="in_sample", n_trainings=int(meta["n_trainings"])),
+        "member_draws": arrays["member_draws"],
     }

@@ -8,10 +8,17 @@ against the fitted state without retraining (section 5).
 ``fit`` is three steps that can also run apart (the Airflow DAG runs them as separate tasks):
 ``prepare`` (stage 0 and the :class:`TrainingPlan`), ``train_masks`` on groups of masks (one
 shard each), and ``fit_plan`` on the utilities of all masks.
+
+At lakehouse scale (spec section 5b) the fitted state rests on a reference set of at most
+``max_reference_rows`` rows (:mod:`ecoval_ops.valuation.reference`); a distributed engine runs
+the O(n) passes itself: :meth:`fit_clusters` and :meth:`plan_reference` on the rows it
+collected, :meth:`fit_reference`, then every row valued by :meth:`value_rows` on its executors
+and :meth:`centre` on the per-cluster sums.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +43,15 @@ from ecoval_ops.valuation.plan import TrainingPlan, stratified_half, stratified_
 from ecoval_ops.valuation.production import ClusterGame, SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState
 from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
+from ecoval_ops.valuation.reference import (
+    clustering_sample,
+    member_index,
+    quotas,
+    reference_mask,
+    seeded_draws,
+    select_reference,
+    stratum_counts,
+)
 from ecoval_ops.valuation.result import ValuationResult
 from ecoval_ops.valuation.trainer import DeviceName
 from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior_utility
@@ -43,8 +59,9 @@ from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior
 __all__ = ["EcoVal"]
 
 
-_FORMAT_VERSION = 2
-"""2: the label vote's halo, supervised metric and leave-cluster-out prior joined the state."""
+_FORMAT_VERSION = 3
+"""2: the label vote's halo, supervised metric and leave-cluster-out prior joined the state.
+3: the members are the reference set; ``n_c`` and the members' draws joined the state."""
 _STATE_FILE = "state.npz"
 _META_FILE = "ecoval.json"
 
@@ -71,8 +88,11 @@ class EcoVal:
         seeds: repeated trainings averaged with common random numbers. Default 1.
         seed: seeds k-means, the half split, sampling and the learner. Default 0.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch learners. Default ``"auto"``.
-        max_train_rows: trainings run on a cluster-stratified sample of at most this many rows.
-            Default 100_000.
+        max_train_rows: trainings run on a cluster-stratified sample of at most this many
+            reference rows. Default 100_000.
+        max_reference_rows: R, the most training rows that clustering, trainings and neighbours
+            rest on (spec section 5b); beyond it a sample stratified by cluster and label.
+            Default 200_000.
         min_cluster_frac: smallest cluster as a share of the rows (at least 2 rows).
             Default 0.01.
         pca_dims: embeddings wider than this are clustered in this many PCA dimensions.
@@ -91,6 +111,9 @@ class EcoVal:
         intrinsic_: ``(n,)`` ``alpha_i``.
         extrinsic_: ``(n,)`` ``beta_i``.
         clusters_: ``(n,)`` cluster id per row.
+        members_: positions in ``result_`` of the state's members (the reference rows); after
+            :meth:`load`, ``result_`` holds the members only.
+        member_draws_: ``(R,)`` the members' draws ``u_i`` (what identifies a member row).
         cluster_values_: ``(p,)`` ``phi_c``.
         gamma_alpha_: ``Gamma_alpha``.
         gamma_beta_: ``Gamma_beta*``.
@@ -103,6 +126,9 @@ class EcoVal:
         utilities_: the per-example :class:`LeaveOutUtilities` of the trainings (not saved).
         feature_space_, cluster_model_, state_: the state that values new rows.
     """
+
+    state_: PropagationState
+    """Declared here because :meth:`centre` replaces it (set by the fit)."""
 
     def __init__(
         self,
@@ -121,6 +147,7 @@ class EcoVal:
         seed: int = 0,
         device: DeviceName = "auto",
         max_train_rows: int = 100_000,
+        max_reference_rows: int = 200_000,
         min_cluster_frac: float = 0.01,
         pca_dims: int = 64,
         clusterer: Clusterer | None = None,
@@ -143,6 +170,7 @@ class EcoVal:
         self.seed = seed
         self.device = device
         self.max_train_rows = max_train_rows
+        self.max_reference_rows = max_reference_rows
         self.min_cluster_frac = min_cluster_frac
         self.pca_dims = pca_dims
         self.clusterer = clusterer
@@ -154,7 +182,15 @@ class EcoVal:
     def __repr__(self) -> str:
         return f"EcoVal({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
 
-    def fit(self, X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike) -> EcoVal:
+    def fit(
+        self,
+        X_train: ArrayLike,
+        y_train: ArrayLike,
+        X_val: ArrayLike,
+        y_val: ArrayLike,
+        *,
+        draws: ArrayLike | None = None,
+    ) -> EcoVal:
         """Value every training row: :meth:`prepare`, :meth:`train_masks` on every mask, :meth:`fit_plan`.
 
         Args:
@@ -162,6 +198,10 @@ class EcoVal:
             y_train: ``(n,)`` labels (at least two classes).
             X_val: ``(m, d)`` validation embeddings.
             y_val: ``(m,)`` validation labels, all seen in ``y_train``.
+            draws: ``(n,)`` per-row draws in ``[0, 2^63)`` that choose the reference set when
+                n > ``max_reference_rows`` (:mod:`~ecoval_ops.valuation.reference`; the engines
+                pass :func:`~ecoval_ops.valuation.reference.key_draws` of the row keys);
+                default drawn from ``seed``.
 
         Returns:
             self, with the fitted attributes set.
@@ -170,24 +210,64 @@ class EcoVal:
             InvalidInputError: bad shapes, NaN/inf, a single class, unseen validation labels,
                 too few rows for two clusters, or an invalid parameter.
         """
-        plan = self.prepare(X_train, y_train, X_val, y_val)
+        plan = self.prepare(X_train, y_train, X_val, y_val, draws=draws)
         utilities = self.train_masks(plan, np.arange(plan.n_masks))
-        return self.fit_plan(plan, utilities, X_train, y_train, n_trainings=plan.n_trainings())
+        return self.fit_plan(plan, utilities, X_train, y_train, n_trainings=plan.n_trainings(), draws=draws)
 
-    def prepare(self, X_train: ArrayLike, y_train: ArrayLike, X_val: ArrayLike, y_val: ArrayLike) -> TrainingPlan:
+    def prepare(
+        self,
+        X_train: ArrayLike,
+        y_train: ArrayLike,
+        X_val: ArrayLike,
+        y_val: ArrayLike,
+        *,
+        draws: ArrayLike | None = None,
+    ) -> TrainingPlan:
         """Stage 0 and the plan of the stage 1-2 trainings (no model is trained).
 
-        Fits the feature space, clusters the rows (``p`` from ``n_clusters`` or ``budget``),
-        draws the cluster-stratified training sample and the stratified halves.
+        Fits the feature space and the clusters on the clustering sample (every row when n <=
+        ``max_reference_rows``), assigns every row, draws the reference set, the
+        cluster-stratified training sample and the stratified halves.
 
         Raises:
             InvalidInputError: as :meth:`fit`.
         """
         self._check_params()
         data = check_training_data(X_train, y_train, X_val, y_val)
-        n = data.X_train.shape[0]
-        space = FeatureSpace.fit(data.X_train, max_dims=self.pca_dims)
-        Z = space.cluster_space(data.X_train)
+        X, y = data.X_train, data.y_train
+        u = self._draws(X.shape[0], draws)
+        sample = clustering_sample(u, self.max_reference_rows)
+        space, model = self.fit_clusters(X if sample.size == X.shape[0] else X[sample])
+        clusters = model.assign(space.cluster_space(X))
+        counts = stratum_counts(clusters, y, model.n_clusters, data.n_classes)
+        thresholds = select_reference(u, clusters, y, quotas(counts, self.max_reference_rows))
+        ref = np.flatnonzero(reference_mask(u, clusters, y, thresholds))
+        return self.plan_reference(
+            space,
+            model,
+            X[ref],
+            y[ref],
+            clusters[ref],
+            u[ref],
+            thresholds=thresholds,
+            sizes=counts.sum(axis=1),
+            X_val=data.X_val,
+            y_val=data.y_val,
+            classes=data.classes,
+        )
+
+    def fit_clusters(self, X_sample: NDArray[np.float64]) -> tuple[FeatureSpace, ClusterModel]:
+        """Stage 0 on the clustering sample: the feature space and the cluster model.
+
+        ``p`` comes from ``n_clusters`` or ``budget``, capped by the sample's rows.
+
+        Raises:
+            InvalidInputError: the rows form a single cluster.
+        """
+        self._check_params()
+        n = X_sample.shape[0]
+        space = FeatureSpace.fit(X_sample, max_dims=self.pca_dims)
+        Z = space.cluster_space(X_sample)
         p = choose_n_clusters(
             n,
             n_clusters=self.n_clusters,
@@ -198,23 +278,61 @@ class EcoVal:
         )
         clusterer = KMeansClusterer() if self.clusterer is None else self.clusterer
         first = clusterer.fit_predict(Z, p, self.seed)
-        model, clusters = ClusterModel.from_labels(Z, first, min_size=min_cluster_size(n, self.min_cluster_frac))
+        model, _ = ClusterModel.from_labels(Z, first, min_size=min_cluster_size(n, self.min_cluster_frac))
         if model.n_clusters < 2:
             raise InvalidInputError(f"the {n} training rows form a single cluster; 2 are needed")
-        rows = stratified_sample(clusters, self.max_train_rows, np.random.default_rng(self.seed))
-        cs = clusters[rows]
+        return space, model
+
+    def plan_reference(
+        self,
+        space: FeatureSpace,
+        model: ClusterModel,
+        X_ref: NDArray[np.float64],
+        y_ref: NDArray[np.int64],
+        clusters_ref: NDArray[np.int64],
+        draws_ref: NDArray[np.int64],
+        *,
+        thresholds: NDArray[np.int64],
+        sizes: NDArray[np.int64],
+        X_val: NDArray[np.float64],
+        y_val: NDArray[np.int64],
+        classes: NDArray[Any],
+    ) -> TrainingPlan:
+        """The plan of the trainings on the reference rows, in training-row order.
+
+        Args:
+            space: the feature space of :meth:`fit_clusters`.
+            model: its cluster model.
+            X_ref: ``(R, d)`` the reference rows' embeddings.
+            y_ref: ``(R,)`` their class codes.
+            clusters_ref: ``(R,)`` their clusters.
+            draws_ref: ``(R,)`` their draws.
+            thresholds: ``(p, K)`` ``t_cy`` of :func:`~ecoval_ops.valuation.reference.select_reference`.
+            sizes: ``(p,)`` ``n_c`` over every training row.
+            X_val: validation embeddings.
+            y_val: their class codes.
+            classes: ``(K,)`` the training labels.
+        """
+        rows = stratified_sample(clusters_ref, self.max_train_rows, np.random.default_rng(self.seed))
+        cs = clusters_ref[rows]
         return TrainingPlan(
-            X=space.standardise(data.X_train[rows]),
-            y=data.y_train[rows],
+            X=space.standardise(X_ref[rows]),
+            y=y_ref[rows],
             sample_clusters=cs,
             halves=np.stack([stratified_half(cs, np.random.default_rng([self.seed, s])) for s in range(self.seeds)]),
-            X_val=space.standardise(data.X_val),
-            y_val=data.y_val,
-            empty=prior_utility(data.y_train[rows], data.y_val, data.n_classes, self.utility),
-            classes=data.classes,
+            X_val=space.standardise(X_val),
+            y_val=y_val,
+            empty=prior_utility(y_ref[rows], y_val, classes.size, self.utility),
+            classes=classes,
             space=space,
             model=model,
-            clusters=clusters,
+            Z_reference=space.cluster_space(X_ref),
+            reference_y=y_ref,
+            reference_clusters=clusters_ref,
+            reference_draws=draws_ref,
+            thresholds=thresholds,
+            sizes=np.asarray(sizes, dtype=np.int64),
+            sample=rows,
             pairwise=self.pairwise,
             seed=self.seed,
         )
@@ -252,8 +370,13 @@ class EcoVal:
         y_train: ArrayLike,
         *,
         n_trainings: int,
+        draws: ArrayLike | None = None,
     ) -> EcoVal:
-        """Fit the production function and propagate to rows from a plan's training utilities.
+        """Fit the production function and value every training row from a plan's training utilities.
+
+        :meth:`fit_reference`; when the reference set is a sample, every training row is
+        valued by :meth:`value_rows` (a member leaves itself out, so its value is its in-sample
+        one) and the values are centred over all of them (:meth:`centre`).
 
         Args:
             plan: the plan of :meth:`prepare` on the same training rows.
@@ -261,14 +384,38 @@ class EcoVal:
             X_train: ``(n, d)`` the training embeddings given to :meth:`prepare`.
             y_train: ``(n,)`` their labels.
             n_trainings: models fitted for ``utilities`` (for ``n_trainings_``).
+            draws: the draws given to :meth:`prepare`.
 
         Returns:
             self, fitted.
         """
         X = check_features(X_train, "X_train")
-        y = encode_labels(check_labels(y_train, "y_train", n_rows=X.shape[0]), plan.classes, "y_train")
-        if X.shape[0] != plan.clusters.size:
-            raise InvalidInputError(f"X_train has {X.shape[0]} rows; the plan was made for {plan.clusters.size}")
+        encode_labels(check_labels(y_train, "y_train", n_rows=X.shape[0]), plan.classes, "y_train")
+        if X.shape[0] != plan.n_rows:
+            raise InvalidInputError(f"X_train has {X.shape[0]} rows; the plan was made for {plan.n_rows}")
+        self.fit_reference(plan, utilities, n_trainings=n_trainings)
+        if not plan.sampled:
+            return self
+        member = member_index(self.member_draws_, self._draws(X.shape[0], draws))
+        rows = self.value_rows(X, y_train, train_index=member)
+        self.centre(np.bincount(np.asarray(rows.clusters), weights=rows.x, minlength=self.n_clusters_))
+        self._set_result(
+            dataclasses.replace(
+                rows,
+                values=self.state_.values(rows.x, np.asarray(rows.clusters)),
+                mode="in_sample",
+                n_trainings=n_trainings,
+            ),
+            members=np.flatnonzero(member >= 0),
+        )
+        return self
+
+    def fit_reference(self, plan: TrainingPlan, utilities: ArrayLike, *, n_trainings: int) -> EcoVal:
+        """Fit the production function and the state on the plan's reference rows; value them in sample.
+
+        When the reference set is every training row this is the whole fit; otherwise
+        ``x_mean`` is the members' until :meth:`centre`, and ``result_`` holds the members.
+        """
         leave_out = plan.leave_out_utilities(np.asarray(utilities, dtype=np.float64))
         self._check_params()
         production = SecondOrderProduction(shrinkage=self.shrinkage) if self.production is None else self.production
@@ -287,8 +434,8 @@ class EcoVal:
             if self.propagator is None
             else self.propagator
         )
-        Z = plan.space.cluster_space(X)
-        state, inputs = propagator.fit(Z, y, plan.clusters, game)
+        clusters = plan.reference_clusters
+        state, inputs = propagator.fit(plan.Z_reference, plan.reference_y, clusters, game, sizes=plan.sizes)
         self._set_fitted(
             classes=plan.classes,
             space=plan.space,
@@ -296,17 +443,40 @@ class EcoVal:
             game=game,
             state=state,
             result=ValuationResult(
-                values=state.values(inputs, plan.clusters),
+                values=state.values(inputs.x, clusters),
                 intrinsic=inputs.alpha,
                 extrinsic=inputs.beta,
-                clusters=plan.clusters,
-                cluster_values=game.phi[plan.clusters],
+                clusters=clusters,
+                cluster_values=game.phi[clusters],
                 mode="in_sample",
                 n_trainings=n_trainings,
                 suggested_label=plan.classes[inputs.support],
                 label_confidence=inputs.support_share,
             ),
+            member_draws=plan.reference_draws,
             n_trainings=n_trainings,
+        )
+        return self
+
+    def centre(self, x_sum: ArrayLike) -> EcoVal:
+        """Centre the values on ``mean_{j in c} x_j = x_sum_c / n_c``, summed over every training row.
+
+        A distributed engine sums ``x_i = alpha_i beta_i`` of every training row per cluster
+        (from :meth:`value_rows`, members leaving themselves out) and passes the sums here, so
+        that ``sum_{i in c} v_i = n_c share_c*`` over all rows (invariant 1, spec section 5b).
+
+        Returns:
+            self, with the state and ``result_`` recentred.
+        """
+        self._check_fitted()
+        sums = np.asarray(x_sum, dtype=np.float64)
+        if sums.shape != (self.n_clusters_,):
+            raise InvalidInputError(f"x_sum has shape {sums.shape}; expected ({self.n_clusters_},)")
+        self.state_ = self.state_.centred(sums)
+        rows = self.result_
+        self._set_result(
+            dataclasses.replace(rows, values=self.state_.values(rows.x, np.asarray(rows.clusters))),
+            members=self.members_,
         )
         return self
 
@@ -341,7 +511,7 @@ class EcoVal:
         clusters = self.cluster_model_.assign(Z)
         inputs = self.state_.inputs(Z, y, clusters, exclude=exclude)
         return ValuationResult(
-            values=self.state_.values(inputs, clusters),
+            values=self.state_.values(inputs.x, clusters),
             intrinsic=inputs.alpha,
             extrinsic=inputs.beta,
             clusters=clusters,
@@ -360,7 +530,15 @@ class EcoVal:
         """
         self._check_fitted()
         game, state = self.game_, self.state_
-        arrays = fitted_arrays(self.classes_, self.feature_space_, self.cluster_model_, game, state, self.result_)
+        arrays = fitted_arrays(
+            self.classes_,
+            self.feature_space_,
+            self.cluster_model_,
+            game,
+            state,
+            self.result_.take(self.members_),
+            self.member_draws_,
+        )
         params = self._params()
         if not isinstance(params["learner"], str):
             params["learner"] = type(params["learner"]).__qualname__
@@ -398,6 +576,15 @@ class EcoVal:
         est._set_fitted(**fitted_from_arrays(arrays, meta), n_trainings=int(meta["n_trainings"]))
         return est
 
+    def _draws(self, n: int, draws: ArrayLike | None) -> NDArray[np.int64]:
+        """``u_i`` of ``n`` training rows: ``draws`` when given, else drawn from the seed."""
+        if draws is None:
+            return seeded_draws(n, self.seed)
+        u = np.asarray(draws)
+        if u.shape != (n,) or not np.issubdtype(u.dtype, np.integer):
+            raise InvalidInputError(f"draws must be ({n},) integers; found {u.dtype} of shape {u.shape}")
+        return u.astype(np.int64)
+
     def _params(self) -> dict[str, Any]:
         """Every ``__init__`` argument by name, as stored (scikit-learn's ``get_params``)."""
         names = inspect.signature(type(self).__init__).parameters
@@ -415,6 +602,7 @@ class EcoVal:
         game: ClusterGame,
         state: PropagationState,
         result: ValuationResult,
+        member_draws: NDArray[np.int64],
         n_trainings: int,
     ) -> None:
         self.classes_ = classes
@@ -422,18 +610,23 @@ class EcoVal:
         self.cluster_model_ = model
         self.game_ = game
         self.state_ = state
-        self.result_ = result
-        self.values_ = result.values
-        self.intrinsic_ = np.asarray(result.intrinsic, dtype=np.float64)
-        self.extrinsic_ = np.asarray(result.extrinsic, dtype=np.float64)
-        self.clusters_ = np.asarray(result.clusters, dtype=np.int64)
+        self.member_draws_ = np.asarray(member_draws, dtype=np.int64)
+        self._set_result(result, members=np.arange(len(result)))
         self.cluster_values_ = game.phi
         self.gamma_alpha_ = game.gamma_alpha
         self.gamma_beta_ = game.gamma_beta
         self.returns_to_scale_ = game.returns_to_scale
         self.n_trainings_ = n_trainings
-        self.n_clusters_ = model.n_clusters
+        self.n_clusters_: int = model.n_clusters
         self.n_features_in_ = int(space.mean.shape[0])
+
+    def _set_result(self, result: ValuationResult, *, members: NDArray[np.intp]) -> None:
+        self.result_ = result
+        self.members_ = members
+        self.values_ = result.values
+        self.intrinsic_ = np.asarray(result.intrinsic, dtype=np.float64)
+        self.extrinsic_ = np.asarray(result.extrinsic, dtype=np.float64)
+        self.clusters_ = np.asarray(result.clusters, dtype=np.int64)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "state_"):

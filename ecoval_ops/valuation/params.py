@@ -52,6 +52,7 @@ PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (_integer, "an integer"),
     "device": (lambda v: v in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
     "max_train_rows": (_positive_int, "a positive integer"),
+    "max_reference_rows": (lambda v: _integer(v) and v >= 4, "an integer >= 4"),
     "min_cluster_frac": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "in [0, 0.5)"),
     "pca_dims": (_positive_int, "a positive integer"),
     "clusterer": (lambda v: v is None or isinstance(v, Clusterer), "None or a Clusterer (fit_predict)"),

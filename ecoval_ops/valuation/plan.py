@@ -2,7 +2,8 @@ r"""The masked trainings of one fit (stages 1 and 2), as a self-contained, shard
 
 A :class:`TrainingPlan` holds everything the trainings need (the standardised cluster-stratified
 sample, its clusters, the stratified halves, the validation rows) and everything the later
-stages need from stage 0 (feature space, cluster model, every training row's cluster), so the
+stages need from stage 0 (feature space, cluster model, the reference set and the size of every
+cluster, :mod:`ecoval_ops.valuation.reference`), so the
 trainings can run as separate tasks (an Airflow shard per group of masks, each on its own GPU)
 and the production function can be fitted from their saved utilities.
 
@@ -46,7 +47,13 @@ class TrainingPlan:
         classes: ``(K,)`` training labels.
         space: the fitted feature space.
         model: the fitted cluster model.
-        clusters: ``(n,)`` the cluster of every training row.
+        Z_reference: ``(R, q)`` the reference rows in the cluster space (the state's members).
+        reference_y: ``(R,)`` their class codes.
+        reference_clusters: ``(R,)`` their clusters.
+        reference_draws: ``(R,)`` their draws ``u_i``.
+        thresholds: ``(p, K)`` ``t_cy``: a training row is a reference row iff ``u_i <= t_cy``.
+        sizes: ``(p,)`` ``n_c``, every training row of each cluster.
+        sample: ``(n_s,)`` the training sample's positions in the reference set.
         pairwise: whether the pairwise stage runs.
         seed: the fit's seed (the learner of seed s uses ``seed + s``).
     """
@@ -61,9 +68,25 @@ class TrainingPlan:
     classes: NDArray[Any]
     space: FeatureSpace
     model: ClusterModel
-    clusters: NDArray[np.int64]
+    Z_reference: NDArray[np.float64]
+    reference_y: NDArray[np.int64]
+    reference_clusters: NDArray[np.int64]
+    reference_draws: NDArray[np.int64]
+    thresholds: NDArray[np.int64]
+    sizes: NDArray[np.int64]
+    sample: NDArray[np.intp]
     pairwise: bool
     seed: int
+
+    @property
+    def n_rows(self) -> int:
+        """Training rows, n."""
+        return int(self.sizes.sum())
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the reference set is a sample of the training rows (n > R)."""
+        return self.reference_y.size < self.n_rows
 
     @property
     def p(self) -> int:
@@ -153,7 +176,13 @@ class TrainingPlan:
             "y_val": self.y_val,
             "empty": self.empty,
             "classes": self.classes,
-            "clusters": self.clusters,
+            "Z_reference": self.Z_reference,
+            "reference_y": self.reference_y,
+            "reference_clusters": self.reference_clusters,
+            "reference_draws": self.reference_draws,
+            "thresholds": self.thresholds,
+            "sizes": self.sizes,
+            "sample": self.sample,
             **stage0_arrays(self.space, self.model),
         }
         return write_saved(Path(path), _ARRAYS, arrays, _META, {"pairwise": self.pairwise, "seed": self.seed})
@@ -174,7 +203,13 @@ class TrainingPlan:
             classes=a["classes"],
             space=space,
             model=model,
-            clusters=a["clusters"],
+            Z_reference=a["Z_reference"],
+            reference_y=a["reference_y"],
+            reference_clusters=a["reference_clusters"],
+            reference_draws=a["reference_draws"],
+            thresholds=a["thresholds"],
+            sizes=a["sizes"],
+            sample=a["sample"],
             pairwise=bool(meta["pairwise"]),
             seed=int(meta["seed"]),
         )

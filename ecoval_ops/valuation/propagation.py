@@ -226,6 +226,8 @@ class PropagationState:
         kappa: ``c_kappa |mu|``.
         gamma: returns-to-scale exponent.
         prior_weight: ``m0``, the prior's weight in pseudo-neighbours.
+        sizes: ``(p,)`` ``n_c``, every training row of each cluster (the members are the
+            reference set, all of them or a sample; spec section 5b).
     """
 
     Z: NDArray[np.float64]
@@ -247,6 +249,7 @@ class PropagationState:
     kappa: float
     gamma: float
     prior_weight: float
+    sizes: NDArray[np.int64]
 
     @property
     def prior(self) -> LabelPrior:
@@ -323,9 +326,17 @@ class PropagationState:
             alpha=2.0 * scores[at, y] - 1.0, beta=beta, rho=rho, support=support, support_share=scores[at, support]
         )
 
-    def values(self, inputs: RowInputs, clusters: NDArray[np.int64]) -> NDArray[np.float64]:
-        """``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``."""
-        return self.share[clusters] + self.kappa * (inputs.x - self.x_mean[clusters])
+    def values(self, x: NDArray[np.float64], clusters: NDArray[np.int64]) -> NDArray[np.float64]:
+        """``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)`` of effective inputs ``x``."""
+        return self.share[clusters] + self.kappa * (x - self.x_mean[clusters])
+
+    def centred(self, x_sum: NDArray[np.float64]) -> PropagationState:
+        """The state with ``mean_{j in c} x_j = x_sum_c / n_c``, ``x_sum`` summed over every training row of c.
+
+        At scale a distributed pass sums ``x_i`` per cluster (spec section 5b), so that
+        ``sum_{i in c} v_i = n_c share_c*`` holds over all rows (invariant 1).
+        """
+        return dataclasses.replace(self, x_mean=np.asarray(x_sum, dtype=np.float64) / self.sizes)
 
 
 class NeighbourPropagator:
@@ -366,20 +377,32 @@ class NeighbourPropagator:
         y: NDArray[np.int64],
         clusters: NDArray[np.int64],
         game: ClusterGame,
+        *,
+        sizes: NDArray[np.int64] | None = None,
     ) -> tuple[PropagationState, RowInputs]:
-        """Fit stage 3 on the n training rows; return the state and their row inputs.
+        """Fit stage 3 on the members (the reference rows); return the state and their row inputs.
 
         Each row is left out of its own neighbours, as a training row valued out of sample is
         (invariant 6); the bandwidths are the median distances of these neighbours.
+
+        Args:
+            Z: the members in the cluster space.
+            y: their class codes.
+            clusters: their clusters.
+            game: the fitted cluster game.
+            sizes: ``(p,)`` ``n_c``, every training row of each cluster when the members are a
+                sample of them; default the members' own counts. ``mu`` divides by their sum.
+                The state's ``x_mean`` is then the members' mean until :meth:`PropagationState.centred`.
         """
         p = game.phi.shape[0]
-        sizes = np.bincount(clusters, minlength=p)
+        counts = np.bincount(clusters, minlength=p)
+        sizes = counts if sizes is None else np.asarray(sizes, dtype=np.int64)
         means = np.stack([Z[clusters == c].mean(axis=0) for c in range(p)])
         gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
         halo = np.argsort(gaps, axis=1, kind="stable")[:, : min(1 + self.halo_clusters, p)].astype(np.int64)
         prior = LabelPrior.fit(Z, y, clusters, p, self.seed)
-        candidates = np.array([int(sizes[halo[c]].sum()) - 1 for c in range(p)])
-        mu = game.total_gain / Z.shape[0]
+        candidates = np.array([int(counts[halo[c]].sum()) - 1 for c in range(p)])
+        mu = game.total_gain / int(sizes.sum())
         if self.empirical_bayes:
             share, lam = empirical_bayes_shares(game.phi, game.phi_se, sizes, mu)
         else:
@@ -404,6 +427,7 @@ class NeighbourPropagator:
             kappa=self.c_kappa * abs(mu),
             gamma=game.returns_to_scale,
             prior_weight=float(self.prior_weight),
+            sizes=sizes,
         )
         # One search per cluster, each row left out: its distances give the bandwidths, then the inputs.
         h, h_vote, found = np.empty(p), np.empty(p), []
@@ -420,7 +444,7 @@ class NeighbourPropagator:
                 for c, (rows, dist, labels) in enumerate(found)
             ],
         )
-        x_mean = np.bincount(clusters, weights=inputs.x, minlength=p) / sizes
+        x_mean = np.bincount(clusters, weights=inputs.x, minlength=p) / counts
         return dataclasses.replace(state, x_mean=x_mean), inputs
 
 

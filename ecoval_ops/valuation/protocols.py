@@ -63,6 +63,12 @@ class Propagator(Protocol):
         y: NDArray[np.int64],
         clusters: NDArray[np.int64],
         game: ClusterGame,
+        *,
+        sizes: NDArray[np.int64] | None = None,
     ) -> tuple[PropagationState, RowInputs]:
-        """Return the state that values rows and the inputs of the training rows."""
+        """Return the state that values rows and the inputs of its members.
+
+        ``sizes``: rows per cluster over every training row when the members are a sample of
+        them (spec section 5b); default the members' own counts.
+        """
         ...

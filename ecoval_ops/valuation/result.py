@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -90,6 +90,18 @@ class ValuationResult:
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> NDArray[Any]:
         return self.values if dtype is None else self.values.astype(dtype)
+
+    @property
+    def x(self) -> NDArray[np.float64]:
+        """Effective inputs ``x_i = alpha_i * beta_i`` (EcoVal)."""
+        return np.asarray(self._ecoval("intrinsic") * self._ecoval("extrinsic"), dtype=np.float64)
+
+    def take(self, rows: NDArray[np.intp] | NDArray[np.bool_]) -> ValuationResult:
+        """The result of rows ``rows`` (indices or a mask) only."""
+        picked: dict[str, Any] = {
+            f.name: getattr(self, f.name)[rows] for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)
+        }
+        return replace(self, **picked)
 
     @property
     def suspect(self) -> NDArray[np.bool_]:

@@ -130,13 +130,13 @@ def test_bad_input_leaves_the_table_as_it_was(setup) -> None:
 def test_a_model_registered_in_an_older_state_format_is_refitted(setup, tmp_path, caplog) -> None:
     path, cfg = setup
     run_valuation(cfg)
-    # What the previous release registered: the same files, state format 1.
+    # What the previous release registered: the same files, state format 2 (before the reference set).
     saved = [f for f in tmp_path.rglob("ecoval.json") if "format_version" in f.read_text()]
     assert saved
     for meta in saved:
-        meta.write_text(meta.read_text().replace('"format_version": 2', '"format_version": 1'))
+        meta.write_text(meta.read_text().replace('"format_version": 3', '"format_version": 2'))
     write_deltalake(str(path), blob_rows(400, 410), mode="append", schema_mode="merge")
-    with pytest.raises(StateFormatError, match=r"state format 1; this version reads 2; run with --refit auto"):
+    with pytest.raises(StateFormatError, match=r"state format 2; this version reads 3; run with --refit auto"):
         run_valuation(cfg.model_copy(update={"refit": "never"}))
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 410

@@ -165,7 +165,7 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
     assert main("cluster", ["--ref", json.dumps(ref.to_dict())]) == 0
     for index in range(cfg.shards):
         steps.train_shard(ref, index)
-    ref = steps.fit_model(ref)
+    ref = steps.fit_model(ref, engine)
     assert main("propagate", ["--ref", json.dumps(ref.to_dict())]) == 0
     assert main("cluster", ["--config", str(config)]) == 2
     assert main("cluster", ["--config", str(config), "--ref", json.dumps(ref.to_dict())]) == 2

@@ -39,8 +39,8 @@ def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     stamp = ws.shard(ref.run_id, 0).stat().st_mtime_ns
     steps.train_shard(ref, 0)
     assert ws.shard(ref.run_id, 0).stat().st_mtime_ns == stamp
-    fitted = steps.fit_model(ref)
-    assert steps.fit_model(ref).model_version == fitted.model_version == "1"
+    fitted = steps.fit_model(ref, engine)
+    assert steps.fit_model(ref, engine).model_version == fitted.model_version == "1"
     assert steps.propagate(fitted, engine) == 300 == steps.propagate(fitted, engine)
     written = steps.write(fitted, engine)
     assert written is not None and steps.write(fitted, engine) is None
@@ -67,7 +67,7 @@ def test_fit_refuses_to_run_before_every_shard(cfg) -> None:
     steps.cluster(ref, engine)
     steps.train_shard(ref, 1)
     with pytest.raises(EcovalError, match=r"shards \[0\] of run .* have not finished"):
-        steps.fit_model(ref)
+        steps.fit_model(ref, engine)
 
 
 def test_only_new_rows_are_embedded(cfg) -> None:

@@ -90,7 +90,7 @@ def test_invariant_efficiency() -> None:
     X, y = blobs(200, n_classes=3, d=4, noise=0.1, seed=1)
     clusters = np.arange(200) % p
     state, inputs = NeighbourPropagator(empirical_bayes=False).fit(X, y, clusters, game)
-    v = state.values(inputs, clusters)
+    v = state.values(inputs.x, clusters)
     np.testing.assert_allclose(v.sum(), game.total_gain, rtol=1e-12)
     np.testing.assert_allclose(np.bincount(clusters, weights=v), game.phi, rtol=1e-10, atol=1e-12)
 
@@ -124,7 +124,7 @@ def test_invariant_monotonicity(small_data) -> None:
     state = ev.state_
     clusters = np.zeros(5, dtype=np.int64)
     alpha = np.linspace(-1, 1, 5)
-    values = state.values(RowInputs(alpha=alpha, beta=np.full(5, 0.7), rho=np.ones(5)), clusters)
+    values = state.values(RowInputs(alpha=alpha, beta=np.full(5, 0.7), rho=np.ones(5)).x, clusters)
     assert np.all(np.diff(values) > 0)
     # End to end, beta held at 1 (gamma = 1): a row agreeing with more neighbours is worth more.
     flat = dataclasses.replace(state, gamma=1.0)
@@ -135,7 +135,7 @@ def test_invariant_monotonicity(small_data) -> None:
     c = ev.cluster_model_.assign(Z)
     inputs = flat.inputs(Z, labels, c)
     order = np.argsort(inputs.alpha)
-    assert np.all(np.diff(flat.values(inputs, c)[order]) >= 0)
+    assert np.all(np.diff(flat.values(inputs.x, c)[order]) >= 0)
     assert inputs.alpha[order][-1] > inputs.alpha[order][0]
 
 
@@ -147,10 +147,10 @@ def test_invariant_diminishing_returns() -> None:
     clusters = np.array([0] * 60 + [1] * 60)
     row = 3
     before_state, before_inputs = NeighbourPropagator(empirical_bayes=False).fit(X, y, clusters, game)
-    before = before_state.values(before_inputs, clusters)[row]
+    before = before_state.values(before_inputs.x, clusters)[row]
     X2, y2, c2 = np.vstack([X, X[row]]), np.append(y, y[row]), np.append(clusters, clusters[row])
     after_state, after_inputs = NeighbourPropagator(empirical_bayes=False).fit(X2, y2, c2, game)
-    after = after_state.values(after_inputs, c2)
+    after = after_state.values(after_inputs.x, c2)
     # The row's label agrees with every neighbour of its vote.
     _, neighbours = before_state.neighbours(X[row : row + 1], int(clusters[row]), np.array([row]))
     assert np.all(y[neighbours] == y[row])

@@ -1,0 +1,126 @@
+"""The two row passes of a run, one batch at a time (spec section 5b; both engines).
+
+A valuation values every row by one rule against the saved model, in batches that an engine
+runs where the rows lie (in-process, or in Spark's ``mapInPandas`` on the executors):
+
+1. :func:`input_batch`: each row's cluster, ``alpha``, ``beta`` and supported label. A
+   training row that is a member of the state (a reference row, found by its draw) leaves
+   itself out of its neighbours and is ``in_sample``; every other row is ``out_of_sample``.
+   The per-cluster sums of ``x_i = alpha_i beta_i`` over the training rows centre the model
+   (:meth:`~ecoval_ops.valuation.EcoVal.centre`).
+2. :func:`value_batch`: the value columns of a batch of inputs against the centred model.
+
+Only the inputs (a few numbers per row) lie between the passes, so the embeddings are searched
+once and no pass gathers the rows in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ecoval_ops.valuation.reference import key_draws, member_index
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ecoval_ops.valuation import EcoVal
+
+__all__ = ["INPUT_COLUMNS", "TRAINING_COL", "input_batch", "value_batch", "x_sums"]
+
+TRAINING_COL = "ecoval_training"
+"""Whether a row of the inputs is a training row of the fit (its ``x`` centres the model)."""
+
+INPUT_COLUMNS = {
+    "ecoval_cluster": "int",
+    "ecoval_intrinsic": "double",
+    "ecoval_extrinsic": "double",
+    "ecoval_support_share": "double",
+    "ecoval_member": "boolean",
+    TRAINING_COL: "boolean",
+}
+"""The inputs' columns besides the key and ``ecoval_support`` (of the labels' type), as Spark types."""
+
+
+def input_batch(
+    ev: EcoVal, keys: NDArray[Any], X: NDArray[np.float64], y: NDArray[Any], training: NDArray[np.bool_], *, key: str
+) -> pa.Table:
+    """The inputs of a batch of rows: ``key``, ``ecoval_support`` and :data:`INPUT_COLUMNS`.
+
+    Args:
+        ev: the model (after :meth:`~ecoval_ops.valuation.EcoVal.fit_reference`).
+        keys: the rows' keys.
+        X: their embeddings.
+        y: their labels.
+        training: which rows are training rows of the fit; only those can be members.
+        key: the key column's name.
+    """
+    import pyarrow as pa
+
+    member = np.where(training, member_index(ev.member_draws_, key_draws(keys, ev.seed)), -1)
+    result = ev.value_rows(X, y, train_index=member)
+    return pa.table(
+        {
+            key: pa.array(keys),
+            "ecoval_support": pa.array(np.asarray(result.suggested_label)),
+            "ecoval_cluster": pa.array(np.asarray(result.clusters), pa.int32()),
+            "ecoval_intrinsic": pa.array(result.intrinsic, pa.float64()),
+            "ecoval_extrinsic": pa.array(result.extrinsic, pa.float64()),
+            "ecoval_support_share": pa.array(result.label_confidence, pa.float64()),
+            "ecoval_member": pa.array(member >= 0, pa.bool_()),
+            TRAINING_COL: pa.array(training, pa.bool_()),
+        }
+    )
+
+
+def x_sums(inputs: pa.Table, p: int) -> NDArray[np.float64]:
+    """``(p,)`` sums of ``x_i = alpha_i beta_i`` over the training rows of a batch of inputs, per cluster."""
+    training = inputs.column(TRAINING_COL).to_numpy(zero_copy_only=False)
+    clusters = inputs.column("ecoval_cluster").to_numpy(zero_copy_only=False)[training]
+    x = (
+        inputs.column("ecoval_intrinsic").to_numpy(zero_copy_only=False)
+        * inputs.column("ecoval_extrinsic").to_numpy(zero_copy_only=False)
+    )[training]
+    return np.bincount(clusters.astype(np.int64), weights=x, minlength=p).astype(np.float64)
+
+
+def value_batch(
+    ev: EcoVal, inputs: pa.Table, *, key: str, run_id: str, model_version: str, valued_at: datetime
+) -> pa.Table:
+    """The value columns (:func:`~ecoval_ops.lakehouse.columns.value_columns`) of a batch of inputs.
+
+    ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)`` with the model's (centred) state;
+    ``ecoval_mode`` is ``in_sample`` for members.
+    """
+    from ecoval_ops.lakehouse.columns import value_columns
+    from ecoval_ops.valuation import ValuationResult
+
+    def column(name: str) -> NDArray[Any]:
+        return np.asarray(inputs.column(name).to_numpy(zero_copy_only=False))
+
+    clusters = column("ecoval_cluster").astype(np.int64)
+    alpha, beta = column("ecoval_intrinsic"), column("ecoval_extrinsic")
+    result = ValuationResult(
+        values=ev.state_.values(alpha * beta, clusters),
+        intrinsic=alpha,
+        extrinsic=beta,
+        clusters=clusters,
+        cluster_values=ev.game_.phi[clusters],
+        mode="out_of_sample",
+        n_trainings=0,
+        suggested_label=column("ecoval_support"),
+        label_confidence=column("ecoval_support_share"),
+    )
+    return value_columns(
+        column(key),
+        result,
+        key=key,
+        reference=ev.values_,
+        run_id=run_id,
+        model_version=model_version,
+        valued_at=valued_at,
+        in_sample=column("ecoval_member").astype(bool),
+    )
