@@ -6,13 +6,19 @@ n, in a fresh process so that peak memory is that stage's own:
 - ``incore``: ``EcoVal().fit`` on n rows (wall time, peak RSS) and the out-of-sample scoring
   rate of 100,000 new rows (rows per second);
 - ``spark``: a Delta table of n rows with a 64-d embedding column, valued end to end by
-  ``run_valuation`` on the embedded Spark engine (embed, decide, cluster, train, fit = production
-  function and registration, value = propagation, write = the Delta MERGE), each stage's wall
-  time and the Python process's peak RSS after it (the JVM's memory is not included).
+  ``run_valuation`` on the embedded Spark engine (embed, decide, cluster = the reference draw,
+  train, fit = production function, first row pass and registration, value = second row pass,
+  write = the Delta MERGE), each stage's wall time and the Python driver's peak RSS after it;
+  ``end_to_end`` adds the driver JVM's peak RSS (``VmHWM``; local mode runs the executors in
+  it) and its heap setting;
+- ``reference``: n rows with 10% flipped labels, noise-detection AUROC and the values'
+  Spearman correlation with every row as reference, for reference sets of 12k rows (at 60k) or
+  5, 10, 20 and 50% of the rows.
 
-Writes ``benchmarks/results/scale.json``: ``{mode: {n: {stage: {"wall_s", "peak_rss_mb"}}}}``.
+Writes ``benchmarks/results/scale.json``: ``{mode: {n: {stage: {"wall_s", "peak_rss_mb", ...}}}}``.
 
-Usage: ``python benchmarks/scale.py [--incore 10000 100000 1000000] [--spark 100000 1000000]``
+Usage: ``python benchmarks/scale.py [--incore 10000 100000 1000000] [--spark 100000 1000000]
+[--reference 60000 1000000]``
 """
 
 from __future__ import annotations
@@ -37,13 +43,19 @@ if TYPE_CHECKING:
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _data(n: int, seed: int, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    X, y, _ = _noisy(n, seed, noise)
+    return X, y
+
+
+def _noisy(n: int, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` rows of the mixture with a share ``noise`` of labels flipped; the flipped rows' mask."""
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(12345).normal(scale=2.0, size=(10, 64))
     y = rng.integers(0, 10, size=n)
     X = centres[y] + rng.normal(size=(n, 64))
-    flip = rng.random(n) < 0.05
-    return X, np.where(flip, (y + rng.integers(1, 10, size=n)) % 10, y)
+    flip = rng.random(n) < noise
+    return X, np.where(flip, (y + rng.integers(1, 10, size=n)) % 10, y), flip
 
 
 def embedding_rows(offset: int, n: int) -> pa.Table:
@@ -77,6 +89,38 @@ def incore(n: int) -> dict[str, dict[str, float]]:
     }
 
 
+def reference_agreement(n: int, references: list[int]) -> dict[str, dict[str, float]]:
+    """Noise detection with reference sets of ``references`` rows against every row as reference.
+
+    ``n`` rows with 10% flipped labels; for each size: AUROC of ``-v`` for the flipped rows, the
+    values' Spearman correlation with the full computation's, fit time and peak RSS.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    from ecoval_ops.valuation import EcoVal
+
+    X, y, flip = _noisy(n, 0, 0.1)
+    Xv, yv, _ = _noisy(5000, 1, 0.0)
+    out: dict[str, dict[str, float]] = {}
+    full = None
+    for size in [n, *references]:
+        start = time.perf_counter()
+        ev = EcoVal(max_reference_rows=size).fit(X, y, Xv, yv)
+        figures = {
+            "wall_s": time.perf_counter() - start,
+            "peak_rss_mb": _peak_mb(),
+            "auroc": float(roc_auc_score(flip, -ev.values_)),
+        }
+        if full is None:
+            full = ev.values_
+        else:
+            figures["spearman_with_full"] = float(spearmanr(ev.values_, full).statistic)
+        out["full" if size == n else str(size)] = figures
+        print(size, json.dumps(figures), file=sys.stderr, flush=True)
+    return out
+
+
 def embedding_config(path: Path, store: Path, **flags: object) -> RunConfig:
     """The run configuration of a table of :func:`embedding_rows`, MLflow in ``store/mlflow.db``."""
     from ecoval_ops.config import load_config
@@ -93,6 +137,15 @@ def embedding_config(path: Path, store: Path, **flags: object) -> RunConfig:
     )
 
 
+def _jvm_figures(session: object) -> dict[str, float]:
+    """Peak RSS of the driver's JVM (``VmHWM``; executors run in it in local mode) and its heap setting."""
+    gateway = session.sparkContext._gateway  # type: ignore[attr-defined]
+    status = Path(f"/proc/{gateway.proc.pid}/status").read_text()
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    conf = session.sparkContext.getConf()  # type: ignore[attr-defined]
+    return {"jvm_peak_rss_mb": peak_kb / 1024.0, "jvm_heap": conf.get("spark.driver.memory", "1g")}
+
+
 def spark(n: int) -> dict[str, dict[str, float]]:
     from deltalake import write_deltalake
 
@@ -105,14 +158,16 @@ def spark(n: int) -> dict[str, dict[str, float]]:
             write_deltalake(str(path), embedding_rows(offset, min(250_000, n - offset)), mode="append")
         setup = time.perf_counter() - start
         cfg = embedding_config(path, Path(tmp), engine="spark")
+        engine = SparkEngine()
         start = time.perf_counter()
-        summary = run_valuation(cfg, SparkEngine())
+        summary = run_valuation(cfg, engine)
         total = time.perf_counter() - start
+        jvm = _jvm_figures(engine.spark)
     out = {
         stage: {"wall_s": s, "peak_rss_mb": summary.stage_peak_rss_mb[stage]}
         for stage, s in summary.stage_seconds.items()
     }
-    out["end_to_end"] = {"wall_s": total, "peak_rss_mb": _peak_mb(), "rows_valued": summary.rows_valued}
+    out["end_to_end"] = {"wall_s": total, "peak_rss_mb": _peak_mb(), "rows_valued": summary.rows_valued, **jvm}
     out["table_setup"] = {"wall_s": setup, "peak_rss_mb": _peak_mb()}
     return out
 
@@ -121,18 +176,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="EcoVal scale curve")
     parser.add_argument("--incore", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--spark", nargs="*", type=int, default=[100_000, 1_000_000])
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        type=int,
+        default=[],
+        help="table sizes of the reference sweep (60000: 12k; otherwise 5, 10, 20 and 50%% of the rows)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args(argv)
     if args.one:
         mode, n = args.one[0], int(args.one[1])
-        print(json.dumps({"incore": incore, "spark": spark}[mode](n)))
+        print(json.dumps({"incore": incore, "spark": spark, "reference": _sweep}[mode](n)))
         return
     # Sizes not rerun keep their earlier figures.
-    results: dict[str, dict[str, object]] = {"incore": {}, "spark": {}}
+    results: dict[str, dict[str, object]] = {"incore": {}, "spark": {}, "reference": {}}
     if args.out.exists():
         results.update(json.loads(args.out.read_text()))
-    for mode, sizes in (("incore", args.incore), ("spark", args.spark)):
+    for mode, sizes in (("incore", args.incore), ("spark", args.spark), ("reference", args.reference)):
         for n in sizes:
             done = subprocess.run([sys.executable, __file__, "--one", mode, str(n)], capture_output=True, text=True)
             if done.returncode != 0:
@@ -142,6 +204,11 @@ def main(argv: list[str] | None = None) -> None:
             print(mode, n, json.dumps(results[mode][str(n)]), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _sweep(n: int) -> dict[str, dict[str, float]]:
+    sizes = [12_000] if n == 60_000 else [n * share // 100 for share in (5, 10, 20, 50)]
+    return reference_agreement(n, sizes)
 
 
 if __name__ == "__main__":

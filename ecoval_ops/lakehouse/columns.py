@@ -43,6 +43,9 @@ VALUE_COLUMNS: dict[str, str] = {
 SUGGESTION_COLUMNS = ("ecoval_suggested_label", "ecoval_label_confidence")
 """The columns that came later: tables valued before them lack them until their next run."""
 
+_TIE = 1e-9
+"""Values closer than this share of the reference's largest magnitude rank as equal."""
+
 _ARROW = {
     "double": "float64",
     "integer": "int32",
@@ -96,7 +99,10 @@ def value_columns(
     if in_sample is not None:
         modes = pa.array(np.where(in_sample, "in_sample", "out_of_sample"), pa.string())
         table = table.set_column(table.column_names.index("ecoval_mode"), "ecoval_mode", modes)
-    percentile = np.searchsorted(np.sort(reference), result.values, side="right") / reference.size
+    # A member's own reference value and its value from the row pass differ by rounding alone
+    # (1e-16), which would move it across its own rank; values within 1e-9 of the scale tie.
+    tie = _TIE * float(np.max(np.abs(reference), initial=0.0))
+    percentile = np.searchsorted(np.sort(reference), result.values + tie, side="right") / reference.size
     when = valued_at or datetime.now(UTC)
     table = (
         table.append_column("ecoval_percentile", pa.array(percentile, pa.float64()))

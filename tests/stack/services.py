@@ -313,6 +313,37 @@ def _memory_mb(stack: Stack) -> float:
 
 
 @contextmanager
+def spark_standalone(home: Path) -> Iterator[Stack]:
+    """A Spark standalone master and one worker (2 cores, 2 GB), alone, running in ``home`` until the block ends.
+
+    The returned stack has only ``spark_master``, ``spark_ui`` and ``env`` (the interpreter for
+    the executors' Python workers) set.
+    """
+    master_port, ui_port = free_port(), free_port()
+    stack = Stack(
+        home=home,
+        lakehouse=home,
+        pg_port=0,
+        redis_port=0,
+        spark_master=f"spark://127.0.0.1:{master_port}",
+        spark_ui=f"http://127.0.0.1:{ui_port}",
+        mlflow_uri="",
+        airflow_url="",
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("ECOVAL_")},
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        },
+    )
+    try:
+        _spark(stack, master_port, ui_port)()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@contextmanager
 def running_stack(home: Path) -> Iterator[Stack]:
     """The whole production stack, running natively in ``home`` until the block ends."""
     lakehouse = home / "lakehouse"
