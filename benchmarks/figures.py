@@ -125,6 +125,8 @@ def plot_scale(results: Path, plots: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for mode, by_n in r.items():
+        if mode == "reference":
+            continue
         ns = sorted(int(n) for n in by_n if "error" not in by_n[n])
         total = "end_to_end" if mode == "spark" else "fit"
         wall = [by_n[str(n)][total]["wall_s"] for n in ns]

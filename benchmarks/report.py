@@ -319,17 +319,53 @@ def scale_section(results: Path) -> list[str]:
         return [*lines, "No scale results.", ""]
     lines += [
         "Synthetic Gaussian-mixture embeddings (d = 64, 10 classes, 5% label noise); each n in a fresh process. "
-        "Peak RSS is the Python process's (Spark's JVM is separate).",
+        "Peak RSS is the Python driver's; on Spark's end to end row, `JVM` is the driver JVM's peak RSS (local mode "
+        "runs the executors in it) and its heap setting. The reference set is the default 200,000 rows.",
         "",
-        "| mode | n | stage | wall s | peak RSS MB | rows/s |",
-        "|---|---|---|---|---|---|",
+        "| mode | n | stage | wall s | peak RSS MB | rows/s | JVM |",
+        "|---|---|---|---|---|---|---|",
     ]
     for mode, by_n in r.items():
+        if mode == "reference":
+            continue
         for n, stages in by_n.items():
             for stage, f in stages.items():
+                if "wall_s" not in f:
+                    continue
                 rate = f"{f['rows_per_s']:.0f}" if "rows_per_s" in f else ""
-                lines.append(f"| {mode} | {int(n):,} | {stage} | {f['wall_s']:.1f} | {f['peak_rss_mb']:.0f} | {rate} |")
-    return [*lines, "", "![scale](benchmarks/plots/scale.png)", ""]
+                jvm = f"{f['jvm_peak_rss_mb']:.0f} MB, heap {f['jvm_heap']}" if "jvm_peak_rss_mb" in f else ""
+                lines.append(
+                    f"| {mode} | {int(n):,} | {stage} | {f['wall_s']:.1f} | {f['peak_rss_mb']:.0f} | {rate} | {jvm} |"
+                )
+    lines += ["", "![scale](benchmarks/plots/scale.png)", "", *_reference_lines(r.get("reference", {}))]
+    return lines
+
+
+def _reference_lines(sweep: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    if not sweep:
+        return []
+    lines = [
+        "### The reference set against every row as reference",
+        "",
+        "4 overlapping classes (d = 64) with 10% flipped labels; `EcoVal(max_reference_rows=R)` against "
+        "`max_reference_rows=n`: noise-detection AUROC and the Spearman correlation of the values.",
+        "",
+        "| n | reference rows | AUROC | AUROC full | difference | Spearman with full | fit s | machine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, sizes in sweep.items():
+        if "full" not in sizes:
+            continue
+        full = sizes["full"]["auroc"]
+        machine = sizes.get("machine", "2 cores")
+        for size, f in sizes.items():
+            if size in ("full", "machine"):
+                continue
+            lines.append(
+                f"| {int(n):,} | {int(size):,} | {f['auroc']:.4f} | {full:.4f} | {f['auroc'] - full:+.4f} | "
+                f"{f['spearman_with_full']:.3f} | {f['wall_s']:.0f} | {machine} |"
+            )
+    return [*lines, ""]
 
 
 def stack_section(results: Path) -> list[str]:

@@ -98,7 +98,7 @@ def log_review(
 
 
 def run_figures(values: Any, ev: EcoVal, diagnostics: Diagnostics, *, refit: bool) -> dict[str, Any]:
-    """The figures of a run: rows by mode, suspect share, trainings, production-function metrics.
+    """The figures of a run: rows by mode, suspect share, trainings, production-function metrics, reference size.
 
     Args:
         values: the run's value columns (a pandas frame).
@@ -120,6 +120,8 @@ def run_figures(values: Any, ev: EcoVal, diagnostics: Diagnostics, *, refit: boo
             "Gamma_beta": diagnostics.gamma_beta,
             "gamma": diagnostics.gamma,
             "p": float(ev.n_clusters_),
+            "reference_rows": float(ev.state_.Z.shape[0]),
+            "training_rows": float(ev.state_.sizes.sum()),
         },
     }
 

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from mlflow import MlflowClient
 
 from ecoval_ops.config import load_config
 from ecoval_ops.lakehouse.split import holdout_mask
@@ -56,6 +57,15 @@ def test_standalone_cluster_local_and_delta_rs_value_alike(spark, tmp_path: Path
         assert job.returncode == 0, job.stderr[-3000:]
         summary = json.loads(job.stdout.strip().splitlines()[-1])
         assert summary["mode"] == "refit" and summary["rows_valued"] == ROWS
+        uri = f"sqlite:///{tmp_path / 'standalone.db'}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        (parent,) = client.search_runs(
+            [client.get_experiment_by_name("ecoval").experiment_id], "tags.`ecoval.mode` = 'refit'"
+        )
+        training = ROWS - int(holdout_mask(range(ROWS), 0.1).sum())
+        assert parent.data.metrics["training_rows"] == training
+        assert REFERENCE - 50 <= parent.data.metrics["reference_rows"] <= REFERENCE
+        assert parent.data.params["reference_rows"] == str(REFERENCE)
         # The run's application ran on the cluster's worker, not in a local master.
         with urllib.request.urlopen(f"{cluster.spark_ui}/json/", timeout=10) as r:
             assert len(json.load(r)["completedapps"]) >= 1
