@@ -197,9 +197,10 @@ def spark_plan(
 
     Jobs over the pinned version (kept on the executors' disks meanwhile): the row checks; the
     classes; the clustering sample (the R smallest draws); the held-out validation rows; the
-    rows per cluster and class; each stratum's threshold (``groupBy.applyInPandas``); the
-    reference rows. The driver fits the clusters on the sample and plans the trainings on the
-    reference rows, as :meth:`~ecoval_ops.valuation.EcoVal.prepare` does in-core.
+    rows per cluster and class and each stratum's threshold (``groupBy.applyInPandas``), from
+    each row's draw and stratum (kept too); the reference rows (the rule of
+    :func:`~ecoval_ops.valuation.reference.reference_mask`). The driver fits the clusters on the
+    sample and plans the trainings on the reference rows, as :meth:`~ecoval_ops.valuation.EcoVal.prepare` does in-core.
 
     Returns:
         The plan and the members' keys, in key order.
@@ -210,7 +211,7 @@ def spark_plan(
 
     from ecoval_ops.lakehouse.split import holdout_mask
     from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
-    from ecoval_ops.valuation.reference import quotas, stratum_threshold
+    from ecoval_ops.valuation.reference import quotas, reference_mask, stratum_threshold
 
     cfg = run.config
     key, label = check_identifier(cfg.key, "key column"), check_identifier(cfg.label, "label column")
@@ -254,40 +255,53 @@ def spark_plan(
         space, model = estimator.fit_clusters(X_sample)
         p, n_classes = model.n_clusters, classes.size
 
-        def assigned(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        def strata(part: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+            clusters = model.assign(space.cluster_space(_matrix(part)))
+            return clusters, np.searchsorted(classes, part[label].to_numpy()).astype(np.int64)
+
+        def narrow(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             for part in parts:
-                clusters = model.assign(space.cluster_space(_matrix(part)))
-                codes = np.searchsorted(classes, part[label].to_numpy())
-                yield part.assign(ecoval_cluster=clusters.astype(np.int32), ecoval_class=codes.astype(np.int32))
+                clusters, codes = strata(part)
+                yield pd.DataFrame(
+                    {"ecoval_draw": part["ecoval_draw"], "ecoval_cluster": clusters, "ecoval_class": codes}
+                )
 
-        strata = train.mapInPandas(
-            assigned,
-            f"{types}, {EMBEDDING_COL} array<double>, ecoval_draw bigint, ecoval_held boolean, ecoval_bad int, "
-            "ecoval_cluster int, ecoval_class int",
+        # Each row's draw and stratum, small enough to keep for the two jobs that need them.
+        drawn_strata = train.mapInPandas(narrow, "ecoval_draw bigint, ecoval_cluster int, ecoval_class int").persist(
+            StorageLevel.DISK_ONLY
         )
-        counts = np.zeros((p, n_classes), dtype=np.int64)
-        for r in strata.groupBy("ecoval_cluster", "ecoval_class").count().collect():
-            counts[r[0], r[1]] = r[2]
-        quota = quotas(counts, limit)
+        try:
+            counts = np.zeros((p, n_classes), dtype=np.int64)
+            for r in drawn_strata.groupBy("ecoval_cluster", "ecoval_class").count().collect():
+                counts[r[0], r[1]] = r[2]
+            quota = quotas(counts, limit)
 
-        def threshold(part: pd.DataFrame) -> pd.DataFrame:
-            c, k = int(part["ecoval_cluster"].iloc[0]), int(part["ecoval_class"].iloc[0])
-            t = stratum_threshold(part["ecoval_draw"].to_numpy(dtype=np.int64), int(quota[c, k]))
-            return pd.DataFrame({"ecoval_cluster": [c], "ecoval_class": [k], "threshold": [t]})
+            def threshold(part: pd.DataFrame) -> pd.DataFrame:
+                c, k = int(part["ecoval_cluster"].iloc[0]), int(part["ecoval_class"].iloc[0])
+                t = stratum_threshold(part["ecoval_draw"].to_numpy(dtype=np.int64), int(quota[c, k]))
+                return pd.DataFrame({"ecoval_cluster": [c], "ecoval_class": [k], "threshold": [t]})
 
-        thresholds = np.full((p, n_classes), -1, dtype=np.int64)
-        found = (
-            strata.select("ecoval_cluster", "ecoval_class", "ecoval_draw")
-            .groupBy("ecoval_cluster", "ecoval_class")
-            .applyInPandas(threshold, "ecoval_cluster int, ecoval_class int, threshold bigint")
-            .collect()
+            thresholds = np.full((p, n_classes), -1, dtype=np.int64)
+            found = (
+                drawn_strata.groupBy("ecoval_cluster", "ecoval_class")
+                .applyInPandas(threshold, "ecoval_cluster int, ecoval_class int, threshold bigint")
+                .collect()
+            )
+            for r in found:
+                thresholds[r[0], r[1]] = r[2]
+        finally:
+            drawn_strata.unpersist()
+
+        def members(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for part in parts:
+                clusters, codes = strata(part)
+                keep = reference_mask(part["ecoval_draw"].to_numpy(dtype=np.int64), clusters, codes, thresholds)
+                yield part[keep][wanted].assign(ecoval_cluster=clusters[keep].astype(np.int32))
+
+        chosen = train.mapInPandas(
+            members, f"{types}, {EMBEDDING_COL} array<double>, ecoval_draw bigint, ecoval_cluster int"
         )
-        for r in found:
-            thresholds[r[0], r[1]] = r[2]
-        stratum = sf.col("ecoval_cluster") * n_classes + sf.col("ecoval_class") + 1
-        limits = sf.array(*[sf.lit(int(t)) for t in thresholds.ravel()])
-        taken = sf.col("ecoval_draw") <= sf.element_at(limits, stratum)
-        reference = _sorted(strata.filter(taken).select(*wanted, "ecoval_cluster").toArrow(), key)
+        reference = _sorted(chosen.toArrow(), key)
     finally:
         rows.unpersist()
     labels = reference.column(label).to_numpy(zero_copy_only=False)
