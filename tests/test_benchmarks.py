@@ -85,7 +85,17 @@ def test_committed_results_have_the_fixed_shape(protocol: str) -> None:
 def test_committed_scale_results_have_wall_time_and_memory_per_stage() -> None:
     scale = json.loads((RESULTS / "scale.json").read_text())
     assert set(scale["incore"]) == {"10000", "100000", "1000000"} and {"100000", "1000000"} <= set(scale["spark"])
-    for by_n in scale.values():
-        for stages in by_n.values():
+    for mode in ("incore", "spark"):
+        for stages in scale[mode].values():
             for figures in stages.values():
                 assert figures["wall_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert scale["spark"]["1000000"]["end_to_end"]["jvm_peak_rss_mb"] > 0
+
+
+def test_committed_reference_sweep_holds_the_detection_bar() -> None:
+    """The default reference set detects flips within 0.005 AUROC of every row at 1e6, 12k of 60k within 0.01."""
+    sweep = json.loads((RESULTS / "scale.json").read_text())["reference"]
+    at_1e6, at_60k = sweep["1000000"], sweep["60000"]
+    assert abs(at_1e6["200000"]["auroc"] - at_1e6["full"]["auroc"]) <= 0.005
+    assert abs(at_60k["12000"]["auroc"] - at_60k["full"]["auroc"]) <= 0.01
+    assert 0 < at_1e6["200000"]["spearman_with_full"] <= 1

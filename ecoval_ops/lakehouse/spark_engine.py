@@ -17,6 +17,7 @@ executors over the Delta tables read where they lie.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ from numpy.typing import NDArray
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
+from ecoval_ops.lakehouse.source import SourceColumns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,11 +37,55 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from ecoval_ops.lakehouse.embedders import Embedder
-    from ecoval_ops.pipeline.pinned import PinnedRun
     from ecoval_ops.valuation import EcoVal, TrainingPlan
-    from ecoval_ops.valuation.protocols import Clusterer
 
-__all__ = ["SparkKMeansClusterer", "embed_rows", "rows_frame", "spark_plan", "spark_row_inputs", "spark_values"]
+__all__ = [
+    "RowSource",
+    "SparkKMeansClusterer",
+    "embed_rows",
+    "rows_frame",
+    "spark_plan",
+    "spark_row_inputs",
+    "spark_values",
+]
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Where a run's rows lie and how they are split, as explicit values (the pipeline pins them).
+
+    Attributes:
+        columns: the columns read (key, label, embedding column or features).
+        table: the source Delta table.
+        version: its pinned version.
+        embeddings: the embeddings table, or None when ``columns.embedding_col`` holds them.
+        values_table: the separate values table, or None when the source holds the values.
+        values_version: its pinned version (None before it exists).
+        validation_fraction: the share held out by key hash; None with a validation table.
+        seed: the run's seed (the reference draws).
+    """
+
+    columns: SourceColumns
+    table: Path
+    version: int
+    embeddings: Path | None
+    values_table: Path | None
+    values_version: int | None
+    validation_fraction: float | None
+    seed: int
+
+    @property
+    def where(self) -> str:
+        """The table version, as errors name it."""
+        return f"{self.table}@v{self.version}"
+
+    def held_out(self, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
+        """Which rows are held out for validation."""
+        from ecoval_ops.lakehouse.split import holdout_mask
+
+        if self.validation_fraction is None:
+            return np.zeros(len(keys), bool)
+        return holdout_mask(keys, self.validation_fraction)
 
 
 def embed_rows(
@@ -92,7 +138,7 @@ def embed_rows(
     return int(count)
 
 
-def rows_frame(spark: SparkSession, run: PinnedRun, *, only_new: bool) -> DataFrame:
+def rows_frame(spark: SparkSession, rows: RowSource, *, only_new: bool) -> DataFrame:
     """``key``, ``label`` and ``ecoval_embedding`` (``array<double>``) of the pinned source version, read by Spark.
 
     The embeddings come from the embeddings table (joined on the key; a row without one has a
@@ -101,25 +147,25 @@ def rows_frame(spark: SparkSession, run: PinnedRun, *, only_new: bool) -> DataFr
     """
     from pyspark.sql.functions import col
 
-    cfg = run.config
-    key, label = check_identifier(cfg.key, "key column"), check_identifier(cfg.label, "label column")
-    source = spark.read.format("delta").option("versionAsOf", run.table_version).load(str(cfg.table))
+    columns = rows.columns
+    key, label = check_identifier(columns.key, "key column"), check_identifier(columns.label, "label column")
+    source = spark.read.format("delta").option("versionAsOf", rows.version).load(str(rows.table))
     if only_new:
-        if cfg.values_table is not None:
-            if run.values_version is not None:
+        if rows.values_table is not None:
+            if rows.values_version is not None:
                 valued = (
                     spark.read.format("delta")
-                    .option("versionAsOf", run.values_version)
-                    .load(str(cfg.values_table))
+                    .option("versionAsOf", rows.values_version)
+                    .load(str(rows.values_table))
                     .filter(col("ecoval_run_id").isNotNull())
                     .select(key)
                 )
                 source = source.join(valued, on=key, how="left_anti")
         elif "ecoval_run_id" in source.columns:
             source = source.filter(col("ecoval_run_id").isNull())
-    embeddings = run.embeddings_table()
+    embeddings = rows.embeddings
     if embeddings is None:
-        column = check_identifier(cfg.embedding_col, "embedding column")
+        column = check_identifier(columns.embedding_col, "embedding column")
         return source.select(key, label, col(column).cast("array<double>").alias(EMBEDDING_COL))
     vectors = spark.read.format("delta").load(str(embeddings)).select(key, EMBEDDING_COL)
     return source.select(key, label).join(vectors, on=key, how="left")
@@ -154,7 +200,7 @@ def _sorted(table: pa.Table, key: str) -> pa.Table:
     return table.take(order)
 
 
-def _check_rows(rows: DataFrame, run: PinnedRun) -> None:
+def _check_rows(rows: DataFrame, source: RowSource) -> None:
     """Raise on rows without an embedding, or with embeddings of NaN, infinite or uneven entries.
 
     ``ecoval_bad`` is each row's first non-finite dimension (-1 for none); one job counts, a
@@ -164,8 +210,7 @@ def _check_rows(rows: DataFrame, run: PinnedRun) -> None:
 
     from ecoval_ops.lakehouse.source import non_finite_error
 
-    cfg = run.config
-    where = f"{cfg.table}@v{run.table_version}"
+    where = source.where
     bad = sf.col("ecoval_bad") >= 0
     counts = rows.agg(
         sf.count(sf.lit(1)).alias("rows"),
@@ -177,8 +222,8 @@ def _check_rows(rows: DataFrame, run: PinnedRun) -> None:
     if counts is None or not counts["rows"]:
         raise InvalidInputError(f"{where} is empty: there are no rows to value")
     if counts["missing"]:
-        source = run.embeddings_table() or cfg.embedding_col
-        raise InvalidInputError(f"{counts['missing']} rows of {where} have no embedding in {source}")
+        origin = source.embeddings or source.columns.embedding_col
+        raise InvalidInputError(f"{counts['missing']} rows of {where} have no embedding in {origin}")
     if counts["widths"] != 1:
         raise InvalidInputError(
             f"embeddings of {where} must share one non-zero length; found {counts['widths']} lengths"
@@ -187,13 +232,25 @@ def _check_rows(rows: DataFrame, run: PinnedRun) -> None:
         first = int(counts["first"])
         entry = sf.element_at(EMBEDDING_COL, first + 1)
         in_first = rows.filter(entry.isNull() | sf.isnan(entry) | (sf.abs(entry) == float("inf"))).count()
-        raise non_finite_error(run.columns, where, first, in_first, int(counts["bad"]))
+        raise non_finite_error(source.columns, where, first, in_first, int(counts["bad"]))
 
 
 def spark_plan(
-    spark: SparkSession, run: PinnedRun, clusterer_for: Callable[[int], Clusterer | None]
+    spark: SparkSession,
+    source: RowSource,
+    estimator_for: Callable[[int], EcoVal],
+    *,
+    limit: int,
+    validation: tuple[NDArray[np.float64], NDArray[np.generic]] | None,
 ) -> tuple[TrainingPlan, NDArray[np.generic]]:
     """The plan of a refit drawn by Spark (spec section 5b); the driver holds O(R d) rows.
+
+    Args:
+        spark: the session.
+        source: the run's rows.
+        estimator_for: the run's EcoVal for a clustering sample of so many rows.
+        limit: R, the most reference rows.
+        validation: the validation table's rows; None holds out rows of the source.
 
     Jobs over the pinned version (kept on the executors' disks meanwhile): the row checks; the
     classes; the clustering sample (the R smallest draws); the held-out validation rows; the
@@ -209,15 +266,13 @@ def spark_plan(
     from pyspark import StorageLevel
     from pyspark.sql import functions as sf
 
-    from ecoval_ops.lakehouse.split import holdout_mask
     from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
     from ecoval_ops.valuation.reference import quotas, reference_mask, stratum_threshold
 
-    cfg = run.config
-    key, label = check_identifier(cfg.key, "key column"), check_identifier(cfg.label, "label column")
-    seed, fraction, held_out = cfg.seed, cfg.validation_fraction, cfg.validation_table is None
-    limit = cfg.reference_rows
-    frame = rows_frame(spark, run, only_new=False)
+    key = check_identifier(source.columns.key, "key column")
+    label = check_identifier(source.columns.label, "label column")
+    seed = source.seed
+    frame = rows_frame(spark, source, only_new=False)
     types = f"{key} {frame.schema[key].dataType.simpleString()}, {label} {frame.schema[label].dataType.simpleString()}"
 
     def drawn(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -227,7 +282,7 @@ def spark_plan(
             keys = part[key].to_numpy()
             yield part.assign(
                 ecoval_draw=key_draws(keys, seed),
-                ecoval_held=holdout_mask(keys, fraction) if held_out else np.zeros(len(part), bool),
+                ecoval_held=source.held_out(keys),
                 ecoval_bad=[_first_non_finite(v) for v in part[EMBEDDING_COL]],
             )
 
@@ -236,22 +291,21 @@ def spark_plan(
         f"{types}, {EMBEDDING_COL} array<double>, ecoval_draw bigint, ecoval_held boolean, ecoval_bad int",
     ).persist(StorageLevel.DISK_ONLY)
     try:
-        _check_rows(rows, run)
+        _check_rows(rows, source)
         train = rows.filter(~sf.col("ecoval_held"))
         classes = np.unique(np.asarray([r[0] for r in train.select(label).distinct().collect()]))
         if classes.size == 0:
-            raise InvalidInputError(f"every row of {cfg.table} is held out; lower validation_fraction")
+            raise InvalidInputError(f"every row of {source.table} is held out; lower validation_fraction")
         wanted = [key, label, EMBEDDING_COL, "ecoval_draw"]
         sample = _sorted(train.orderBy("ecoval_draw").limit(limit).select(*wanted).toArrow(), key)
-        validation = run.validation_rows()
         if validation is None:
             held = _sorted(rows.filter(sf.col("ecoval_held")).select(*wanted).toArrow(), key)
             X_val = _list_matrix(held.column(EMBEDDING_COL))
             y_val = held.column(label).to_numpy(zero_copy_only=False)
         else:
-            X_val, y_val = validation.X, validation.y
+            X_val, y_val = validation
         X_sample = check_features(_list_matrix(sample.column(EMBEDDING_COL)), "X_train")
-        estimator = run.estimator(clusterer_for(sample.num_rows))
+        estimator = estimator_for(sample.num_rows)
         space, model = estimator.fit_clusters(X_sample)
         p, n_classes = model.n_clusters, classes.size
 
@@ -322,7 +376,7 @@ def spark_plan(
 
 
 def spark_row_inputs(
-    spark: SparkSession, run: PinnedRun, model: Path, out: Path, *, only_new: bool
+    spark: SparkSession, source: RowSource, model: Path, out: Path, *, only_new: bool
 ) -> NDArray[np.float64]:
     """The first row pass on the executors (:func:`~ecoval_ops.lakehouse.row_values.input_batch` in ``mapInPandas``).
 
@@ -332,14 +386,12 @@ def spark_row_inputs(
     from pyspark.sql import functions as sf
 
     from ecoval_ops.lakehouse.row_values import INPUT_COLUMNS, TRAINING_COL, input_batch
-    from ecoval_ops.lakehouse.split import holdout_mask
     from ecoval_ops.valuation import EcoVal
 
-    cfg = run.config
-    key, label = check_identifier(cfg.key, "key column"), check_identifier(cfg.label, "label column")
-    fraction, held_out = cfg.validation_fraction, cfg.validation_table is None
+    key = check_identifier(source.columns.key, "key column")
+    label = check_identifier(source.columns.label, "label column")
     state, stamp = str(model), _stamp(model)
-    frame = rows_frame(spark, run, only_new=only_new)
+    frame = rows_frame(spark, source, only_new=only_new)
     key_type, label_type = (frame.schema[c].dataType.simpleString() for c in (key, label))
     types = f"{key} {key_type}, ecoval_support {label_type}"
 
@@ -349,10 +401,7 @@ def spark_row_inputs(
             if not len(part):
                 continue
             keys = part[key].to_numpy()
-            if only_new:
-                training = np.zeros(len(part), bool)
-            else:
-                training = ~holdout_mask(keys, fraction) if held_out else np.ones(len(part), bool)
+            training = np.zeros(len(part), bool) if only_new else ~source.held_out(keys)
             yield input_batch(ev, keys, _matrix(part), part[label].to_numpy(), training, key=key).to_pandas()
 
     columns = ", ".join(f"{name} {kind}" for name, kind in INPUT_COLUMNS.items())
@@ -366,7 +415,7 @@ def spark_row_inputs(
 
 
 def spark_values(
-    spark: SparkSession, run: PinnedRun, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str
+    spark: SparkSession, key: str, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str
 ) -> None:
     """The second row pass on the executors: the value columns of the inputs.
 
@@ -377,7 +426,7 @@ def spark_values(
     from ecoval_ops.lakehouse.columns import value_schema
     from ecoval_ops.lakehouse.row_values import value_batch
 
-    key = check_identifier(run.config.key, "key column")
+    key = check_identifier(key, "key column")
     state, stamp = str(model), _stamp(model)
     valued_at = datetime.now(UTC)
     frame = spark.read.parquet(str(inputs))

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from ecoval_ops.lakehouse.spark import SparkSizing
+    from ecoval_ops.lakehouse.spark_engine import RowSource
     from ecoval_ops.pipeline.pinned import PinnedRun
     from ecoval_ops.valuation import TrainingPlan
 
@@ -239,23 +240,26 @@ class SparkEngine:
         from ecoval_ops.lakehouse.spark_engine import SparkKMeansClusterer, spark_plan
 
         spark = self._session()
+        validation = run.validation_rows()
         return spark_plan(
             spark,
-            run,
-            lambda n: SparkKMeansClusterer(spark) if n >= self.mllib_min_rows else None,
+            _row_source(run),
+            lambda n: run.estimator(SparkKMeansClusterer(spark) if n >= self.mllib_min_rows else None),
+            limit=run.config.reference_rows,
+            validation=None if validation is None else (validation.X, validation.y),
         )
 
     def row_inputs(self, run: PinnedRun, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
         """See :class:`Engine`."""
         from ecoval_ops.lakehouse.spark_engine import spark_row_inputs
 
-        return spark_row_inputs(self._session(), run, model, out, only_new=only_new)
+        return spark_row_inputs(self._session(), _row_source(run), model, out, only_new=only_new)
 
     def values(self, run: PinnedRun, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
         """See :class:`Engine`."""
         from ecoval_ops.lakehouse.spark_engine import spark_values
 
-        spark_values(self._session(), run, inputs, model, out, run_id=run_id, model_version=model_version)
+        spark_values(self._session(), run.config.key, inputs, model, out, run_id=run_id, model_version=model_version)
 
     def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
         """See :class:`Engine`."""
@@ -265,6 +269,23 @@ class SparkEngine:
         return merge_values_spark(
             self._session(), target, values, key=cfg.key, run_id=run_id, source_version=source_version, insert=insert
         )
+
+
+def _row_source(run: PinnedRun) -> RowSource:
+    """The pinned run's rows as the Spark passes read them."""
+    from ecoval_ops.lakehouse.spark_engine import RowSource
+
+    cfg = run.config
+    return RowSource(
+        columns=run.columns,
+        table=cfg.table,
+        version=run.table_version,
+        embeddings=run.embeddings_table(),
+        values_table=cfg.values_table,
+        values_version=run.values_version,
+        validation_fraction=cfg.validation_fraction if cfg.validation_table is None else None,
+        seed=cfg.seed,
+    )
 
 
 def engine_for(cfg: RunConfig, **options: Any) -> Engine:

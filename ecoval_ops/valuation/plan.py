@@ -30,6 +30,24 @@ __all__ = ["TrainingPlan", "stratified_half", "stratified_sample"]
 
 _ARRAYS = "plan.npz"
 _META = "plan.json"
+_SAVED_ARRAYS = (
+    "X",
+    "y",
+    "sample_clusters",
+    "halves",
+    "X_val",
+    "y_val",
+    "empty",
+    "classes",
+    "Z_reference",
+    "reference_y",
+    "reference_clusters",
+    "reference_draws",
+    "thresholds",
+    "sizes",
+    "sample",
+)
+"""The plan's array attributes, saved under their own names beside the stage-0 arrays."""
 
 
 @dataclass(frozen=True)
@@ -167,24 +185,7 @@ class TrainingPlan:
 
     def save(self, path: str | Path) -> Path:
         """Write the plan to the folder ``path`` as arrays and JSON (no pickle)."""
-        arrays = {
-            "X": self.X,
-            "y": self.y,
-            "sample_clusters": self.sample_clusters,
-            "halves": self.halves,
-            "X_val": self.X_val,
-            "y_val": self.y_val,
-            "empty": self.empty,
-            "classes": self.classes,
-            "Z_reference": self.Z_reference,
-            "reference_y": self.reference_y,
-            "reference_clusters": self.reference_clusters,
-            "reference_draws": self.reference_draws,
-            "thresholds": self.thresholds,
-            "sizes": self.sizes,
-            "sample": self.sample,
-            **stage0_arrays(self.space, self.model),
-        }
+        arrays = {name: getattr(self, name) for name in _SAVED_ARRAYS} | stage0_arrays(self.space, self.model)
         return write_saved(Path(path), _ARRAYS, arrays, _META, {"pairwise": self.pairwise, "seed": self.seed})
 
     @classmethod
@@ -193,23 +194,9 @@ class TrainingPlan:
         meta, a = read_saved(Path(path), _ARRAYS, _META, "training plan")
         space, model = stage0_from_arrays(a)
         return cls(
-            X=a["X"],
-            y=a["y"],
-            sample_clusters=a["sample_clusters"],
-            halves=a["halves"],
-            X_val=a["X_val"],
-            y_val=a["y_val"],
-            empty=a["empty"],
-            classes=a["classes"],
+            **{name: a[name] for name in _SAVED_ARRAYS},
             space=space,
             model=model,
-            Z_reference=a["Z_reference"],
-            reference_y=a["reference_y"],
-            reference_clusters=a["reference_clusters"],
-            reference_draws=a["reference_draws"],
-            thresholds=a["thresholds"],
-            sizes=a["sizes"],
-            sample=a["sample"],
             pairwise=bool(meta["pairwise"]),
             seed=int(meta["seed"]),
         )
