@@ -237,7 +237,15 @@ class EcoVal:
         X, y = data.X_train, data.y_train
         u = self._draws(X.shape[0], draws)
         sample = clustering_sample(u, self.max_reference_rows)
-        space, model = self.fit_clusters(X if sample.size == X.shape[0] else X[sample])
+        try:
+            space, model = self.fit_clusters(X if sample.size == X.shape[0] else X[sample])
+        except InvalidInputError as e:
+            if sample.size == X.shape[0]:
+                raise
+            raise InvalidInputError(
+                f"{e}: they are the clustering sample of max_reference_rows = {self.max_reference_rows} of the "
+                f"{X.shape[0]} rows; raise max_reference_rows (--reference-rows)"
+            ) from e
         clusters = model.assign(space.cluster_space(X))
         counts = stratum_counts(clusters, y, model.n_clusters, data.n_classes)
         thresholds = select_reference(u, clusters, y, quotas(counts, self.max_reference_rows))

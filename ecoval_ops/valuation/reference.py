@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "ALL_ROWS",
+    "MIN_MEMBERS",
     "clustering_sample",
     "key_draws",
     "member_index",
@@ -36,6 +37,9 @@ __all__ = [
 
 ALL_ROWS = np.iinfo(np.int64).max
 """The threshold of a stratum all of whose rows are reference rows."""
+
+MIN_MEMBERS = 2
+"""Reference rows a cluster keeps at least (its rows permitting), so every member has a neighbour."""
 
 
 def key_draws(keys: ArrayLike, seed: int) -> NDArray[np.int64]:
@@ -73,7 +77,9 @@ def quotas(counts: NDArray[np.int64], limit: int) -> NDArray[np.int64]:
 
     Floors of the proportional shares, then one more row to the strata of the largest
     remainders (ties to the first stratum in C order); the counts themselves when they sum to
-    at most ``limit``.
+    at most ``limit``. A cluster whose share rounds below :data:`MIN_MEMBERS` rows gets that
+    many from its largest strata (every member needs a neighbour in its cluster), so a small
+    ``limit`` may be exceeded by at most that many rows per cluster.
     """
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
@@ -85,7 +91,14 @@ def quotas(counts: NDArray[np.int64], limit: int) -> NDArray[np.int64]:
     order = np.argsort(-(exact - quota).ravel(), kind="stable")[:short]
     flat = quota.ravel()
     flat[order] += 1
-    return np.asarray(np.minimum(flat.reshape(counts.shape), counts), dtype=np.int64)
+    quota = np.minimum(flat.reshape(counts.shape), counts)
+    for c in range(counts.shape[0]):
+        missing = min(MIN_MEMBERS, int(counts[c].sum())) - int(quota[c].sum())
+        while missing > 0:
+            k = int(np.argmax(counts[c] - quota[c]))
+            quota[c, k] += 1
+            missing -= 1
+    return np.asarray(quota, dtype=np.int64)
 
 
 def stratum_threshold(draws: NDArray[np.int64], quota: int) -> int:

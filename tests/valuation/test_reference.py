@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.exceptions import EcovalWarning, InvalidInputError
 from ecoval_ops.valuation import EcoVal
 from ecoval_ops.valuation.reference import (
     ALL_ROWS,
@@ -133,3 +133,25 @@ def test_key_draws_depend_on_the_key_text_and_seed() -> None:
     assert not np.array_equal(ints, key_draws(np.array([1, 2, 3]), 1))
     assert ints.dtype == np.int64 and np.all(ints >= 0)
     np.testing.assert_array_equal(member_index(ints[[2, 0]], ints), [1, -1, 0])
+
+
+@pytest.mark.parametrize("limit", [10, 30, 60])
+def test_a_small_reference_set_keeps_two_members_per_cluster(limit: int) -> None:
+    X, y = blobs(400, noise=0.1, seed=7)
+    if limit == 10:
+        with pytest.warns(EcovalWarning, match="10 rows hold at most 5 clusters"):
+            ev = EcoVal(max_reference_rows=limit).fit(X[:300], y[:300], X[300:], y[300:])
+    else:
+        ev = EcoVal(max_reference_rows=limit).fit(X[:300], y[:300], X[300:], y[300:])
+    members = np.bincount(ev.clusters_[ev.members_], minlength=ev.n_clusters_)
+    assert members.min() >= 2 and members.sum() <= limit + 2 * ev.n_clusters_
+    assert np.isfinite(ev.values_).all() and ev.values_.shape == (300,)
+
+
+def test_a_reference_set_too_small_to_cluster_says_so() -> None:
+    X, y = blobs(400, noise=0.1, seed=7)
+    with (
+        pytest.warns(EcovalWarning, match="4 rows hold at most 2 clusters"),
+        pytest.raises(InvalidInputError, match=r"clustering sample of max_reference_rows = 4 of the 300 rows"),
+    ):
+        EcoVal(max_reference_rows=4).fit(X[:300], y[:300], X[300:], y[300:])
