@@ -16,12 +16,14 @@ from numpy.typing import NDArray
 
 from ecoval_ops.exceptions import DuplicateKeyError, InvalidInputError, MissingColumnError
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
+from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.lakehouse.tables import open_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "RowSource",
     "Rows",
     "SourceColumns",
     "check_seen_labels",
@@ -82,6 +84,42 @@ class Rows:
     y: NDArray[np.generic]
     valued: NDArray[np.bool_]
     table_rows: int
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Where a run's rows lie and how they are split, as explicit values (the pipeline pins them).
+
+    Attributes:
+        columns: the columns read (key, label, embedding column or features).
+        table: the source Delta table.
+        version: its pinned version.
+        embeddings: the embeddings table, or None when ``columns.embedding_col`` holds them.
+        values_table: the separate values table, or None when the source holds the values.
+        values_version: its pinned version (None before it exists).
+        validation_fraction: the share held out by key hash; None with a validation table.
+        seed: the run's seed (the reference draws).
+    """
+
+    columns: SourceColumns
+    table: Path
+    version: int
+    embeddings: Path | None
+    values_table: Path | None
+    values_version: int | None
+    validation_fraction: float | None
+    seed: int
+
+    @property
+    def where(self) -> str:
+        """The table version, as errors name it."""
+        return _where(self.table, self.version)
+
+    def held_out(self, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
+        """Which rows are held out for validation."""
+        if self.validation_fraction is None:
+            return np.zeros(len(keys), bool)
+        return holdout_mask(keys, self.validation_fraction)
 
 
 def _where(path: str | Path, version: int) -> str:

@@ -17,7 +17,6 @@ executors over the Delta tables read where they lie.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +28,6 @@ from numpy.typing import NDArray
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
-from ecoval_ops.lakehouse.source import SourceColumns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,10 +35,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from ecoval_ops.lakehouse.embedders import Embedder
+    from ecoval_ops.lakehouse.source import RowSource
     from ecoval_ops.valuation import EcoVal, TrainingPlan
 
 __all__ = [
-    "RowSource",
     "SparkKMeansClusterer",
     "embed_rows",
     "rows_frame",
@@ -48,44 +46,6 @@ __all__ = [
     "spark_row_inputs",
     "spark_values",
 ]
-
-
-@dataclass(frozen=True)
-class RowSource:
-    """Where a run's rows lie and how they are split, as explicit values (the pipeline pins them).
-
-    Attributes:
-        columns: the columns read (key, label, embedding column or features).
-        table: the source Delta table.
-        version: its pinned version.
-        embeddings: the embeddings table, or None when ``columns.embedding_col`` holds them.
-        values_table: the separate values table, or None when the source holds the values.
-        values_version: its pinned version (None before it exists).
-        validation_fraction: the share held out by key hash; None with a validation table.
-        seed: the run's seed (the reference draws).
-    """
-
-    columns: SourceColumns
-    table: Path
-    version: int
-    embeddings: Path | None
-    values_table: Path | None
-    values_version: int | None
-    validation_fraction: float | None
-    seed: int
-
-    @property
-    def where(self) -> str:
-        """The table version, as errors name it."""
-        return f"{self.table}@v{self.version}"
-
-    def held_out(self, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
-        """Which rows are held out for validation."""
-        from ecoval_ops.lakehouse.split import holdout_mask
-
-        if self.validation_fraction is None:
-            return np.zeros(len(keys), bool)
-        return holdout_mask(keys, self.validation_fraction)
 
 
 def embed_rows(

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from ecoval_ops.lakehouse.spark import SparkSizing
-    from ecoval_ops.lakehouse.spark_engine import RowSource
     from ecoval_ops.pipeline.pinned import PinnedRun
     from ecoval_ops.valuation import TrainingPlan
 
@@ -130,7 +129,7 @@ class DeltaRsEngine:
     def plan(self, run: PinnedRun) -> tuple[TrainingPlan, NDArray[np.generic]]:
         """See :class:`Engine`: :meth:`EcoVal.prepare` on the rows read into numpy."""
         rows = run.rows()
-        holdout = run.holdout(rows.keys)
+        holdout = run.row_source.held_out(rows.keys)
         validation = run.validation_rows()
         X_val, y_val = (rows.X[holdout], rows.y[holdout]) if validation is None else (validation.X, validation.y)
         train = ~holdout
@@ -148,14 +147,13 @@ class DeltaRsEngine:
         from ecoval_ops.valuation import EcoVal
 
         ev = EcoVal.load(model)
+        # With only_new the read keeps the rows no run has valued, none of them a training row.
         rows = run.rows(only_new=only_new)
-        take = ~rows.valued if only_new else np.ones(len(rows.keys), bool)
-        keys = rows.keys[take]
-        training = np.zeros(len(keys), bool) if only_new else ~run.holdout(keys)
+        training = np.zeros(len(rows.keys), bool) if only_new else ~run.row_source.held_out(rows.keys)
         out.mkdir(parents=True, exist_ok=True)
-        if not len(keys):
+        if not len(rows.keys):
             return np.zeros(ev.n_clusters_)
-        inputs = input_batch(ev, keys, rows.X[take], rows.y[take], training, key=run.config.key)
+        inputs = input_batch(ev, rows.keys, rows.X, rows.y, training, key=run.config.key)
         pq.write_table(inputs, out / "part-0.parquet")
         return x_sums(inputs, ev.n_clusters_)
 
@@ -243,7 +241,7 @@ class SparkEngine:
         validation = run.validation_rows()
         return spark_plan(
             spark,
-            _row_source(run),
+            run.row_source,
             lambda n: run.estimator(SparkKMeansClusterer(spark) if n >= self.mllib_min_rows else None),
             limit=run.config.reference_rows,
             validation=None if validation is None else (validation.X, validation.y),
@@ -253,7 +251,7 @@ class SparkEngine:
         """See :class:`Engine`."""
         from ecoval_ops.lakehouse.spark_engine import spark_row_inputs
 
-        return spark_row_inputs(self._session(), _row_source(run), model, out, only_new=only_new)
+        return spark_row_inputs(self._session(), run.row_source, model, out, only_new=only_new)
 
     def values(self, run: PinnedRun, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
         """See :class:`Engine`."""
@@ -269,23 +267,6 @@ class SparkEngine:
         return merge_values_spark(
             self._session(), target, values, key=cfg.key, run_id=run_id, source_version=source_version, insert=insert
         )
-
-
-def _row_source(run: PinnedRun) -> RowSource:
-    """The pinned run's rows as the Spark passes read them."""
-    from ecoval_ops.lakehouse.spark_engine import RowSource
-
-    cfg = run.config
-    return RowSource(
-        columns=run.columns,
-        table=cfg.table,
-        version=run.table_version,
-        embeddings=run.embeddings_table(),
-        values_table=cfg.values_table,
-        values_version=run.values_version,
-        validation_fraction=cfg.validation_fraction if cfg.validation_table is None else None,
-        seed=cfg.seed,
-    )
 
 
 def engine_for(cfg: RunConfig, **options: Any) -> Engine:

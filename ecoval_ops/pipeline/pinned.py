@@ -15,13 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from ecoval_ops.config import RunConfig
 from ecoval_ops.lakehouse.embedders import Embedder, FeaturesEmbedder, TorchvisionEmbedder
-from ecoval_ops.lakehouse.source import Rows, SourceColumns, read_rows, valued_keys
-from ecoval_ops.lakehouse.split import holdout_mask
+from ecoval_ops.lakehouse.source import Rows, RowSource, SourceColumns, read_rows, valued_keys
 from ecoval_ops.pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -126,11 +122,20 @@ class PinnedRun:
             valued=self.valued,
         )
 
-    def holdout(self, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
-        """Which rows of the source are held out for validation (none with a validation table)."""
-        if self.config.validation_table is None:
-            return holdout_mask(keys, self.config.validation_fraction)
-        return np.zeros(len(keys), bool)
+    @cached_property
+    def row_source(self) -> RowSource:
+        """Where the run's rows lie and how they are split, as the engines' row passes read them."""
+        cfg = self.config
+        return RowSource(
+            columns=self.columns,
+            table=cfg.table,
+            version=self.table_version,
+            embeddings=self.embeddings_table(),
+            values_table=cfg.values_table,
+            values_version=self.values_version,
+            validation_fraction=cfg.validation_fraction if cfg.validation_table is None else None,
+            seed=cfg.seed,
+        )
 
     def validation_rows(self) -> Rows | None:
         """The pinned version of the validation table; None when rows of the source are held out."""

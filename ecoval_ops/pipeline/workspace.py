@@ -64,10 +64,6 @@ class Workspace:
         """The run's fitted valuation state."""
         return self.run(run_id) / "model"
 
-    def members(self, run_id: str) -> Path:
-        """The keys of the plan's reference rows (the state's members), in member order."""
-        return self.run(run_id) / "member_keys.npy"
-
     def reference_model(self, run_id: str) -> Path:
         """The state fitted on the reference rows, before the centring over every row."""
         return self.run(run_id) / "reference_model"
