@@ -326,7 +326,6 @@ def spark_plan(
         encode_labels(check_labels(labels, "y_train", n_rows=labels.size), classes, "y_train"),
         reference.column("ecoval_cluster").to_numpy().astype(np.int64),
         reference.column("ecoval_draw").to_numpy().astype(np.int64),
-        thresholds=thresholds,
         sizes=counts.sum(axis=1),
         X_val=check_features(X_val, "X_val", n_features=X_sample.shape[1]),
         y_val=encode_labels(check_labels(y_val, "y_val", n_rows=len(y_val)), classes, "y_val"),

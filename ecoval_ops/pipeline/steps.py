@@ -39,7 +39,6 @@ from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
 from ecoval_ops.pipeline.review import REMOVAL_FILE, publish, removal_curve, saved_curve
-from ecoval_ops.pipeline.workspace import Workspace
 from ecoval_ops.process import fault_point, owner_gone, process_owner
 from ecoval_ops.tracking.runs import OWNER_TAG
 
@@ -301,6 +300,8 @@ def propagate(ref: RunRef, engine: Engine) -> int:
     Returns:
         Rows valued.
     """
+    import pyarrow.dataset as ds
+
     run_id, run = ref.started(), ref.run
     version = _model_version(ref)
     ws = run.workspace
@@ -311,14 +312,7 @@ def propagate(ref: RunRef, engine: Engine) -> int:
                 engine.row_inputs(run, model, tmp, only_new=True)
         with ws.atomic(target) as tmp:
             engine.values(run, inputs, model, tmp, run_id=run_id, model_version=version)
-    return _count(ws, run_id)
-
-
-def _count(ws: Workspace, run_id: str) -> int:
-    import pyarrow.dataset as ds
-
-    values = ws.values(run_id)
-    return int(ds.dataset(values, format="parquet").count_rows()) if any(values.rglob("*.parquet")) else 0
+    return int(ds.dataset(target, format="parquet").count_rows()) if any(target.rglob("*.parquet")) else 0
 
 
 def write(ref: RunRef, engine: Engine) -> int | None:

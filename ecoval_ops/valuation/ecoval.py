@@ -18,9 +18,8 @@ and :meth:`centre` on the per-cluster sums.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +256,6 @@ class EcoVal:
             y[ref],
             clusters[ref],
             u[ref],
-            thresholds=thresholds,
             sizes=counts.sum(axis=1),
             X_val=data.X_val,
             y_val=data.y_val,
@@ -300,7 +298,6 @@ class EcoVal:
         clusters_ref: NDArray[np.int64],
         draws_ref: NDArray[np.int64],
         *,
-        thresholds: NDArray[np.int64],
         sizes: NDArray[np.int64],
         X_val: NDArray[np.float64],
         y_val: NDArray[np.int64],
@@ -315,7 +312,6 @@ class EcoVal:
             y_ref: ``(R,)`` their class codes.
             clusters_ref: ``(R,)`` their clusters.
             draws_ref: ``(R,)`` their draws.
-            thresholds: ``(p, K)`` ``t_cy`` of :func:`~ecoval_ops.valuation.reference.select_reference`.
             sizes: ``(p,)`` ``n_c`` over every training row.
             X_val: validation embeddings.
             y_val: their class codes.
@@ -338,7 +334,6 @@ class EcoVal:
             reference_y=y_ref,
             reference_clusters=clusters_ref,
             reference_draws=draws_ref,
-            thresholds=thresholds,
             sizes=np.asarray(sizes, dtype=np.int64),
             sample=rows,
             pairwise=self.pairwise,
@@ -408,7 +403,7 @@ class EcoVal:
         rows = self.value_rows(X, y_train, train_index=member)
         self.centre(np.bincount(np.asarray(rows.clusters), weights=rows.x, minlength=self.n_clusters_))
         self._set_result(
-            dataclasses.replace(
+            replace(
                 rows,
                 values=self.state_.values(rows.x, np.asarray(rows.clusters)),
                 mode="in_sample",
@@ -483,7 +478,7 @@ class EcoVal:
         self.state_ = self.state_.centred(sums)
         rows = self.result_
         self._set_result(
-            dataclasses.replace(rows, values=self.state_.values(rows.x, np.asarray(rows.clusters))),
+            replace(rows, values=self.state_.values(rows.x, np.asarray(rows.clusters))),
             members=self.members_,
         )
         return self

@@ -43,7 +43,6 @@ _SAVED_ARRAYS = (
     "reference_y",
     "reference_clusters",
     "reference_draws",
-    "thresholds",
     "sizes",
     "sample",
 )
@@ -69,7 +68,6 @@ class TrainingPlan:
         reference_y: ``(R,)`` their class codes.
         reference_clusters: ``(R,)`` their clusters.
         reference_draws: ``(R,)`` their draws ``u_i``.
-        thresholds: ``(p, K)`` ``t_cy``: a training row is a reference row iff ``u_i <= t_cy``.
         sizes: ``(p,)`` ``n_c``, every training row of each cluster.
         sample: ``(n_s,)`` the training sample's positions in the reference set.
         pairwise: whether the pairwise stage runs.
@@ -90,7 +88,6 @@ class TrainingPlan:
     reference_y: NDArray[np.int64]
     reference_clusters: NDArray[np.int64]
     reference_draws: NDArray[np.int64]
-    thresholds: NDArray[np.int64]
     sizes: NDArray[np.int64]
     sample: NDArray[np.intp]
     pairwise: bool
