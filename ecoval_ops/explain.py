@@ -155,6 +155,8 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
         InvalidInputError: no such table or row, a row not valued yet, a run or model version
             the MLflow store does not hold.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from mlflow.exceptions import MlflowException
 
     from ecoval_ops.tracking.runs import ValuationTracker
@@ -185,14 +187,13 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     z = ev.feature_space_.cluster_space(_embedding(source, params, tags, key_col, key))
     exclude = None
     if col("ecoval_mode") == "in_sample" and members_keys is not None:
-        own = np.flatnonzero(np.asarray(members_keys) == key)
-        exclude = np.array([own[0] if own.size else -1], dtype=np.int64)
+        exclude = np.array([pc.index(members_keys, pa.scalar(key, members_keys.type)).as_py()], dtype=np.int64)
     dist, index = state.neighbours(z, c, exclude)
     k = min(int(n_neighbours or state.k_vote[c]), index.shape[1])
     similarity = np.exp(-((dist[0, :k] / state.h_vote[c]) ** 2))
     neighbours = [
         Neighbour(
-            key=None if members_keys is None else np.asarray(members_keys)[j],
+            key=None if members_keys is None else members_keys[int(j)].as_py(),
             label=ev.classes_[state.y[j]],
             similarity=float(s),
         )
@@ -249,6 +250,7 @@ def text_explanation(e: Explanation) -> list[str]:
     if e.suspect and e.suggested_label is not None:
         lines.append(f"  suggested label {e.suggested_label!r} (confidence {e.label_confidence:.2f})")
     lines.append(f"  nearest reference rows of cluster {e.cluster} (the vote):")
-    lines.append(f"    {'key':>12}  {'label':>10}  similarity")
-    lines += [f"    {n.key!s:>12}  {n.label!s:>10}  {n.similarity:.3f}" for n in e.neighbours]
+    width = max([12, *(len(str(n.key)) for n in e.neighbours)])
+    lines.append(f"    {'key':>{width}}  {'label':>10}  similarity")
+    lines += [f"    {n.key!s:>{width}}  {n.label!s:>10}  {n.similarity:.3f}" for n in e.neighbours]
     return lines

@@ -1,7 +1,7 @@
 """The dependency direction of architecture.md, checked on the import graph of the source.
 
 ``valuation`` <- ``lakehouse``, ``tracking`` <- ``pipeline`` <- ``cli``, ``spark_jobs``, ``dags``;
-the bottom floor (exceptions, identifiers, process, progress) imports nothing above it. Every
+the bottom floor (exceptions, identifiers, keys, process, progress) imports nothing above it. Every
 import counts: module level, inside functions and under ``TYPE_CHECKING``.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ecoval_ops"
 
-BOTTOM = {"exceptions", "identifiers", "process", "progress"}
+BOTTOM = {"exceptions", "identifiers", "keys", "process", "progress"}
 ALLOWED = {
     "bottom": {"bottom"},
     "valuation": {"bottom", "valuation"},

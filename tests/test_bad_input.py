@@ -60,6 +60,12 @@ CASES = {
     "infinite feature": (_table(a=_inf()), [], "null, NaN or infinite values"),
     "null labels": (_table(y=pa.array([None] + [0, 1] * 59 + [0], pa.int64())), [], "column 'y' of"),
     "duplicate keys": (_table(id=np.r_[np.arange(119), 0]), [], "has 1 duplicate keys"),
+    "duplicate string keys": (_table(id=[f"r{i % 119}" for i in range(120)]), [], "has 1 duplicate keys"),
+    "timestamp key": (
+        _table(id=pa.array(np.arange(120) * 1_000_000, pa.timestamp("us", tz="UTC"))),
+        [],
+        "key column 'id' of",
+    ),
     "single class": (_table(y=np.zeros(120, np.int64)), [], "has a single class (0)"),
     "empty table": (_table().slice(0, 0), [], "is empty"),
     "SQL in an identifier": (_table(), ["--label", "y; DROP TABLE x"], "not a plain identifier"),

@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from airflow.sdk import AssetAlias
 from deltalake import DeltaTable, write_deltalake
@@ -84,6 +87,11 @@ def test_the_gpu_pool_is_created_by_the_stack() -> None:
     assert "airflow pools set ecoval_gpu" in init
 
 
+def _uuid_keyed(rows: pa.Table) -> pa.Table:
+    keys = pa.array([str(uuid.uuid5(uuid.NAMESPACE_URL, f"row/{i}")) for i in rows.column("row_id").to_pylist()])
+    return rows.set_column(rows.column_names.index("row_id"), "row_id", keys)
+
+
 def _conf(table: Path, tmp_path: Path, engine: str) -> dict[str, object]:
     return {
         "table": str(table),
@@ -105,7 +113,10 @@ def test_dag_runs_end_to_end_with_spark(dag, spark, tmp_path) -> None:
     from mlflow import MlflowClient
 
     table = tmp_path / "lake" / "train"
-    write_deltalake(str(table), blob_rows(0, 300))
+    # Keyed by UUID strings, as most tables are: the keys cross XCom, the workspace, the Spark
+    # plan and MLflow's artifacts, and must come back equal and of the key column's Arrow type.
+    rows = _uuid_keyed(blob_rows(0, 300))
+    write_deltalake(str(table), rows)
     conf = _conf(table, tmp_path, "spark")
     first = dag.test(run_conf=conf)
     assert first.state == "success"
@@ -114,6 +125,14 @@ def test_dag_runs_end_to_end_with_spark(dag, spark, tmp_path) -> None:
     assert states[("nothing_to_do", -1)] == "skipped"
     values = DeltaTable(str(table)).to_pyarrow_table()
     assert values.num_rows == 300 and values.column("ecoval_value").null_count == 0
+    assert values.schema.field("row_id").type == pa.string()
+    assert sorted(values.column("row_id").to_pylist()) == sorted(rows.column("row_id").to_pylist())
+    import mlflow
+
+    mlflow.set_tracking_uri(conf["mlflow_uri"])
+    members = mlflow.pyfunc.load_model("models:/ecoval_train@current").unwrap_python_model().member_keys
+    assert members.type == pa.string() and len(members) == pc.count_distinct(members).as_py() > 0
+    assert pc.all(pc.is_in(members, value_set=rows.column("row_id"))).as_py()
     version = DeltaTable(str(table)).version()
     # Lineage: the values asset of the table the run valued (its conf), not the environment's table.
     events = _asset_events()

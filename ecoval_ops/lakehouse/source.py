@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.exceptions import DuplicateKeyError, InvalidInputError, MissingColumnError
+from ecoval_ops.keys import check_key_type
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.lakehouse.tables import open_table
@@ -115,6 +116,12 @@ class RowSource:
         """The table version, as errors name it."""
         return _where(self.table, self.version)
 
+    def key_type(self) -> pa.DataType:
+        """The Arrow type of the key column in the pinned version (what saved keys are cast to)."""
+        import pyarrow as pa
+
+        return pa.schema(open_table(self.table, self.version).schema().to_arrow()).field(self.columns.key).type
+
     def held_out(self, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
         """Which rows are held out for validation."""
         if self.validation_fraction is None:
@@ -138,19 +145,23 @@ def check_source(columns: SourceColumns, path: str | Path, version: int) -> pa.T
 
     Raises:
         MissingColumnError: a column the run reads is not in the table.
-        InvalidInputError: an empty table, null keys or labels.
+        InvalidInputError: a key column of a type that cannot key a run
+            (:func:`~ecoval_ops.keys.check_key_type`), an empty table, null keys or labels.
         DuplicateKeyError: duplicate keys.
         Each message names the column and the table version.
     """
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     table = open_table(path, version)
     where = _where(path, version)
-    names = set(table.schema().to_arrow().names)
+    schema = pa.schema(table.schema().to_arrow())
+    names = set(schema.names)
     wanted = [columns.key, columns.label, *columns.embedding_columns]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise MissingColumnError(f"{where} has no column(s) {missing}; it has {sorted(names)}")
+    check_key_type(schema.field(columns.key).type, columns.key, where)
     data = table.to_pyarrow_table(
         columns=[columns.key, columns.label, *(["ecoval_run_id"] if "ecoval_run_id" in names else [])]
     )
@@ -356,7 +367,8 @@ def require_columns(path: str | Path, version: int, columns: tuple[str, ...]) ->
 def rows_of(path: str | Path, version: int | None, key: str, columns: tuple[str, ...] | None, keys: Any) -> pa.Table:
     """``key`` and ``columns`` of the rows of ``path@version`` whose key is in ``keys``.
 
-    The key filter is pushed into the Parquet scan, so a few rows cost a few rows, not the table.
+    The key filter is pushed into the Parquet scan, so a few rows cost a few rows, not the table
+    (integer keys also prune files and row groups by their statistics).
 
     Args:
         path: the table.
@@ -375,8 +387,15 @@ def rows_of(path: str | Path, version: int | None, key: str, columns: tuple[str,
     wanted = (key,) if columns is None else (key, *(c for c in columns if c != key))
     require_columns(path, int(table.version()), wanted)
     scan = table.to_pyarrow_dataset()
-    value_set = pa.array(np.asarray(keys)).cast(scan.schema.field(key).type)
-    return scan.to_table(columns=None if columns is None else list(wanted), filter=ds.field(key).isin(value_set))
+    key_type = scan.schema.field(key).type
+    value_set = pa.array(np.asarray(keys)).cast(key_type)
+    field = ds.field(key)
+    if not pa.types.is_integer(key_type):
+        # delta-rs rewrites string columns as string_view in the files a MERGE touches, and
+        # pyarrow cannot compare those files' statistics with a string value set (no kernel):
+        # the cast filters each batch after it is read instead of pruning by statistics.
+        field = field.cast(key_type)
+    return scan.to_table(columns=None if columns is None else list(wanted), filter=field.isin(value_set))
 
 
 def valued_keys(values_table: str | Path, version: int | None, key: str) -> pa.Array:

@@ -202,7 +202,7 @@ def spark_plan(
     *,
     limit: int,
     validation: tuple[NDArray[np.float64], NDArray[np.generic]] | None,
-) -> tuple[TrainingPlan, NDArray[np.generic]]:
+) -> tuple[TrainingPlan, pa.Array]:
     """The plan of a refit drawn by Spark (spec section 5b); the driver holds O(R d) rows.
 
     Args:
@@ -220,7 +220,7 @@ def spark_plan(
     sample and plans the trainings on the reference rows, as :meth:`~ecoval_ops.valuation.EcoVal.prepare` does in-core.
 
     Returns:
-        The plan and the members' keys, in key order.
+        The plan and the members' keys, in key order, of the key column's type in the table.
     """
     import pandas as pd
     from pyspark import StorageLevel
@@ -331,7 +331,7 @@ def spark_plan(
         y_val=encode_labels(check_labels(y_val, "y_val", n_rows=len(y_val)), classes, "y_val"),
         classes=classes,
     )
-    return plan, np.asarray(reference.column(key).to_numpy(zero_copy_only=False))
+    return plan, reference.column(key).combine_chunks().cast(source.key_type())
 
 
 def spark_row_inputs(

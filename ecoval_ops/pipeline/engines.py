@@ -36,6 +36,7 @@ from ecoval_ops.process import fault_point
 from ecoval_ops.valuation.reference import key_draws, member_index
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
     from ecoval_ops.lakehouse.spark import SparkSizing
@@ -70,8 +71,10 @@ class Engine(Protocol):
         """
         ...
 
-    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, NDArray[np.generic]]:
+    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, pa.Array]:
         """Stage 0 and the training plan of a refit on the pinned training rows; the members' keys.
+
+        The keys are in member order, of the key column's own Arrow type.
 
         Raises:
             InvalidInputError: bad rows, or every row held out.
@@ -126,8 +129,10 @@ class DeltaRsEngine:
 
         return embed_once(target, version, CommitFailedError, append)
 
-    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, NDArray[np.generic]]:
+    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, pa.Array]:
         """See :class:`Engine`: :meth:`EcoVal.prepare` on the rows read into numpy."""
+        import pyarrow as pa
+
         rows = run.rows()
         holdout = run.row_source.held_out(rows.keys)
         validation = run.validation_rows()
@@ -138,7 +143,8 @@ class DeltaRsEngine:
         keys = rows.keys[train]
         draws = key_draws(keys, run.config.seed)
         plan = run.estimator().prepare(rows.X[train], rows.y[train], X_val, y_val, draws=draws)
-        return plan, keys[member_index(plan.reference_draws, draws) >= 0]
+        members = keys[member_index(plan.reference_draws, draws) >= 0]
+        return plan, pa.array(members, type=run.row_source.key_type())
 
     def row_inputs(self, run: PinnedRun, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
         """See :class:`Engine`."""
@@ -233,7 +239,7 @@ class SparkEngine:
             ),
         )
 
-    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, NDArray[np.generic]]:
+    def plan(self, run: PinnedRun) -> tuple[TrainingPlan, pa.Array]:
         """See :class:`Engine`: the draws, the clustering sample, the strata and the reference set by Spark."""
         from ecoval_ops.lakehouse.spark_engine import SparkKMeansClusterer, spark_plan
 

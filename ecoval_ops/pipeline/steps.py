@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from ecoval_ops.config import RunConfig
 from ecoval_ops.exceptions import EcovalError, InvalidInputError, StateFormatError
+from ecoval_ops.keys import read_keys, write_keys
 from ecoval_ops.lakehouse import open_table
 from ecoval_ops.lakehouse.source import (
     check_seen_labels,
@@ -60,8 +61,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-MEMBER_KEYS = "member_keys.npy"
-"""The keys of the plan's reference rows (the state's members), saved beside the plan."""
+MEMBER_KEYS = "member_keys.parquet"
+"""The keys of the plan's reference rows (the state's members), saved beside the plan with their Arrow type."""
 
 
 def detect(cfg: RunConfig) -> Detection:
@@ -190,7 +191,7 @@ def cluster(ref: RunRef, engine: Engine) -> list[int]:
         plan, members = engine.plan(run)
         with ws.atomic(target) as tmp:
             plan.save(tmp)
-            np.save(tmp / MEMBER_KEYS, np.asarray(members), allow_pickle=False)
+            write_keys(members, tmp / MEMBER_KEYS)
     return list(range(len(TrainingPlan.load(target).shards(run.config.shards))))
 
 
@@ -259,7 +260,7 @@ def fit_model(ref: RunRef, engine: Engine) -> RunRef:
         with ws.atomic(ws.inputs(run_id)) as tmp:
             x_sum = engine.row_inputs(run, ws.reference_model(run_id), tmp, only_new=False)
         ev.centre(x_sum)
-        member_keys = np.load(ws.plan(run_id) / MEMBER_KEYS, allow_pickle=False)
+        member_keys = read_keys(ws.plan(run_id) / MEMBER_KEYS)
         curve = removal_curve(plan, ev, seed=cfg.seed)
     version = run.tracker.register(
         run_id,

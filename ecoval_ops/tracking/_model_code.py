@@ -14,6 +14,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from ecoval_ops.keys import read_keys
 from ecoval_ops.valuation import EcoVal
 
 
@@ -24,7 +25,7 @@ class EcoValPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined
         self.ecoval = EcoVal.load(context.artifacts["state"])
         self.columns = json.loads(Path(context.artifacts["columns"]).read_text())
         keys = context.artifacts.get("member_keys")
-        self.member_keys = None if keys is None else np.load(keys, allow_pickle=False)
+        self.member_keys = None if keys is None else read_keys(keys)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         embedding = self.columns["embedding"]

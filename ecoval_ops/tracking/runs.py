@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecoval_ops.exceptions import EcovalError
+from ecoval_ops.keys import write_keys
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from mlflow import MlflowClient
     from numpy.typing import NDArray
 
@@ -315,7 +317,7 @@ class ValuationTracker:
         columns: dict[str, Any],
         lineage: dict[str, str],
         config: dict[str, str],
-        member_keys: NDArray[Any] | None = None,
+        member_keys: pa.Array | None = None,
     ) -> str:
         """Log the fitted state as a pyfunc model on the run, register it, alias it ``current``.
 
@@ -343,11 +345,7 @@ class ValuationTracker:
             columns_file.write_text(json.dumps(columns))
             artifacts = {"state": str(state), "columns": str(columns_file)}
             if member_keys is not None:
-                import numpy as np
-
-                keys_file = Path(tmp) / "member_keys.npy"
-                np.save(keys_file, np.asarray(member_keys), allow_pickle=False)
-                artifacts["member_keys"] = str(keys_file)
+                artifacts["member_keys"] = str(write_keys(member_keys, Path(tmp) / "member_keys.parquet"))
             with self._fluent():
                 with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
                     # The signature says what the model takes; no example row is stored with it.
