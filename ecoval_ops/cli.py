@@ -230,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         except EcovalError as e:
             print(f"ecoval: error: {e}", file=sys.stderr)
             return 2
+        except BrokenPipeError:
+            # The reader left (`ecoval explain ... | head`): what is left to print goes nowhere,
+            # and the exit status says so, as a shell tool's would (128 + SIGPIPE).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:

@@ -75,3 +75,18 @@ def test_spark_run_from_a_plain_shell_is_quiet(lake, tmp_path) -> None:
     assert out.stderr == ""
     assert out.stdout.startswith("refit: 300 rows valued") and len(out.stdout.strip().splitlines()) == 2
     assert DeltaTable(str(lake)).to_pyarrow_table().column("ecoval_value").null_count == 0
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path) -> None:
+    # `ecoval sql ... | head -1`: the reader has gone when the command prints.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecoval_ops.cli", "sql", "--table", str(tmp_path / "t")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in stderr, stderr
