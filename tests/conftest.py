@@ -55,6 +55,16 @@ def blob_rows(start: int, stop: int, seed: int = 1):
     return pa.table({"row_id": ids, "f0": X[ids, 0], "f1": X[ids, 1], "f2": X[ids, 2], "label": y[ids]})
 
 
+def uuid_keyed(rows):
+    """``rows`` with ``row_id`` replaced by UUID strings (most tables are keyed so), one per id."""
+    import uuid
+
+    import pyarrow as pa
+
+    keys = pa.array([str(uuid.uuid5(uuid.NAMESPACE_URL, f"row/{i}")) for i in rows.column("row_id").to_pylist()])
+    return rows.set_column(rows.column_names.index("row_id"), "row_id", keys)
+
+
 def run_config(table, tmp_path, *, engine: str, embedding: bool = False, **flags):
     """A RunConfig over a :func:`blob_rows` table (or an ``id, emb, y`` embedding table) with
     its own SQLite MLflow store in ``tmp_path``."""

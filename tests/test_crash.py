@@ -13,13 +13,12 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from tests.conftest import blob_rows
+from tests.conftest import blob_rows, uuid_keyed
 
 pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -28,7 +27,7 @@ ORIGINAL = ["row_id", "f0", "f1", "f2", "label"]
 
 def _originals(path) -> str:
     t = DeltaTable(str(path)).to_pyarrow_table(columns=ORIGINAL).sort_by("row_id")
-    return hashlib.sha256(b"".join(np.asarray(t.column(c)).tobytes() for c in ORIGINAL)).hexdigest()
+    return hashlib.sha256(str(t.to_pydict()).encode()).hexdigest()
 
 
 def _run(path, tmp_path, fault: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -82,12 +81,15 @@ def test_a_killed_run_leaves_no_partial_values_and_the_next_run_completes(tmp_pa
 def test_two_runs_on_one_table_at_once_leave_it_consistent(tmp_path, engine) -> None:
     # On a new table both runs create the embeddings table, add the value columns and MERGE at
     # about the same moment: each commit that loses is redone (or the run stops with one line).
+    # They share a new SQLite MLflow store, which both would create, and the table is keyed by
+    # UUID strings.
     path = tmp_path / "lake" / "train"
-    write_deltalake(str(path), blob_rows(0, 300))
+    write_deltalake(str(path), uuid_keyed(blob_rows(0, 300)))
     originals = _originals(path)
     env = {k: v for k, v in os.environ.items() if k != "ECOVAL_FAULT_KILL"}
     args = [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", engine, "--table", str(path),
-            "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--clusters", "3", "--json"]  # fmt: skip
+            "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--clusters", "3", "--json",
+            "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
     runs = [
         subprocess.Popen(args, cwd=tmp_path / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name in ("a", "b")

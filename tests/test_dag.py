@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +16,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from ecoval_ops.config import OUTPUT_SETTINGS, settings
 from ecoval_ops.pipeline.catalog import values_uri
-from tests.conftest import blob_rows
+from tests.conftest import blob_rows, uuid_keyed
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -87,11 +86,6 @@ def test_the_gpu_pool_is_created_by_the_stack() -> None:
     assert "airflow pools set ecoval_gpu" in init
 
 
-def _uuid_keyed(rows: pa.Table) -> pa.Table:
-    keys = pa.array([str(uuid.uuid5(uuid.NAMESPACE_URL, f"row/{i}")) for i in rows.column("row_id").to_pylist()])
-    return rows.set_column(rows.column_names.index("row_id"), "row_id", keys)
-
-
 def _conf(table: Path, tmp_path: Path, engine: str) -> dict[str, object]:
     return {
         "table": str(table),
@@ -115,7 +109,7 @@ def test_dag_runs_end_to_end_with_spark(dag, spark, tmp_path) -> None:
     table = tmp_path / "lake" / "train"
     # Keyed by UUID strings, as most tables are: the keys cross XCom, the workspace, the Spark
     # plan and MLflow's artifacts, and must come back equal and of the key column's Arrow type.
-    rows = _uuid_keyed(blob_rows(0, 300))
+    rows = uuid_keyed(blob_rows(0, 300))
     write_deltalake(str(table), rows)
     conf = _conf(table, tmp_path, "spark")
     first = dag.test(run_conf=conf)

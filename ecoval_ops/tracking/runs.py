@@ -62,6 +62,30 @@ class Shard:
     utilities: tuple[float, ...]
 
 
+@contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store while it is created or a name in it is claimed.
+
+    Two runs started at once on a new SQLite file both find no tables and both migrate it
+    (one fails inside alembic), and both find no experiment, registered model, dataset or
+    alias and both create it (one fails on the duplicate name).
+    """
+    import fcntl
+
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
+        yield
+        return
+    lock = Path(tracking_uri[len(prefix) :].split("?", 1)[0] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def model_signature(columns: dict[str, Any], classes: NDArray[Any]) -> Any:
     """The registered model's input and output columns, so MLflow checks what it is given.
 
@@ -125,7 +149,8 @@ class ValuationTracker:
     def _client(self) -> MlflowClient:
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        with _store_lock(self.tracking_uri):
+            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def check_reachable(self, timeout_s: float = 10.0) -> None:
         """Fail fast when an HTTP tracking server does not answer (MLflow's client retries for minutes).
@@ -166,12 +191,13 @@ class ValuationTracker:
         client = self._client()
         key = None if run_key is None else hashlib.sha256(run_key.encode()).hexdigest()[:24]
         try:
-            experiment = client.get_experiment_by_name(self.experiment)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment is not None
-                else client.create_experiment(self.experiment, artifact_location=self._artifact_location())
-            )
+            with _store_lock(self.tracking_uri):
+                experiment = client.get_experiment_by_name(self.experiment)
+                experiment_id = (
+                    experiment.experiment_id
+                    if experiment is not None
+                    else client.create_experiment(self.experiment, artifact_location=self._artifact_location())
+                )
             if key is not None:
                 found = client.search_runs(
                     [experiment_id], filter_string=f"tags.`ecoval.run_key` = '{key}' and attributes.status = 'RUNNING'"
@@ -226,10 +252,15 @@ class ValuationTracker:
             name=f"{Path(table).name}@v{version}",
             digest=digest,
         )
-        self._client().log_inputs(
-            run_id,
-            datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "valuation")])],
-        )
+        client = self._client()
+        # Two runs of one table version log the same dataset, which the store creates once.
+        with _store_lock(self.tracking_uri):
+            client.log_inputs(
+                run_id,
+                datasets=[
+                    DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "valuation")])
+                ],
+            )
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Log scalar metrics on a run."""
@@ -337,7 +368,8 @@ class ValuationTracker:
         client = self._client()
         earlier = self.registered_version(model_name, run_id)
         if earlier is not None:
-            client.set_registered_model_alias(model_name, CURRENT_ALIAS, earlier)
+            with _store_lock(self.tracking_uri):
+                client.set_registered_model_alias(model_name, CURRENT_ALIAS, earlier)
             return earlier
         with tempfile.TemporaryDirectory() as tmp:
             state = ecoval.save(Path(tmp) / "state")
@@ -360,10 +392,11 @@ class ValuationTracker:
                 client.update_run(run_id, status="RUNNING")
                 # Registered through the client as MLflow's fluent register_model does, without
                 # the lines that one prints on stderr ("Successfully registered model ...").
-                try:
-                    client.get_registered_model(model_name)
-                except MlflowException:
-                    client.create_registered_model(model_name)
+                with _store_lock(self.tracking_uri):
+                    try:
+                        client.get_registered_model(model_name)
+                    except MlflowException:
+                        client.create_registered_model(model_name)
                 source = f"models:/{info.model_id}"
                 created = client.create_model_version(model_name, source, run_id=run_id, model_id=info.model_id)
         version = str(created.version)
@@ -373,7 +406,8 @@ class ValuationTracker:
             description=f"EcoVal valuation model of {lineage.get('table', '?')}: each refit registers a new version; "
             f"alias '{CURRENT_ALIAS}' names the one nightly runs value new rows with.",
         )
-        client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
+        with _store_lock(self.tracking_uri):
+            client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
         return version
 
     def registered_version(self, model_name: str, run_id: str) -> str | None:
