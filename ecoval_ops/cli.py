@@ -56,6 +56,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ecoval_ops.config import load_config
     from ecoval_ops.pipeline import run_valuation
+    from ecoval_ops.pipeline.review import summary_line
     from ecoval_ops.progress import Progress
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config")}
@@ -79,11 +80,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"no new rows in {cfg.table}@v{summary.table_version_read}: nothing to value, nothing written"
             )
             return 0
-        console.print(
-            f"[bold]{summary.mode}[/bold]: {summary.rows_valued} rows valued "
-            f"({summary.rows_in_sample} in sample, {summary.rows_out_of_sample} out of sample) with "
-            f"{summary.n_trainings} trainings; {summary.suspect_share:.1%} flagged suspect"
-        )
+        console.print(summary_line(summary.mode, asdict(summary)), highlight=False)
         console.print(
             f"  {cfg.table} v{summary.table_version_read} -> v{summary.table_version_written}; "
             f"MLflow run {summary.run_id}; model {cfg.registered_model_name} v{summary.model_version} (alias current)"

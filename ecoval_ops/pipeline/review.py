@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,17 @@ if TYPE_CHECKING:
     from ecoval_ops.valuation import EcoVal, TrainingPlan
     from ecoval_ops.valuation.removal import RemovalCurve
 
-__all__ = ["REMOVAL_FILE", "REMOVAL_ROWS", "log_review", "publish", "removal_curve", "run_figures", "saved_curve"]
+__all__ = [
+    "DESCRIPTION_TAG",
+    "REMOVAL_FILE",
+    "REMOVAL_ROWS",
+    "log_review",
+    "publish",
+    "removal_curve",
+    "run_figures",
+    "saved_curve",
+    "summary_line",
+]
 
 REMOVAL_FILE = "removal_curve.json"
 """The refit's point-removal curve, saved beside the model in the run's workspace."""
@@ -126,6 +137,25 @@ def run_figures(values: Any, ev: EcoVal, diagnostics: Diagnostics, *, refit: boo
     }
 
 
+DESCRIPTION_TAG = "mlflow.note.content"
+"""The tag MLflow's UI shows as a run's description (Markdown)."""
+
+
+def summary_line(mode: str, figures: Mapping[str, Any]) -> str:
+    """What a run valued, in one line: rows by mode, trainings, suspect share (the CLI's summary).
+
+    Args:
+        mode: ``refit`` or ``incremental``.
+        figures: ``rows_valued``, ``rows_in_sample``, ``rows_out_of_sample``, ``n_trainings``
+            and ``suspect_share`` (:func:`run_figures`, or a run's summary).
+    """
+    return (
+        f"{mode}: {figures['rows_valued']} rows valued ({figures['rows_in_sample']} in sample, "
+        f"{figures['rows_out_of_sample']} out of sample) with {figures['n_trainings']} trainings; "
+        f"{figures['suspect_share']:.1%} flagged suspect"
+    )
+
+
 def publish(
     run: PinnedRun,
     run_id: str,
@@ -169,7 +199,9 @@ def publish(
             **(extra or {}),
         },
     )
-    tracker.set_tags(run_id, {"ecoval.alert": alert} if alert else {})
+    description = [summary_line("refit" if refit else "incremental", figures), "", f"{cfg.table}@v{run.table_version}"]
+    description += ["", f"**Alert**: {alert}"] if alert else []
+    tracker.set_tags(run_id, {DESCRIPTION_TAG: "\n".join(description), **({"ecoval.alert": alert} if alert else {})})
     log_review(
         tracker,
         run_id,

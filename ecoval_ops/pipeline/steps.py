@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -166,7 +167,8 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
     if run_key is None:
         # Outside an orchestrator nothing else closes a parent run whose process was killed.
         tags[OWNER_TAG] = process_owner()
-    run_id = tracker.start(cfg.loggable(), tags, run_key=run_key)
+    name = f"{Path(str(cfg.table)).name}@v{version} {mode}"
+    run_id = tracker.start(cfg.loggable(), tags, name=name, run_key=run_key)
     tracker.log_source(run_id, str(cfg.table), version, _digest(new))
     if mode == "refit" or current is None:
         return RunRef(run, mode, run_id)

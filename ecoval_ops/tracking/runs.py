@@ -174,12 +174,15 @@ class ValuationTracker:
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise EcovalError(f"MLflow at {self._safe_uri()} is not reachable: {e}") from e
 
-    def start(self, params: dict[str, str], tags: dict[str, str], *, run_key: str | None = None) -> str:
+    def start(
+        self, params: dict[str, str], tags: dict[str, str], *, name: str = "ecoval", run_key: str | None = None
+    ) -> str:
         """Create the parent run with the configuration as params; returns its run id.
 
         Args:
             params: the run's configuration.
             tags: tags of the run.
+            name: the run's name in the MLflow UI.
             run_key: an orchestrator's id of this valuation (Airflow's DAG run id); a run still
                 open under the same key is returned instead of a new one (a retried task).
 
@@ -205,7 +208,7 @@ class ValuationTracker:
                 if found:
                     return str(found[0].info.run_id)
             run = client.create_run(
-                experiment_id, run_name="ecoval", tags={**tags, **({"ecoval.run_key": key} if key else {})}
+                experiment_id, run_name=name, tags={**tags, **({"ecoval.run_key": key} if key else {})}
             )
         except Exception as e:  # MLflow raises many types for a bad URI or an unreachable server
             raise EcovalError(f"MLflow at {self._safe_uri()} is not usable: {type(e).__name__}: {e}") from e

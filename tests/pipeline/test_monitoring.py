@@ -67,6 +67,7 @@ def test_a_night_of_flipped_rows_is_an_alert_everywhere_a_user_looks(tmp_path) -
     client = MlflowClient(tracking_uri=cfg.tracking_uri)
     run = client.get_run(summary["run_id"])
     assert run.data.tags["ecoval.alert"] == summary["alert"] and run.data.metrics["night_rows"] == 40
+    assert run.data.tags["mlflow.note.content"].endswith(f"**Alert**: {summary['alert']}")
     assert "ecoval.alert" not in client.get_run(calm.run_id).data.tags
     assert "review/trend.png" in [a.path for a in client.list_artifacts(summary["run_id"], "review")]
 

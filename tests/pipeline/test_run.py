@@ -72,6 +72,18 @@ def test_refit_then_noop_then_incremental(setup) -> None:
         old.column("ecoval_value").to_numpy(), table.sort_by("row_id").column("ecoval_value").to_numpy()
     )
     assert read_watermark(path).run_id == nightly.run_id
+    # Runs are named after what they did, and describe it as the CLI's summary does.
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    for summary, name in ((first, "train@v0 refit"), (nightly, f"train@v{version + 1} incremental")):
+        run = client.get_run(summary.run_id)
+        assert run.info.run_name == name
+        description = run.data.tags["mlflow.note.content"]
+        assert description.startswith(
+            f"{summary.mode}: {summary.rows_valued} rows valued ({summary.rows_in_sample} in sample, "
+            f"{summary.rows_out_of_sample} out of sample) with {summary.n_trainings} trainings; "
+            f"{summary.suspect_share:.1%} flagged suspect"
+        )
+        assert f"{path}@v" in description
     old_only = DeltaTable(str(path)).to_pyarrow_table(columns=ORIGINAL).sort_by("row_id").slice(0, 400)
     assert hashlib.sha256(b"".join(np.asarray(old_only.column(c)).tobytes() for c in ORIGINAL)).hexdigest() == checksum
 
