@@ -120,3 +120,10 @@ def test_mlflow_ui_lists_the_review_artifacts(request, server) -> None:
     for name in ("review", "value_histogram.png", "cluster_map.png", "removal_curve.png", "cluster_values.png",
                  "clusters.csv", "clusters.html", "top_bottom_rows.csv", "diagnostics.json"):  # fmt: skip
         assert name in dom.stdout, f"{name} not listed on the run's artifacts page"
+    # The run's overview: named after what it did, described by its summary, its table a dataset.
+    overview = _chromium(browser, "--dump-dom", f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
+    assert overview.returncode == 0, overview.stderr[-2000:]
+    (ARTIFACTS / f"{server}_run_overview.html").write_text(overview.stdout)
+    assert "events@v0 refit" in overview.stdout, "the run is not named after what it did"
+    assert "rows valued (" in overview.stdout, "the run's description is not its summary"
+    assert "events@v0" in overview.stdout.replace("events@v0 refit", ""), "the source table is not a dataset"

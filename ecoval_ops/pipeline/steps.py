@@ -37,6 +37,7 @@ from ecoval_ops.lakehouse.source import (
 )
 from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline.engines import Engine
+from ecoval_ops.pipeline.lineage import table_input
 from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
@@ -169,7 +170,10 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
         tags[OWNER_TAG] = process_owner()
     name = f"{Path(str(cfg.table)).name}@v{version} {mode}"
     run_id = tracker.start(cfg.loggable(), tags, name=name, run_key=run_key)
-    tracker.log_source(run_id, str(cfg.table), version, _digest(new))
+    tables = [table_input(cfg.table, version, "valuation", _digest(new))]
+    if cfg.validation_table is not None and run.validation_version is not None:
+        tables.append(table_input(cfg.validation_table, run.validation_version, "validation"))
+    tracker.log_tables(run_id, tables)
     if mode == "refit" or current is None:
         return RunRef(run, mode, run_id)
     ws = run.workspace
@@ -346,7 +350,10 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
     from ecoval_ops.valuation import EcoVal
 
     run_id, run = ref.started(), ref.run
-    ws = run.workspace
+    ws, values_table = run.workspace, run.config.values_table
+    if values_table is not None:
+        committed = int(open_table(values_table).version()) if written is None else written
+        run.tracker.log_tables(run_id, [table_input(values_table, committed, "values")])
     values = ds.dataset(ws.values(run_id), format="parquet").to_table().to_pandas()
     figures = publish(
         run,

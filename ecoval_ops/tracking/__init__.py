@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ecoval_ops.tracking.runs import CURRENT_ALIAS, Shard, ValuationTracker
+from ecoval_ops.tracking.runs import CURRENT_ALIAS, Shard, TableInput, ValuationTracker
 
-__all__ = ["CURRENT_ALIAS", "Shard", "ValuationTracker"]
+__all__ = ["CURRENT_ALIAS", "Shard", "TableInput", "ValuationTracker"]

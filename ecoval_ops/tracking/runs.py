@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["CURRENT_ALIAS", "OWNER_TAG", "PastRun", "Shard", "ValuationTracker", "model_description", "model_signature"]
+__all__ = [
+    "CURRENT_ALIAS",
+    "OWNER_TAG",
+    "PastRun",
+    "Shard",
+    "TableInput",
+    "ValuationTracker",
+    "model_description",
+    "model_signature",
+]
 
 CURRENT_ALIAS = "current"
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -44,6 +53,27 @@ class PastRun:
     mode: str
     metrics: dict[str, float]
     alert: str | None
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """A Delta table version a run read or wrote, as an MLflow dataset of the run.
+
+    Attributes:
+        uri: the table.
+        version: the version read or written.
+        context: its role in the run: ``valuation`` (the source), ``validation`` or ``values``.
+        digest: a short digest of its content as the run saw it.
+        columns: ``(name, Arrow type, nullable)`` of its schema.
+        rows: rows in that version.
+    """
+
+    uri: str
+    version: int
+    context: str
+    digest: str
+    columns: tuple[tuple[str, str, bool], ...]
+    rows: int
 
 
 @dataclass(frozen=True)
@@ -243,27 +273,35 @@ class ValuationTracker:
         client.set_terminated(child.info.run_id)
         return str(child.info.run_id)
 
-    def log_source(self, run_id: str, table: str, version: int, digest: str) -> None:
-        """Log the source Delta table at the version read as the run's input dataset."""
-        from mlflow.data.delta_dataset_source import DeltaDatasetSource
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
+    def log_tables(self, run_id: str, tables: list[TableInput]) -> None:
+        """Log each table version the run read or wrote as an input dataset, with its schema and rows.
 
-        # MetaDataset implements profile at run time; its type stub still marks it abstract.
-        dataset = MetaDataset(  # type: ignore[abstract]
-            source=DeltaDatasetSource(path=table, delta_table_version=version),
-            name=f"{Path(table).name}@v{version}",
-            digest=digest,
-        )
+        The dataset's name carries the version: MLflow's ``DeltaDatasetSource`` leaves out version
+        0 (it tests the version for truth).
+        """
+        from mlflow.data.delta_dataset_source import DeltaDatasetSource
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=f"{Path(t.uri).name}@v{t.version}",
+                    digest=t.digest,
+                    source_type="delta_table",
+                    source=DeltaDatasetSource(path=t.uri, delta_table_version=t.version).to_json(),
+                    schema=json.dumps(
+                        {"mlflow_colspec": [{"name": n, "type": k, "required": not null} for n, k, null in t.columns]}
+                    ),
+                    profile=json.dumps({"num_rows": t.rows}),
+                ),
+                tags=[InputTag("mlflow.data.context", t.context)],
+            )
+            for t in tables
+        ]
         client = self._client()
         # Two runs of one table version log the same dataset, which the store creates once.
         with _store_lock(self.tracking_uri):
-            client.log_inputs(
-                run_id,
-                datasets=[
-                    DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "valuation")])
-                ],
-            )
+            client.log_inputs(run_id, datasets=inputs)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Log scalar metrics on a run."""
