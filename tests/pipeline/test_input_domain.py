@@ -20,12 +20,11 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from ecoval_ops.config import load_config
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.explain import explain_row
 from ecoval_ops.keys import SUPPORTED_KEY_TYPES
 from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation
-from tests.conftest import blobs
+from tests.conftest import blobs, run_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
 
@@ -85,19 +84,6 @@ def _rows(key: str, label: str, n_classes: int, start: int, stop: int) -> pa.Tab
     return pa.table(columns)
 
 
-def _config(path, tmp_path, engine: str):
-    return load_config(
-        None,
-        table=str(path),
-        key="row_id",
-        label="label",
-        features="f0,f1,f2",
-        engine=engine,
-        clusters=3,
-        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
-
-
 def _engine(request: pytest.FixtureRequest, engine: str):
     return SparkEngine(request.getfixturevalue("spark")) if engine == "spark" else DeltaRsEngine()
 
@@ -106,7 +92,7 @@ def _value_a_refit_and_a_night(request, tmp_path, engine: str, case) -> tuple[pa
     key, label, n_classes = case
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), _rows(key, label, n_classes, 0, ROWS))
-    cfg = _config(path, tmp_path, engine)
+    cfg = run_config(path, tmp_path, engine=engine, clusters=3)
     runner = _engine(request, engine)
     refit = run_valuation(cfg, runner)
     assert (refit.mode, refit.rows_valued) == ("refit", ROWS)
@@ -181,7 +167,7 @@ def test_a_key_type_that_cannot_key_a_run_is_refused_naming_the_supported_ones(t
     data = _rows("int32", "int", 2, 0, ROWS)
     write_deltalake(str(path), data.set_column(data.column_names.index("row_id"), "row_id", REFUSED[kind]))
     with pytest.raises(InvalidInputError) as raised:
-        run_valuation(_config(path, tmp_path, "delta-rs"))
+        run_valuation(run_config(path, tmp_path, engine="delta-rs", clusters=3))
     message = str(raised.value)
     assert f"key column 'row_id' of {path}@v0 holds" in message and SUPPORTED_KEY_TYPES in message
     assert "\n" not in message
