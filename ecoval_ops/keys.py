@@ -37,9 +37,8 @@ def check_key_type(key_type: pa.DataType, column: str, where: str) -> None:
     """
     import pyarrow as pa
 
-    if pa.types.is_integer(key_type) or pa.types.is_string(key_type) or pa.types.is_large_string(key_type):
-        return
-    if pa.types.is_string_view(key_type):
+    strings = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if pa.types.is_integer(key_type) or any(is_string(key_type) for is_string in strings):
         return
     raise InvalidInputError(
         f"key column {column!r} of {where} holds {key_type}; supported key types are {SUPPORTED_KEY_TYPES}"

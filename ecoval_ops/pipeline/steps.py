@@ -154,9 +154,9 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
             raise StateFormatError(f"the current model of {name}: {e}; run with --refit auto") from e
         log.warning("the current model of %s cannot be read (%s): refitting", name, e)
         current = None
-    table_rows = int(open_table(cfg.table, version).to_pyarrow_dataset().count_rows())
+    source = table_input(cfg.table, version, "valuation", _digest(new))
     mode = decide_mode(
-        cfg.refit, len(new), table_rows, current[0] if current else None, lambda: run.rows(only_new=True).X
+        cfg.refit, len(new), source.rows, current[0] if current else None, lambda: run.rows(only_new=True).X
     )
     if mode == "noop":
         return RunRef(run, "noop", None, current[1] if current else None)
@@ -170,7 +170,7 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
         tags[OWNER_TAG] = process_owner()
     name = f"{Path(str(cfg.table)).name}@v{version} {mode}"
     run_id = tracker.start(cfg.loggable(), tags, name=name, run_key=run_key)
-    tables = [table_input(cfg.table, version, "valuation", _digest(new))]
+    tables = [source]
     if cfg.validation_table is not None and run.validation_version is not None:
         tables.append(table_input(cfg.validation_table, run.validation_version, "validation"))
     tracker.log_tables(run_id, tables)
