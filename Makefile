@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(BENCH) tuning.py
 	$(BENCH) cost.py
 	$(BENCH) oos.py
+	$(BENCH) quarantine.py
 	$(BENCH) exactness.py
 	$(BENCH) batched_training.py
 	$(BENCH) scale.py
@@ -90,6 +91,7 @@ bench-quick: $(STAMP)
 	$(BENCH) tuning.py --protocols P1 --seeds 0 --out $(QUICK)
 	$(BENCH) cost.py --seeds 0 --budgets 1000 --out $(QUICK)
 	$(BENCH) oos.py --protocols P1 --seeds 0 --out $(QUICK)
+	$(BENCH) quarantine.py --protocols D1 P1 --seeds 0 --out $(QUICK)
 	$(BENCH) exactness.py --seeds 0 --clusters 4 --out $(QUICK)
 	$(BENCH) batched_training.py --repeats 1 --out $(QUICK)/batched_lco.json
 	$(BENCH) scale.py --incore 10000 --spark 10000 --out $(QUICK)/scale.json

@@ -43,6 +43,12 @@ def _demo(args: argparse.Namespace) -> int:
         f"  ecoval_suggested_label restores the original label of {r.restored} of the {r.flagged_flips} flagged "
         f"flips ({r.restored / max(r.flagged_flips, 1):.0%})"
     )
+    q = r.quarantine
+    console.print(
+        f"  quarantine preview: the lowest 5% of night 1 ({q['rows_removed']} rows) hold about "
+        f"{q['expected_wrong_labels']:.0f} wrong labels by their votes ({r.quarantine_flipped} were flipped); "
+        f"validation accuracy without them {q['validation_accuracy']:.3f} (ecoval report --preview)"
+    )
     console.print("  keep the helpful, label-consistent rows with Spark SQL:")
     console.print(f"    {FILTER_SQL.format(table=r.table)}", markup=False)
     console.print(f"    -> {r.clean_rows} rows")
@@ -90,23 +96,42 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ecoval_ops.config import default_tracking_uri, tracking_store_exists
-    from ecoval_ops.report import html_report, run_plots, table_report, text_report, trend_lines
+    from ecoval_ops.report import (
+        html_report,
+        preview_lines,
+        run_curve,
+        run_plots,
+        table_report,
+        text_report,
+        trend_lines,
+    )
+    from ecoval_ops.tracking.preview import values_preview
 
+    # The report downloads a few small artifacts; MLflow's bars would clutter stderr.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     r = table_report(args.table, run_id=args.run_id)
-    for line in text_report(r):
-        print(line)
     uri = args.mlflow_uri or default_tracking_uri()
-    if tracking_store_exists(uri):
+    store = tracking_store_exists(uri)
+    preview = values_preview(r.values, run_curve(uri, r.runs) if store else None) if args.preview else None
+    if args.json:
+        summary = r.to_dict()
+        if preview is not None:
+            summary["preview"] = [c.to_dict() for c in preview]
+        print(json.dumps(summary))
+        return 0
+    for line in text_report(r) + (preview_lines(preview) if preview else []):
+        print(line)
+    if store:
         from ecoval_ops.tracking import ValuationTracker
 
         for line in trend_lines(ValuationTracker(uri, args.experiment).history(str(Path(args.table).resolve()))):
             print(line)
     if args.html:
         run = args.run_id or _latest_run(args.table)
-        plots = run_plots(args.mlflow_uri or default_tracking_uri(), run) if run else {}
+        plots = run_plots(uri, run) if run else {}
         out = Path(args.html)
-        out.write_text(html_report(r, plots))
-        print(f"  HTML report: {out.resolve()} ({len(plots) + 1} plots)")
+        out.write_text(html_report(r, plots, preview))
+        print(f"  HTML report: {out.resolve()} ({len(plots) + 1 + bool(preview)} plots)")
     return 0
 
 
@@ -187,6 +212,15 @@ def _parser() -> argparse.ArgumentParser:
         "--mlflow-uri", help="MLflow store of the runs, for their plots and trend (default as ecoval run)"
     )
     report.add_argument("--experiment", default="ecoval", help="MLflow experiment of the runs (default ecoval)")
+    report.add_argument(
+        "--preview",
+        action="store_true",
+        help="quarantine preview: for the lowest 1-30%% and the suspects, rows removed, expected wrong labels "
+        "and validation accuracy after removal",
+    )
+    report.add_argument(
+        "--json", action="store_true", help="print the figures (and the preview's cuts) as one JSON object"
+    )
     report.set_defaults(handler=_report)
     explain = commands.add_parser(
         "explain", help="why one row has its value: its cluster share, alpha, beta, kappa term and neighbours"

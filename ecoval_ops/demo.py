@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +48,8 @@ class DemoResult:
         restored: of those, rows whose suggested label is the label before the flip.
         clean_rows: rows the filter query keeps, counted by Spark SQL (Spark engine) or by
             delta-rs's SQL engine (delta-rs engine).
+        quarantine: the first night's quarantine preview at 5% (a ``Cut`` dict).
+        quarantine_flipped: flipped rows among that cut's rows.
     """
 
     table: Path
@@ -63,6 +65,8 @@ class DemoResult:
     flagged_flips: int
     restored: int
     clean_rows: int
+    quarantine: dict[str, Any]
+    quarantine_flipped: int
 
 
 def _digits(
@@ -126,7 +130,7 @@ def run_demo(
     write_deltalake(str(table), _frame(X, y, slice(1500, None)), mode="append", schema_mode="merge")
     second = run_valuation(cfg, runner)
     valued = DeltaTable(str(table)).to_pyarrow_table(
-        columns=["row_id", "ecoval_value", "ecoval_suspect", "ecoval_mode", "ecoval_suggested_label"]
+        columns=["row_id", "ecoval_value", "ecoval_suspect", "ecoval_mode", "ecoval_suggested_label", "ecoval_run_id"]
     )
     ids = valued.column("row_id").to_numpy()
     truth = flipped[ids]
@@ -135,6 +139,9 @@ def run_demo(
     new = ids >= 1500
     suggested = valued.column("ecoval_suggested_label").to_numpy(zero_copy_only=False)
     flagged = truth & suspect
+    quarantine = next(c for c in first.preview if c["cut"] == "5%")
+    night_one = np.flatnonzero(valued.column("ecoval_run_id").to_numpy(zero_copy_only=False) == first.run_id)
+    lowest = night_one[np.argsort(value[night_one], kind="stable")[: quarantine["rows_removed"]]]
     experiment = MlflowClient(tracking_uri=cfg.tracking_uri).get_experiment_by_name(cfg.experiment)
     assert experiment is not None, "the runs above created the experiment"
     return DemoResult(
@@ -151,6 +158,8 @@ def run_demo(
         flagged_flips=int(flagged.sum()),
         restored=int((suggested[flagged] == original[ids][flagged]).sum()),
         clean_rows=_count_clean(table, engine),
+        quarantine=quarantine,
+        quarantine_flipped=int(truth[lowest].sum()),
     )
 
 

@@ -2,7 +2,8 @@
 
 Reads the table's value columns only (never its features), with delta-rs, so no JVM starts.
 When the MLflow store of the run is reachable, the standalone HTML also embeds the plots the run
-logged (cluster map, removal curve).
+logged (cluster map, removal curve), and the quarantine preview (``--preview``) takes its
+validation accuracies from the removal curve of the latest refit whose values the table holds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,8 +25,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ecoval_ops.tracking.runs import PastRun
+    from ecoval_ops.valuation.quarantine import Cut
+    from ecoval_ops.valuation.removal import RemovalCurve
 
-__all__ = ["QUANTILES", "TableReport", "html_report", "run_plots", "table_report", "text_report", "trend_lines"]
+__all__ = [
+    "QUANTILES",
+    "TableReport",
+    "html_report",
+    "preview_lines",
+    "run_curve",
+    "run_plots",
+    "table_report",
+    "text_report",
+    "trend_lines",
+]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 CLUSTERS_SHOWN = 3
@@ -71,6 +84,19 @@ class TableReport:
     def runs(self) -> list[str]:
         """The runs whose values the rows carry."""
         return sorted(self.values["ecoval_run_id"].dropna().unique().tolist())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary's figures, JSON-ready (``ecoval report --json``)."""
+        return {
+            "table": str(self.table),
+            "version": self.version,
+            "run_id": self.run_id,
+            "rows": self.rows,
+            "not_valued": self.not_valued,
+            "by_mode": self.by_mode,
+            "suspects": self.suspects,
+            "quantiles": {str(q): v for q, v in self.quantiles.items()},
+        }
 
 
 def table_report(path: str | Path, *, run_id: str | None = None) -> TableReport:
@@ -149,23 +175,54 @@ def run_plots(tracking_uri: str, run_id: str) -> dict[str, bytes]:
         return {}
 
 
-def html_report(r: TableReport, extra_plots: dict[str, bytes] | None = None) -> str:
-    """A standalone HTML page: the summary, the cluster table, the queries and the plots."""
+def run_curve(tracking_uri: str, run_ids: list[str]) -> RemovalCurve | None:
+    """The removal curve of the latest of ``run_ids`` that logged one (a refit); None when none did."""
+    import tempfile
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from ecoval_ops.pipeline.review import REMOVAL_FILE, saved_curve
+
+    client = MlflowClient(tracking_uri)
+    try:
+        runs = sorted((client.get_run(r) for r in run_ids), key=lambda run: -run.info.start_time)
+        for run in runs:
+            if any(f.path.endswith(REMOVAL_FILE) for f in client.list_artifacts(run.info.run_id, "review")):
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = client.download_artifacts(run.info.run_id, f"review/{REMOVAL_FILE}", tmp)
+                    return saved_curve(Path(path))
+    except (MlflowException, OSError):
+        return None
+    return None
+
+
+def preview_lines(cuts: list[Cut]) -> list[str]:
+    """The quarantine preview, one line per cut."""
+    return ["  quarantine preview (expected wrong labels from each row's label vote):"] + [
+        f"    {c.line()}" for c in cuts
+    ]
+
+
+def html_report(r: TableReport, extra_plots: dict[str, bytes] | None = None, preview: list[Cut] | None = None) -> str:
+    """A standalone HTML page: the summary, the cluster table, the quarantine preview, the queries and the plots."""
+    from ecoval_ops.tracking.preview import preview_frame, preview_plot
+
     summary = "<pre>" + html.escape("\n".join(text_report(r)[:4])) + "</pre>"
     queries = "".join(f"<h3>{html.escape(n)}</h3><pre>{html.escape(q)}</pre>" for n, q in r.queries.items())
     plots = {
         "the table's values by mode": figure_png(value_histogram(r.values)),
+        **({"quarantine preview": figure_png(preview_plot(preview))} if preview else {}),
         **{f"run review: {name}": png for name, png in (extra_plots or {}).items()},
     }
-    return html_page(
-        f"EcoVal report: {r.table.name}",
-        [
-            ("Summary", summary),
-            ("Clusters", r.clusters.to_html(index=False, float_format=lambda x: f"{x:.4g}")),
-            ("Filter queries", queries),
-        ],
-        plots,
-    )
+    sections = [
+        ("Summary", summary),
+        ("Clusters", r.clusters.to_html(index=False, float_format=lambda x: f"{x:.4g}")),
+    ]
+    if preview:
+        table = preview_frame(preview).to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="n/a")
+        sections.append(("Quarantine preview", table))
+    return html_page(f"EcoVal report: {r.table.name}", [*sections, ("Filter queries", queries)], plots)
 
 
 def trend_lines(history: list[PastRun]) -> list[str]:

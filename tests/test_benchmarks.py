@@ -99,3 +99,19 @@ def test_committed_reference_sweep_holds_the_detection_bar() -> None:
     assert abs(at_1e6["200000"]["auroc"] - at_1e6["full"]["auroc"]) <= 0.005
     assert abs(at_60k["12000"]["auroc"] - at_60k["full"]["auroc"]) <= 0.01
     assert 0 < at_1e6["200000"]["spearman_with_full"] <= 1
+
+
+def test_committed_quarantine_calibration_holds_at_the_small_cuts() -> None:
+    """The preview's expected wrong labels are within 10% of the flipped rows at the 1-5% cuts of D1, M1, P1.
+
+    Beyond 10% the removed rows are mostly clean rows the vote is unsure of, and the estimate runs high
+    (BENCHMARKS.md lists each ratio); this keeps the small cuts, where a quarantine starts, calibrated.
+    """
+    found = json.loads((RESULTS / "quarantine.json").read_text())
+    assert len(found["seeds"]) >= 5
+    for protocol in ("D1", "M1", "P1"):
+        cuts = found["protocols"][protocol]
+        assert list(cuts) == ["1%", "2%", "5%", "10%", "20%", "30%", "suspect"]
+        for name in ("1%", "2%", "5%"):
+            assert 0.85 <= cuts[name]["ratio"] <= 1.1, (protocol, name, cuts[name])
+            assert cuts[name]["ratio"] == cuts[name]["expected"] / cuts[name]["actual"]

@@ -20,5 +20,10 @@ def test_demo_values_a_refit_and_an_incremental_night(tmp_path) -> None:
     # The suggested label brings back most flipped labels it is offered for.
     assert result.flagged_flips > 150 and result.restored > 0.8 * result.flagged_flips
     assert 0 < result.clean_rows < result.n_rows
+    # The 5% quarantine: 75 rows, almost all flipped, and the vote's estimate within 10% of the count.
+    q = result.quarantine
+    assert q["rows_removed"] == 75 and result.quarantine_flipped > 65
+    assert abs(q["expected_wrong_labels"] - result.quarantine_flipped) <= 0.1 * result.quarantine_flipped
+    assert 0.5 < q["validation_accuracy"] <= 1.0
     again = run_demo(tmp_path / "demo", engine="delta-rs")
     assert again.clean_rows == result.clean_rows

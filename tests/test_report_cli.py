@@ -165,3 +165,54 @@ def test_run_ids_are_tokens_not_identifiers(tmp_path) -> None:
     for bad in ("x' OR '1'='1", "", "a b", "a;b"):
         with pytest.raises(InvalidInputError, match="letters, digits, _ and - only"):
             ready_queries(tmp_path, run_id=bad)
+
+
+def test_quarantine_preview_on_a_string_keyed_table_with_flipped_labels(tmp_path) -> None:
+    """`report --preview`: each cut's rows, the wrong labels expected there against those flipped, the accuracy."""
+    from mlflow import MlflowClient
+
+    X, y = blobs(400, n_classes=3, d=4, noise=0.0, seed=11)
+    rng = np.random.default_rng(11)
+    flipped = np.zeros(400, dtype=bool)
+    flipped[rng.choice(400, 40, replace=False)] = True
+    y = np.where(flipped, (y + rng.integers(1, 3, size=400)) % 3, y)
+    keys = [f"order-{i:05d}" for i in range(400)]
+    path = tmp_path / "orders"
+    features = {f"f{j}": X[:, j] for j in range(4)}
+    write_deltalake(str(path), pa.table({"order_id": keys, **features, "y": y}))
+    run = _ecoval(
+        "run", "--table", str(path), "--key", "order_id", "--label", "y", "--features", "f0,f1,f2,f3",
+        "--clusters", "3", "--engine", "delta-rs", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [c["cut"] for c in summary["preview"]] == ["none", "1%", "2%", "5%", "10%", "20%", "30%", "suspect"]
+
+    out = _ecoval("report", "--table", str(path), "--preview", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    cuts = {c["cut"]: c for c in json.loads(out.stdout)["preview"]}
+    table = DeltaTable(str(path)).to_pyarrow_table().to_pandas().sort_values("ecoval_value", kind="stable")
+    truth = dict(zip(keys, flipped, strict=True))
+    for percent in (5, 10):
+        cut = cuts[f"{percent}%"]
+        assert cut["rows_removed"] == round(percent / 100 * 400)
+        actual = sum(truth[k] for k in table["order_id"].head(cut["rows_removed"]))
+        assert 0.6 * actual <= cut["expected_wrong_labels"] <= 1.4 * actual, (cut, actual)
+        assert 0.0 < cut["validation_accuracy"] <= 1.0
+    assert cuts["suspect"]["rows_removed"] == int(table["ecoval_suspect"].sum())
+    assert cuts["suspect"]["validation_accuracy"] is not None
+    removed = [c["expected_wrong_labels"] for c in cuts.values()][:7]
+    assert removed == sorted(removed) and removed[0] == 0 and removed[-1] < cuts["30%"]["rows_removed"]
+    assert cuts["none"]["validation_accuracy"] is not None
+
+    text = _ecoval("report", "--table", str(path), "--preview", "--html", "preview.html", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    five = cuts["5%"]
+    line = f"lowest 5%: {five['rows_removed']} rows, about {five['expected_wrong_labels']:.0f} wrong labels"
+    assert line in text.stdout
+    page = (tmp_path / "preview.html").read_text()
+    assert "Quarantine preview" in page and "expected_wrong_labels" in page
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = {f.path for f in client.list_artifacts(summary["run_id"], "review")}
+    assert {"review/quarantine_preview.png", "review/quarantine_preview.csv"} <= logged

@@ -34,9 +34,16 @@ def test_parent_run_carries_the_review_artifacts(refit, tmp_path) -> None:
     cfg, summary = refit
     client = MlflowClient(cfg.tracking_uri)
     files = _files(client, summary.run_id, "review")
-    pngs = {"value_histogram.png", "cluster_map.png", "removal_curve.png", "cluster_values.png"}
+    pngs = {
+        "value_histogram.png",
+        "cluster_map.png",
+        "removal_curve.png",
+        "cluster_values.png",
+        "quarantine_preview.png",
+    }
     assert pngs <= set(files) and all(files[name] > 5000 for name in pngs)
     expected = {"clusters.csv", "clusters.html", "top_bottom_rows.csv", "diagnostics.json", "diagnostics.html"}
+    expected |= {"quarantine_preview.csv", "quarantine_preview.html"}
     assert expected <= set(files)
 
     local = client.download_artifacts(summary.run_id, "review", str(tmp_path / "dl"))
@@ -52,12 +59,19 @@ def test_parent_run_carries_the_review_artifacts(refit, tmp_path) -> None:
     diagnostics = json.loads(Path(local, "diagnostics.json").read_text())
     assert {"Gamma_alpha", "Gamma_beta*", "gamma", "shrinkage_lambda_mean", "gammas_clipped"} <= set(diagnostics)
     curve = json.loads(Path(local, "removal_curve.json").read_text())
-    assert len(curve["top"]) == len(curve["bottom"]) == 10 and 0.0 <= curve["full"] <= 1.0
+    # The curve's 5% steps and the preview's 1% and 2% cuts; one more training without the suspects.
+    assert curve["shares"] == [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+    assert len(curve["top"]) == len(curve["bottom"]) == 12 and 0.0 <= curve["full"] <= 1.0
+    assert 0.0 <= curve["without_suspects"] <= 1.0
+    with open(f"{local}/quarantine_preview.csv") as f:
+        preview = {c["cut"]: c for c in csv.DictReader(f)}
+    assert float(preview["20%"]["validation_accuracy"]) == pytest.approx(curve["bottom"][5])
+    assert int(preview["suspect"]["rows_removed"]) == round(summary.suspect_share * summary.rows_valued)
 
     run = client.get_run(summary.run_id)
     assert run.data.tags["ecoval.gammas_clipped"] == str(diagnostics["gammas_clipped"]).lower()
     assert ("ecoval.warning" in run.data.tags) == diagnostics["gammas_clipped"]
-    assert run.data.metrics["removal_accuracy_top20"] == pytest.approx(curve["top"][3])
+    assert run.data.metrics["removal_accuracy_top20"] == pytest.approx(curve["top"][5])
 
 
 def test_registered_version_is_described_and_aliased(refit) -> None:

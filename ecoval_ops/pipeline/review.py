@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ecoval_ops.tracking import ValuationTracker
     from ecoval_ops.tracking.review import Diagnostics
     from ecoval_ops.valuation import EcoVal, TrainingPlan
+    from ecoval_ops.valuation.quarantine import Cut
     from ecoval_ops.valuation.removal import RemovalCurve
 
 __all__ = [
@@ -45,8 +46,11 @@ def removal_curve(plan: TrainingPlan, ev: EcoVal, *, seed: int) -> RemovalCurve:
     """Validation accuracy after removing the highest / lowest-valued rows of the training sample (for review).
 
     The rows are the plan's training sample (reference rows, standardised), at most
-    :data:`REMOVAL_ROWS` of them, with their values from the fitted state.
+    :data:`REMOVAL_ROWS` of them, with their values from the fitted state. The shares are the
+    curve's and the quarantine preview's cuts; one more training drops the suspects.
     """
+    from ecoval_ops.valuation.quarantine import PREVIEW_PERCENTS
+    from ecoval_ops.valuation.removal import SHARES
     from ecoval_ops.valuation.removal import removal_curve as curve
 
     rows = np.arange(plan.y.size)
@@ -59,7 +63,9 @@ def removal_curve(plan: TrainingPlan, ev: EcoVal, *, seed: int) -> RemovalCurve:
         plan.X_val,
         plan.y_val,
         n_classes=ev.classes_.size,
+        shares=tuple(sorted(set(SHARES) | {p / 100 for p in PREVIEW_PERCENTS})),
         seed=seed,
+        drop=ev.result_.suspect[plan.sample[rows]],
     )
 
 
@@ -83,11 +89,13 @@ def log_review(
     table: str,
     version: int,
     columns: tuple[str, ...] | None = None,
+    preview: list[Cut] | None = None,
 ) -> None:
     """Write the review artifacts and log them under ``review/`` of the parent run.
 
     ``trend.png`` plots the table's last 30 runs (this one included) from MLflow's history;
-    ``columns`` of ``table@version`` are shown beside the top and bottom rows.
+    ``columns`` of ``table@version`` are shown beside the top and bottom rows; ``preview`` adds the
+    quarantine preview's plot and table.
     """
     from ecoval_ops.lakehouse.source import rows_of
     from ecoval_ops.tracking.review import figure_png, top_bottom_rows, trend_plot, write_review
@@ -100,7 +108,15 @@ def log_review(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "review"
         write_review(
-            folder, values, key=key, members=members, curve=curve, diagnostics=diagnostics, seed=seed, source=source
+            folder,
+            values,
+            key=key,
+            members=members,
+            curve=curve,
+            diagnostics=diagnostics,
+            seed=seed,
+            source=source,
+            preview=preview,
         )
         history = tracker.history(table)
         if history:
@@ -172,11 +188,13 @@ def publish(
     A clipped Gamma sets the tag ``ecoval.warning``; an alert, ``ecoval.alert``.
 
     Returns:
-        :func:`run_figures`, with the night's figures (``night``) and its alert (``alert``,
-        None when there is none).
+        :func:`run_figures`, with the night's figures (``night``), its alert (``alert``, None
+        when there is none) and the quarantine preview of the run's rows (``preview``,
+        :class:`~ecoval_ops.valuation.quarantine.Cut` dicts).
     """
     from ecoval_ops.lakehouse.source import unvalued_keys
     from ecoval_ops.pipeline.monitoring import alert_reason, night_figures
+    from ecoval_ops.tracking.preview import values_preview
     from ecoval_ops.tracking.review import Diagnostics
 
     cfg, tracker = run.config, run.tracker
@@ -186,6 +204,8 @@ def publish(
     night = night_figures(values, new_keys, ev, key=cfg.key)
     alert = alert_reason(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
     figures["night"], figures["alert"] = night.metrics(), alert
+    preview = values_preview(values, curve)
+    figures["preview"] = [c.to_dict() for c in preview]
     tracker.log_metrics(
         run_id,
         {
@@ -214,6 +234,7 @@ def publish(
         table=str(cfg.table),
         version=run.table_version,
         columns=cfg.review_columns,
+        preview=preview,
     )
     tracker.set_tags(
         run_id,

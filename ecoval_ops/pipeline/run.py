@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from ecoval_ops.config import RunConfig
 from ecoval_ops.pipeline import steps
@@ -39,6 +40,7 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     alert: str | None = None
+    preview: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Stages:
@@ -133,4 +135,5 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
         stage_seconds=dict(stages.seconds),
         stage_peak_rss_mb=dict(stages.peak_rss_mb),
         alert=figures["alert"],
+        preview=figures["preview"],
     )

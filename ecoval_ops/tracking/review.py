@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ecoval_ops.tracking.runs import PastRun
     from ecoval_ops.valuation import EcoVal
+    from ecoval_ops.valuation.quarantine import Cut
     from ecoval_ops.valuation.removal import RemovalCurve
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "cluster_table",
     "figure_png",
     "html_page",
+    "new_figure",
     "removal_plot",
     "top_bottom_rows",
     "trend_plot",
@@ -47,7 +49,8 @@ TOP_ROWS = 20
 """Rows listed at each end of the value ranking."""
 
 
-def _figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Any]:
+def new_figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Any]:
+    """A figure of ``width`` x ``height`` inches with one axes, off any pyplot state."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100)
@@ -56,7 +59,7 @@ def _figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Any]:
 
 def value_histogram(values: pd.DataFrame) -> Figure:
     """Histogram of ``ecoval_value``, one series per ``ecoval_mode`` (in / out of sample)."""
-    fig, ax = _figure()
+    fig, ax = new_figure()
     v = values["ecoval_value"].to_numpy(dtype=np.float64)
     bins = np.linspace(np.quantile(v, 0.005), np.quantile(v, 0.995), 50) if v.size > 1 else 10
     for mode, group in values.groupby("ecoval_mode"):
@@ -84,7 +87,7 @@ def cluster_map(Z: NDArray[np.float64], values: NDArray[np.float64], suspect: ND
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T if vt.shape[0] >= 2 else np.column_stack([centred[:, 0], np.zeros(len(Z))])
     rank = np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(len(values) - 1, 1)
-    fig, ax = _figure(7.0, 5.5)
+    fig, ax = new_figure(7.0, 5.5)
     points = ax.scatter(xy[:, 0], xy[:, 1], c=rank, cmap="viridis", s=8, alpha=0.8)
     ax.scatter(xy[suspect, 0], xy[suspect, 1], marker="x", color="red", s=18, lw=0.8, label="suspect")
     fig.colorbar(points, ax=ax, label="value percentile")
@@ -99,7 +102,7 @@ def cluster_map(Z: NDArray[np.float64], values: NDArray[np.float64], suspect: ND
 
 def removal_plot(curve: RemovalCurve) -> Figure:
     """Validation accuracy after removing the highest- and the lowest-valued training rows."""
-    fig, ax = _figure()
+    fig, ax = new_figure()
     shares = [100 * s for s in curve.shares]
     ax.plot(shares, curve.top, marker="o", label="highest-valued removed")
     ax.plot(shares, curve.bottom, marker="o", label="lowest-valued removed")
@@ -233,7 +236,7 @@ def trend_plot(nights: list[PastRun]) -> Figure:
     """The table's last runs: new rows' suspect share and cluster drift, alerts marked."""
     from datetime import UTC, datetime
 
-    fig, ax = _figure(8.0, 3.6)
+    fig, ax = new_figure(8.0, 3.6)
     when = [datetime.fromtimestamp(n.started_ms / 1000, UTC) for n in nights]
     suspect = [n.metrics.get("night_suspect_share", np.nan) for n in nights]
     drift = [n.metrics.get("night_cluster_drift", np.nan) for n in nights]
@@ -267,6 +270,7 @@ def write_review(
     diagnostics: Diagnostics,
     seed: int = 0,
     source: pd.DataFrame | None = None,
+    preview: list[Cut] | None = None,
 ) -> list[Path]:
     """Write every review artifact of one run into ``folder``.
 
@@ -279,6 +283,7 @@ def write_review(
         diagnostics: the production function's constants.
         seed: seeds the cluster map's sample.
         source: source columns to show beside the top and bottom rows (see :func:`top_bottom_rows`).
+        preview: the quarantine preview's cuts (a plot, CSV and HTML), or None.
 
     Returns:
         The files written: at least three PNGs, the per-cluster table (CSV and HTML), the top
@@ -291,6 +296,13 @@ def write_review(
     if curve is not None:
         figures["removal_curve.png"] = removal_plot(curve)
         (folder / "removal_curve.json").write_text(json.dumps(curve.to_dict(), indent=2))
+    if preview:
+        from ecoval_ops.tracking.preview import preview_frame, preview_plot
+
+        figures["quarantine_preview.png"] = preview_plot(preview)
+        table = preview_frame(preview)
+        table.to_csv(folder / "quarantine_preview.csv", index=False)
+        (folder / "quarantine_preview.html").write_text(table.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
     clusters = cluster_table(values)
     figures["cluster_values.png"] = _cluster_bars(clusters)
     for name, fig in figures.items():
@@ -307,7 +319,7 @@ def _cluster_bars(clusters: pd.DataFrame) -> Figure:
     """Cluster values phi_c, bars coloured by the cluster's suspect share."""
     import matplotlib
 
-    fig, ax = _figure()
+    fig, ax = new_figure()
     colours = matplotlib.colormaps["Reds"](0.2 + 0.8 * clusters["suspect_share"].to_numpy())
     ax.bar(clusters["cluster"].astype(str), clusters["phi"], color=colours)
     ax.axhline(0.0, color="black", lw=0.8)

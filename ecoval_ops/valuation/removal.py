@@ -31,25 +31,44 @@ class RemovalCurve:
         full: accuracy with every row.
         top: ``top[j]``: accuracy without the ``shares[j]`` highest-valued rows.
         bottom: ``bottom[j]``: accuracy without the ``shares[j]`` lowest-valued rows.
+        without_suspects: accuracy without the rows of ``drop`` (the suspects), or None.
     """
 
     shares: tuple[float, ...]
     full: float
     top: tuple[float, ...]
     bottom: tuple[float, ...]
+    without_suspects: float | None = None
 
     def at(self, share: float) -> float:
         """Accuracy after removing the top ``share`` (``rm20`` is ``at(0.2)``)."""
         return self.top[self.shares.index(share)]
 
+    def without_lowest(self, share: float) -> float | None:
+        """Accuracy after removing the lowest ``share``; None where the curve has no such point."""
+        return next((b for s, b in zip(self.shares, self.bottom, strict=True) if abs(s - share) < 1e-9), None)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"shares": list(self.shares), "full": self.full, "top": list(self.top), "bottom": list(self.bottom)}
+        return {
+            "shares": list(self.shares),
+            "full": self.full,
+            "top": list(self.top),
+            "bottom": list(self.bottom),
+            "without_suspects": self.without_suspects,
+        }
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> RemovalCurve:
-        """The curve :meth:`to_dict` wrote."""
-        return cls(tuple(saved["shares"]), float(saved["full"]), tuple(saved["top"]), tuple(saved["bottom"]))
+        """The curve :meth:`to_dict` wrote (curves saved before ``without_suspects`` have None)."""
+        suspects = saved.get("without_suspects")
+        return cls(
+            tuple(saved["shares"]),
+            float(saved["full"]),
+            tuple(saved["top"]),
+            tuple(saved["bottom"]),
+            None if suspects is None else float(suspects),
+        )
 
 
 def removal_curve(
@@ -64,6 +83,7 @@ def removal_curve(
     shares: tuple[float, ...] = SHARES,
     seed: int = 0,
     device: DeviceName = "cpu",
+    drop: NDArray[np.bool_] | None = None,
 ) -> RemovalCurve:
     """Retrain ``learner`` without the top and the bottom ``shares`` of rows by ``values``.
 
@@ -78,10 +98,13 @@ def removal_curve(
         shares: shares removed. Default 5% to 50%.
         seed: seeds the learner.
         device: the torch learners' device. Default CPU.
+        drop: ``(n,)`` rows to remove in one more training (the suspects), or None.
     """
     n = values.size
     order = np.argsort(-values, kind="stable")
-    masks = np.ones((1 + 2 * len(shares), n), dtype=bool)
+    masks = np.ones((1 + 2 * len(shares) + (drop is not None), n), dtype=bool)
+    if drop is not None:
+        masks[-1] = ~drop
     for j, share in enumerate(shares):
         k = round(share * n)
         masks[1 + j, order[:k]] = False
@@ -93,5 +116,6 @@ def removal_curve(
         shares=tuple(shares),
         full=float(accuracy[0]),
         top=tuple(float(a) for a in accuracy[1 : 1 + m]),
-        bottom=tuple(float(a) for a in accuracy[1 + m :]),
+        bottom=tuple(float(a) for a in accuracy[1 + m : 1 + 2 * m]),
+        without_suspects=float(accuracy[-1]) if drop is not None else None,
     )
