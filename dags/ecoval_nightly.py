@@ -13,7 +13,9 @@ table its run settings name. A bad entry becomes a DAG whose only task fails wit
 Each DAG runs on its cron (the entry's ``schedule``, else ``ECOVAL_SCHEDULE``, default 02:00
 UTC) and whenever its table's source asset (the table's ``file://`` URI) is updated; the write
 task publishes the values asset of the table the run valued (``ecoval://values/<path>``,
-through an asset alias), so the valuation's own MERGE does not trigger the DAG again.
+through an asset alias), so the valuation's own MERGE does not trigger the DAG again. With an
+OpenLineage transport configured, ``write`` and ``report`` report the source table as input and
+the values' table as output, ``report`` with the night's data-quality metrics and alert rules.
 
 ``detect`` resolves each setting once, first given wins: the run's conf (over the entry's
 settings), the Airflow Variable ``ecoval_<name>``, the environment variable ``ECOVAL_<NAME>``,
@@ -134,14 +136,18 @@ def nightly(
         @task(outlets=[values])
         def write(ref: dict[str, Any]) -> int | None:
             written = tasks.write(ref)
-            get_current_context()["outlet_events"][values].add(Asset(values_uri(ref["run"]["config"]["table"])))
+            context = get_current_context()
+            context["outlet_events"][values].add(Asset(values_uri(ref["run"]["config"]["table"])))
+            tasks.declare_lineage(context["task"], ref, written=written)
             return written
 
         @task
         def report(ref: dict[str, Any], written: int | None) -> dict[str, Any]:
             figures = tasks.report(ref, written)
+            context = get_current_context()
+            tasks.declare_lineage(context["task"], ref, figures, written)
             if figures.get("alert") and notifiers:
-                tasks.notify(notifiers, get_current_context(), figures["alert"])
+                tasks.notify(notifiers, context, figures["alert"])
             return figures
 
         @task

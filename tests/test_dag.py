@@ -152,19 +152,51 @@ def test_dag_runs_end_to_end_with_spark(dag, spark, tmp_path) -> None:
 @pytest.mark.mlflow
 @pytest.mark.delta
 @pytest.mark.slow
-def test_airflow_dags_test_command(airflow_db, tmp_path) -> None:
+def test_airflow_dags_test_command_reports_lineage_with_quality_facets(airflow_db, tmp_path) -> None:
+    """`airflow dags test` with OpenLineage's file transport: write and report name the tables, report with facets."""
     table = tmp_path / "lake" / "train"
-    write_deltalake(str(table), blob_rows(0, 200))
+    write_deltalake(str(table), uuid_keyed(blob_rows(0, 200)))
     conf = json.dumps(_conf(table, tmp_path, "delta-rs"))
+    events = tmp_path / "lineage.jsonl"
+    transport = json.dumps({"type": "file", "log_file_path": str(events), "append": True})
     out = subprocess.run(
         [str(AIRFLOW), "dags", "test", "ecoval_nightly", "--conf", conf],
         capture_output=True,
         text=True,
-        env=os.environ.copy(),
+        env={**os.environ, "AIRFLOW__OPENLINEAGE__TRANSPORT": transport},
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert DeltaTable(str(table)).to_pyarrow_table().column("ecoval_value").null_count == 0
+    written = DeltaTable(str(table))
+    assert written.to_pyarrow_table().column("ecoval_value").null_count == 0
+
+    complete = {
+        e["job"]["name"].rsplit(".", 1)[-1]: e
+        for e in map(json.loads, events.read_text().splitlines())
+        if e["eventType"] == "COMPLETE"
+    }
+    assert {"detect", "decide", "write", "report"} <= set(complete)
+    for task in ("write", "report"):
+        (source,), (target,) = complete[task]["inputs"], complete[task]["outputs"]
+        assert (source["namespace"], source["name"]) == ("file", str(table.resolve()))
+        assert source["facets"]["version"]["datasetVersion"] == "0"
+        # Values written in place: the output is the source table at the version the MERGE committed.
+        assert (target["namespace"], target["name"]) == ("file", str(table.resolve()))
+        assert target["facets"]["version"]["datasetVersion"] == str(written.version())
+    facets = complete["report"]["inputs"][0]["inputFacets"]
+    values = written.to_pyarrow_table(columns=["ecoval_suspect", "ecoval_percentile"])
+    metrics = facets["dataQualityMetrics"]
+    assert metrics["rowCount"] == 200
+    suspect, percentile = metrics["columnMetrics"]["ecoval_suspect"], metrics["columnMetrics"]["ecoval_percentile"]
+    assert suspect["count"] == percentile["count"] == 200
+    assert suspect["sum"] == pytest.approx(pc.sum(values.column("ecoval_suspect").cast("int64")).as_py())
+    assert percentile["sum"] == pytest.approx(pc.sum(values.column("ecoval_percentile")).as_py())
+    rules = {a["column"]: a for a in facets["dataQualityAssertions"]["assertions"]}
+    assert set(rules) == {"ecoval_suspect", "ecoval_cluster"}
+    assert rules["ecoval_cluster"]["assertion"].startswith("night_cluster_drift <= ")
+    assert all(a["success"] is True and a["severity"] == "warn" for a in rules.values())
+    assert complete["report"]["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"] == 200
+    assert not complete["detect"]["inputs"], "only write and report declare tables"
 
 
 @pytest.mark.mlflow

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["MIN_ALERT_ROWS", "SUSPECT_MARGIN", "Night", "alert_reason", "night_figures"]
+__all__ = ["MIN_ALERT_ROWS", "SUSPECT_MARGIN", "AlertRule", "Night", "alert_reason", "alert_rules", "night_figures"]
 
 SUSPECT_MARGIN = 0.05
 """The default suspect-share alert is at least this far above the model's in-sample share."""
@@ -81,8 +81,33 @@ def night_figures(values: pd.DataFrame, new_keys: Any, ev: EcoVal, *, key: str) 
     )
 
 
-def alert_reason(night: Night, *, suspect_share: float | None, drift: float) -> str | None:
-    """Why the night is an alert, or None.
+@dataclass(frozen=True)
+class AlertRule:
+    """One rule of a night's alert, as checked.
+
+    Attributes:
+        metric: the night's figure it bounds (``night_suspect_share``, ``night_cluster_drift``).
+        column: the value column the figure is computed from.
+        threshold: the largest value that passes.
+        value: the night's value.
+        passed: False when the rule raises the alert (a night under :data:`MIN_ALERT_ROWS` passes).
+        reason: why it failed, in words; empty when it passed.
+    """
+
+    metric: str
+    column: str
+    threshold: float
+    value: float
+    passed: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (XCom, lineage)."""
+        return asdict(self)
+
+
+def alert_rules(night: Night, *, suspect_share: float | None, drift: float) -> list[AlertRule]:
+    """The night's two alert rules, checked.
 
     Args:
         night: the night's figures.
@@ -90,22 +115,40 @@ def alert_reason(night: Night, *, suspect_share: float | None, drift: float) -> 
             ``max(2 model share, model share + SUSPECT_MARGIN)``.
         drift: the cluster-drift threshold.
     """
-    if night.rows < MIN_ALERT_ROWS:
-        return None
     limit = (
         max(2 * night.model_suspect_share, night.model_suspect_share + SUSPECT_MARGIN)
         if suspect_share is None
         else suspect_share
     )
-    reasons = []
-    if night.suspect_share > limit:
-        reasons.append(
+    judged = night.rows >= MIN_ALERT_ROWS
+    suspect_fails = judged and night.suspect_share > limit
+    drift_fails = judged and night.cluster_drift > drift
+    return [
+        AlertRule(
+            "night_suspect_share",
+            "ecoval_suspect",
+            limit,
+            night.suspect_share,
+            not suspect_fails,
             f"{night.suspect_share:.1%} of the {night.rows} new rows are suspect (threshold {limit:.1%}; "
             f"the model's own rows {night.model_suspect_share:.1%})"
-        )
-    if night.cluster_drift > drift:
-        reasons.append(
+            if suspect_fails
+            else "",
+        ),
+        AlertRule(
+            "night_cluster_drift",
+            "ecoval_cluster",
+            drift,
+            night.cluster_drift,
+            not drift_fails,
             f"the {night.rows} new rows' cluster shares drift {night.cluster_drift:.2f} from the model's "
             f"(threshold {drift:.2f})"
-        )
-    return "; ".join(reasons) or None
+            if drift_fails
+            else "",
+        ),
+    ]
+
+
+def alert_reason(rules: list[AlertRule]) -> str | None:
+    """Why the night is an alert (the failed rules' reasons), or None."""
+    return "; ".join(r.reason for r in rules if not r.passed) or None

@@ -189,11 +189,12 @@ def publish(
 
     Returns:
         :func:`run_figures`, with the night's figures (``night``), its alert (``alert``, None
-        when there is none) and the quarantine preview of the run's rows (``preview``,
-        :class:`~ecoval_ops.valuation.quarantine.Cut` dicts).
+        when there is none), the alert's rules as checked (``alert_rules``,
+        :class:`~ecoval_ops.pipeline.monitoring.AlertRule` dicts) and the quarantine preview of
+        the run's rows (``preview``, :class:`~ecoval_ops.valuation.quarantine.Cut` dicts).
     """
     from ecoval_ops.lakehouse.source import unvalued_keys
-    from ecoval_ops.pipeline.monitoring import alert_reason, night_figures
+    from ecoval_ops.pipeline.monitoring import alert_reason, alert_rules, night_figures
     from ecoval_ops.tracking.preview import values_preview
     from ecoval_ops.tracking.review import Diagnostics
 
@@ -202,8 +203,10 @@ def publish(
     figures = run_figures(values, ev, diagnostics, refit=refit)
     new_keys = unvalued_keys(cfg.table, run.table_version, cfg.key, valued=run.valued)
     night = night_figures(values, new_keys, ev, key=cfg.key)
-    alert = alert_reason(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
+    rules = alert_rules(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
+    alert = alert_reason(rules)
     figures["night"], figures["alert"] = night.metrics(), alert
+    figures["alert_rules"] = [r.to_dict() for r in rules]
     preview = values_preview(values, curve)
     figures["preview"] = [c.to_dict() for c in preview]
     tracker.log_metrics(

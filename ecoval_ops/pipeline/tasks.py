@@ -30,6 +30,7 @@ __all__ = [
     "cluster",
     "config_from_params",
     "decide",
+    "declare_lineage",
     "detect",
     "embed",
     "fail",
@@ -234,6 +235,24 @@ def report(ref: Mapping[str, Any], written: int | None) -> dict[str, Any]:
     figures = steps.report(_ref(ref), written)
     log.info("run figures: %s", figures)
     return figures
+
+
+def declare_lineage(
+    task: Any, ref: Mapping[str, Any], figures: Mapping[str, Any] | None = None, written: int | None = None
+) -> None:
+    """Declare the run's tables as the running ``task``'s inlets and outlets (kept: its asset outlets).
+
+    Airflow's OpenLineage listener reads them when the task ends and reports them with their facets
+    (:func:`~ecoval_ops.pipeline.lineage.openlineage_datasets`); Airflow's own asset events ignore
+    them. Nothing is sent unless an OpenLineage transport is configured.
+    """
+    from openlineage.client.event_v2 import Dataset
+
+    from ecoval_ops.pipeline.lineage import openlineage_datasets
+
+    inputs, outputs = openlineage_datasets(_ref(ref).run, figures, written)
+    task.inlets = [*inputs]
+    task.outlets = [*(o for o in task.outlets if not isinstance(o, Dataset)), *outputs]
 
 
 def notify(specs: list[dict[str, Any]], context: Mapping[str, Any], reason: str) -> None:

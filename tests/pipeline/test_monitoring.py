@@ -13,24 +13,37 @@ from deltalake import write_deltalake
 from mlflow import MlflowClient
 
 from ecoval_ops.pipeline import run_valuation
-from ecoval_ops.pipeline.monitoring import Night, alert_reason
+from ecoval_ops.pipeline.monitoring import Night, alert_reason, alert_rules
 from tests.conftest import blob_rows, run_config
+
+
+def _reason(night: Night, *, suspect_share: float | None, drift: float) -> str | None:
+    return alert_reason(alert_rules(night, suspect_share=suspect_share, drift=drift))
 
 
 def test_alert_thresholds() -> None:
     calm = Night(rows=50, suspect_share=0.12, mean_percentile=0.5, cluster_drift=0.1, model_suspect_share=0.1)
-    assert alert_reason(calm, suspect_share=None, drift=0.2) is None
+    assert _reason(calm, suspect_share=None, drift=0.2) is None
     # Default: twice the model's share and at least 5 points more (here 0.2).
     noisy = Night(rows=50, suspect_share=0.21, mean_percentile=0.3, cluster_drift=0.1, model_suspect_share=0.1)
-    assert "21.0% of the 50 new rows are suspect (threshold 20.0%" in alert_reason(noisy, suspect_share=None, drift=0.2)
+    assert "21.0% of the 50 new rows are suspect (threshold 20.0%" in _reason(noisy, suspect_share=None, drift=0.2)
+    suspect_rule, drift_rule = alert_rules(noisy, suspect_share=None, drift=0.2)
+    assert (suspect_rule.metric, suspect_rule.passed, suspect_rule.threshold) == ("night_suspect_share", False, 0.2)
+    assert (drift_rule.column, drift_rule.passed, drift_rule.value, drift_rule.reason) == (
+        "ecoval_cluster",
+        True,
+        0.1,
+        "",
+    )
     low = Night(rows=50, suspect_share=0.05, mean_percentile=0.5, cluster_drift=0.1, model_suspect_share=0.01)
-    assert alert_reason(low, suspect_share=None, drift=0.2) is None  # 5% < 1% + 5 points
-    assert alert_reason(low, suspect_share=0.04, drift=0.2) is not None
+    assert _reason(low, suspect_share=None, drift=0.2) is None  # 5% < 1% + 5 points
+    assert _reason(low, suspect_share=0.04, drift=0.2) is not None
     drifted = Night(rows=50, suspect_share=0.0, mean_percentile=0.5, cluster_drift=0.5, model_suspect_share=0.1)
-    assert "drift 0.50 from the model's (threshold 0.20)" in alert_reason(drifted, suspect_share=None, drift=0.2)
+    assert "drift 0.50 from the model's (threshold 0.20)" in _reason(drifted, suspect_share=None, drift=0.2)
     # A handful of rows is no evidence: one odd row is a 100% share.
     few = Night(rows=19, suspect_share=1.0, mean_percentile=0.0, cluster_drift=0.9, model_suspect_share=0.1)
-    assert alert_reason(few, suspect_share=0.0, drift=0.0) is None
+    assert _reason(few, suspect_share=0.0, drift=0.0) is None
+    assert all(r.passed for r in alert_rules(few, suspect_share=0.0, drift=0.0))
 
 
 def flipped_rows(start: int, stop: int):
