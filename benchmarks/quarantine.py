@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from quality import PROTOCOLS, RESULTS, SEEDS, ecoval, make_split
 
-from ecoval_ops.valuation.quarantine import preview
+from ecoval_ops.valuation.quarantine import NO_CUT, SUSPECT_CUT, preview
 
 DEFAULT_PROTOCOLS = ["D1", "M1", "P1", "P3", "X1-cpu", "X1-phoneme", "X1-credit"]
 
@@ -32,8 +32,9 @@ def calibration(protocol: str, seeds: list[int]) -> dict[str, dict[str, float]]:
         split = make_split(PROTOCOLS[protocol], seed)
         result = ecoval(split, seed)
         order = np.argsort(result.values, kind="stable")
-        for cut in preview(result.values, np.asarray(result.intrinsic), result.suspect)[1:]:
-            rows = result.suspect if cut.cut == "suspect" else order[: cut.rows_removed]
+        cuts = [c for c in preview(result.values, np.asarray(result.intrinsic), result.suspect) if c.cut != NO_CUT]
+        for cut in cuts:
+            rows = result.suspect if cut.cut == SUSPECT_CUT else order[: cut.rows_removed]
             entry = totals.setdefault(cut.cut, {"rows_removed": 0, "expected": 0.0, "actual": 0})
             entry["rows_removed"] += cut.rows_removed
             entry["expected"] += cut.expected_wrong_labels
