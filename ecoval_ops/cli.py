@@ -105,14 +105,13 @@ def _report(args: argparse.Namespace) -> int:
         text_report,
         trend_lines,
     )
-    from ecoval_ops.tracking.preview import values_preview
 
     # The report downloads a few small artifacts; MLflow's bars would clutter stderr.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     r = table_report(args.table, run_id=args.run_id)
     uri = args.mlflow_uri or default_tracking_uri()
     store = tracking_store_exists(uri)
-    preview = values_preview(r.values, run_curve(uri, r.runs) if store else None) if args.preview else None
+    preview = r.summary.preview(run_curve(uri, r.summary.runs) if store else None) if args.preview else None
     if args.json:
         summary = r.to_dict()
         if preview is not None:

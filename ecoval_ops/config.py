@@ -88,6 +88,12 @@ class RunConfig(BaseModel):
         lt=1.0,
         description="share of rows held out by hash of key when there is no validation table",
     )
+    validation_rows: int = Field(
+        default=20_000,
+        ge=10,
+        description="most validation rows the trainings are scored on: those of smallest key draw among the "
+        "held-out rows or the validation table's",
+    )
     refit: Literal["auto", "always", "never"] = Field(default="auto", description="refit policy")
     mlflow_uri: str | None = Field(default=None, description="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
     experiment: str = Field(default="ecoval", description="MLflow experiment")

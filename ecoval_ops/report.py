@@ -1,6 +1,7 @@
 """``ecoval report``: what the value columns of a Delta table say, in the terminal or as HTML.
 
-Reads the table's value columns only (never its features), with delta-rs, so no JVM starts.
+Reads the table's value columns only (never its features), with delta-rs, so no JVM starts, and
+streams them through the passes of :mod:`ecoval_ops.lakehouse.summary` (memory stays bounded).
 When the MLflow store of the run is reachable, the standalone HTML also embeds the plots the run
 logged (cluster map, removal curve), and the quarantine preview (``--preview``) takes its
 validation accuracies from the removal curve of the latest refit whose values the table holds.
@@ -13,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.columns import SUGGESTION_COLUMNS, VALUE_COLUMNS
 from ecoval_ops.lakehouse.queries import ready_queries
+from ecoval_ops.lakehouse.summary import ValueSummary, summarise
 from ecoval_ops.lakehouse.tables import open_table
-from ecoval_ops.tracking.review import cluster_table, figure_png, html_page, value_histogram
+from ecoval_ops.tracking.review import figure_png, html_page, value_histogram
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,8 +54,8 @@ class TableReport:
         rows: rows in the table.
         not_valued: rows no run has valued yet.
         run_id: the run the report is restricted to, or None for every valued row.
-        values: the value columns of the rows reported on.
-        quantiles: ``ecoval_value`` at :data:`QUANTILES`.
+        summary: the value columns of the rows reported on, summarised.
+        quantiles: ``ecoval_value`` at :data:`QUANTILES` (from the summary's histogram).
         clusters: the per-cluster table, highest ``phi_c`` first.
         queries: ready-to-run filter queries.
     """
@@ -65,25 +65,10 @@ class TableReport:
     rows: int
     not_valued: int
     run_id: str | None
-    values: pd.DataFrame
+    summary: ValueSummary
     quantiles: dict[float, float]
     clusters: pd.DataFrame
     queries: dict[str, str]
-
-    @property
-    def by_mode(self) -> dict[str, int]:
-        """Rows valued in and out of sample."""
-        return {str(k): int(v) for k, v in self.values["ecoval_mode"].value_counts().sort_index().items()}
-
-    @property
-    def suspects(self) -> int:
-        """Rows flagged suspect."""
-        return int(self.values["ecoval_suspect"].sum())
-
-    @property
-    def runs(self) -> list[str]:
-        """The runs whose values the rows carry."""
-        return sorted(self.values["ecoval_run_id"].dropna().unique().tolist())
 
     def to_dict(self) -> dict[str, Any]:
         """The summary's figures, JSON-ready (``ecoval report --json``)."""
@@ -93,57 +78,65 @@ class TableReport:
             "run_id": self.run_id,
             "rows": self.rows,
             "not_valued": self.not_valued,
-            "by_mode": self.by_mode,
-            "suspects": self.suspects,
+            "by_mode": self.summary.by_mode,
+            "suspects": self.summary.suspects,
             "quantiles": {str(q): v for q, v in self.quantiles.items()},
         }
 
 
 def table_report(path: str | Path, *, run_id: str | None = None) -> TableReport:
-    """Read the value columns of the Delta table at ``path`` and summarise them.
+    """Summarise the value columns of the Delta table at ``path``, streaming its batches.
 
     Raises:
         InvalidInputError: not a Delta table, no value columns, no valued rows, or no row valued
             by ``run_id``.
     """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from ecoval_ops.lakehouse.batches import BATCH_ROWS, BatchPass, run_local
+
     table = open_table(path)
     names = set(table.schema().to_arrow().names)
     missing = [c for c in VALUE_COLUMNS if c not in names and c not in SUGGESTION_COLUMNS]
     if missing:
         raise InvalidInputError(f"{path} has no value columns {missing}: run `ecoval run --table {path}` first")
-    frame = table.to_pyarrow_table(columns=[c for c in VALUE_COLUMNS if c in names]).to_pandas()
-    valued = frame[frame["ecoval_value"].notna()]
-    if run_id is not None:
-        valued = valued[valued["ecoval_run_id"] == run_id]
-        if valued.empty:
-            raise InvalidInputError(f"no row of {path} was valued by run {run_id!r}")
-    if valued.empty:
+    scan = table.to_pyarrow_dataset()
+    valued = ds.field("ecoval_value").is_valid()
+    chosen = valued if run_id is None else valued & (ds.field("ecoval_run_id").cast(pa.string()) == run_id)
+
+    def over_batches(step: BatchPass[Any]) -> Any:
+        return run_local(step, scan.to_batches(columns=list(step.columns), filter=chosen, batch_size=BATCH_ROWS))
+
+    summary = summarise(over_batches, top=None, new=False)
+    if summary is None and run_id is not None:
+        raise InvalidInputError(f"no row of {path} was valued by run {run_id!r}")
+    if summary is None:
         raise InvalidInputError(f"no row of {path} has been valued yet: run `ecoval run --table {path}` first")
-    q = np.quantile(valued["ecoval_value"].to_numpy(dtype=np.float64), QUANTILES)
+    rows = scan.count_rows()
     return TableReport(
         table=Path(path).resolve(),
         version=int(table.version()),
-        rows=len(frame),
-        not_valued=int(frame["ecoval_value"].isna().sum()),
+        rows=rows,
+        not_valued=rows - scan.count_rows(filter=valued),
         run_id=run_id,
-        values=valued,
-        quantiles=dict(zip(QUANTILES, q.tolist(), strict=True)),
-        clusters=cluster_table(valued),
+        summary=summary,
+        quantiles={q: summary.quantile(q) for q in QUANTILES},
+        clusters=summary.clusters(),
         queries=ready_queries(path, run_id=run_id),
     )
 
 
 def text_report(r: TableReport) -> list[str]:
     """The terminal summary, line by line (plain text; the CLI adds no markup)."""
-    valued = len(r.values)
-    modes = ", ".join(f"{n} {mode.replace('_', ' ')}" for mode, n in r.by_mode.items())
-    scope = f"run {r.run_id}" if r.run_id else f"{len(r.runs)} run(s), latest values per row"
+    valued, suspects = r.summary.rows, r.summary.suspects
+    modes = ", ".join(f"{n} {mode.replace('_', ' ')}" for mode, n in r.summary.by_mode.items())
+    scope = f"run {r.run_id}" if r.run_id else f"{len(r.summary.runs)} run(s), latest values per row"
     lines = [
         f"ecoval report: {r.table} (Delta v{r.version}; {scope})",
         f"  rows: {r.rows} in the table, {valued} valued ({modes}), {r.not_valued} not valued yet",
         "  value quantiles: " + ", ".join(f"{int(q * 100)}% {v:.4g}" for q, v in r.quantiles.items()),
-        f"  suspects: {r.suspects} rows ({r.suspects / valued:.1%}) have labels that disagree with their most "
-        "similar rows",
+        f"  suspects: {suspects} rows ({suspects / valued:.1%}) have labels that disagree with their most similar rows",
     ]
     best, worst = r.clusters.head(CLUSTERS_SHOWN), r.clusters.tail(CLUSTERS_SHOWN).iloc[::-1]
     for title, part in (("best clusters", best), ("worst clusters", worst)):
@@ -211,7 +204,7 @@ def html_report(r: TableReport, extra_plots: dict[str, bytes] | None = None, pre
     summary = "<pre>" + html.escape("\n".join(text_report(r)[:4])) + "</pre>"
     queries = "".join(f"<h3>{html.escape(n)}</h3><pre>{html.escape(q)}</pre>" for n, q in r.queries.items())
     plots = {
-        "the table's values by mode": figure_png(value_histogram(r.values)),
+        "the table's values by mode": figure_png(value_histogram(*r.summary.coarse_histogram())),
         **({"quarantine preview": figure_png(preview_plot(preview))} if preview else {}),
         **{f"run review: {name}": png for name, png in (extra_plots or {}).items()},
     }

@@ -13,10 +13,22 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import ValuationResult
 
-__all__ = ["EMBEDDING_COL", "LABEL_TYPE", "SUGGESTION_COLUMNS", "VALUE_COLUMNS", "value_columns", "value_schema"]
+__all__ = [
+    "EMBEDDING_COL",
+    "LABEL_TYPE",
+    "NEW_COL",
+    "SUGGESTION_COLUMNS",
+    "VALUE_COLUMNS",
+    "value_columns",
+    "value_schema",
+]
 
 EMBEDDING_COL = "ecoval_embedding"
 """The embedding column of an embeddings table."""
+
+NEW_COL = "ecoval_new"
+"""In a run's workspace only: whether no run had valued the row before this one (the night's
+figures); never written to a table."""
 
 LABEL_TYPE = "label"
 """Stands for the label column's own type in :data:`VALUE_COLUMNS`."""

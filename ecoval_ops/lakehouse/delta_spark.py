@@ -1,7 +1,8 @@
 """The value-column MERGE through delta-spark (the Spark engine's writer).
 
-Same contract as :func:`ecoval_ops.lakehouse.delta_rs.merge_values`: the checks of
-``prepare_values``, one MERGE that updates value columns only (redone with back-off when a
+Same contract as :func:`ecoval_ops.lakehouse.delta_rs.merge_values`: the schema of
+``value_schema_for`` and the key checks of ``check_value_keys`` (run as Spark jobs, so no key
+reaches the driver), one MERGE that updates value columns only (redone with back-off when a
 concurrent commit conflicts, :func:`commit_conflicts`), made idempotent by Delta's
 ``spark.databricks.delta.write.txnAppId`` / ``txnVersion`` session confs (honoured by MERGE), and
 the watermark as JSON in the commit's ``userMetadata``.
@@ -14,20 +15,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecoval_ops.identifiers import quote_identifier
+from ecoval_ops.lakehouse.columns import NEW_COL
 from ecoval_ops.lakehouse.value_writes import (
     RUN_KEY,
     WATERMARK_KEY,
     app_id,
+    check_value_keys,
     merge_once,
-    prepare_values,
+    value_schema_for,
     value_updates,
 )
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable as DeltaRsTable
-    from pyspark.sql import Column, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["commit_conflicts", "merge_values_spark"]
+__all__ = ["check_keys_spark", "commit_conflicts", "merge_values_spark", "repeated_keys"]
 
 _CONFS = (
     "spark.databricks.delta.write.txnAppId",
@@ -70,16 +73,23 @@ def merge_values_spark(
         insert: add rows for keys the table lacks (a separate values table).
 
     Raises:
-        InvalidInputError: see :func:`~ecoval_ops.lakehouse.delta_rs.prepare_values`.
+        InvalidInputError, DuplicateKeyError: see :func:`~ecoval_ops.lakehouse.value_writes.value_schema_for`
+            and :func:`check_keys_spark`.
     """
-    import pyarrow.parquet as pq
+    import pyarrow as pa
+    import pyarrow.dataset as ds
     from delta.tables import DeltaTable
 
     def merge(table: DeltaRsTable) -> None:
-        source = prepare_values(table, path, pq.read_table(values), key=key, insert=insert)
-        frame = spark.read.option("recursiveFileLookup", "true").parquet(str(values)).select(*source.column_names)
+        target = pa.schema(table.schema().to_arrow())
+        found = ds.dataset(values, format="parquet").schema
+        # The workspace's values carry the run's own NEW_COL, which no table receives.
+        found = pa.schema([f for f in found if f.name != NEW_COL])
+        written = value_schema_for(target, found, path, key=key, insert=insert)
+        frame = spark.read.option("recursiveFileLookup", "true").parquet(str(values)).select(*written.names)
+        check_keys_spark(spark, frame, path, int(table.version()), key=key, insert=insert)
         q_key = quote_identifier(key, "key column")
-        updates: dict[str, str | Column] = dict(value_updates(source.column_names, key))
+        updates: dict[str, str | Column] = dict(value_updates(written.names, key))
         metadata = json.dumps({WATERMARK_KEY: str(source_version), RUN_KEY: run_id})
         for name, value in zip(_CONFS, (app_id(run_id), "1", metadata), strict=True):
             spark.conf.set(name, value)
@@ -96,3 +106,31 @@ def merge_values_spark(
                 spark.conf.unset(name)
 
     return merge_once(path, run_id=run_id, conflict=commit_conflicts(), merge=merge)
+
+
+def check_keys_spark(
+    spark: SparkSession, values: DataFrame, path: str | Path, version: int, *, key: str, insert: bool
+) -> None:
+    """:func:`~ecoval_ops.lakehouse.value_writes.check_value_keys` by Spark jobs: no key reaches the driver.
+
+    Raises:
+        See :func:`~ecoval_ops.lakehouse.value_writes.check_value_keys`.
+    """
+    q_key = quote_identifier(key, "key column")
+    target = spark.read.format("delta").option("versionAsOf", version).load(str(path)).select(q_key)
+    check_value_keys(
+        repeated_values=repeated_keys(values, q_key),
+        repeated_target=repeated_keys(target, q_key),
+        absent=0 if insert else values.select(q_key).join(target, on=key, how="left_anti").count(),
+        key=key,
+        where=f"{path}@v{version}",
+        insert=insert,
+    )
+
+
+def repeated_keys(frame: DataFrame, key: str) -> int:
+    """Rows of ``frame`` whose ``key`` repeats an earlier row's (a shuffle; no key reaches the driver)."""
+    from pyspark.sql import functions as sf
+
+    extra = frame.groupBy(key).count().agg(sf.sum(sf.col("count") - 1)).first()
+    return int(extra[0] or 0) if extra is not None else 0

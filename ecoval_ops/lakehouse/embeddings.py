@@ -17,17 +17,14 @@ from ecoval_ops.lakehouse.value_writes import retry_conflicts
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["append_embeddings", "embed_app_id", "embed_once", "embedded_through", "new_keys"]
+__all__ = ["append_embeddings", "embed_app_id", "embed_once", "embedded_keys", "embedded_through"]
 
 
-def new_keys(source: pa.Table, key: str, target: Path) -> pa.Table:
-    """The rows of ``source`` whose key is not yet in the embeddings table ``target``."""
-    import pyarrow.compute as pc
-
+def embedded_keys(target: Path, key: str) -> pa.Array | None:
+    """The keys the embeddings table ``target`` holds; None before it exists."""
     if not (target / "_delta_log").exists():
-        return source
-    done = open_table(target).to_pyarrow_table(columns=[key]).column(key)
-    return source.filter(pc.invert(pc.is_in(source.column(key), value_set=done)))
+        return None
+    return open_table(target).to_pyarrow_dataset().to_table(columns=[key]).column(key).combine_chunks()
 
 
 def embed_app_id(target: Path) -> str:
@@ -65,7 +62,7 @@ def embed_once(
     return retry_conflicts(target, conflict, attempt, what="the embeddings append")
 
 
-def append_embeddings(target: Path, table: pa.Table, version: int) -> None:
+def append_embeddings(target: Path, table: pa.Table | pa.RecordBatchReader, version: int) -> None:
     """Append embeddings of ``source@version`` rows to ``target`` as an idempotent transaction."""
     from deltalake import CommitProperties, Transaction, write_deltalake
 

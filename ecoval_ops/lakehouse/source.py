@@ -1,12 +1,14 @@
 """Reads and checks of a source table version (architecture.md, steps 1 and 3).
 
-Both engines read the rows a run values through :func:`read_rows`: checked by
-:func:`check_source` before anything is written (so bad input leaves every table as it was),
-joined to their embeddings, sorted by key, so both engines see the same rows in the same order.
+:func:`check_source` checks a version before anything is written (so bad input leaves every
+table as it was) by streaming its batches through :class:`~ecoval_ops.lakehouse.checks.SourcePass`,
+the pass the Spark engine runs on its executors. The delta-rs engine reads the rows a run values
+in-process through :func:`read_rows`: checked, joined to their embeddings, sorted by key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,11 +16,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ecoval_ops.exceptions import DuplicateKeyError, InvalidInputError, MissingColumnError
+from ecoval_ops.exceptions import InvalidInputError, MissingColumnError
 from ecoval_ops.keys import check_key_type
+from ecoval_ops.lakehouse.batches import BATCH_ROWS, run_local
+from ecoval_ops.lakehouse.checks import (
+    SourceCheck,
+    SourcePass,
+    check_counts,
+    check_duplicates,
+    local_duplicates,
+)
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
-from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.valuation.reference import holdout_mask
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,6 +37,7 @@ __all__ = [
     "RowSource",
     "Rows",
     "SourceColumns",
+    "check_schema",
     "check_seen_labels",
     "check_source",
     "embedding_matrix",
@@ -35,7 +46,7 @@ __all__ = [
     "read_rows",
     "require_columns",
     "rows_of",
-    "unvalued_keys",
+    "unvalued_batches",
     "valued_keys",
 ]
 
@@ -75,16 +86,12 @@ class Rows:
         keys: ``(n,)`` row keys, ascending.
         X: ``(n, d)`` float embeddings.
         y: ``(n,)`` labels.
-        valued: ``(n,)`` whether a run already valued the row.
-        table_rows: rows in the table version (more than ``n`` when only new rows were read).
     """
 
     version: int
     keys: NDArray[np.generic]
     X: NDArray[np.float64]
     y: NDArray[np.generic]
-    valued: NDArray[np.bool_]
-    table_rows: int
 
 
 @dataclass(frozen=True)
@@ -133,59 +140,64 @@ def _where(path: str | Path, version: int) -> str:
     return f"{path}@v{version}"
 
 
-def check_source(columns: SourceColumns, path: str | Path, version: int) -> pa.Table:
-    """Check the columns, keys and labels of a source version; return its key and label columns.
+def check_schema(columns: SourceColumns, path: str | Path, version: int) -> pa.Schema:
+    """The schema of ``path@version``, checked to hold the columns a run reads and a key of a supported type.
 
-    Runs before anything is written, so bad input leaves every table as it was.
+    Reads the table's metadata only.
+
+    Raises:
+        MissingColumnError: a column the run reads is not in the table.
+        InvalidInputError: a key column of a type that cannot key a run
+            (:func:`~ecoval_ops.keys.check_key_type`).
+    """
+    import pyarrow as pa
+
+    where = _where(path, version)
+    schema = pa.schema(open_table(path, version).schema().to_arrow())
+    missing = [c for c in (columns.key, columns.label, *columns.embedding_columns) if c not in schema.names]
+    if missing:
+        raise MissingColumnError(f"{where} has no column(s) {missing}; it has {sorted(schema.names)}")
+    check_key_type(schema.field(columns.key).type, columns.key, where)
+    return schema
+
+
+def check_source(
+    columns: SourceColumns, path: str | Path, version: int, *, fraction: float | None = None
+) -> SourceCheck:
+    """Check the columns, keys and labels of a source version in-process, streaming its batches.
+
+    Runs before anything is written, so bad input leaves every table as it was. The Spark engine
+    runs the same :class:`~ecoval_ops.lakehouse.checks.SourcePass` on its executors.
 
     Args:
         columns: the columns the run reads.
         path: the source table.
         version: the version to check.
+        fraction: the hold-out fraction whose rows are counted; None counts none.
 
     Raises:
-        MissingColumnError: a column the run reads is not in the table.
-        InvalidInputError: a key column of a type that cannot key a run
-            (:func:`~ecoval_ops.keys.check_key_type`), an empty table, null keys or labels.
+        MissingColumnError, InvalidInputError: see :func:`check_schema`; an empty table, null
+            keys or labels.
         DuplicateKeyError: duplicate keys.
         Each message names the column and the table version.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = open_table(path, version)
     where = _where(path, version)
-    schema = pa.schema(table.schema().to_arrow())
-    names = set(schema.names)
-    wanted = [columns.key, columns.label, *columns.embedding_columns]
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise MissingColumnError(f"{where} has no column(s) {missing}; it has {sorted(names)}")
-    check_key_type(schema.field(columns.key).type, columns.key, where)
-    data = table.to_pyarrow_table(
-        columns=[columns.key, columns.label, *(["ecoval_run_id"] if "ecoval_run_id" in names else [])]
-    )
-    if data.num_rows == 0:
-        raise InvalidInputError(f"{where} is empty: there are no rows to value")
-    for column in (columns.key, columns.label):
-        nulls = data.column(column).null_count
-        if nulls:
-            raise InvalidInputError(f"column {column!r} of {where} has {nulls} null values")
-    distinct = pc.count_distinct(data.column(columns.key)).as_py()
-    if distinct != data.num_rows:
-        raise DuplicateKeyError(f"key column {columns.key!r} of {where} has {data.num_rows - distinct} duplicate keys")
-    return data
+    schema = check_schema(columns, path, version)
+    step = SourcePass(columns.key, columns.label, schema.field(columns.label).type, fraction)
+    scan = open_table(path, version).to_pyarrow_dataset()
+    check = run_local(step, scan.to_batches(columns=list(step.columns), batch_size=BATCH_ROWS))
+    check_counts(check, key=columns.key, label=columns.label, where=where)
+    check_duplicates(local_duplicates(scan, columns.key), key=columns.key, where=where)
+    return check
 
 
-def label_classes(data: pa.Table, label: str, where: str) -> pa.Array:
-    """The distinct labels of a checked source version.
+def label_classes(check: SourceCheck, label: str, where: str) -> pa.Array:
+    """The distinct labels of a checked source version, sorted.
 
     Raises:
         InvalidInputError: a single class: valuation needs at least 2.
     """
-    import pyarrow.compute as pc
-
-    classes = pc.unique(data.column(label))
+    classes = check.labels.column(label).combine_chunks()
     if len(classes) < 2:
         raise InvalidInputError(
             f"label column {label!r} of {where} has a single class ({classes[0].as_py()!r}); valuation needs at least 2"
@@ -193,18 +205,22 @@ def label_classes(data: pa.Table, label: str, where: str) -> pa.Array:
     return classes
 
 
-def check_seen_labels(labels: pa.ChunkedArray, classes: pa.Array, where: str, training: str) -> None:
-    """Check that every label in ``labels`` (of ``where``) is one of the training ``classes``.
+def check_seen_labels(check: SourceCheck, label: str, classes: pa.Array, where: str, training: str) -> None:
+    """Check that every label of the checked version ``where`` is one of the training ``classes``.
 
     Raises:
-        InvalidInputError: labels unseen in ``training``, with their count and up to 5 of them.
+        InvalidInputError: labels unseen in ``training``, with their rows and up to 5 of them.
     """
     import pyarrow.compute as pc
 
-    unseen = pc.filter(labels, pc.invert(pc.is_in(labels, value_set=classes)))
-    if len(unseen):
-        shown = sorted({v.as_py() for v in unseen}, key=str)[:5]
-        raise InvalidInputError(f"{where} has {len(unseen)} rows with labels not in {training}: {shown}")
+    labels = check.labels
+    unseen = labels.filter(
+        pc.invert(pc.is_in(labels.column(label), value_set=classes.cast(labels.schema.field(label).type)))
+    )
+    if unseen.num_rows:
+        rows = int(pc.sum(unseen.column("rows")).as_py())
+        shown = sorted(unseen.column(label).to_pylist(), key=str)[:5]
+        raise InvalidInputError(f"{where} has {rows} rows with labels not in {training}: {shown}")
 
 
 def embedding_matrix(column: pa.ChunkedArray | pa.Array, name: str, where: str) -> NDArray[np.float64]:
@@ -274,15 +290,14 @@ def read_rows(
     only_new: bool = False,
     valued: pa.Array | None = None,
 ) -> Rows:
-    """The validated rows of a source version with their embeddings, sorted by key.
+    """The validated rows of a source version with their embeddings, sorted by key (in-process).
 
     Args:
         columns: the columns the run reads.
         source: the source table.
         embeddings: the embeddings table, or None when ``columns.embedding_col`` holds them.
         version: the version to read; default the latest.
-        only_new: only the rows no run has valued (``ecoval_run_id IS NULL``), filtered in the
-            Parquet scan, so an incremental night reads what is new rather than the table.
+        only_new: only the rows no run has valued (:func:`unvalued_batches`).
         valued: the keys already valued, when the values live in a separate values table
             (:func:`valued_keys`); None reads ``ecoval_run_id`` of the source.
 
@@ -290,32 +305,19 @@ def read_rows(
         InvalidInputError: the checks of :func:`check_source`, rows without an embedding,
             embeddings with NaN or infinite entries.
     """
+    import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
     version = int(open_table(source).version()) if version is None else version
     where = _where(source, version)
-    checked = check_source(columns, source, version)
-    has_runs = valued is None and "ecoval_run_id" in checked.column_names
-    names = [columns.key, columns.label, *(["ecoval_run_id"] if has_runs else [])]
-    if embeddings is None:
-        names.append(columns.embedding_col or "")
-    table = open_table(source, version)
-    if valued is not None:
-        data = table.to_pyarrow_table(columns=names) if embeddings is None else checked.select(names)
-        if only_new:
-            data = data.filter(pc.invert(_held(data.column(columns.key), valued)))
-    elif only_new and has_runs:
-        data = table.to_pyarrow_dataset().to_table(columns=names, filter=ds.field("ecoval_run_id").is_null())
-        if data.num_rows != checked.column("ecoval_run_id").null_count:
-            # Files written before the value columns were added lack the column, and the pushed-down
-            # filter drops their rows; filter after a full read instead.
-            full = table.to_pyarrow_table(columns=names)
-            data = full.filter(pc.is_null(full.column("ecoval_run_id")))
-    elif embeddings is None:
-        data = table.to_pyarrow_table(columns=names)
+    check_source(columns, source, version)
+    names = [columns.key, columns.label, *([columns.embedding_col or ""] if embeddings is None else [])]
+    scan = open_table(source, version).to_pyarrow_dataset()
+    if only_new:
+        schema = pa.schema([scan.schema.field(n) for n in names])
+        data = pa.Table.from_batches(list(unvalued_batches(source, version, names, valued=valued)), schema=schema)
     else:
-        data = checked
+        data = scan.to_table(columns=names)
     if embeddings is None:
         X = embedding_matrix(data.column(columns.embedding_col or ""), columns.embedding_col or "", where)
     else:
@@ -326,29 +328,46 @@ def read_rows(
         X = embedding_matrix(emb.column(EMBEDDING_COL).take(index), EMBEDDING_COL, where)
     _check_finite(columns, X, where)
     order = np.argsort(data.column(columns.key).to_numpy(zero_copy_only=False), kind="stable")
-    if valued is not None:
-        done = _held(data.column(columns.key), valued).to_numpy(zero_copy_only=False)
-    elif has_runs:
-        done = data.column("ecoval_run_id").is_valid().to_numpy(zero_copy_only=False)
-    else:
-        done = np.zeros(data.num_rows, bool)
     return Rows(
         version=version,
         keys=data.column(columns.key).to_numpy(zero_copy_only=False)[order],
         X=X[order],
         y=data.column(columns.label).to_numpy(zero_copy_only=False)[order],
-        valued=np.asarray(done, dtype=bool)[order],
-        table_rows=checked.num_rows,
     )
 
 
-def _held(keys: pa.ChunkedArray, valued: pa.Array) -> pa.ChunkedArray:
+def unvalued_batches(
+    path: str | Path, version: int, columns: list[str], *, valued: pa.Array | None
+) -> Iterator[pa.RecordBatch]:
+    """``columns`` (the key first) of the rows of ``path@version`` no run has valued, batch by batch.
+
+    Args:
+        path: the source table.
+        version: its version.
+        columns: the columns wanted, the key column first.
+        valued: the keys a separate values table holds (:func:`valued_keys`); None reads the
+            source's ``ecoval_run_id`` (every row is new when it has none).
+    """
+    import pyarrow.compute as pc
+
+    scan = open_table(path, version).to_pyarrow_dataset()
+    runs = valued is None and "ecoval_run_id" in scan.schema.names
+    read = [*columns, *(["ecoval_run_id"] if runs else [])]
+    for batch in scan.to_batches(columns=read, batch_size=BATCH_ROWS):
+        if valued is not None:
+            batch = batch.filter(pc.invert(_held(batch.column(0), valued)))
+        elif runs:
+            batch = batch.filter(pc.is_null(batch.column("ecoval_run_id")))
+        yield batch.select(columns)
+
+
+def _held(keys: pa.Array | pa.ChunkedArray, valued: pa.Array) -> pa.Array | pa.ChunkedArray:
     """Which ``keys`` are in ``valued`` (none when it is empty, whatever its type)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if len(valued) == 0:
-        return pa.chunked_array([pa.array(np.zeros(len(keys), bool))])
+        return pa.array(np.zeros(len(keys), bool))
     return pc.is_in(keys, value_set=valued)
 
 
@@ -407,33 +426,3 @@ def valued_keys(values_table: str | Path, version: int | None, key: str) -> pa.A
         return pa.array([])
     data = open_table(values_table, version).to_pyarrow_table(columns=[key, "ecoval_run_id"])
     return data.filter(pc.is_valid(data.column("ecoval_run_id"))).column(key).combine_chunks()
-
-
-def unvalued_keys(
-    path: str | Path, version: int, key: str, *, valued: pa.Array | None = None, data: pa.Table | None = None
-) -> NDArray[np.generic]:
-    """Keys of the rows of ``path@version`` that no run had valued.
-
-    Args:
-        path: the source table.
-        version: its version.
-        key: the key column.
-        valued: the keys a separate values table holds (:func:`valued_keys`); None reads the
-            source's ``ecoval_run_id``.
-        data: the key (and ``ecoval_run_id``, where the table has it) of that version, when
-            the caller has read them already (:func:`check_source`).
-    """
-    import pyarrow.compute as pc
-
-    if data is None:
-        table = open_table(path, version)
-        names = set(table.schema().to_arrow().names)
-        wanted = [key] if valued is not None or "ecoval_run_id" not in names else [key, "ecoval_run_id"]
-        data = table.to_pyarrow_table(columns=wanted)
-    if valued is not None:
-        new = data.filter(pc.invert(_held(data.column(key), valued)))
-    elif "ecoval_run_id" in data.column_names:
-        new = data.filter(pc.is_null(data.column("ecoval_run_id")))
-    else:
-        new = data
-    return np.asarray(new.column(key).to_numpy(zero_copy_only=False))

@@ -33,10 +33,12 @@ __all__ = [
     "WATERMARK_KEY",
     "Watermark",
     "app_id",
+    "check_value_keys",
     "merge_once",
     "prepare_values",
     "read_watermark",
     "retry_conflicts",
+    "value_schema_for",
     "value_updates",
 ]
 
@@ -70,47 +72,94 @@ def app_id(run_id: str) -> str:
     return f"ecoval-{run_id}"
 
 
-def prepare_values(
-    table: DeltaTable, path: str | Path, values: pa.Table, *, key: str, insert: bool = False
-) -> pa.Table:
-    """Check a run's values against the opened table and cast them to the value-column types.
+def value_schema_for(
+    target: pa.Schema, values: pa.Schema, path: str | Path, *, key: str, insert: bool = False
+) -> pa.Schema:
+    """The schema a run's values are written with: the key and value columns, typed as the table's.
 
-    Shared by both writers, so the Spark and the delta-rs MERGE refuse the same inputs.
-    ``path`` only names the table in messages; ``insert`` (a separate values table) lets the
-    MERGE add keys the table does not hold yet.
+    Metadata only: both writers call it before their row checks (:func:`check_value_keys`).
+    ``path`` only names the table in messages; ``insert`` (a separate values table) types the
+    key as the table's, since the MERGE inserts it.
 
     Raises:
-        InvalidInputError: a bad identifier, unknown value columns, or valued keys missing
-            from the table.
+        InvalidInputError: a bad identifier, unknown value columns, or value columns the table lacks.
         MissingColumnError: the table has no key column.
-        DuplicateKeyError: duplicate keys on either side.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     check_identifier(key, "key column")
-    columns = [c for c in values.column_names if c != key]
+    columns = [c for c in values.names if c != key]
     unknown = sorted(set(columns) - set(VALUE_COLUMNS))
-    if key not in values.column_names or unknown:
+    if key not in values.names or unknown:
         raise InvalidInputError(f"values must hold the key {key!r} and value columns only; unknown: {unknown}")
-    if pc.count_distinct(values.column(key)).as_py() != values.num_rows:
-        raise DuplicateKeyError(f"values hold duplicate keys in {key!r}; each row is valued once")
-    if key not in table.schema().to_arrow().names:
+    if key not in target.names:
         raise MissingColumnError(f"{path} has no key column {key!r}")
-    target_keys = table.to_pyarrow_table(columns=[key]).column(key)
-    if pc.count_distinct(target_keys).as_py() != len(target_keys):
-        raise DuplicateKeyError(f"{path}@v{table.version()} has duplicate values in key column {key!r}")
-    absent = pc.sum(pc.invert(pc.is_in(values.column(key), value_set=target_keys))).as_py() or 0
-    if absent and not insert:
-        raise InvalidInputError(f"{absent} valued keys are not in {path}@v{table.version()}; nothing was written")
-    target = pa.schema(table.schema().to_arrow())
     lacking = [c for c in columns if c not in target.names]
     if lacking:
         raise InvalidInputError(f"{path} has no value column(s) {lacking}; add them first (ensure_value_columns)")
-    key_field = target.field(key) if insert else values.schema.field(key)
-    return values.select([key, *columns]).cast(
-        pa.schema([key_field, *(target.field(c).with_nullable(True) for c in columns)])
+    key_field = target.field(key) if insert else values.field(key)
+    return pa.schema([key_field, *(target.field(c).with_nullable(True) for c in columns)])
+
+
+def check_value_keys(
+    *, repeated_values: int, repeated_target: int, absent: int, key: str, where: str, insert: bool
+) -> None:
+    """Refuse a MERGE whose keys repeat on either side, or (updating in place) are not in the table.
+
+    Args:
+        repeated_values: keys of the values beyond each key's first.
+        repeated_target: the same, in the table.
+        absent: valued keys the table lacks.
+        key: the key column.
+        where: the table version, for messages.
+        insert: whether the MERGE may insert keys (a separate values table).
+
+    Raises:
+        DuplicateKeyError: duplicate keys on either side.
+        InvalidInputError: valued keys missing from the table (without ``insert``).
+    """
+    if repeated_values:
+        raise DuplicateKeyError(f"values hold duplicate keys in {key!r}; each row is valued once")
+    if repeated_target:
+        raise DuplicateKeyError(f"{where} has duplicate values in key column {key!r}")
+    if absent and not insert:
+        raise InvalidInputError(f"{absent} valued keys are not in {where}; nothing was written")
+
+
+def prepare_values(
+    table: DeltaTable, path: str | Path, values: pa.Table, *, key: str, insert: bool = False
+) -> pa.Table:
+    """Check a run's values against the opened table in-process and cast them to the value-column types.
+
+    The table's keys are streamed batch by batch (its duplicates by
+    :func:`~ecoval_ops.lakehouse.checks.local_duplicates`), never held at once.
+
+    Raises:
+        See :func:`value_schema_for` and :func:`check_value_keys`.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ecoval_ops.lakehouse.batches import BATCH_ROWS
+    from ecoval_ops.lakehouse.checks import local_duplicates
+
+    schema = value_schema_for(pa.schema(table.schema().to_arrow()), values.schema, path, key=key, insert=insert)
+    scan = table.to_pyarrow_dataset()
+    keys = values.column(key)
+    found = np.zeros(len(keys), dtype=bool)
+    for batch in scan.to_batches(columns=[key], batch_size=BATCH_ROWS):
+        known = batch.column(key).cast(keys.type)
+        found |= np.asarray(pc.is_in(keys, value_set=known).to_numpy(zero_copy_only=False), dtype=bool)
+    check_value_keys(
+        repeated_values=values.num_rows - int(pc.count_distinct(keys).as_py()),
+        repeated_target=local_duplicates(scan, key),
+        absent=int((~found).sum()),
+        key=key,
+        where=f"{path}@v{table.version()}",
+        insert=insert,
     )
+    return values.select(schema.names).cast(schema)
 
 
 def value_updates(columns: list[str], key: str) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ecoval_ops.engines import DeltaRsEngine, Engine, SparkEngine, engine_for
 from ecoval_ops.lakehouse.source import Rows
-from ecoval_ops.pipeline.engines import DeltaRsEngine, Engine, SparkEngine, engine_for
 from ecoval_ops.pipeline.pinned import PinnedRun
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.run import RunSummary, run_valuation

@@ -19,13 +19,22 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    import pandas as pd
-
+    from ecoval_ops.lakehouse.summary import ValueSummary
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["MIN_ALERT_ROWS", "SUSPECT_MARGIN", "AlertRule", "Night", "alert_reason", "alert_rules", "night_figures"]
+__all__ = [
+    "MIN_ALERT_ROWS",
+    "SUSPECT_MARGIN",
+    "AlertRule",
+    "Night",
+    "alert_reason",
+    "alert_rules",
+    "cluster_drift",
+    "night_figures",
+]
 
 SUSPECT_MARGIN = 0.05
 """The default suspect-share alert is at least this far above the model's in-sample share."""
@@ -56,27 +65,33 @@ class Night:
         return {f"night_{k}": float(v) for k, v in asdict(self).items()}
 
 
-def night_figures(values: pd.DataFrame, new_keys: Any, ev: EcoVal, *, key: str) -> Night:
-    """The figures of the rows of ``values`` whose key is in ``new_keys``.
+def cluster_drift(counts: NDArray[np.int64], model_share: NDArray[np.float64]) -> float:
+    """``1/2 sum_c |share_new(c) - share_model(c)|``: total variation of rows per cluster against the model's shares."""
+    total = int(np.sum(counts))
+    if total == 0:
+        return 0.0
+    return float(0.5 * np.abs(np.asarray(counts, dtype=np.float64) / total - model_share).sum())
+
+
+def night_figures(summary: ValueSummary, ev: EcoVal) -> Night:
+    """The figures of the run's new rows (no run had valued them before; ``ecoval_new``).
 
     Args:
-        values: the run's value columns with ``key``.
-        new_keys: keys no run had valued before this one.
+        summary: the run's value columns, summarised by the engine.
         ev: the valuation model the values come from.
-        key: the key column.
     """
-    new = values[values[key].isin(np.asarray(new_keys))]
-    p = ev.n_clusters_
-    model_share = ev.state_.sizes / ev.state_.sizes.sum()
+    new = summary.new_rows()
     model_suspect = float(ev.result_.suspect.mean())
-    if new.empty:
+    rows = int(new["rows"].sum())
+    if not rows:
         return Night(0, 0.0, 0.0, 0.0, model_suspect)
-    shares = np.bincount(new["ecoval_cluster"].to_numpy(dtype=np.int64), minlength=p)[:p] / len(new)
+    counts = np.zeros(ev.n_clusters_, dtype=np.int64)
+    counts[new.index.to_numpy(dtype=np.int64)] = new["rows"].to_numpy()
     return Night(
-        rows=len(new),
-        suspect_share=float(new["ecoval_suspect"].astype(bool).mean()),
-        mean_percentile=float(new["ecoval_percentile"].mean()),
-        cluster_drift=float(0.5 * np.abs(shares - model_share).sum()),
+        rows=rows,
+        suspect_share=float(new["suspects"].sum()) / rows,
+        mean_percentile=float(new["percentile_sum"].sum()) / rows,
+        cluster_drift=cluster_drift(counts, ev.training_shares()),
         model_suspect_share=model_suspect,
     )
 

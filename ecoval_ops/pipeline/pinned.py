@@ -137,6 +137,23 @@ class PinnedRun:
             seed=cfg.seed,
         )
 
+    @cached_property
+    def validation_source(self) -> RowSource | None:
+        """Where the validation table's rows lie, as the engines read them; None without one."""
+        cfg = self.config
+        if cfg.validation_table is None or self.validation_version is None:
+            return None
+        return RowSource(
+            columns=self.columns,
+            table=cfg.validation_table,
+            version=self.validation_version,
+            embeddings=self.embeddings_table(validation=True),
+            values_table=None,
+            values_version=None,
+            validation_fraction=None,
+            seed=cfg.seed,
+        )
+
     def validation_rows(self) -> Rows | None:
         """The pinned version of the validation table; None when rows of the source are held out."""
         if self.config.validation_table is None:

@@ -9,9 +9,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.pipeline.monitoring import cluster_drift
 
 if TYPE_CHECKING:
     from ecoval_ops.valuation import EcoVal
+    from ecoval_ops.valuation.clustering import ClusterAssigner
 
 __all__ = ["DRIFT_LIMIT", "DRIFT_MIN_ROWS_PER_CLUSTER", "REFIT_SHARE", "Mode", "RefitPolicy", "decide_mode"]
 
@@ -33,7 +35,7 @@ def decide_mode(
     n_new: int,
     table_rows: int,
     current: EcoVal | None,
-    new_embeddings: Callable[[], NDArray[np.float64]],
+    new_cluster_counts: Callable[[ClusterAssigner], NDArray[np.int64]],
 ) -> Mode:
     """Refit or value new rows incrementally (``--refit auto|always|never``).
 
@@ -42,8 +44,9 @@ def decide_mode(
         n_new: rows no run has valued yet.
         table_rows: rows of the whole version.
         current: the registered valuation model, if any.
-        new_embeddings: reads the new rows' embeddings, called only for the drift test (a
-            first or a large night reads no embedding here).
+        new_cluster_counts: counts the new rows per cluster of the model's assigner (the
+            engine, where the rows lie), called only for the drift test (a first or a large
+            night reads no embedding here).
 
     ``auto`` refits when there is no registered model, when new rows exceed
     :data:`REFIT_SHARE` of the valued rows, or when their cluster shares drift by more than
@@ -63,10 +66,7 @@ def decide_mode(
         return "incremental"
     if current is None or n_new > REFIT_SHARE * max(1, table_rows - n_new):
         return "refit"
-    p = current.n_clusters_
-    if n_new < DRIFT_MIN_ROWS_PER_CLUSTER * p:
+    if n_new < DRIFT_MIN_ROWS_PER_CLUSTER * current.n_clusters_:
         return "incremental"
-    assigned = current.cluster_model_.assign(current.feature_space_.cluster_space(new_embeddings()))
-    new_share = np.bincount(assigned, minlength=p) / assigned.size
-    train_share = current.state_.sizes / current.state_.sizes.sum()
-    return "refit" if 0.5 * np.abs(new_share - train_share).sum() > DRIFT_LIMIT else "incremental"
+    drift = cluster_drift(new_cluster_counts(current.assigner()), current.training_shares())
+    return "refit" if drift > DRIFT_LIMIT else "incremental"

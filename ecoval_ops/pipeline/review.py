@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from ecoval_ops.lakehouse.summary import ValueSummary
     from ecoval_ops.pipeline.pinned import PinnedRun
     from ecoval_ops.tracking import ValuationTracker
     from ecoval_ops.tracking.review import Diagnostics
@@ -79,7 +80,7 @@ def saved_curve(path: Path) -> RemovalCurve | None:
 def log_review(
     tracker: ValuationTracker,
     run_id: str,
-    values: Any,
+    summary: ValueSummary,
     ev: EcoVal,
     curve: RemovalCurve | None,
     diagnostics: Diagnostics,
@@ -98,18 +99,19 @@ def log_review(
     quarantine preview's plot and table.
     """
     from ecoval_ops.lakehouse.source import rows_of
-    from ecoval_ops.tracking.review import figure_png, top_bottom_rows, trend_plot, write_review
+    from ecoval_ops.tracking.review import figure_png, trend_plot, write_review
 
     source = None
     if columns:
-        keys = top_bottom_rows(values, key)[key].to_numpy()
-        source = rows_of(table, version, key, columns, keys).to_pandas()
+        source = rows_of(table, version, key, columns, summary.top_bottom[key].to_numpy()).to_pandas()
     members = (ev.state_.Z, ev.values_, ev.result_.suspect)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "review"
         write_review(
             folder,
-            values,
+            histogram=summary.coarse_histogram(),
+            clusters=summary.clusters(),
+            top_bottom=summary.top_bottom,
             key=key,
             members=members,
             curve=curve,
@@ -124,21 +126,21 @@ def log_review(
         tracker.log_artifacts(run_id, folder, "review")
 
 
-def run_figures(values: Any, ev: EcoVal, diagnostics: Diagnostics, *, refit: bool) -> dict[str, Any]:
+def run_figures(summary: ValueSummary, ev: EcoVal, diagnostics: Diagnostics, *, refit: bool) -> dict[str, Any]:
     """The figures of a run: rows by mode, suspect share, trainings, production-function metrics, reference size.
 
     Args:
-        values: the run's value columns (a pandas frame).
+        summary: the run's value columns, summarised by the engine.
         ev: the run's valuation model.
         diagnostics: its production-function diagnostics.
         refit: whether the run trained (an incremental run ran no training).
     """
-    modes = values["ecoval_mode"]
+    modes = summary.by_mode
     return {
-        "rows_valued": len(values),
-        "rows_in_sample": int((modes == "in_sample").sum()),
-        "rows_out_of_sample": int((modes == "out_of_sample").sum()),
-        "suspect_share": float(values["ecoval_suspect"].mean()) if len(values) else 0.0,
+        "rows_valued": summary.rows,
+        "rows_in_sample": modes.get("in_sample", 0),
+        "rows_out_of_sample": modes.get("out_of_sample", 0),
+        "suspect_share": summary.suspects / summary.rows,
         "n_trainings": int(ev.n_trainings_) if refit else 0,
         "metrics": {
             "U_B": diagnostics.utility_full,
@@ -175,7 +177,7 @@ def summary_line(mode: str, figures: Mapping[str, Any]) -> str:
 def publish(
     run: PinnedRun,
     run_id: str,
-    values: Any,
+    summary: ValueSummary,
     ev: EcoVal,
     *,
     curve: RemovalCurve | None,
@@ -193,21 +195,18 @@ def publish(
         :class:`~ecoval_ops.pipeline.monitoring.AlertRule` dicts) and the quarantine preview of
         the run's rows (``preview``, :class:`~ecoval_ops.valuation.quarantine.Cut` dicts).
     """
-    from ecoval_ops.lakehouse.source import unvalued_keys
     from ecoval_ops.pipeline.monitoring import alert_reason, alert_rules, night_figures
-    from ecoval_ops.tracking.preview import values_preview
     from ecoval_ops.tracking.review import Diagnostics
 
     cfg, tracker = run.config, run.tracker
     diagnostics = Diagnostics.of(ev)
-    figures = run_figures(values, ev, diagnostics, refit=refit)
-    new_keys = unvalued_keys(cfg.table, run.table_version, cfg.key, valued=run.valued)
-    night = night_figures(values, new_keys, ev, key=cfg.key)
+    figures = run_figures(summary, ev, diagnostics, refit=refit)
+    night = night_figures(summary, ev)
     rules = alert_rules(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
     alert = alert_reason(rules)
     figures["night"], figures["alert"] = night.metrics(), alert
     figures["alert_rules"] = [r.to_dict() for r in rules]
-    preview = values_preview(values, curve)
+    preview = summary.preview(curve)
     figures["preview"] = [c.to_dict() for c in preview]
     tracker.log_metrics(
         run_id,
@@ -228,7 +227,7 @@ def publish(
     log_review(
         tracker,
         run_id,
-        values,
+        summary,
         ev,
         curve,
         diagnostics,

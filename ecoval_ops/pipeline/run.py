@@ -1,7 +1,7 @@
 """One valuation run over a Delta table (architecture.md, "Data flow of one nightly run").
 
 detect -> embed -> decide -> [cluster -> shards -> fit] -> propagate -> write (one MERGE) ->
-report, with either engine of :mod:`ecoval_ops.pipeline.engines`. The steps live in
+report, with either engine of :mod:`ecoval_ops.engines`. The steps live in
 :mod:`ecoval_ops.pipeline.steps`; the Airflow DAG calls the same functions task by task.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecoval_ops.config import RunConfig
+from ecoval_ops.engines import Engine, engine_for
 from ecoval_ops.pipeline import steps
-from ecoval_ops.pipeline.engines import Engine, engine_for
 from ecoval_ops.pipeline.refit import Mode
 from ecoval_ops.progress import Progress
 
@@ -83,12 +83,12 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
     bars = progress or Progress(enabled=False)
     stages = _Stages()
     with stages("embed"), bars.stage("embedding", 1) as advance:
-        run = steps.detect(cfg).run
+        run = steps.detect(cfg, engine).run
         version = run.table_version
         steps.embed(run, engine)
         advance(1)
     with stages("decide"):
-        ref = steps.decide(run)
+        ref = steps.decide(run, engine)
     if ref.mode == "noop":
         return RunSummary("noop", None, 0, 0, 0, 0.0, ref.model_version, version, None, 0)
     try:
@@ -111,6 +111,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
             advance(1)
         figures = steps.report(
             ref,
+            engine,
             written,
             {
                 **{f"seconds_{k}": v for k, v in stages.seconds.items()},

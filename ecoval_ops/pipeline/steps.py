@@ -19,24 +19,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from ecoval_ops.config import RunConfig
+from ecoval_ops.engines import Engine
 from ecoval_ops.exceptions import EcovalError, InvalidInputError, StateFormatError
 from ecoval_ops.keys import read_keys, write_keys
 from ecoval_ops.lakehouse import open_table
-from ecoval_ops.lakehouse.source import (
-    check_seen_labels,
-    check_source,
-    label_classes,
-    require_columns,
-    unvalued_keys,
-)
-from ecoval_ops.lakehouse.split import holdout_mask
-from ecoval_ops.pipeline.engines import Engine
+from ecoval_ops.lakehouse.source import check_seen_labels, label_classes, require_columns
 from ecoval_ops.pipeline.lineage import table_input
 from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
@@ -44,6 +36,10 @@ from ecoval_ops.pipeline.refs import Detection, RunRef
 from ecoval_ops.pipeline.review import REMOVAL_FILE, publish, removal_curve, saved_curve
 from ecoval_ops.process import fault_point, owner_gone, process_owner
 from ecoval_ops.tracking.runs import OWNER_TAG
+from ecoval_ops.valuation.reference import HOLDOUT_SCHEME
+
+if TYPE_CHECKING:
+    from ecoval_ops.valuation import EcoVal
 
 __all__ = [
     "Detection",
@@ -63,12 +59,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+HOLDOUT_TAG = "holdout"
+"""The lineage entry (model version tag ``ecoval.holdout``) naming the hold-out split a model was fitted on."""
+
 MEMBER_KEYS = "member_keys.parquet"
 """The keys of the plan's reference rows (the state's members), saved beside the plan with their Arrow type."""
 
 
-def detect(cfg: RunConfig) -> Detection:
+def detect(cfg: RunConfig, engine: Engine) -> Detection:
     """Pin the run: its configuration, the source (and validation) version; check and count rows.
+
+    The engine runs the checks and counts where the rows lie; only counts come back.
 
     Raises:
         InvalidInputError: not a Delta table, missing columns, an empty table, null keys or
@@ -76,32 +77,33 @@ def detect(cfg: RunConfig) -> Detection:
     """
     version = int(open_table(cfg.table).version())
     columns = source_columns(cfg)
+    where = f"{cfg.table}@v{version}"
     if cfg.review_columns:
         require_columns(cfg.table, version, cfg.review_columns)
-    data = check_source(columns, cfg.table, version)
-    classes = label_classes(data, cfg.label, f"{cfg.table}@v{version}")
+    fraction = cfg.validation_fraction if cfg.validation_table is None else None
+    check = engine.check_source(columns, cfg.table, version, fraction=fraction)
+    classes = label_classes(check, cfg.label, where)
     val_version = None
     if cfg.validation_table is None:
-        held_out = int(holdout_mask(data.column(cfg.key).to_pylist(), cfg.validation_fraction).sum())
-        if held_out in (0, data.num_rows):
+        if check.held_out in (0, check.rows):
             raise InvalidInputError(
-                f"validation fraction {cfg.validation_fraction} of the {data.num_rows} rows of {cfg.table}@v{version} "
-                f"holds out {held_out} rows; give --validation-table or another --validation-fraction"
+                f"validation fraction {cfg.validation_fraction} of the {check.rows} rows of {where} "
+                f"holds out {check.held_out} rows; give --validation-table or another --validation-fraction"
             )
     else:
         val_version = int(open_table(cfg.validation_table).version())
         check_seen_labels(
-            check_source(columns, cfg.validation_table, val_version).column(cfg.label),
+            engine.check_source(columns, cfg.validation_table, val_version, fraction=None),
+            cfg.label,
             classes,
             f"validation table {cfg.validation_table}@v{val_version}",
-            f"{cfg.table}@v{version}",
+            where,
         )
     values_version = None
     if cfg.values_table is not None and (cfg.values_table / "_delta_log").exists():
         values_version = int(open_table(cfg.values_table).version())
     run = PinnedRun.pin(cfg, version, val_version, values_version)
-    new_rows = len(unvalued_keys(cfg.table, version, cfg.key, valued=run.valued, data=data))
-    return Detection(run, data.num_rows, new_rows)
+    return Detection(run, check.rows, engine.new_rows(run).rows)
 
 
 def embed(run: PinnedRun, engine: Engine) -> int:
@@ -122,14 +124,36 @@ def embed(run: PinnedRun, engine: Engine) -> int:
     return count
 
 
-def _digest(keys: NDArray[np.generic]) -> str:
-    """A short content digest of the new rows' keys, for MLflow's dataset."""
-    import hashlib
+def _current_model(run: PinnedRun) -> tuple[EcoVal, str] | None:
+    """The registered model (alias ``current``) and its version; None when the run must refit.
 
-    return hashlib.sha256(np.ascontiguousarray(np.asarray(keys).astype(str)).tobytes()).hexdigest()[:16]
+    A model registered by an older method (another state format), or fitted on another hold-out
+    split than :data:`~ecoval_ops.valuation.reference.HOLDOUT_SCHEME`, cannot value new rows
+    consistently: ``refit=never`` refuses it, every other policy refits with a warning.
+
+    Raises:
+        StateFormatError: such a model under ``refit=never``.
+    """
+    cfg, tracker = run.config, run.tracker
+    name = cfg.registered_model_name
+    try:
+        current = tracker.load_current(name)
+        if current is not None and cfg.validation_table is None:
+            split = tracker.version_tag(name, current[1], HOLDOUT_TAG)
+            if split != HOLDOUT_SCHEME:
+                raise StateFormatError(
+                    f"version {current[1]} was fitted on the hold-out split {split or 'blake2b'}; "
+                    f"this version holds out by {HOLDOUT_SCHEME}"
+                )
+    except StateFormatError as e:
+        if cfg.refit == "never":
+            raise StateFormatError(f"the current model of {name}: {e}; run with --refit auto") from e
+        log.warning("the current model of %s cannot value new rows (%s): refitting", name, e)
+        return None
+    return current
 
 
-def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
+def decide(run: PinnedRun, engine: Engine, *, run_key: str | None = None) -> RunRef:
     """Choose the mode; for refit and incremental runs open the parent MLflow run.
 
     An incremental run saves the registered model (alias ``current``) to its workspace, so
@@ -139,24 +163,16 @@ def decide(run: PinnedRun, *, run_key: str | None = None) -> RunRef:
     and their workspace removed.
     """
     cfg, version = run.config, run.table_version
-    new = unvalued_keys(cfg.table, version, cfg.key, valued=run.valued)
+    new = engine.new_rows(run)
     tracker = run.tracker
     tracker.check_reachable()
     for stale in tracker.close_stale(str(cfg.table), owner_gone):
         log.warning("closed MLflow run %s of %s as KILLED: the process that opened it is gone", stale, cfg.table)
         run.workspace.remove_run(stale)
-    try:
-        current = tracker.load_current(cfg.registered_model_name)
-    except StateFormatError as e:
-        # A model registered by an older method cannot value new rows consistently: refit.
-        name = cfg.registered_model_name
-        if cfg.refit == "never":
-            raise StateFormatError(f"the current model of {name}: {e}; run with --refit auto") from e
-        log.warning("the current model of %s cannot be read (%s): refitting", name, e)
-        current = None
-    source = table_input(cfg.table, version, "valuation", _digest(new))
+    current = _current_model(run)
+    source = table_input(cfg.table, version, "valuation", new.digest)
     mode = decide_mode(
-        cfg.refit, len(new), source.rows, current[0] if current else None, lambda: run.rows(only_new=True).X
+        cfg.refit, new.rows, source.rows, current[0] if current else None, lambda a: engine.new_cluster_counts(run, a)
     )
     if mode == "noop":
         return RunRef(run, "noop", None, current[1] if current else None)
@@ -277,7 +293,12 @@ def fit_model(ref: RunRef, engine: Engine) -> RunRef:
             "is_vector": cfg.embedding_col is not None,
             "label": cfg.label,
         },
-        lineage={"table": str(cfg.table), "table_version": str(ref.table_version), "run_id": run_id},
+        lineage={
+            "table": str(cfg.table),
+            "table_version": str(ref.table_version),
+            "run_id": run_id,
+            **({HOLDOUT_TAG: HOLDOUT_SCHEME} if cfg.validation_table is None else {}),
+        },
         config=cfg.loggable(),
         member_keys=member_keys,
     )
@@ -332,10 +353,11 @@ def write(ref: RunRef, engine: Engine) -> int | None:
     return written
 
 
-def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = None) -> dict[str, Any]:
+def report(ref: RunRef, engine: Engine, written: int | None, extra: dict[str, float] | None = None) -> dict[str, Any]:
     """Log the run's metrics, tags and review artifacts, close the parent run FINISHED, drop its workspace.
 
-    The review artifacts (:mod:`ecoval_ops.tracking.review`) go under ``review/`` of the parent
+    The engine summarises the run's values where they lie (:mod:`ecoval_ops.lakehouse.summary`);
+    the review artifacts (:mod:`ecoval_ops.tracking.review`) go under ``review/`` of the parent
     run; a clipped Gamma sets the tag ``ecoval.warning``.
 
     The night's figures of :mod:`.monitoring` are logged as ``night_*`` metrics; an alert sets
@@ -345,8 +367,7 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
         The figures of the run (rows by mode, suspect share, production-function metrics, the
         night's figures and its alert, None when there is none).
     """
-    import pyarrow.dataset as ds
-
+    from ecoval_ops.tracking.review import TOP_ROWS
     from ecoval_ops.valuation import EcoVal
 
     run_id, run = ref.started(), ref.run
@@ -354,11 +375,13 @@ def report(ref: RunRef, written: int | None, extra: dict[str, float] | None = No
     if values_table is not None:
         committed = int(open_table(values_table).version()) if written is None else written
         run.tracker.log_tables(run_id, [table_input(values_table, committed, "values")])
-    values = ds.dataset(ws.values(run_id), format="parquet").to_table().to_pandas()
+    summary = engine.summarise(run, ws.values(run_id), top=TOP_ROWS)
+    if summary is None:
+        raise EcovalError(f"run {run_id} valued no row; propagate must run first")
     figures = publish(
         run,
         run_id,
-        values,
+        summary,
         EcoVal.load(ws.model(run_id)),
         curve=saved_curve(ws.model(run_id) / REMOVAL_FILE) if ref.mode == "refit" else None,
         refit=ref.mode == "refit",

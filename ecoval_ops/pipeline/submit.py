@@ -33,14 +33,16 @@ Job = Literal["embed", "cluster", "propagate"]
 
 def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     from ecoval_ops.config import load_config
+    from ecoval_ops.engines import engine_for
     from ecoval_ops.pipeline import steps
-    from ecoval_ops.pipeline.engines import engine_for
 
     if job == "embed":
         if args.config is None or args.ref is not None:
             raise EcovalError("the embed job takes --config (the run's settings) and no --ref")
-        detected = steps.detect(load_config(args.config, engine="spark"))
-        rows = steps.embed(detected.run, engine_for(detected.run.config))
+        cfg = load_config(args.config, engine="spark")
+        engine = engine_for(cfg)
+        detected = steps.detect(cfg, engine)
+        rows = steps.embed(detected.run, engine)
         return {"detection": detected.to_dict(), "rows_embedded": rows}
     if args.ref is None or args.config is not None:
         raise EcovalError(

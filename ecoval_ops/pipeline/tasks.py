@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from ecoval_ops.config import RunConfig, load_config, resolve_settings, settings
+from ecoval_ops.engines import engine_for
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.pipeline import steps
 from ecoval_ops.pipeline.catalog import TABLES_ENV
-from ecoval_ops.pipeline.engines import engine_for
 
 __all__ = [
     "branch",
@@ -141,7 +141,7 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
         raise InvalidInputError(
             f"this DAG values {table}; the run asked for {cfg.table}, which belongs to another DAG of the tables file"
         )
-    found = steps.detect(cfg)
+    found = steps.detect(cfg, engine_for(cfg))
     log.info(
         "source version %d: %d rows, %d not valued yet; settings pinned: %s",
         found.run.table_version,
@@ -167,7 +167,8 @@ def decide(detected: Mapping[str, Any], dag_run_id: str) -> dict[str, Any]:
 
     A retry of the same DAG run reuses the parent run it opened before.
     """
-    ref = steps.decide(steps.Detection.from_dict(dict(detected)).run, run_key=dag_run_id)
+    run = steps.Detection.from_dict(dict(detected)).run
+    ref = steps.decide(run, engine_for(run.config), run_key=dag_run_id)
     log.info("mode %s, MLflow run %s", ref.mode, ref.run_id)
     return ref.to_dict()
 
@@ -232,7 +233,8 @@ def write(ref: Mapping[str, Any]) -> int | None:
 @_no_retry_on_bad_input
 def report(ref: Mapping[str, Any], written: int | None) -> dict[str, Any]:
     """Log the run's figures and close the parent run."""
-    figures = steps.report(_ref(ref), written)
+    pinned = _ref(ref)
+    figures = steps.report(pinned, engine_for(pinned.run.config), written)
     log.info("run figures: %s", figures)
     return figures
 

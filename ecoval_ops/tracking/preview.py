@@ -9,21 +9,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ecoval_ops.valuation.quarantine import Cut
-    from ecoval_ops.valuation.removal import RemovalCurve
 
-__all__ = ["preview_frame", "preview_plot", "values_preview"]
-
-
-def values_preview(values: pd.DataFrame, curve: RemovalCurve | None) -> list[Cut]:
-    """The preview of the rows of ``values`` (value columns: ``ecoval_value``, ``_intrinsic``, ``_suspect``)."""
-    from ecoval_ops.valuation.quarantine import preview
-
-    return preview(
-        values["ecoval_value"].to_numpy(dtype=float),
-        values["ecoval_intrinsic"].to_numpy(dtype=float),
-        values["ecoval_suspect"].to_numpy(dtype=bool),
-        curve,
-    )
+__all__ = ["preview_frame", "preview_plot"]
 
 
 def preview_frame(cuts: list[Cut]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,6 @@ __all__ = [
     "TOP_ROWS",
     "Diagnostics",
     "cluster_map",
-    "cluster_table",
     "figure_png",
     "html_page",
     "new_figure",
@@ -57,13 +57,11 @@ def new_figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Any]:
     return fig, fig.add_subplot()
 
 
-def value_histogram(values: pd.DataFrame) -> Figure:
-    """Histogram of ``ecoval_value``, one series per ``ecoval_mode`` (in / out of sample)."""
+def value_histogram(edges: NDArray[np.float64], counts: Mapping[str, NDArray[np.int64]]) -> Figure:
+    """Histogram of ``ecoval_value``: the rows of each ``ecoval_mode`` (in / out of sample) in the bins of ``edges``."""
     fig, ax = new_figure()
-    v = values["ecoval_value"].to_numpy(dtype=np.float64)
-    bins = np.linspace(np.quantile(v, 0.005), np.quantile(v, 0.995), 50) if v.size > 1 else 10
-    for mode, group in values.groupby("ecoval_mode"):
-        ax.hist(group["ecoval_value"], bins=bins, alpha=0.6, label=f"{mode} ({len(group)} rows)")
+    for mode, rows in sorted(counts.items()):
+        ax.stairs(rows, edges, fill=True, alpha=0.6, label=f"{mode} ({int(rows.sum())} rows)")
     ax.axvline(0.0, color="black", lw=0.8, ls=":")
     ax.set_xlabel("ecoval_value")
     ax.set_ylabel("rows")
@@ -115,39 +113,15 @@ def removal_plot(curve: RemovalCurve) -> Figure:
     return fig
 
 
-def cluster_table(values: pd.DataFrame) -> pd.DataFrame:
-    """Per cluster: rows, rows by mode, cluster value phi_c, mean row value, suspect share."""
-    grouped = values.groupby("ecoval_cluster")
-    table = grouped.agg(
-        rows=("ecoval_value", "size"),
-        phi=("ecoval_cluster_value", "first"),
-        mean_value=("ecoval_value", "mean"),
-        suspect_share=("ecoval_suspect", "mean"),
-    )
-    by_mode = values.pivot_table(index="ecoval_cluster", columns="ecoval_mode", values="ecoval_value", aggfunc="size")
-    table = table.join(by_mode.fillna(0).astype(int).add_prefix("rows_"))
-    return table.sort_values("phi", ascending=False).rename_axis("cluster").reset_index()
-
-
-def top_bottom_rows(
-    values: pd.DataFrame, key: str, n: int = TOP_ROWS, source: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """The ``n`` highest- and ``n`` lowest-valued rows, by key.
+def top_bottom_rows(rows: pd.DataFrame, key: str, source: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The highest- and lowest-valued rows, by key, with the source columns a run setting asked for.
 
     Args:
-        values: the run's value columns with ``key``.
+        rows: the top and bottom rows (``end`` says which), as the engine's summary found them.
         key: the key column.
-        n: rows at each end.
-        source: ``key`` and the source columns a run setting asked to show beside them
-            (``review_columns``); None shows no feature.
+        source: ``key`` and the source columns to show beside them (``review_columns``); None
+            shows no feature.
     """
-    import pandas as pd
-
-    columns = [key, "ecoval_value", "ecoval_percentile", "ecoval_cluster", "ecoval_suspect", "ecoval_mode"]
-    ranked = values.sort_values("ecoval_value", ascending=False, kind="stable")[columns]
-    top = ranked.head(n).assign(end="top")
-    bottom = ranked.tail(n).iloc[::-1].assign(end="bottom")
-    rows = pd.concat([top, bottom], ignore_index=True)
     return rows if source is None else rows.merge(source, on=key, how="left")
 
 
@@ -262,8 +236,10 @@ def figure_png(fig: Figure) -> bytes:
 
 def write_review(
     folder: Path,
-    values: pd.DataFrame,
     *,
+    histogram: tuple[NDArray[np.float64], Mapping[str, NDArray[np.int64]]],
+    clusters: pd.DataFrame,
+    top_bottom: pd.DataFrame,
     key: str,
     members: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]] | None,
     curve: RemovalCurve | None,
@@ -276,7 +252,9 @@ def write_review(
 
     Args:
         folder: where the files go (created).
-        values: the run's value columns and ``key``, one row per valued row.
+        histogram: bin edges and each mode's rows in them (:func:`value_histogram`).
+        clusters: the per-cluster table (rows, rows by mode, phi, mean value, suspect share).
+        top_bottom: the highest- and lowest-valued rows (:func:`top_bottom_rows`).
         key: the row-key column.
         members: the model's training rows: embeddings in the cluster space, values, suspects.
         curve: the point-removal curve on the validation split (a refit's), or None.
@@ -290,7 +268,7 @@ def write_review(
         and bottom rows (CSV), the diagnostics (JSON and HTML).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    figures = {"value_histogram.png": value_histogram(values)}
+    figures = {"value_histogram.png": value_histogram(*histogram)}
     if members is not None:
         figures["cluster_map.png"] = cluster_map(*members, seed=seed)
     if curve is not None:
@@ -303,13 +281,12 @@ def write_review(
         table = preview_frame(preview)
         table.to_csv(folder / "quarantine_preview.csv", index=False)
         (folder / "quarantine_preview.html").write_text(table.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
-    clusters = cluster_table(values)
     figures["cluster_values.png"] = _cluster_bars(clusters)
     for name, fig in figures.items():
         (folder / name).write_bytes(figure_png(fig))
     clusters.to_csv(folder / "clusters.csv", index=False)
     (folder / "clusters.html").write_text(clusters.to_html(index=False, float_format=lambda x: f"{x:.4g}"))
-    top_bottom_rows(values, key, source=source).to_csv(folder / "top_bottom_rows.csv", index=False)
+    top_bottom_rows(top_bottom, key, source).to_csv(folder / "top_bottom_rows.csv", index=False)
     (folder / "diagnostics.json").write_text(json.dumps(diagnostics.to_dict(), indent=2))
     (folder / "diagnostics.html").write_text(diagnostics.to_html())
     return sorted(folder.iterdir())

@@ -397,7 +397,8 @@ class ValuationTracker:
         model, so a row's value can be explained by the rows it was compared with.
 
         The registered model and the version carry a description: the fit's figures, the table
-        and version it was fitted on, and the run's configuration. Registering again for the
+        and version it was fitted on, and the run's configuration; each ``lineage`` entry is
+        also a version tag ``ecoval.<name>`` (:meth:`version_tag`). Registering again for the
         same run returns the version registered before.
 
         Returns:
@@ -442,6 +443,8 @@ class ValuationTracker:
                 created = client.create_model_version(model_name, source, run_id=run_id, model_id=info.model_id)
         version = str(created.version)
         client.update_model_version(model_name, version, description=model_description(ecoval, lineage, config))
+        for name, value in lineage.items():
+            client.set_model_version_tag(model_name, version, f"ecoval.{name}", value)
         client.update_registered_model(
             model_name,
             description=f"EcoVal valuation model of {lineage.get('table', '?')}: each refit registers a new version; "
@@ -450,6 +453,11 @@ class ValuationTracker:
         with _store_lock(self.tracking_uri):
             client.set_registered_model_alias(model_name, CURRENT_ALIAS, version)
         return version
+
+    def version_tag(self, model_name: str, version: str, name: str) -> str | None:
+        """The lineage entry ``name`` (tag ``ecoval.<name>``) of a registered version; None without it."""
+        tag = self._client().get_model_version(model_name, version).tags.get(f"ecoval.{name}")
+        return None if tag is None else str(tag)
 
     def registered_version(self, model_name: str, run_id: str) -> str | None:
         """The newest version of ``model_name`` registered from run ``run_id``, or None."""

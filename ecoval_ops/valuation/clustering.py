@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from ecoval_ops.exceptions import EcovalWarning, InvalidInputError
 
 __all__ = [
+    "ClusterAssigner",
     "ClusterModel",
     "FeatureSpace",
     "KMeansClusterer",
@@ -160,6 +161,21 @@ class ClusterModel:
     def assign(self, Z: NDArray[np.float64]) -> NDArray[np.int64]:
         """``(m,)`` cluster ids ``argmax_c r_c(z)``."""
         return np.asarray(np.argmax(self.log_responsibility(Z), axis=1), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ClusterAssigner:
+    """Assigns rows to the clusters of a fitted state: its feature space and cluster model, O(p d).
+
+    Small enough to ship to every Spark task, so the engines assign rows where they lie.
+    """
+
+    space: FeatureSpace
+    model: ClusterModel
+
+    def __call__(self, X: NDArray[np.float64]) -> NDArray[np.int64]:
+        """``(n,)`` cluster of each row of ``(n, d)`` embeddings (by responsibility)."""
+        return self.model.assign(self.space.cluster_space(X))
 
 
 def n_trainings(p: int, *, pairwise: bool, seeds: int = 1) -> int:

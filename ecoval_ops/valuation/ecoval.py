@@ -30,6 +30,7 @@ from ecoval_ops.exceptions import InvalidInputError, NotFittedError, StateFormat
 from ecoval_ops.valuation._inputs import check_features, check_labels, check_training_data, encode_labels
 from ecoval_ops.valuation._saved import fitted_arrays, fitted_from_arrays, read_saved, write_saved
 from ecoval_ops.valuation.clustering import (
+    ClusterAssigner,
     ClusterModel,
     FeatureSpace,
     KMeansClusterer,
@@ -43,12 +44,12 @@ from ecoval_ops.valuation.production import ClusterGame, SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState
 from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
 from ecoval_ops.valuation.reference import (
-    clustering_sample,
     member_index,
     quotas,
     reference_mask,
     seeded_draws,
     select_reference,
+    smallest_draws,
     stratum_counts,
 )
 from ecoval_ops.valuation.result import ValuationResult
@@ -235,7 +236,7 @@ class EcoVal:
         data = check_training_data(X_train, y_train, X_val, y_val)
         X, y = data.X_train, data.y_train
         u = self._draws(X.shape[0], draws)
-        sample = clustering_sample(u, self.max_reference_rows)
+        sample = smallest_draws(u, self.max_reference_rows)
         try:
             space, model = self.fit_clusters(X if sample.size == X.shape[0] else X[sample])
         except InvalidInputError as e:
@@ -524,6 +525,18 @@ class EcoVal:
             suggested_label=self.classes_[inputs.support],
             label_confidence=inputs.support_share,
         )
+
+    def assigner(self) -> ClusterAssigner:
+        """The rule that assigns rows to the fitted clusters (O(p d), shipped to where rows lie)."""
+        self._check_fitted()
+        return ClusterAssigner(self.feature_space_, self.cluster_model_)
+
+    def training_shares(self) -> NDArray[np.float64]:
+        """``(p,)`` each cluster's share of the training rows, ``n_c / n``."""
+        self._check_fitted()
+        sizes = np.asarray(self.state_.sizes, dtype=np.float64)
+        shares: NDArray[np.float64] = sizes / sizes.sum()
+        return shares
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted state to the folder ``path`` as ``state.npz`` and ``ecoval.json``.

@@ -13,6 +13,7 @@ against injected flips, per cut and protocol, is in ``BENCHMARKS.md`` ("Quaranti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from ecoval_ops.valuation.removal import RemovalCurve
 
-__all__ = ["NO_CUT", "PREVIEW_PERCENTS", "SUSPECT_CUT", "Cut", "preview", "wrong_label_chance"]
+__all__ = ["NO_CUT", "PREVIEW_PERCENTS", "SUSPECT_CUT", "Cut", "cuts", "preview", "wrong_label_chance"]
 
 PREVIEW_PERCENTS: tuple[int, ...] = (1, 2, 5, 10, 20, 30)
 """The value percentiles a preview cuts at (the lowest-valued ``percent`` of the rows)."""
@@ -81,7 +82,7 @@ def preview(
     curve: RemovalCurve | None = None,
     percents: tuple[int, ...] = PREVIEW_PERCENTS,
 ) -> list[Cut]:
-    """The baseline (:data:`NO_CUT`), the cuts at ``percents`` of the lowest values, then the suspect cut.
+    """The preview of rows held in memory: :func:`cuts` with the exact lowest-valued rows.
 
     Args:
         values: ``(n,)`` row values (``ecoval_value``); ties keep row order.
@@ -90,22 +91,38 @@ def preview(
         curve: the removal curve whose ``bottom`` gives each cut's validation accuracy.
         percents: the cuts, in percent of the rows. Default :data:`PREVIEW_PERCENTS`.
     """
-    n = values.size
     chance = wrong_label_chance(intrinsic)
-    order = np.argsort(values, kind="stable")
-    cuts = [Cut(NO_CUT, 0.0, 0, 0.0, curve.full if curve is not None else None)]
-    for percent in percents:
-        removed = order[: round(percent / 100 * n)]
-        accuracy = curve.without_lowest(percent / 100) if curve is not None else None
-        cuts.append(Cut(f"{percent}%", float(percent), removed.size, float(chance[removed].sum()), accuracy))
+    ranked = np.concatenate([[0.0], np.cumsum(chance[np.argsort(values, kind="stable")])])
     flagged = np.asarray(suspect, dtype=bool)
-    cuts.append(
-        Cut(
-            SUSPECT_CUT,
-            100.0 * flagged.mean() if n else 0.0,
-            int(flagged.sum()),
-            float(chance[flagged].sum()),
-            curve.without_suspects if curve is not None else None,
-        )
+    return cuts(
+        values.size, lambda k: float(ranked[k]), int(flagged.sum()), float(chance[flagged].sum()), curve, percents
     )
-    return cuts
+
+
+def cuts(
+    n: int,
+    lowest: Callable[[int], float],
+    suspects: int,
+    suspect_chance: float,
+    curve: RemovalCurve | None = None,
+    percents: tuple[int, ...] = PREVIEW_PERCENTS,
+) -> list[Cut]:
+    """The baseline (:data:`NO_CUT`), the cuts at ``percents`` of the lowest values, then the suspect cut.
+
+    Args:
+        n: rows valued.
+        lowest: the expected wrong labels among the ``k`` lowest-valued rows, given ``k``.
+        suspects: rows flagged ``ecoval_suspect``.
+        suspect_chance: the expected wrong labels among them.
+        curve: the removal curve whose ``bottom`` gives each cut's validation accuracy.
+        percents: the cuts, in percent of the rows. Default :data:`PREVIEW_PERCENTS`.
+    """
+    found = [Cut(NO_CUT, 0.0, 0, 0.0, curve.full if curve is not None else None)]
+    for percent in percents:
+        k = round(percent / 100 * n)
+        accuracy = curve.without_lowest(percent / 100) if curve is not None else None
+        found.append(Cut(f"{percent}%", float(percent), k, lowest(k), accuracy))
+    share = 100.0 * suspects / n if n else 0.0
+    accuracy = curve.without_suspects if curve is not None else None
+    found.append(Cut(SUSPECT_CUT, share, suspects, suspect_chance, accuracy))
+    return found

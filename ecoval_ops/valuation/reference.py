@@ -23,14 +23,18 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "ALL_ROWS",
+    "HOLDOUT_HASH_KEY",
+    "HOLDOUT_SCHEME",
     "MIN_MEMBERS",
-    "clustering_sample",
+    "holdout_mask",
     "key_draws",
+    "key_hash",
     "member_index",
     "quotas",
     "reference_mask",
     "seeded_draws",
     "select_reference",
+    "smallest_draws",
     "stratum_counts",
     "stratum_threshold",
 ]
@@ -42,17 +46,39 @@ MIN_MEMBERS = 2
 """Reference rows a cluster keeps at least (its rows permitting), so every member has a neighbour."""
 
 
-def key_draws(keys: ArrayLike, seed: int) -> NDArray[np.int64]:
-    """``u_i``: a 63-bit SipHash of each key's text, keyed by ``seed``.
+def key_hash(keys: ArrayLike, hash_key: str) -> NDArray[np.uint64]:
+    """A 64-bit SipHash of each key's text (``str``), keyed by ``hash_key`` (16 characters).
 
-    The key's text (``str``) is hashed, so an integer key draws the same in numpy, pandas and
-    Spark's Arrow batches.
+    The text is hashed, so an integer key hashes the same in numpy, pandas and Arrow batches on
+    either engine; the hash is vectorised (pandas' ``hash_array``), never a Python loop.
     """
     from pandas.util import hash_array
 
     text = np.asarray(keys).astype(str).astype(object)
-    hashed = hash_array(text, hash_key=f"{seed & 0xFFFFFFFFFFFFFFFF:016x}", categorize=False)
+    return np.asarray(hash_array(text, hash_key=hash_key, categorize=False), dtype=np.uint64)
+
+
+def key_draws(keys: ArrayLike, seed: int) -> NDArray[np.int64]:
+    """``u_i``: :func:`key_hash` keyed by ``seed``, shifted to 63 bits."""
+    hashed = key_hash(keys, f"{seed & 0xFFFFFFFFFFFFFFFF:016x}")
     return np.asarray(hashed >> np.uint64(1), dtype=np.int64)
+
+
+HOLDOUT_HASH_KEY = "ecoval-holdout-1"
+"""The hash key of the hold-out split: fixed, so a row's side of the split depends on its key alone."""
+
+HOLDOUT_SCHEME = f"siphash:{HOLDOUT_HASH_KEY}"
+"""The hold-out split's name, recorded with each registered model (a model fitted on another split refits)."""
+
+
+def holdout_mask(keys: ArrayLike, fraction: float) -> NDArray[np.bool_]:
+    """``True`` for the keys whose :func:`key_hash` falls in the lowest ``fraction`` of its range.
+
+    The choice depends on the key alone (not the seed), so a row stays in (or out of) the
+    validation split on every run, whatever else lands in the table.
+    """
+    hashed = key_hash(keys, HOLDOUT_HASH_KEY)
+    return np.asarray(hashed < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1)), dtype=bool)
 
 
 def seeded_draws(n: int, seed: int) -> NDArray[np.int64]:
@@ -60,7 +86,7 @@ def seeded_draws(n: int, seed: int) -> NDArray[np.int64]:
     return np.random.default_rng([seed, 5]).integers(0, ALL_ROWS, size=n, dtype=np.int64)
 
 
-def clustering_sample(draws: NDArray[np.int64], limit: int) -> NDArray[np.intp]:
+def smallest_draws(draws: NDArray[np.int64], limit: int) -> NDArray[np.intp]:
     """Sorted indices of the ``limit`` rows of smallest draw (every row when there are fewer)."""
     if draws.size <= limit:
         return np.arange(draws.size)

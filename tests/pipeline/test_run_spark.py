@@ -76,7 +76,7 @@ def test_spark_engine_reads_an_embedding_column(spark, tmp_path) -> None:
     path = tmp_path / "emb"
     write_deltalake(str(path), pa.table({"id": np.arange(200), "emb": [list(r) for r in X], "y": y}))
     cfg = run_config(path, tmp_path, engine="spark", embedding=True, clusters=3)
-    rows = read_rows(steps.detect(cfg).run.columns, cfg.table, embeddings=None)
+    rows = read_rows(steps.detect(cfg, SparkEngine(spark)).run.columns, cfg.table, embeddings=None)
     np.testing.assert_allclose(rows.X, X)
     assert run_valuation(cfg, SparkEngine(spark)).rows_valued == 200
 
@@ -103,11 +103,12 @@ def test_spark_embeds_images_with_torchvision_in_batches(spark, tmp_path) -> Non
         "clusters": 3,
         "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
-    run = steps.detect(load_config(None, engine="spark", **common)).run
+    run = steps.detect(load_config(None, engine="spark", **common), SparkEngine(spark)).run
     assert steps.embed(run, SparkEngine(spark)) == 120
     spark_rows = DeltaTable(str(run.embeddings_table())).to_pyarrow_table().sort_by("id")
     # The same embedder in-process (delta-rs engine) gives the same vectors.
-    twin = steps.detect(load_config(None, engine="delta-rs", staging_dir=str(tmp_path / "twin"), **common)).run
+    twin_cfg = load_config(None, engine="delta-rs", staging_dir=str(tmp_path / "twin"), **common)
+    twin = steps.detect(twin_cfg, DeltaRsEngine()).run
     steps.embed(twin, DeltaRsEngine())
     local_rows = DeltaTable(str(twin.embeddings_table())).to_pyarrow_table().sort_by("id")
     np.testing.assert_allclose(
@@ -160,8 +161,8 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
     # The settings travel pinned in the reference: a YAML edited after the embed job changes nothing.
     config.write_text(config.read_text().replace(f"clusters: '{cfg.clusters}'", "clusters: '5'"))
     assert "clusters: '5'" in config.read_text()
-    ref = steps.decide(detected.run)
     engine = SparkEngine(spark)
+    ref = steps.decide(detected.run, engine)
     assert main("cluster", ["--ref", json.dumps(ref.to_dict())]) == 0
     for index in range(cfg.shards):
         steps.train_shard(ref, index)
@@ -170,7 +171,7 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
     assert main("cluster", ["--config", str(config)]) == 2
     assert main("cluster", ["--config", str(config), "--ref", json.dumps(ref.to_dict())]) == 2
     assert steps.write(ref, engine) is not None
-    assert steps.report(ref, 1)["n_trainings"] == 2 + 4 + 6  # p = 4 as pinned, not the YAML's 5
+    assert steps.report(ref, engine, 1)["n_trainings"] == 2 + 4 + 6  # p = 4 as pinned, not the YAML's 5
     assert DeltaTable(str(cfg.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
     assert DeltaTable(str(cfg.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
 

@@ -15,8 +15,8 @@ from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 
 from ecoval_ops.config import load_config
-from ecoval_ops.lakehouse.split import holdout_mask
 from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation
+from ecoval_ops.valuation.reference import holdout_mask
 from tests.conftest import blobs
 from tests.stack.services import spark_standalone
 

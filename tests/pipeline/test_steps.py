@@ -24,13 +24,13 @@ def cfg(tmp_path):
 
 def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     engine = DeltaRsEngine()
-    run = steps.Detection.from_dict(steps.detect(cfg).to_dict()).run
+    run = steps.Detection.from_dict(steps.detect(cfg, engine).to_dict()).run
     assert run.config == cfg and run.table_version == 0
     assert steps.embed(run, engine) == 300
     assert steps.embed(run, engine) == 0
-    ref = steps.RunRef.from_dict(steps.decide(run, run_key="dag-run-1").to_dict())
+    ref = steps.RunRef.from_dict(steps.decide(run, engine, run_key="dag-run-1").to_dict())
     assert ref.mode == "refit" and ref.run_id is not None and ref.run == run
-    assert steps.decide(run, run_key="dag-run-1").run_id == ref.run_id
+    assert steps.decide(run, engine, run_key="dag-run-1").run_id == ref.run_id
     shards = steps.cluster(ref, engine)
     assert shards == [0, 1] and steps.cluster(ref, engine) == shards
     ws = Workspace.for_config(cfg)
@@ -44,7 +44,7 @@ def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     assert steps.propagate(fitted, engine) == 300 == steps.propagate(fitted, engine)
     written = steps.write(fitted, engine)
     assert written is not None and steps.write(fitted, engine) is None
-    figures = steps.report(fitted, written)
+    figures = steps.report(fitted, engine, written)
     assert figures["rows_valued"] == 300 and figures["n_trainings"] == (2 + 3 + 3) + 1
     assert not ws.run(ref.run_id).exists()
 
@@ -61,9 +61,9 @@ def test_fit_refuses_to_run_before_every_shard(cfg) -> None:
     from ecoval_ops.exceptions import EcovalError
 
     engine = DeltaRsEngine()
-    run = steps.detect(cfg).run
+    run = steps.detect(cfg, engine).run
     steps.embed(run, engine)
-    ref = steps.decide(run)
+    ref = steps.decide(run, engine)
     steps.cluster(ref, engine)
     steps.train_shard(ref, 1)
     with pytest.raises(EcovalError, match=r"shards \[0\] of run .* have not finished"):
@@ -74,7 +74,7 @@ def test_only_new_rows_are_embedded(cfg) -> None:
     run_valuation(cfg)
     write_deltalake(str(cfg.table), blob_rows(300, 340), mode="append", schema_mode="merge")
     engine = DeltaRsEngine()
-    run = steps.detect(cfg).run
+    run = steps.detect(cfg, engine).run
     assert steps.embed(run, engine) == 40
     target = run.embeddings_table()
     assert target is not None and DeltaTable(str(target)).to_pyarrow_table().num_rows == 340
@@ -143,7 +143,7 @@ def test_torchvision_embedder_values_images(tmp_path, weights, png, monkeypatch)
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 160
     assert len(hashed) == 1  # the weights file is hashed once per run, when detect pins it
-    target = steps.detect(cfg).run.embeddings_table()
+    target = steps.detect(cfg, DeltaRsEngine()).run.embeddings_table()
     assert target is not None
     embeddings = DeltaTable(str(target)).to_pyarrow_table()
     # mobilenet_v3_small without its last linear layer: the 1024-d penultimate features.
@@ -169,7 +169,7 @@ def test_new_rows_are_found_in_files_older_than_the_value_columns(cfg) -> None:
     # adding them), and a pushed-down `IS NULL` filter alone would find no new row there.
     ensure_value_columns(cfg.table, label=cfg.label)
     engine = DeltaRsEngine()
-    run = steps.detect(cfg).run
+    run = steps.detect(cfg, engine).run
     steps.embed(run, engine)
     rows = read_rows(run.columns, cfg.table, embeddings=run.embeddings_table(), only_new=True)
-    assert len(rows.keys) == rows.table_rows == 300 and not rows.valued.any()
+    assert len(rows.keys) == 300 and engine.new_rows(run).rows == 300

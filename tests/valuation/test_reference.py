@@ -11,7 +11,7 @@ from ecoval_ops.exceptions import EcovalWarning, InvalidInputError
 from ecoval_ops.valuation import EcoVal
 from ecoval_ops.valuation.reference import (
     ALL_ROWS,
-    clustering_sample,
+    smallest_draws,
     key_draws,
     member_index,
     quotas,
@@ -132,7 +132,7 @@ def test_reference_is_stratified_by_cluster_and_label() -> None:
             assert draws[stratum & taken].max() < draws[stratum & ~taken].min()
     everything = select_reference(draws, clusters, y, counts)
     assert np.all(everything == ALL_ROWS) and reference_mask(draws, clusters, y, everything).all()
-    np.testing.assert_array_equal(clustering_sample(draws, 100), np.sort(np.argsort(draws)[:100]))
+    np.testing.assert_array_equal(smallest_draws(draws, 100), np.sort(np.argsort(draws)[:100]))
 
 
 def test_key_draws_depend_on_the_key_text_and_seed() -> None:

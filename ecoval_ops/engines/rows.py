@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.lakehouse.columns import NEW_COL
 from ecoval_ops.valuation.reference import key_draws, member_index
 
 if TYPE_CHECKING:
@@ -41,12 +42,20 @@ INPUT_COLUMNS = {
     "ecoval_support_share": "double",
     "ecoval_member": "boolean",
     TRAINING_COL: "boolean",
+    NEW_COL: "boolean",
 }
 """The inputs' columns besides the key and ``ecoval_support`` (of the labels' type), as Spark types."""
 
 
 def input_batch(
-    ev: EcoVal, keys: NDArray[Any], X: NDArray[np.float64], y: NDArray[Any], training: NDArray[np.bool_], *, key: str
+    ev: EcoVal,
+    keys: NDArray[Any],
+    X: NDArray[np.float64],
+    y: NDArray[Any],
+    training: NDArray[np.bool_],
+    new: NDArray[np.bool_],
+    *,
+    key: str,
 ) -> pa.Table:
     """The inputs of a batch of rows: ``key``, ``ecoval_support`` and :data:`INPUT_COLUMNS`.
 
@@ -56,6 +65,7 @@ def input_batch(
         X: their embeddings.
         y: their labels.
         training: which rows are training rows of the fit; only those can be members.
+        new: which rows no run had valued before (:data:`~ecoval_ops.lakehouse.columns.NEW_COL`).
         key: the key column's name.
     """
     import pyarrow as pa
@@ -72,6 +82,7 @@ def input_batch(
             "ecoval_support_share": pa.array(result.label_confidence, pa.float64()),
             "ecoval_member": pa.array(member >= 0, pa.bool_()),
             TRAINING_COL: pa.array(training, pa.bool_()),
+            NEW_COL: pa.array(new, pa.bool_()),
         }
     )
 
@@ -90,7 +101,7 @@ def x_sums(inputs: pa.Table, p: int) -> NDArray[np.float64]:
 def value_batch(
     ev: EcoVal, inputs: pa.Table, *, key: str, run_id: str, model_version: str, valued_at: datetime
 ) -> pa.Table:
-    """The value columns (:func:`~ecoval_ops.lakehouse.columns.value_columns`) of a batch of inputs.
+    """The value columns (:func:`~ecoval_ops.lakehouse.columns.value_columns`) of a batch of inputs, and ``ecoval_new``.
 
     ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)`` with the model's (centred) state;
     ``ecoval_mode`` is ``in_sample`` for members.
@@ -114,7 +125,7 @@ def value_batch(
         suggested_label=column("ecoval_support"),
         label_confidence=column("ecoval_support_share"),
     )
-    return value_columns(
+    valued = value_columns(
         column(key),
         result,
         key=key,
@@ -124,3 +135,4 @@ def value_batch(
         valued_at=valued_at,
         in_sample=column("ecoval_member").astype(bool),
     )
+    return valued.append_column(NEW_COL, inputs.column(NEW_COL))

@@ -1,0 +1,33 @@
+"""The engines of a run (architecture.md): who checks, embeds, draws, values and writes.
+
+- :class:`DeltaRsEngine` (:mod:`.local`): in-process with delta-rs, numpy and torch (no JVM);
+- :class:`SparkEngine` (:mod:`.spark`): every O(n) pass on the executors.
+
+Both run the same passes (:mod:`ecoval_ops.lakehouse.checks`, :mod:`.rows`) and the same
+EcoVal code, draw the same reference set from the keys, and write one MERGE under the same
+contract, so their values agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecoval_ops.config import RunConfig
+from ecoval_ops.engines.base import Engine, RunRows, value_target
+from ecoval_ops.engines.local import DeltaRsEngine
+from ecoval_ops.engines.spark import SparkEngine
+from ecoval_ops.exceptions import EcovalError
+
+__all__ = ["DeltaRsEngine", "Engine", "RunRows", "SparkEngine", "engine_for", "value_target"]
+
+
+def engine_for(cfg: RunConfig, **options: Any) -> Engine:
+    """The engine ``cfg.engine`` names."""
+    if cfg.engine == "delta-rs":
+        return DeltaRsEngine()
+    if cfg.engine == "spark":
+        from ecoval_ops.lakehouse.spark import SparkSizing
+
+        sizing = SparkSizing(cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory)
+        return SparkEngine(**{"sizing": sizing, **options})
+    raise EcovalError(f"unknown engine {cfg.engine!r}")
