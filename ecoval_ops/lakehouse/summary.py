@@ -118,7 +118,10 @@ class StatsPass:
 
 @dataclass(frozen=True)
 class HistogramPass:
-    """Per mode and bin of ``[lo, hi]``: rows and the sum of their wrong-label chances."""
+    """Per mode, the rows and the sum of their wrong-label chances in each of ``bins`` bins of ``[lo, hi]``.
+
+    A partial holds one row per mode, the bins as two dense lists.
+    """
 
     lo: float
     hi: float
@@ -134,36 +137,52 @@ class HistogramPass:
         import pyarrow as pa
 
         return pa.schema(
-            [("ecoval_mode", pa.string()), ("bin", pa.int32()), ("rows", pa.int64()), ("chance", pa.float64())]
+            [("ecoval_mode", pa.string()), ("rows", pa.list_(pa.int64())), ("chance", pa.list_(pa.float64()))]
         )
 
-    def bin_of(self, values: NDArray[np.float64]) -> NDArray[np.int32]:
+    def bin_of(self, values: NDArray[np.float64]) -> NDArray[np.int64]:
         """The bin of each value (the last bin is closed)."""
         width = (self.hi - self.lo) / self.bins if self.hi > self.lo else 1.0
-        return np.clip(((values - self.lo) / width).astype(np.int64), 0, self.bins - 1).astype(np.int32)
+        return np.clip(((values - self.lo) / width).astype(np.int64), 0, self.bins - 1)
 
     def map(self, batch: pa.RecordBatch) -> pa.Table:
         """See :class:`~ecoval_ops.lakehouse.batches.BatchPass`."""
-        import pyarrow as pa
-
+        bins = self.bin_of(_column(batch, "ecoval_value").astype(float))
         chance = wrong_label_chance(_column(batch, "ecoval_intrinsic").astype(float))
-        table = pa.table(
+        modes = _column(batch, "ecoval_mode").astype(str)
+        return self._partial(
             {
-                "ecoval_mode": batch.column("ecoval_mode").cast(pa.string()),
-                "bin": self.bin_of(_column(batch, "ecoval_value").astype(float)),
-                "rows": np.ones(batch.num_rows, np.int64),
-                "chance": chance,
+                mode: (
+                    np.bincount(bins[modes == mode], minlength=self.bins),
+                    np.bincount(bins[modes == mode], weights=chance[modes == mode], minlength=self.bins),
+                )
+                for mode in np.unique(modes)
             }
         )
-        return self.merge(table)
 
     def merge(self, partials: pa.Table) -> pa.Table:
         """See :class:`~ecoval_ops.lakehouse.batches.BatchPass`."""
-        return _grouped(partials, ["ecoval_mode", "bin"], ["rows", "chance"], [])
+        return self._partial(self.finish(partials))
 
-    def finish(self, partial: pa.Table) -> pa.Table:
-        """See :class:`~ecoval_ops.lakehouse.batches.BatchPass`."""
-        return partial
+    def finish(self, partial: pa.Table) -> dict[str, tuple[NDArray[np.int64], NDArray[np.float64]]]:
+        """Per mode, the rows and the chance sums of every bin."""
+        found: dict[str, tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
+        for mode, rows, chance in zip(*(partial.column(c).to_pylist() for c in partial.column_names), strict=True):
+            before = found.get(mode, (np.zeros(self.bins, np.int64), np.zeros(self.bins)))
+            found[mode] = (before[0] + np.asarray(rows, np.int64), before[1] + np.asarray(chance, np.float64))
+        return found
+
+    def _partial(self, bins: dict[str, tuple[NDArray[Any], NDArray[Any]]]) -> pa.Table:
+        import pyarrow as pa
+
+        modes = sorted(bins)
+        return pa.table(
+            {
+                "ecoval_mode": pa.array(modes, pa.string()),
+                "rows": pa.array([bins[m][0].astype(np.int64) for m in modes], pa.list_(pa.int64())),
+                "chance": pa.array([bins[m][1].astype(np.float64) for m in modes], pa.list_(pa.float64())),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -219,13 +238,13 @@ class ValueSummary:
 
     Attributes:
         groups: :class:`StatsPass`'s table: per run, cluster, mode and new-row flag.
-        histogram: :class:`HistogramPass`'s table: per mode and bin.
+        histogram: :class:`HistogramPass`'s result: per mode, rows and wrong-label chances per bin.
         edges: the histogram's ``BINS + 1`` bin edges.
         top_bottom: :class:`TopRowsPass`'s rows, highest first, then lowest first (``end``).
     """
 
     groups: pd.DataFrame
-    histogram: pd.DataFrame
+    histogram: dict[str, tuple[NDArray[np.int64], NDArray[np.float64]]]
     edges: NDArray[np.float64]
     top_bottom: pd.DataFrame
 
@@ -266,12 +285,7 @@ class ValueSummary:
 
     def mode_counts(self) -> dict[str, NDArray[np.int64]]:
         """Per mode, the rows in each of the histogram's bins."""
-        counts = {}
-        for mode, part in self.histogram.groupby("ecoval_mode"):
-            bins = np.zeros(self.edges.size - 1, dtype=np.int64)
-            bins[part["bin"].to_numpy()] = part["rows"].to_numpy()
-            counts[str(mode)] = bins
-        return counts
+        return {mode: rows for mode, (rows, _) in self.histogram.items()}
 
     def coarse_histogram(
         self, bins: int = 49, low: float = 0.005, high: float = 0.995
@@ -290,16 +304,19 @@ class ValueSummary:
         return edges, counts
 
     def quantile(self, q: float) -> float:
-        """The value at quantile ``q``, interpolated within its bin (the range's ends are exact)."""
+        """The value at quantile ``q``, within the bin holding that rank (the range's ends are exact)."""
         counts = np.sum(list(self.mode_counts().values()), axis=0)
-        return float(np.interp(q * counts.sum(), np.concatenate([[0], np.cumsum(counts)]), self.edges))
+        cumulative = np.cumsum(counts)
+        rank = q * cumulative[-1]
+        b = min(int(np.searchsorted(cumulative, rank, side="left")), counts.size - 1)
+        below = cumulative[b] - counts[b]
+        share = (rank - below) / counts[b] if counts[b] else 0.0
+        return float(self.edges[b] + share * (self.edges[b + 1] - self.edges[b]))
 
     def lowest(self, k: int) -> float:
         """The expected wrong labels among the ``k`` lowest-valued rows (the boundary bin in proportion)."""
-        rows = np.zeros(self.edges.size - 1)
-        chance = np.zeros(self.edges.size - 1)
-        np.add.at(rows, self.histogram["bin"].to_numpy(), self.histogram["rows"].to_numpy())
-        np.add.at(chance, self.histogram["bin"].to_numpy(), self.histogram["chance"].to_numpy())
+        rows = np.sum([r for r, _ in self.histogram.values()], axis=0).astype(np.float64)
+        chance = np.sum([c for _, c in self.histogram.values()], axis=0)
         taken = np.clip(k - np.concatenate([[0], np.cumsum(rows)[:-1]]), 0, rows)
         return float(np.sum(np.divide(chance * taken, rows, out=np.zeros_like(chance), where=rows > 0)))
 
@@ -326,7 +343,7 @@ def summarise(run: Callable[[BatchPass[Any]], Any], *, top: TopRowsPass | None, 
     step = HistogramPass(float(groups["value_min"].min()), float(groups["value_max"].max()))
     return ValueSummary(
         groups=groups,
-        histogram=run(step).to_pandas(),
+        histogram=run(step),
         edges=np.linspace(step.lo, step.hi, step.bins + 1),
         top_bottom=pd.DataFrame() if top is None else run(top),
     )
