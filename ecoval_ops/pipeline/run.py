@@ -8,7 +8,7 @@ report, with either engine of :mod:`ecoval_ops.engines`. The steps live in
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +19,13 @@ from ecoval_ops.pipeline import steps
 from ecoval_ops.pipeline.refit import Mode
 from ecoval_ops.progress import Progress
 
-__all__ = ["RunSummary", "run_valuation"]
+__all__ = ["ISOLATED_TRAINING_ROWS", "RunSummary", "run_valuation"]
+
+ISOLATED_TRAINING_ROWS = 50_000
+"""Tables from this many rows train their shards and the review's removal curve in a child
+process, so torch and the trainings' buffers never count against the driver (the DAG's
+``train_shard`` tasks are separate processes already); smaller ones train in-process, where a
+child's start would cost more than the trainings."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,35 @@ class _Stages:
         self.peak_rss_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+@contextmanager
+def _worker(isolated: bool) -> Iterator[Callable[..., None]]:
+    """Calls a step on a run reference (as JSON) here, or (``isolated``) in one spawned child kept for the run."""
+    if not isolated:
+        yield lambda step, ref, *args: step(ref.to_dict(), *args)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+        yield lambda step, ref, *args: child.submit(step, ref.to_dict(), *args).result()
+
+
+def _train_shard(ref: dict[str, Any], index: int) -> None:
+    """:func:`~ecoval_ops.pipeline.steps.train_shard` of a run reference as JSON (a child's entry point)."""
+    steps.train_shard(steps.RunRef.from_dict(ref), index)
+
+
+def _review_curve(ref: dict[str, Any]) -> None:
+    """:func:`~ecoval_ops.pipeline.steps.review_curve` of a run reference as JSON (a child's entry point)."""
+    steps.review_curve(steps.RunRef.from_dict(ref))
+
+
 def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progress | None = None) -> RunSummary:
     """Run one valuation of ``cfg.table`` end to end: every step of :mod:`.steps` in turn.
 
-    The LCO shards (``cfg.shards``) run one after another in this process; the Airflow DAG
-    runs the same steps as separate tasks. ``detect`` pins the configuration and versions once.
+    The LCO shards (``cfg.shards``) run one after another, in a child process from
+    :data:`ISOLATED_TRAINING_ROWS` rows; the Airflow DAG runs the same steps as separate tasks.
+    ``detect`` pins the configuration and versions once.
 
     Args:
         cfg: the run configuration.
@@ -83,8 +113,8 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
     bars = progress or Progress(enabled=False)
     stages = _Stages()
     with stages("embed"), bars.stage("embedding", 1) as advance:
-        run = steps.detect(cfg, engine).run
-        version = run.table_version
+        detected = steps.detect(cfg, engine)
+        run, version = detected.run, detected.run.table_version
         steps.embed(run, engine)
         advance(1)
     with stages("decide"):
@@ -96,13 +126,14 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
             with stages("cluster"), bars.stage("clustering", 1) as advance:
                 shards = steps.cluster(ref, engine)
                 advance(1)
-            with stages("train"), bars.stage("trainings", len(shards)) as advance:
-                for index in shards:
-                    steps.train_shard(ref, index)
+            with _worker(detected.rows >= ISOLATED_TRAINING_ROWS) as call:
+                with stages("train"), bars.stage("trainings", len(shards)) as advance:
+                    for index in shards:
+                        call(_train_shard, ref, index)
+                        advance(1)
+                with stages("fit"), bars.stage("fitting", 1) as advance:
+                    ref = steps.fit_model(ref, engine, review=lambda r: call(_review_curve, r))
                     advance(1)
-            with stages("fit"), bars.stage("fitting", 1) as advance:
-                ref = steps.fit_model(ref, engine)
-                advance(1)
         with stages("value"), bars.stage("propagation", 1) as advance:
             steps.propagate(ref, engine)
             advance(1)

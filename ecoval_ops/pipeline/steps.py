@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "fit_model",
     "propagate",
     "report",
+    "review_curve",
     "train_shard",
     "write",
 ]
@@ -248,12 +250,13 @@ def train_shard(ref: RunRef, index: int) -> None:
     fault_point("shard_trained")
 
 
-def fit_model(ref: RunRef, engine: Engine) -> RunRef:
+def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] | None = None) -> RunRef:
     """Fit the production function from every shard, value every row, centre, register the model.
 
     The state is fitted on the plan's reference rows; the engine's first row pass writes every
     row's inputs to the workspace and sums ``x_i`` per cluster, which centres the values over
-    all training rows (spec section 5b).
+    all training rows (spec section 5b). The centred state is saved, then ``review`` (default
+    :func:`review_curve` in this process) computes the review's removal curve from it.
 
     Returns:
         ``ref`` with the registered model version (alias ``current``).
@@ -265,25 +268,29 @@ def fit_model(ref: RunRef, engine: Engine) -> RunRef:
 
     run_id, run = ref.started(), ref.run
     cfg, ws = run.config, run.workspace
-    plan = TrainingPlan.load(ws.plan(run_id))
-    shards = plan.shards(cfg.shards)
-    missing = [i for i in range(len(shards)) if not ws.shard(run_id, i).exists()]
-    if missing:
-        raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
-    utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
     curve, member_keys = None, None
     if ws.model(run_id).exists():
         # Saved after registering: a retry finds the version registered before, keys and all.
         ev = EcoVal.load(ws.model(run_id))
     else:
-        ev = run.estimator().fit_reference(plan, utilities, n_trainings=plan.n_trainings(len(shards)))
-        with ws.atomic(ws.reference_model(run_id)) as tmp:
-            ev.save(tmp)
-        with ws.atomic(ws.inputs(run_id)) as tmp:
-            x_sum = engine.row_inputs(run, ws.reference_model(run_id), tmp, only_new=False)
-        ev.centre(x_sum)
+        if not ws.centred_model(run_id).exists():
+            plan = TrainingPlan.load(ws.plan(run_id))
+            shards = plan.shards(cfg.shards)
+            missing = [i for i in range(len(shards)) if not ws.shard(run_id, i).exists()]
+            if missing:
+                raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
+            utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
+            fitted = run.estimator().fit_reference(plan, utilities, n_trainings=plan.n_trainings(len(shards)))
+            with ws.atomic(ws.reference_model(run_id)) as tmp:
+                fitted.save(tmp)
+            with ws.atomic(ws.inputs(run_id)) as tmp:
+                x_sum = engine.row_inputs(run, ws.reference_model(run_id), tmp, only_new=False)
+            with ws.atomic(ws.centred_model(run_id)) as tmp:
+                fitted.centre(x_sum).save(tmp)
+        (review or review_curve)(ref)
+        ev = EcoVal.load(ws.centred_model(run_id))
+        curve = saved_curve(ws.curve(run_id))
         member_keys = read_keys(ws.plan(run_id) / MEMBER_KEYS)
-        curve = removal_curve(plan, ev, seed=cfg.seed)
     version = run.tracker.register(
         run_id,
         ev,
@@ -308,6 +315,23 @@ def fit_model(ref: RunRef, engine: Engine) -> RunRef:
             if curve is not None:
                 (tmp / REMOVAL_FILE).write_text(json.dumps(curve.to_dict()))
     return RunRef(run, ref.mode, run_id, version)
+
+
+def review_curve(ref: RunRef) -> None:
+    """Save the review's removal curve of a refit, computed from its centred state (a retry reuses it).
+
+    It retrains (torch), so ``ecoval run`` calls it in the child process of the trainings.
+    """
+    from ecoval_ops.valuation import EcoVal, TrainingPlan
+
+    run_id, run = ref.started(), ref.run
+    ws = run.workspace
+    if ws.curve(run_id).exists():
+        return
+    plan = TrainingPlan.load(ws.plan(run_id))
+    curve = removal_curve(plan, EcoVal.load(ws.centred_model(run_id)), seed=run.config.seed)
+    with ws.atomic(ws.curve(run_id)) as tmp:
+        tmp.write_text(json.dumps(curve.to_dict()))
 
 
 def _model_version(ref: RunRef) -> str:

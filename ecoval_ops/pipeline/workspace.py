@@ -68,6 +68,14 @@ class Workspace:
         """The state fitted on the reference rows, before the centring over every row."""
         return self.run(run_id) / "reference_model"
 
+    def centred_model(self, run_id: str) -> Path:
+        """The state centred over every row, before it is registered."""
+        return self.run(run_id) / "centred_model"
+
+    def curve(self, run_id: str) -> Path:
+        """The review's removal curve of a refit (JSON)."""
+        return self.run(run_id) / "removal_curve.json"
+
     def inputs(self, run_id: str) -> Path:
         """Every row's inputs of the row pass (a folder of Parquet files)."""
         return self.run(run_id) / "inputs"

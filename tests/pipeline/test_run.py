@@ -139,20 +139,40 @@ def test_bad_input_leaves_the_table_as_it_was(setup) -> None:
     assert (DeltaTable(str(path)).version(), _checksum(path)) == before
 
 
-def test_a_model_registered_in_an_older_state_format_is_refitted(setup, tmp_path, caplog) -> None:
-    path, cfg = setup
-    run_valuation(cfg)
-    # What the previous release registered: the same files, state format 2 (before the reference set).
+def _older_state_format(cfg, tmp_path, version: str) -> None:
+    """What the release before the reference set registered: the same files, state format 2."""
     saved = [f for f in tmp_path.rglob("ecoval.json") if "format_version" in f.read_text()]
     assert saved
     for meta in saved:
         meta.write_text(meta.read_text().replace('"format_version": 3', '"format_version": 2'))
+
+
+def _older_hold_out_split(cfg, tmp_path, version: str) -> None:
+    """What the release before the key-hash split registered: a version without the ecoval.holdout tag."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    assert client.get_model_version(cfg.registered_model_name, version).tags["ecoval.holdout"]
+    client.delete_model_version_tag(cfg.registered_model_name, version, "ecoval.holdout")
+
+
+@pytest.mark.parametrize(
+    ("older", "reason"),
+    [
+        (_older_state_format, "state format 2; this version reads 3"),
+        (_older_hold_out_split, "hold-out split blake2b; this version holds out by siphash"),
+    ],
+    ids=["state format", "hold-out split"],
+)
+def test_a_model_registered_by_an_older_release_is_refitted(setup, tmp_path, caplog, older, reason) -> None:
+    path, cfg = setup
+    older(cfg, tmp_path, run_valuation(cfg).model_version)
     write_deltalake(str(path), blob_rows(400, 410), mode="append", schema_mode="merge")
-    with pytest.raises(StateFormatError, match=r"state format 2; this version reads 3; run with --refit auto"):
+    with pytest.raises(StateFormatError, match=rf"{reason}.*; run with --refit auto"):
         run_valuation(cfg.model_copy(update={"refit": "never"}))
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 410
-    assert "cannot be read" in caplog.text and "refitting" in caplog.text
+    assert reason in caplog.text and "cannot value new rows" in caplog.text and "refitting" in caplog.text
 
 
 def test_embedding_column_and_the_registered_pyfunc(tmp_path) -> None:
