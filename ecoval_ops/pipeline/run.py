@@ -22,8 +22,8 @@ from ecoval_ops.progress import Progress
 __all__ = ["ISOLATED_TRAINING_ROWS", "RunSummary", "run_valuation"]
 
 ISOLATED_TRAINING_ROWS = 50_000
-"""Tables from this many rows train their shards and the review's removal curve in a child
-process, so torch and the trainings' buffers never count against the driver (the DAG's
+"""Tables from this many rows train their shards, fit the reference state and train the review's
+removal curve in a child process, so torch and their buffers never count against the driver (the DAG's
 ``train_shard`` tasks are separate processes already); smaller ones train in-process, where a
 child's start would cost more than the trainings."""
 
@@ -88,6 +88,11 @@ def _train_shard(ref: dict[str, Any], index: int) -> None:
     steps.train_shard(steps.RunRef.from_dict(ref), index)
 
 
+def _fit_reference(ref: dict[str, Any]) -> None:
+    """:func:`~ecoval_ops.pipeline.steps.fit_reference` of a run reference as JSON (a child's entry point)."""
+    steps.fit_reference(steps.RunRef.from_dict(ref))
+
+
 def _review_curve(ref: dict[str, Any]) -> None:
     """:func:`~ecoval_ops.pipeline.steps.review_curve` of a run reference as JSON (a child's entry point)."""
     steps.review_curve(steps.RunRef.from_dict(ref))
@@ -132,6 +137,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
                         call(_train_shard, ref, index)
                         advance(1)
                 with stages("fit"), bars.stage("fitting", 1) as advance:
+                    call(_fit_reference, ref)
                     ref = steps.fit_model(ref, engine, review=lambda r: call(_review_curve, r))
                     advance(1)
         with stages("value"), bars.stage("propagation", 1) as advance:

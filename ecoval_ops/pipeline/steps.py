@@ -51,6 +51,7 @@ __all__ = [
     "embed",
     "fail",
     "fit_model",
+    "fit_reference",
     "propagate",
     "report",
     "review_curve",
@@ -250,13 +251,40 @@ def train_shard(ref: RunRef, index: int) -> None:
     fault_point("shard_trained")
 
 
+def fit_reference(ref: RunRef) -> None:
+    """Fit the state on the plan's reference rows from every shard's utilities; save it (a retry reuses it).
+
+    Needs no engine, so ``ecoval run`` calls it in the trainings' child process (its neighbour
+    search runs on torch).
+
+    Raises:
+        EcovalError: a shard has no saved utilities.
+    """
+    from ecoval_ops.valuation import TrainingPlan
+
+    run_id, run = ref.started(), ref.run
+    ws = run.workspace
+    if ws.reference_model(run_id).exists():
+        return
+    plan = TrainingPlan.load(ws.plan(run_id))
+    shards = plan.shards(run.config.shards)
+    missing = [i for i in range(len(shards)) if not ws.shard(run_id, i).exists()]
+    if missing:
+        raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
+    utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
+    fitted = run.estimator().fit_reference(plan, utilities, n_trainings=plan.n_trainings(len(shards)))
+    with ws.atomic(ws.reference_model(run_id)) as tmp:
+        fitted.save(tmp)
+
+
 def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] | None = None) -> RunRef:
     """Fit the production function from every shard, value every row, centre, register the model.
 
-    The state is fitted on the plan's reference rows; the engine's first row pass writes every
-    row's inputs to the workspace and sums ``x_i`` per cluster, which centres the values over
-    all training rows (spec section 5b). The centred state is saved, then ``review`` (default
-    :func:`review_curve` in this process) computes the review's removal curve from it.
+    The state is fitted on the plan's reference rows (:func:`fit_reference`, reused when saved);
+    the engine's first row pass writes every row's inputs to the workspace and sums ``x_i`` per
+    cluster, which centres the values over all training rows (spec section 5b). The centred state
+    is saved, then ``review`` (default :func:`review_curve` in this process) computes the review's
+    removal curve from it.
 
     Returns:
         ``ref`` with the registered model version (alias ``current``).
@@ -264,7 +292,7 @@ def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] |
     Raises:
         EcovalError: a shard has no saved utilities.
     """
-    from ecoval_ops.valuation import EcoVal, TrainingPlan
+    from ecoval_ops.valuation import EcoVal
 
     run_id, run = ref.started(), ref.run
     cfg, ws = run.config, run.workspace
@@ -274,19 +302,11 @@ def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] |
         ev = EcoVal.load(ws.model(run_id))
     else:
         if not ws.centred_model(run_id).exists():
-            plan = TrainingPlan.load(ws.plan(run_id))
-            shards = plan.shards(cfg.shards)
-            missing = [i for i in range(len(shards)) if not ws.shard(run_id, i).exists()]
-            if missing:
-                raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
-            utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
-            fitted = run.estimator().fit_reference(plan, utilities, n_trainings=plan.n_trainings(len(shards)))
-            with ws.atomic(ws.reference_model(run_id)) as tmp:
-                fitted.save(tmp)
+            fit_reference(ref)
             with ws.atomic(ws.inputs(run_id)) as tmp:
                 x_sum = engine.row_inputs(run, ws.reference_model(run_id), tmp, only_new=False)
             with ws.atomic(ws.centred_model(run_id)) as tmp:
-                fitted.centre(x_sum).save(tmp)
+                EcoVal.load(ws.reference_model(run_id)).centre(x_sum).save(tmp)
         (review or review_curve)(ref)
         ev = EcoVal.load(ws.centred_model(run_id))
         curve = saved_curve(ws.curve(run_id))
