@@ -62,6 +62,7 @@ class _GuardedDataset:
 def guard(monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
+
     # Spark 4's classic DataFrame defines its own collect, toArrow, toPandas, take and tail.
     from pyspark.sql.classic.dataframe import DataFrame
 

@@ -11,13 +11,13 @@ from ecoval_ops.exceptions import EcovalWarning, InvalidInputError
 from ecoval_ops.valuation import EcoVal
 from ecoval_ops.valuation.reference import (
     ALL_ROWS,
-    smallest_draws,
     key_draws,
     member_index,
     quotas,
     reference_mask,
     seeded_draws,
     select_reference,
+    smallest_draws,
     stratum_counts,
 )
 from tests.conftest import SHARED_DATASETS, blobs
