@@ -80,7 +80,7 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
         "mlflow_uri": "sqlite:///x.db", "experiment": "e", "model_name": "m", "clusters": 3, "budget": 30,
         "seed": 4, "learner": "mlp", "device": "cpu", "k_neighbors": 7, "c_kappa": 2.5, "engine": "delta-rs",
         "vote_neighbors": 12, "halo_clusters": 0, "prior_weight": 0.5, "reference_rows": 5000,
-        "shards": 2, "staging_dir": "ws", "quiet": True, "json_output": True, "values_table": "v",
+        "validation_rows": 900, "shards": 2, "staging_dir": "ws", "quiet": True, "json_output": True, "values_table": "v",
         "alert_suspect_share": 0.3, "alert_drift": 0.1, "review_columns": "a,c", "spark_cores": 1,
         "spark_driver_memory": "2g", "spark_executor_memory": "512m",
     }  # fmt: skip
@@ -91,6 +91,7 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
     cfg = load_config(path)
     assert (cfg.learner, cfg.device, cfg.k_neighbors, cfg.c_kappa, cfg.json_output) == ("mlp", "cpu", 7, 2.5, True)
     assert (cfg.vote_neighbors, cfg.halo_clusters, cfg.prior_weight, cfg.reference_rows) == (12, 0, 0.5, 5000)
+    assert cfg.validation_rows == 900
     assert cfg.review_columns == ("a", "c") and cfg.values_table is not None
     assert (cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory) == (1, "2g", "512m")
     with pytest.raises(InvalidInputError, match="spark_executor_memory must be a JVM memory size"):
