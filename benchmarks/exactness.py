@@ -49,7 +49,7 @@ def cluster_game(p: int, protocol: Protocol, seed: int) -> dict[str, float]:
     )
     game = np.concatenate([[plan.empty.mean()], per_example_utility(proba, plan.y_val, ev.utility).mean(axis=1)])
     exact = shapley_from_game(game)
-    phi = ev.game_.phi
+    phi = ev.model_.game.phi
     scale = abs(game[-1] - game[0])
     spread = float(np.abs(exact).sum())
     return {
@@ -60,7 +60,7 @@ def cluster_game(p: int, protocol: Protocol, seed: int) -> dict[str, float]:
         "mean_abs_error_rel": float(np.mean(np.abs(phi - exact)) / scale),
         "l1_error_rel": float(np.abs(phi - exact).sum() / spread),
         "spearman": float(spearmanr(phi, exact).statistic),
-        "gammas_clipped": bool(ev.game_.gammas_clipped),
+        "gammas_clipped": bool(ev.model_.game.gammas_clipped),
     }
 
 

@@ -180,30 +180,19 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     except MlflowException as e:
         raise InvalidInputError(f"model {name} version {version} is not in the MLflow store {tracking_uri}") from e
     ev, members_keys = model.ecoval, model.member_keys
-    state = ev.state_
     c = int(col("ecoval_cluster"))
     wanted = [params["label"], *(params.get("features") or params.get("embedding_col") or "").split(",")]
     source = _source_row(params["table"], key_col, key, [c for c in wanted if c])
-    z = ev.feature_space_.cluster_space(_embedding(source, params, tags, key_col, key))
-    exclude = None
+    member = -1
     if col("ecoval_mode") == "in_sample" and members_keys is not None:
-        exclude = np.array([pc.index(members_keys, pa.scalar(key, members_keys.type)).as_py()], dtype=np.int64)
-    dist, index = state.neighbours(z, c, exclude)
-    k = min(int(n_neighbours or state.k_vote[c]), index.shape[1])
-    similarity = np.exp(-((dist[0, :k] / state.h_vote[c]) ** 2))
+        member = int(pc.index(members_keys, pa.scalar(key, members_keys.type)).as_py())
+    label = source.column(params["label"])[0].as_py()
+    evidence = ev.model_.evidence(_embedding(source, params, tags, key_col, key), label, c, member, n_neighbours)
     neighbours = [
-        Neighbour(
-            key=None if members_keys is None else members_keys[int(j)].as_py(),
-            label=ev.classes_[state.y[j]],
-            similarity=float(s),
-        )
-        for j, s in zip(index[0, :k], similarity, strict=True)
+        Neighbour(key=None if members_keys is None else members_keys[int(j)].as_py(), label=y, similarity=float(s))
+        for j, y, s in zip(evidence.members, evidence.labels, evidence.similarity, strict=True)
     ]
     alpha, beta, value = float(col("ecoval_intrinsic")), float(col("ecoval_extrinsic")), float(col("ecoval_value"))
-    share = float(state.share[c])
-    label = source.column(params["label"])[0].as_py()
-    code = np.flatnonzero(ev.classes_ == label)
-    prior = float(state.prior.scores(z, c)[0, code[0]]) if code.size else 0.0
     return Explanation(
         table=str(Path(table).resolve()),
         key=key,
@@ -215,17 +204,17 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
         cluster=c,
         value=value,
         percentile=float(col("ecoval_percentile")),
-        cluster_share=share,
+        cluster_share=evidence.share,
         alpha=alpha,
         beta=beta,
-        kappa=float(state.kappa),
-        cluster_mean_x=float(state.x_mean[c]),
-        kappa_term=value - share,
+        kappa=evidence.kappa,
+        cluster_mean_x=evidence.x_mean,
+        kappa_term=value - evidence.share,
         suspect=bool(col("ecoval_suspect")),
         suggested_label=col("ecoval_suggested_label") if "ecoval_suggested_label" in row.column_names else None,
         label_confidence=col("ecoval_label_confidence") if "ecoval_label_confidence" in row.column_names else None,
-        label_prior=prior,
-        prior_weight=state.prior_weight,
+        label_prior=evidence.label_prior,
+        prior_weight=evidence.prior_weight,
         neighbours=neighbours,
     )
 

@@ -109,3 +109,35 @@ def test_the_dags_parse_fast_in_a_fresh_process_without_heavy_imports() -> None:
     elapsed, heavy = json.loads(out.stdout.strip().splitlines()[-1])
     assert heavy == [], f"parsing the DAG imported {heavy}"
     assert elapsed < 2.0, f"the DAG file took {elapsed:.2f} s to parse"
+
+
+INTERNALS = {"state_", "game_", "feature_space_", "cluster_model_", "member_draws_"}
+"""The fitted estimator's parts: only ``valuation/`` builds on them; everyone else calls ``model_``."""
+
+
+def _internal_reads(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "valuation" in path.relative_to(root).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+            if isinstance(node, ast.Attribute) and (node.attr in INTERNALS or (private and _on_model(node))):
+                found.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+    return sorted(found)
+
+
+def _on_model(node: ast.Attribute) -> bool:
+    """``<x>.model_._anything``: a private part of the fitted model."""
+    return isinstance(node.value, ast.Attribute) and node.value.attr == "model_"
+
+
+def test_no_module_outside_valuation_reads_the_estimators_internals() -> None:
+    assert _internal_reads(PACKAGE) == []
+
+
+def test_the_internals_check_sees_each_kind_of_read(tmp_path) -> None:
+    (tmp_path / "valuation").mkdir()
+    (tmp_path / "valuation" / "inside.py").write_text("ev.state_.Z\n")
+    (tmp_path / "outside.py").write_text("a = ev.game_.phi\nb = ev.model_._state\nc = ev.model_.game\nd = x._y\n")
+    assert _internal_reads(tmp_path) == ["outside.py:1 .game_", "outside.py:2 ._state"]

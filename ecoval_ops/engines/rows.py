@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.lakehouse.columns import NEW_COL
-from ecoval_ops.valuation.reference import key_draws, member_index
+from ecoval_ops.valuation.reference import key_draws
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -70,8 +70,9 @@ def input_batch(
     """
     import pyarrow as pa
 
-    member = np.where(training, member_index(ev.member_draws_, key_draws(keys, ev.seed)), -1)
-    result = ev.value_rows(X, y, train_index=member)
+    model = ev.model_
+    member = np.where(training, model.member_positions(key_draws(keys, ev.seed)), -1)
+    result = model.value_rows(X, y, train_index=member)
     return pa.table(
         {
             key: pa.array(keys),
@@ -107,24 +108,13 @@ def value_batch(
     ``ecoval_mode`` is ``in_sample`` for members.
     """
     from ecoval_ops.lakehouse.columns import value_columns
-    from ecoval_ops.valuation import ValuationResult
 
     def column(name: str) -> NDArray[Any]:
         return np.asarray(inputs.column(name).to_numpy(zero_copy_only=False))
 
     clusters = column("ecoval_cluster").astype(np.int64)
     alpha, beta = column("ecoval_intrinsic"), column("ecoval_extrinsic")
-    result = ValuationResult(
-        values=ev.state_.values(alpha * beta, clusters),
-        intrinsic=alpha,
-        extrinsic=beta,
-        clusters=clusters,
-        cluster_values=ev.game_.phi[clusters],
-        mode="out_of_sample",
-        n_trainings=0,
-        suggested_label=column("ecoval_support"),
-        label_confidence=column("ecoval_support_share"),
-    )
+    result = ev.model_.result_of(alpha, beta, clusters, column("ecoval_support"), column("ecoval_support_share"))
     valued = value_columns(
         column(key),
         result,

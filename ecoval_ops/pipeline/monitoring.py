@@ -91,7 +91,7 @@ def night_figures(summary: ValueSummary, ev: EcoVal) -> Night:
         rows=rows,
         suspect_share=float(new["suspects"].sum()) / rows,
         mean_percentile=float(new["percentile_sum"].sum()) / rows,
-        cluster_drift=cluster_drift(counts, ev.training_shares()),
+        cluster_drift=cluster_drift(counts, ev.model_.training_shares()),
         model_suspect_share=model_suspect,
     )
 

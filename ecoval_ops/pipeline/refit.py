@@ -68,5 +68,5 @@ def decide_mode(
         return "refit"
     if n_new < DRIFT_MIN_ROWS_PER_CLUSTER * current.n_clusters_:
         return "incremental"
-    drift = cluster_drift(new_cluster_counts(current.assigner()), current.training_shares())
+    drift = cluster_drift(new_cluster_counts(current.model_.assigner()), current.model_.training_shares())
     return "refit" if drift > DRIFT_LIMIT else "incremental"

@@ -104,7 +104,7 @@ def log_review(
     source = None
     if columns:
         source = rows_of(table, version, key, columns, summary.top_bottom[key].to_numpy()).to_pandas()
-    members = (ev.state_.Z, ev.values_, ev.result_.suspect)
+    members = (ev.model_.member_embeddings(), ev.model_.members.values, ev.model_.members.suspect)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "review"
         write_review(
@@ -149,8 +149,8 @@ def run_figures(summary: ValueSummary, ev: EcoVal, diagnostics: Diagnostics, *, 
             "Gamma_beta": diagnostics.gamma_beta,
             "gamma": diagnostics.gamma,
             "p": float(ev.n_clusters_),
-            "reference_rows": float(ev.state_.Z.shape[0]),
-            "training_rows": float(ev.state_.sizes.sum()),
+            "reference_rows": ev.model_.figures()["reference_rows"],
+            "training_rows": ev.model_.figures()["training_rows"],
         },
     }
 

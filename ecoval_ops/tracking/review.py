@@ -152,14 +152,14 @@ class Diagnostics:
     @classmethod
     def of(cls, ev: EcoVal) -> Diagnostics:
         """The diagnostics of a fitted EcoVal."""
-        game, state = ev.game_, ev.state_
+        game, figures = ev.model_.game, ev.model_.figures()
         return cls(
             gamma_alpha=float(game.gamma_alpha),
             gamma_beta=float(game.gamma_beta),
             gamma=float(game.returns_to_scale),
             gammas_clipped=bool(game.gammas_clipped),
-            shrinkage=tuple(float(s) for s in state.shrink),
-            kappa=float(state.kappa),
+            shrinkage=ev.model_.shrinkage(),
+            kappa=figures["kappa"],
             utility_full=float(game.utility_full),
             utility_empty=float(game.utility_empty),
         )

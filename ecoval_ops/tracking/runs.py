@@ -144,11 +144,11 @@ def model_signature(columns: dict[str, Any], classes: NDArray[Any]) -> Any:
 
 def model_description(ecoval: EcoVal, lineage: dict[str, str], config: dict[str, str]) -> str:
     """Markdown description of a registered version: figures, lineage, configuration."""
-    game = ecoval.game_
+    game = ecoval.model_.game
     figures = {
         "clusters p": ecoval.n_clusters_,
         "trainings": ecoval.n_trainings_,
-        "training rows": int(ecoval.state_.sizes.sum()),
+        "training rows": int(ecoval.model_.figures()["training_rows"]),
         "U(B)": f"{game.utility_full:.4g}",
         "U(empty)": f"{game.utility_empty:.4g}",
         "Gamma_alpha": f"{game.gamma_alpha:.4g}",

@@ -19,6 +19,7 @@ from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
 from ecoval_ops.valuation.production import ClusterGame
 from ecoval_ops.valuation.propagation import PropagationState
+from ecoval_ops.valuation.protocols import FittedState
 from ecoval_ops.valuation.result import ValuationResult
 
 __all__ = [
@@ -81,7 +82,7 @@ def fitted_arrays(
     space: FeatureSpace,
     model: ClusterModel,
     game: ClusterGame,
-    state: PropagationState,
+    state: FittedState,
     result: ValuationResult,
     member_draws: NDArray[np.int64],
 ) -> dict[str, NDArray[Any]]:

@@ -12,58 +12,34 @@ shard each), and ``fit_plan`` on the utilities of all masks.
 At lakehouse scale (spec section 5b) the fitted state rests on a reference set of at most
 ``max_reference_rows`` rows (:mod:`ecoval_ops.valuation.reference`); a distributed engine runs
 the O(n) passes itself: :meth:`fit_clusters` and :meth:`plan_reference` on the rows it
-collected, :meth:`fit_reference`, then every row valued by :meth:`value_rows` on its executors
-and :meth:`centre` on the per-cluster sums.
+collected, :meth:`fit_reference`, then every row valued by ``model_`` (a
+:class:`~ecoval_ops.valuation.model.ValuationModel`) on its executors and :meth:`centre` on the
+per-cluster sums. The stages themselves are :mod:`ecoval_ops.valuation.stages`.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ecoval_ops.exceptions import InvalidInputError, NotFittedError, StateFormatError
-from ecoval_ops.valuation._inputs import check_features, check_labels, check_training_data, encode_labels
-from ecoval_ops.valuation._saved import fitted_arrays, fitted_from_arrays, read_saved, write_saved
-from ecoval_ops.valuation.clustering import (
-    ClusterAssigner,
-    ClusterModel,
-    FeatureSpace,
-    KMeansClusterer,
-    choose_n_clusters,
-    min_cluster_size,
-)
-from ecoval_ops.valuation.learners import learner_from_name
+from ecoval_ops.exceptions import InvalidInputError, NotFittedError
+from ecoval_ops.valuation import stages
+from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
+from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
+from ecoval_ops.valuation.model import ValuationModel
 from ecoval_ops.valuation.params import check_params
-from ecoval_ops.valuation.plan import TrainingPlan, stratified_half, stratified_sample
-from ecoval_ops.valuation.production import ClusterGame, SecondOrderProduction
-from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState
+from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
-from ecoval_ops.valuation.reference import (
-    member_index,
-    quotas,
-    reference_mask,
-    seeded_draws,
-    select_reference,
-    smallest_draws,
-    stratum_counts,
-)
 from ecoval_ops.valuation.result import ValuationResult
 from ecoval_ops.valuation.trainer import DeviceName
-from ecoval_ops.valuation.utility import UtilityName, per_example_utility, prior_utility
+from ecoval_ops.valuation.utility import UtilityName
 
 __all__ = ["EcoVal"]
-
-
-_FORMAT_VERSION = 3
-"""2: the label vote's halo, supervised metric and leave-cluster-out prior joined the state.
-3: the members are the reference set; ``n_c`` and the members' draws joined the state."""
-_STATE_FILE = "state.npz"
-_META_FILE = "ecoval.json"
 
 
 class EcoVal:
@@ -113,7 +89,6 @@ class EcoVal:
         clusters_: ``(n,)`` cluster id per row.
         members_: positions in ``result_`` of the state's members (the reference rows); after
             :meth:`load`, ``result_`` holds the members only.
-        member_draws_: ``(R,)`` the members' draws ``u_i`` (what identifies a member row).
         cluster_values_: ``(p,)`` ``phi_c``.
         gamma_alpha_: ``Gamma_alpha``.
         gamma_beta_: ``Gamma_beta*``.
@@ -122,12 +97,11 @@ class EcoVal:
         n_clusters_: p after capping and merging.
         classes_: ``(K,)`` training labels.
         result_: the in-sample :class:`ValuationResult`.
-        game_: the fitted :class:`ClusterGame`.
-        utilities_: the per-example :class:`LeaveOutUtilities` of the trainings (not saved).
-        feature_space_, cluster_model_, state_: the state that values new rows.
+        model_: the fitted :class:`~ecoval_ops.valuation.model.ValuationModel`, the public surface
+            that values rows (what the engines, monitoring and explain call).
     """
 
-    state_: PropagationState
+    model_: ValuationModel
     """Declared here because :meth:`centre` replaces it (set by the fit)."""
 
     def __init__(
@@ -233,62 +207,12 @@ class EcoVal:
             InvalidInputError: as :meth:`fit`.
         """
         self._check_params()
-        data = check_training_data(X_train, y_train, X_val, y_val)
-        X, y = data.X_train, data.y_train
-        u = self._draws(X.shape[0], draws)
-        sample = smallest_draws(u, self.max_reference_rows)
-        try:
-            space, model = self.fit_clusters(X if sample.size == X.shape[0] else X[sample])
-        except InvalidInputError as e:
-            if sample.size == X.shape[0]:
-                raise
-            raise InvalidInputError(
-                f"{e}: they are the clustering sample of max_reference_rows = {self.max_reference_rows} of the "
-                f"{X.shape[0]} rows; raise max_reference_rows (--reference-rows)"
-            ) from e
-        clusters = model.assign(space.cluster_space(X))
-        counts = stratum_counts(clusters, y, model.n_clusters, data.n_classes)
-        thresholds = select_reference(u, clusters, y, quotas(counts, self.max_reference_rows))
-        ref = np.flatnonzero(reference_mask(u, clusters, y, thresholds))
-        return self.plan_reference(
-            space,
-            model,
-            X[ref],
-            y[ref],
-            clusters[ref],
-            u[ref],
-            sizes=counts.sum(axis=1),
-            X_val=data.X_val,
-            y_val=data.y_val,
-            classes=data.classes,
-        )
+        return stages.prepare(self, X_train, y_train, X_val, y_val, draws=draws)
 
     def fit_clusters(self, X_sample: NDArray[np.float64]) -> tuple[FeatureSpace, ClusterModel]:
-        """Stage 0 on the clustering sample: the feature space and the cluster model.
-
-        ``p`` comes from ``n_clusters`` or ``budget``, capped by the sample's rows.
-
-        Raises:
-            InvalidInputError: the rows form a single cluster.
-        """
+        """Stage 0 on the clustering sample (:func:`~ecoval_ops.valuation.stages.fit_clusters`)."""
         self._check_params()
-        n = X_sample.shape[0]
-        space = FeatureSpace.fit(X_sample, max_dims=self.pca_dims)
-        Z = space.cluster_space(X_sample)
-        p = choose_n_clusters(
-            n,
-            n_clusters=self.n_clusters,
-            budget=self.budget,
-            pairwise=self.pairwise,
-            seeds=self.seeds,
-            min_cluster_frac=self.min_cluster_frac,
-        )
-        clusterer = KMeansClusterer() if self.clusterer is None else self.clusterer
-        first = clusterer.fit_predict(Z, p, self.seed)
-        model, _ = ClusterModel.from_labels(Z, first, min_size=min_cluster_size(n, self.min_cluster_frac))
-        if model.n_clusters < 2:
-            raise InvalidInputError(f"the {n} training rows form a single cluster; 2 are needed")
-        return space, model
+        return stages.fit_clusters(self, X_sample)
 
     def plan_reference(
         self,
@@ -304,67 +228,17 @@ class EcoVal:
         y_val: NDArray[np.int64],
         classes: NDArray[Any],
     ) -> TrainingPlan:
-        """The plan of the trainings on the reference rows, in training-row order.
-
-        Args:
-            space: the feature space of :meth:`fit_clusters`.
-            model: its cluster model.
-            X_ref: ``(R, d)`` the reference rows' embeddings.
-            y_ref: ``(R,)`` their class codes.
-            clusters_ref: ``(R,)`` their clusters.
-            draws_ref: ``(R,)`` their draws.
-            sizes: ``(p,)`` ``n_c`` over every training row.
-            X_val: validation embeddings.
-            y_val: their class codes.
-            classes: ``(K,)`` the training labels.
-        """
-        rows = stratified_sample(clusters_ref, self.max_train_rows, np.random.default_rng(self.seed))
-        cs = clusters_ref[rows]
-        return TrainingPlan(
-            X=space.standardise(X_ref[rows]),
-            y=y_ref[rows],
-            sample_clusters=cs,
-            halves=np.stack([stratified_half(cs, np.random.default_rng([self.seed, s])) for s in range(self.seeds)]),
-            X_val=space.standardise(X_val),
-            y_val=y_val,
-            empty=prior_utility(y_ref[rows], y_val, classes.size, self.utility),
+        """The plan of the trainings on the reference rows (:func:`~ecoval_ops.valuation.stages.plan_reference`)."""
+        self._check_params()
+        return stages.plan_reference(
+            self, space, model, X_ref, y_ref, clusters_ref, draws_ref, sizes=sizes, X_val=X_val, y_val=y_val,
             classes=classes,
-            space=space,
-            model=model,
-            Z_reference=space.cluster_space(X_ref),
-            reference_y=y_ref,
-            reference_clusters=clusters_ref,
-            reference_draws=draws_ref,
-            sizes=np.asarray(sizes, dtype=np.int64),
-            sample=rows,
-            pairwise=self.pairwise,
-            seed=self.seed,
-        )
+        )  # fmt: skip
 
     def train_masks(self, plan: TrainingPlan, indices: ArrayLike) -> NDArray[np.float64]:
-        """Run the trainings of masks ``indices`` of ``plan`` (one shard); average over seeds.
-
-        Returns:
-            ``(len(indices), m)`` per-example validation utilities ``u_j(S)``; an empty mask
-            gets the prior's utility without training.
-        """
+        """Utilities of the trainings of masks ``indices`` (:func:`~ecoval_ops.valuation.stages.train_masks`)."""
         self._check_params()
-        index = np.asarray(indices, dtype=np.intp)
-        if index.size and (index.min() < 0 or index.max() >= plan.n_masks):
-            raise InvalidInputError(f"mask indices must be in [0, {plan.n_masks}); found {index.tolist()}")
-        learner = learner_from_name(self.learner, self.device)
-        total = np.zeros((index.size, plan.y_val.size))
-        for s in range(plan.seeds):
-            masks = plan.masks(s, index)
-            trained = masks.any(axis=1)
-            u = np.tile(plan.empty, (index.size, 1))
-            if trained.any():
-                proba = learner.predict_proba_masked(
-                    plan.X, plan.y, masks[trained], plan.X_val, n_classes=plan.classes.size, seed=plan.seed + s
-                )
-                u[trained] = per_example_utility(proba, plan.y_val, self.utility)
-            total += u
-        return total / plan.seeds
+        return stages.train_masks(self, plan, indices)
 
     def fit_plan(
         self,
@@ -400,88 +274,37 @@ class EcoVal:
         self.fit_reference(plan, utilities, n_trainings=n_trainings)
         if not plan.sampled:
             return self
-        member = member_index(self.member_draws_, self._draws(X.shape[0], draws))
+        member = self.model_.member_positions(stages.draws_of(self, X.shape[0], draws))
         rows = self.value_rows(X, y_train, train_index=member)
         self.centre(np.bincount(np.asarray(rows.clusters), weights=rows.x, minlength=self.n_clusters_))
-        self._set_result(
-            replace(
-                rows,
-                values=self.state_.values(rows.x, np.asarray(rows.clusters)),
-                mode="in_sample",
-                n_trainings=n_trainings,
-            ),
-            members=np.flatnonzero(member >= 0),
-        )
+        in_sample = replace(self.model_.revalued(rows), mode="in_sample", n_trainings=n_trainings)
+        self._set_result(in_sample, members=np.flatnonzero(member >= 0))
+        self.model_ = self.model_.with_members(in_sample.take(self.members_))
         return self
 
     def fit_reference(self, plan: TrainingPlan, utilities: ArrayLike, *, n_trainings: int) -> EcoVal:
-        """Fit the production function and the state on the plan's reference rows; value them in sample.
+        """Fit the model on the plan's reference rows and value them in sample.
 
-        When the reference set is every training row this is the whole fit; otherwise
-        ``x_mean`` is the members' until :meth:`centre`, and ``result_`` holds the members.
+        See :func:`~ecoval_ops.valuation.stages.fit_model`. When the reference set is every training
+        row this is the whole fit; otherwise ``x_mean`` is the members' until :meth:`centre`, and
+        ``result_`` holds the members.
         """
-        leave_out = plan.leave_out_utilities(np.asarray(utilities, dtype=np.float64))
         self._check_params()
-        production = SecondOrderProduction(shrinkage=self.shrinkage) if self.production is None else self.production
-        game = production.fit(leave_out)
-        self.utilities_ = leave_out
-        propagator = (
-            NeighbourPropagator(
-                k_neighbors=self.k_neighbors,
-                vote_neighbors=self.vote_neighbors,
-                halo_clusters=self.halo_clusters,
-                prior_weight=self.prior_weight,
-                c_kappa=self.c_kappa,
-                empirical_bayes=self.empirical_bayes,
-                seed=self.seed,
-            )
-            if self.propagator is None
-            else self.propagator
-        )
-        clusters = plan.reference_clusters
-        state, inputs = propagator.fit(plan.Z_reference, plan.reference_y, clusters, game, sizes=plan.sizes)
-        self._set_fitted(
-            classes=plan.classes,
-            space=plan.space,
-            model=plan.model,
-            game=game,
-            state=state,
-            result=ValuationResult(
-                values=state.values(inputs.x, clusters),
-                intrinsic=inputs.alpha,
-                extrinsic=inputs.beta,
-                clusters=clusters,
-                cluster_values=game.phi[clusters],
-                mode="in_sample",
-                n_trainings=n_trainings,
-                suggested_label=plan.classes[inputs.support],
-                label_confidence=inputs.support_share,
-            ),
-            member_draws=plan.reference_draws,
-            n_trainings=n_trainings,
-        )
+        model, members = stages.fit_model(self, plan, utilities, n_trainings=n_trainings)
+        self._set_fitted(model, members)
         return self
 
     def centre(self, x_sum: ArrayLike) -> EcoVal:
         """Centre the values on ``mean_{j in c} x_j = x_sum_c / n_c``, summed over every training row.
 
-        A distributed engine sums ``x_i = alpha_i beta_i`` of every training row per cluster
-        (from :meth:`value_rows`, members leaving themselves out) and passes the sums here, so
-        that ``sum_{i in c} v_i = n_c share_c*`` over all rows (invariant 1, spec section 5b).
+        See :meth:`ValuationModel.centred` (invariant 1, spec section 5b).
 
         Returns:
-            self, with the state and ``result_`` recentred.
+            self, with the model and ``result_`` recentred.
         """
         self._check_fitted()
-        sums = np.asarray(x_sum, dtype=np.float64)
-        if sums.shape != (self.n_clusters_,):
-            raise InvalidInputError(f"x_sum has shape {sums.shape}; expected ({self.n_clusters_},)")
-        self.state_ = self.state_.centred(sums)
-        rows = self.result_
-        self._set_result(
-            replace(rows, values=self.state_.values(rows.x, np.asarray(rows.clusters))),
-            members=self.members_,
-        )
+        self.model_ = self.model_.centred(x_sum)
+        self._set_result(self.model_.revalued(self.result_), members=self.members_)
         return self
 
     def value(self, X_new: ArrayLike, y_new: ArrayLike, *, train_index: ArrayLike | None = None) -> NDArray[np.float64]:
@@ -504,102 +327,37 @@ class EcoVal:
     ) -> ValuationResult:
         """Like :meth:`value`, with ``alpha``, ``beta``, cluster and ``phi`` of every row."""
         self._check_fitted()
-        X = check_features(X_new, "X_new", n_features=self.n_features_in_)
-        y = encode_labels(check_labels(y_new, "y_new", n_rows=X.shape[0]), self.classes_, "y_new")
-        exclude = None
-        if train_index is not None:
-            exclude = np.asarray(train_index, dtype=np.int64)
-            if exclude.shape != (X.shape[0],):
-                raise InvalidInputError(f"train_index has shape {exclude.shape}; expected ({X.shape[0]},)")
-        Z = self.feature_space_.cluster_space(X)
-        clusters = self.cluster_model_.assign(Z)
-        inputs = self.state_.inputs(Z, y, clusters, exclude=exclude)
-        return ValuationResult(
-            values=self.state_.values(inputs.x, clusters),
-            intrinsic=inputs.alpha,
-            extrinsic=inputs.beta,
-            clusters=clusters,
-            cluster_values=self.game_.phi[clusters],
-            mode="out_of_sample",
-            n_trainings=0,
-            suggested_label=self.classes_[inputs.support],
-            label_confidence=inputs.support_share,
-        )
-
-    def assigner(self) -> ClusterAssigner:
-        """The rule that assigns rows to the fitted clusters (O(p d), shipped to where rows lie)."""
-        self._check_fitted()
-        return ClusterAssigner(self.feature_space_, self.cluster_model_)
-
-    def training_shares(self) -> NDArray[np.float64]:
-        """``(p,)`` each cluster's share of the training rows, ``n_c / n``."""
-        self._check_fitted()
-        sizes = np.asarray(self.state_.sizes, dtype=np.float64)
-        shares: NDArray[np.float64] = sizes / sizes.sum()
-        return shares
+        return self.model_.value_rows(X_new, y_new, train_index=train_index)
 
     def save(self, path: str | Path) -> Path:
-        """Write the fitted state to the folder ``path`` as ``state.npz`` and ``ecoval.json``.
+        """Write the fitted model to the folder ``path`` as ``state.npz`` and ``ecoval.json``.
 
         Only arrays and JSON are written (no pickle), so a saved state from an untrusted place
-        loads no code. A learner given as an object is recorded by its class name.
+        loads no code. A learner or part given as an object is recorded by its class name.
         """
         self._check_fitted()
-        game, state = self.game_, self.state_
-        arrays = fitted_arrays(
-            self.classes_,
-            self.feature_space_,
-            self.cluster_model_,
-            game,
-            state,
-            self.result_.take(self.members_),
-            self.member_draws_,
-        )
         params = self._params()
         if not isinstance(params["learner"], str):
             params["learner"] = type(params["learner"]).__qualname__
         for part in ("clusterer", "production", "propagator"):
             value = params[part]
             params[part] = None if value is None else type(value).__qualname__
-        meta = {
-            "format_version": _FORMAT_VERSION,
-            "params": params,
-            "game": {k: v for k, v in asdict(game).items() if not isinstance(v, np.ndarray)},
-            "state": {"kappa": state.kappa, "gamma": state.gamma, "prior_weight": state.prior_weight},
-            "n_trainings": self.n_trainings_,
-            "n_features_in": self.n_features_in_,
-        }
-        return write_saved(Path(path), _STATE_FILE, arrays, _META_FILE, meta)
+        return self.model_.save(path, params)
 
     @classmethod
     def load(cls, path: str | Path) -> EcoVal:
-        """Read a state written by :meth:`save`; arrays load with ``allow_pickle=False``.
+        """Read a model written by :meth:`save` (:meth:`ValuationModel.load`).
 
         Raises:
             StateFormatError: the state was written in another format (an older method).
             InvalidInputError: the folder holds no state.
         """
-        folder = Path(path)
-        meta, arrays = read_saved(folder, _STATE_FILE, _META_FILE, "EcoVal state")
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise StateFormatError(
-                f"{folder} has state format {meta.get('format_version')}; this version reads {_FORMAT_VERSION}"
-            )
-        params = dict(meta["params"])
-        # The fitted state values rows on its own; composed parts are recorded by name only.
+        model, params = ValuationModel.load(path)
+        # The fitted model values rows on its own; composed parts are recorded by name only.
         params.update(clusterer=None, production=None, propagator=None)
         est = cls(**params)
-        est._set_fitted(**fitted_from_arrays(arrays, meta), n_trainings=int(meta["n_trainings"]))
+        est._set_fitted(model, model.members)
         return est
-
-    def _draws(self, n: int, draws: ArrayLike | None) -> NDArray[np.int64]:
-        """``u_i`` of ``n`` training rows: ``draws`` when given, else drawn from the seed."""
-        if draws is None:
-            return seeded_draws(n, self.seed)
-        u = np.asarray(draws)
-        if u.shape != (n,) or not np.issubdtype(u.dtype, np.integer):
-            raise InvalidInputError(f"draws must be ({n},) integers; found {u.dtype} of shape {u.shape}")
-        return u.astype(np.int64)
 
     def _params(self) -> dict[str, Any]:
         """Every ``__init__`` argument by name, as stored (scikit-learn's ``get_params``)."""
@@ -609,32 +367,18 @@ class EcoVal:
     def _check_params(self) -> None:
         check_params(type(self).__name__, self._params())
 
-    def _set_fitted(
-        self,
-        *,
-        classes: NDArray[Any],
-        space: FeatureSpace,
-        model: ClusterModel,
-        game: ClusterGame,
-        state: PropagationState,
-        result: ValuationResult,
-        member_draws: NDArray[np.int64],
-        n_trainings: int,
-    ) -> None:
-        self.classes_ = classes
-        self.feature_space_ = space
-        self.cluster_model_ = model
-        self.game_ = game
-        self.state_ = state
-        self.member_draws_ = np.asarray(member_draws, dtype=np.int64)
-        self._set_result(result, members=np.arange(len(result)))
+    def _set_fitted(self, model: ValuationModel, members: ValuationResult) -> None:
+        self.model_ = model
+        game = model.game
+        self.classes_ = model.classes
+        self._set_result(members, members=np.arange(len(members)))
         self.cluster_values_ = game.phi
         self.gamma_alpha_ = game.gamma_alpha
         self.gamma_beta_ = game.gamma_beta
         self.returns_to_scale_ = game.returns_to_scale
-        self.n_trainings_ = n_trainings
+        self.n_trainings_ = model.n_trainings
         self.n_clusters_: int = model.n_clusters
-        self.n_features_in_ = int(space.mean.shape[0])
+        self.n_features_in_ = model.n_features_in
 
     def _set_result(self, result: ValuationResult, *, members: NDArray[np.intp]) -> None:
         self.result_ = result
@@ -645,5 +389,5 @@ class EcoVal:
         self.clusters_ = np.asarray(result.clusters, dtype=np.int64)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "state_"):
+        if not hasattr(self, "model_"):
             raise NotFittedError("this EcoVal is not fitted yet; call fit(X_train, y_train, X_val, y_val) first")

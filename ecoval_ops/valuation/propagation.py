@@ -51,6 +51,7 @@ __all__ = [
     "PropagationState",
     "RowInputs",
     "empirical_bayes_shares",
+    "kernel",
     "label_scores",
     "nearest_members",
     "redundancy",
@@ -117,6 +118,11 @@ def nearest_members(
     return dist, index
 
 
+def kernel(dist: NDArray[np.float64], h: float) -> NDArray[np.float64]:
+    """The neighbour kernel ``s_ij = exp(-(d_ij / h)^2)`` of distances ``dist`` at bandwidth ``h``."""
+    return np.asarray(np.exp(-((dist / h) ** 2)), dtype=np.float64)
+
+
 def redundancy(
     dist: NDArray[np.float64], same_label: NDArray[np.bool_], h: float, gamma: float
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -130,7 +136,7 @@ def redundancy(
         h: bandwidth ``h_c`` of the cluster (> 0).
         gamma: returns-to-scale exponent.
     """
-    rho = np.sum(np.exp(-((dist / h) ** 2)) * same_label, axis=1)
+    rho = np.sum(kernel(dist, h) * same_label, axis=1)
     return rho, (1.0 + rho) ** (gamma - 1.0)
 
 

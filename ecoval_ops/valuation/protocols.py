@@ -12,9 +12,102 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities
-from ecoval_ops.valuation.propagation import PropagationState, RowInputs
+from ecoval_ops.valuation.propagation import RowInputs
+from ecoval_ops.valuation.supervised import LabelPrior
 
-__all__ = ["Clusterer", "Learner", "ProductionFunction", "Propagator"]
+__all__ = ["Clusterer", "FittedState", "Learner", "ProductionFunction", "Propagator"]
+
+
+class FittedState(Protocol):
+    """What a :class:`Propagator` fits: it values rows in and out of sample (sections 4 and 5).
+
+    :class:`~ecoval_ops.valuation.propagation.PropagationState` is the one the method ships; a
+    saved model stores it field by field.
+    """
+
+    @property
+    def Z(self) -> NDArray[np.float64]:  # noqa: N802 (the spec's name)
+        """``(R, q)`` the members in the cluster space."""
+        ...
+
+    @property
+    def y(self) -> NDArray[np.int64]:
+        """``(R,)`` the members' class codes."""
+        ...
+
+    @property
+    def sizes(self) -> NDArray[np.int64]:
+        """``(p,)`` ``n_c`` over every training row."""
+        ...
+
+    @property
+    def share(self) -> NDArray[np.float64]:
+        """``(p,)`` ``share_c*``."""
+        ...
+
+    @property
+    def shrink(self) -> NDArray[np.float64]:
+        """``(p,)`` the empirical-Bayes weights ``lambda_c``."""
+        ...
+
+    @property
+    def x_mean(self) -> NDArray[np.float64]:
+        """``(p,)`` ``mean_{j in c} x_j``."""
+        ...
+
+    @property
+    def h_vote(self) -> NDArray[np.float64]:
+        """``(p,)`` the vote bandwidths ``h'_c``."""
+        ...
+
+    @property
+    def k_vote(self) -> NDArray[np.int64]:
+        """``(p,)`` the vote neighbours per cluster."""
+        ...
+
+    @property
+    def kappa(self) -> float:
+        """``kappa``."""
+        ...
+
+    @property
+    def gamma(self) -> float:
+        """``gamma``."""
+        ...
+
+    @property
+    def prior_weight(self) -> float:
+        """``m0``."""
+        ...
+
+    @property
+    def prior(self) -> LabelPrior:
+        """The supervised metric and the leave-cluster-out class scores."""
+        ...
+
+    def neighbours(
+        self, Z: NDArray[np.float64], cluster: int, exclude: NDArray[np.int64] | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """Distances and member indices of the nearest candidates of rows ``Z`` of ``cluster``."""
+        ...
+
+    def inputs(
+        self,
+        Z: NDArray[np.float64],
+        y: NDArray[np.int64],
+        clusters: NDArray[np.int64],
+        exclude: NDArray[np.int64] | None = None,
+    ) -> RowInputs:
+        """``alpha``, ``beta``, ``rho`` and the supported label of rows ``(Z, y)``."""
+        ...
+
+    def values(self, x: NDArray[np.float64], clusters: NDArray[np.int64]) -> NDArray[np.float64]:
+        """``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``."""
+        ...
+
+    def centred(self, x_sum: NDArray[np.float64]) -> FittedState:
+        """The state with ``mean_{j in c} x_j = x_sum_c / n_c``."""
+        ...
 
 
 @runtime_checkable
@@ -65,7 +158,7 @@ class Propagator(Protocol):
         game: ClusterGame,
         *,
         sizes: NDArray[np.int64] | None = None,
-    ) -> tuple[PropagationState, RowInputs]:
+    ) -> tuple[FittedState, RowInputs]:
         """Return the state that values rows and the inputs of its members.
 
         ``sizes``: rows per cluster over every training row when the members are a sample of

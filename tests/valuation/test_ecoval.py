@@ -42,17 +42,18 @@ def test_trainings_run_on_a_stratified_sample_but_value_every_row() -> None:
     ev = EcoVal(n_clusters=4, max_train_rows=300).fit(X[:1200], y[:1200], X[1200:], y[1200:])
     assert ev.values_.shape == (1200,)
     assert ev.n_trainings_ == n_trainings(4, pairwise=True)
-    np.testing.assert_allclose(ev.values_.sum(), (np.bincount(ev.clusters_) * ev.state_.share).sum())
+    np.testing.assert_allclose(ev.values_.sum(), (np.bincount(ev.clusters_) * ev.model_.cluster_shares()).sum())
 
 
 def test_wide_embeddings_are_clustered_in_pca_space() -> None:
     X, y = blobs(400, d=100, seed=6)
     ev = EcoVal(n_clusters=3, pca_dims=8).fit(X[:300], y[:300], X[300:], y[300:])
-    assert ev.feature_space_.components.shape == (8, 100)
-    assert ev.state_.Z.shape == (300, 8)
-    r = ev.cluster_model_.responsibilities(ev.feature_space_.cluster_space(X[300:]))
+    assign = ev.model_.assigner()
+    assert assign.space.components.shape == (8, 100)
+    assert ev.model_.member_embeddings().shape == (300, 8)
+    r = assign.model.responsibilities(assign.space.cluster_space(X[300:]))
     np.testing.assert_allclose(r.sum(axis=1), 1.0)
-    np.testing.assert_array_equal(r.argmax(axis=1), ev.cluster_model_.assign(ev.feature_space_.cluster_space(X[300:])))
+    np.testing.assert_array_equal(r.argmax(axis=1), assign(X[300:]))
 
 
 def test_save_writes_arrays_and_json_only(small_data, tmp_path) -> None:

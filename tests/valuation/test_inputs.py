@@ -81,10 +81,10 @@ BAD_PARAMS = [
 
 @pytest.mark.parametrize(("params", "message"), BAD_PARAMS, ids=[str(p) for p, _ in BAD_PARAMS])
 def test_fit_rejects_bad_parameters(params: dict, message: str, monkeypatch) -> None:
-    from ecoval_ops.valuation import ecoval
+    from ecoval_ops.valuation import stages
 
     # Declarative checks run before any work: no learner may be built, no model trained.
-    monkeypatch.setattr(ecoval, "learner_from_name", lambda *a: pytest.fail("a learner was built"))
+    monkeypatch.setattr(stages, "learner_from_name", lambda *a: pytest.fail("a learner was built"))
     with pytest.raises(InvalidInputError, match=message):
         EcoVal(**params).fit(X, Y, XV, YV)
     with pytest.raises(ValueError, match=message):

@@ -98,7 +98,8 @@ def test_invariant_efficiency() -> None:
 def test_invariant_efficiency_per_cluster_with_shrinkage(small_data) -> None:
     ev = EcoVal(n_clusters=4).fit(*small_data)
     sizes = np.bincount(ev.clusters_)
-    np.testing.assert_allclose(np.bincount(ev.clusters_, weights=ev.values_), sizes * ev.state_.share, rtol=1e-10)
+    sums = np.bincount(ev.clusters_, weights=ev.values_)
+    np.testing.assert_allclose(sums, sizes * ev.model_.cluster_shares(), rtol=1e-10)
 
 
 def test_invariant_symmetry(seed: int) -> None:
@@ -121,7 +122,7 @@ def test_invariant_monotonicity(small_data) -> None:
     labels = np.array([[0, 1, 1, 0]])
     by_prior = [label_scores(dist, labels, 1.0, np.array([[q, 1 - q]]), 5.0)[0, 0] for q in (0, 0.5, 1)]
     assert np.all(np.diff(by_prior) > 0)
-    state = ev.state_
+    state = ev.model_._state  # white-box: section 4's rule on the fitted state itself
     clusters = np.zeros(5, dtype=np.int64)
     alpha = np.linspace(-1, 1, 5)
     values = state.values(RowInputs(alpha=alpha, beta=np.full(5, 0.7), rho=np.ones(5)).x, clusters)
@@ -131,8 +132,9 @@ def test_invariant_monotonicity(small_data) -> None:
     X_train, _y_train = small_data[0], small_data[1]
     x = X_train[:1]
     labels = np.arange(3)
-    Z = ev.feature_space_.cluster_space(np.repeat(x, 3, axis=0))
-    c = ev.cluster_model_.assign(Z)
+    assign = ev.model_.assigner()
+    Z = assign.space.cluster_space(np.repeat(x, 3, axis=0))
+    c = assign.model.assign(Z)
     inputs = flat.inputs(Z, labels, c)
     order = np.argsort(inputs.alpha)
     assert np.all(np.diff(flat.values(inputs.x, c)[order]) >= 0)

@@ -82,11 +82,11 @@ def test_efficiency_beyond_the_reference_set(sampled: tuple[EcoVal, tuple[np.nda
     assert ev.values_.shape == (len(y),)
     assert 990 <= ev.members_.size <= 1000 < len(y)
     sizes = np.bincount(ev.clusters_, minlength=ev.n_clusters_)
-    np.testing.assert_array_equal(ev.state_.sizes, sizes)
+    np.testing.assert_array_equal(ev.model_.cluster_sizes(), sizes)
     sums = np.bincount(ev.clusters_, weights=ev.values_, minlength=ev.n_clusters_)
-    np.testing.assert_allclose(sums, sizes * ev.state_.share, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sums, sizes * ev.model_.cluster_shares(), rtol=1e-10, atol=1e-12)
     # n_c counts every row, so the state's shares are spread over them all.
-    assert sizes.sum() == len(y) and ev.state_.Z.shape[0] == ev.members_.size
+    assert sizes.sum() == len(y) and ev.model_.member_embeddings().shape[0] == ev.members_.size
 
 
 def test_every_row_valued_by_one_rule(sampled: tuple[EcoVal, tuple[np.ndarray, ...]], tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_every_row_valued_by_one_rule(sampled: tuple[EcoVal, tuple[np.ndarray, .
     loaded = EcoVal.load(tmp_path)
     assert loaded.values_.shape == (ev.members_.size,)
     np.testing.assert_array_equal(loaded.values_, ev.values_[ev.members_])
-    member = member_index(loaded.member_draws_, seeded_draws(len(y), ev.seed))
+    member = loaded.model_.member_positions(seeded_draws(len(y), ev.seed))
     assert np.array_equal(np.flatnonzero(member >= 0), ev.members_)
     again = loaded.value_rows(X, y, train_index=member)
     np.testing.assert_allclose(again.values, ev.values_, rtol=0, atol=1e-12)
