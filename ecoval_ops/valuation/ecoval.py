@@ -154,7 +154,29 @@ class EcoVal:
         self.empirical_bayes = empirical_bayes
 
     def __repr__(self) -> str:
-        return f"EcoVal({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
+        return f"EcoVal({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every ``__init__`` argument by name, as stored (scikit-learn's contract, so ``clone`` works).
+
+        ``deep`` is accepted for scikit-learn; the composed parts are returned as given.
+        """
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
+
+    def set_params(self, **params: Any) -> EcoVal:
+        """Set ``__init__`` arguments by name; checked at the next fit, as scikit-learn does.
+
+        Raises:
+            InvalidInputError: a name that is not an ``__init__`` argument.
+        """
+        known = self.get_params()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise InvalidInputError(f"EcoVal has no parameter {', '.join(unknown)}; it has {', '.join(known)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
     def fit(
         self,
@@ -336,7 +358,7 @@ class EcoVal:
         loads no code. A learner or part given as an object is recorded by its class name.
         """
         self._check_fitted()
-        params = self._params()
+        params = self.get_params()
         if not isinstance(params["learner"], str):
             params["learner"] = type(params["learner"]).__qualname__
         for part in ("clusterer", "production", "propagator"):
@@ -359,13 +381,8 @@ class EcoVal:
         est._set_fitted(model, model.members)
         return est
 
-    def _params(self) -> dict[str, Any]:
-        """Every ``__init__`` argument by name, as stored (scikit-learn's ``get_params``)."""
-        names = inspect.signature(type(self).__init__).parameters
-        return {name: getattr(self, name) for name in names if name != "self"}
-
     def _check_params(self) -> None:
-        check_params(type(self).__name__, self._params())
+        check_params(type(self).__name__, self.get_params())
 
     def _set_fitted(self, model: ValuationModel, members: ValuationResult) -> None:
         self.model_ = model

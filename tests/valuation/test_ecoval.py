@@ -131,3 +131,19 @@ def test_production_and_propagator_compose(small_data, tmp_path) -> None:
     assert params["production"].endswith("Flat") and params["propagator"] is None
     loaded = EcoVal.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.value(*small_data[2:]), custom.value(*small_data[2:]))
+
+
+def test_clone_gives_an_unfitted_copy_that_fits_the_same_values(small_data) -> None:
+    from sklearn.base import clone
+
+    from ecoval_ops.exceptions import InvalidInputError, NotFittedError
+
+    ev = EcoVal(n_clusters=3, k_neighbors=5, seed=2).fit(*small_data)
+    copy = clone(ev)
+    assert copy.get_params() == ev.get_params() and not hasattr(copy, "model_")
+    with pytest.raises(NotFittedError):
+        copy.value(small_data[2], small_data[3])
+    np.testing.assert_array_equal(copy.fit(*small_data).values_, ev.values_)
+    assert copy.set_params(k_neighbors=7) is copy and copy.k_neighbors == 7
+    with pytest.raises(InvalidInputError, match="EcoVal has no parameter neighbours"):
+        copy.set_params(neighbours=3)
