@@ -151,6 +151,7 @@ def spark_plan(
     from pyspark import StorageLevel
     from pyspark.sql import functions as sf
 
+    from ecoval_ops.valuation import stages
     from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
     from ecoval_ops.valuation.reference import quotas, reference_mask, stratum_threshold
 
@@ -174,7 +175,7 @@ def spark_plan(
         y_val = scored.column(label).to_numpy(zero_copy_only=False)
         X_sample = check_features(_list_matrix(sample.column(EMBEDDING_COL)), "X_train")
         estimator = estimator_for(sample.num_rows)
-        space, model = estimator.fit_clusters(X_sample)
+        space, model = stages.fit_clusters(estimator, X_sample)
         p, n_classes = model.n_clusters, classes.size
 
         def strata(part: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -228,7 +229,8 @@ def spark_plan(
     finally:
         rows.unpersist()
     labels = reference.column(label).to_numpy(zero_copy_only=False)
-    plan = estimator.plan_reference(
+    plan = stages.plan_reference(
+        estimator,
         space,
         model,
         _list_matrix(reference.column(EMBEDDING_COL)),

@@ -11,10 +11,11 @@ shard each), and ``fit_plan`` on the utilities of all masks.
 
 At lakehouse scale (spec section 5b) the fitted state rests on a reference set of at most
 ``max_reference_rows`` rows (:mod:`ecoval_ops.valuation.reference`); a distributed engine runs
-the O(n) passes itself: :meth:`fit_clusters` and :meth:`plan_reference` on the rows it
-collected, :meth:`fit_reference`, then every row valued by ``model_`` (a
+the O(n) passes itself: :func:`~ecoval_ops.valuation.stages.fit_clusters` and
+:func:`~ecoval_ops.valuation.stages.plan_reference` on the rows it collected,
+:meth:`fit_reference`, then every row valued by ``model_`` (a
 :class:`~ecoval_ops.valuation.model.ValuationModel`) on its executors and :meth:`centre` on the
-per-cluster sums. The stages themselves are :mod:`ecoval_ops.valuation.stages`.
+per-cluster sums.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from numpy.typing import ArrayLike, NDArray
 from ecoval_ops.exceptions import InvalidInputError, NotFittedError
 from ecoval_ops.valuation import stages
 from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
-from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
 from ecoval_ops.valuation.model import ValuationModel
 from ecoval_ops.valuation.params import check_params
 from ecoval_ops.valuation.plan import TrainingPlan
@@ -230,32 +230,6 @@ class EcoVal:
         """
         self._check_params()
         return stages.prepare(self, X_train, y_train, X_val, y_val, draws=draws)
-
-    def fit_clusters(self, X_sample: NDArray[np.float64]) -> tuple[FeatureSpace, ClusterModel]:
-        """Stage 0 on the clustering sample (:func:`~ecoval_ops.valuation.stages.fit_clusters`)."""
-        self._check_params()
-        return stages.fit_clusters(self, X_sample)
-
-    def plan_reference(
-        self,
-        space: FeatureSpace,
-        model: ClusterModel,
-        X_ref: NDArray[np.float64],
-        y_ref: NDArray[np.int64],
-        clusters_ref: NDArray[np.int64],
-        draws_ref: NDArray[np.int64],
-        *,
-        sizes: NDArray[np.int64],
-        X_val: NDArray[np.float64],
-        y_val: NDArray[np.int64],
-        classes: NDArray[Any],
-    ) -> TrainingPlan:
-        """The plan of the trainings on the reference rows (:func:`~ecoval_ops.valuation.stages.plan_reference`)."""
-        self._check_params()
-        return stages.plan_reference(
-            self, space, model, X_ref, y_ref, clusters_ref, draws_ref, sizes=sizes, X_val=X_val, y_val=y_val,
-            classes=classes,
-        )  # fmt: skip
 
     def train_masks(self, plan: TrainingPlan, indices: ArrayLike) -> NDArray[np.float64]:
         """Utilities of the trainings of masks ``indices`` (:func:`~ecoval_ops.valuation.stages.train_masks`)."""

@@ -2,7 +2,9 @@
 
 Stage 0 (:func:`fit_clusters`), the plan of the stage 1-2 trainings on the reference rows
 (:func:`plan_reference`), the trainings of a shard of masks (:func:`train_masks`) and stages 3-4
-on every mask's utilities (:func:`fit_model`). Each reads the estimator's parameters only.
+on every mask's utilities (:func:`fit_model`). Each reads the estimator's parameters only;
+:func:`fit_clusters` and :func:`plan_reference`, the two a distributed engine calls directly,
+check them first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ecoval_ops.valuation.clustering import (
 )
 from ecoval_ops.valuation.learners import learner_from_name
 from ecoval_ops.valuation.model import ValuationModel
+from ecoval_ops.valuation.params import check_params
 from ecoval_ops.valuation.plan import TrainingPlan, stratified_half, stratified_sample
 from ecoval_ops.valuation.production import SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator
@@ -92,6 +95,7 @@ def fit_clusters(est: EcoVal, X_sample: NDArray[np.float64]) -> tuple[FeatureSpa
     Raises:
         InvalidInputError: the rows form a single cluster.
     """
+    check_params(type(est).__name__, est.get_params())
     n = X_sample.shape[0]
     space = FeatureSpace.fit(X_sample, max_dims=est.pca_dims)
     Z = space.cluster_space(X_sample)
@@ -140,6 +144,7 @@ def plan_reference(
         y_val: their class codes.
         classes: ``(K,)`` the training labels.
     """
+    check_params(type(est).__name__, est.get_params())
     rows = stratified_sample(clusters_ref, est.max_train_rows, np.random.default_rng(est.seed))
     cs = clusters_ref[rows]
     return TrainingPlan(
