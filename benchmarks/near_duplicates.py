@@ -11,6 +11,8 @@ the fit's wall time:
 - ``rows_<share>``: the default draw, one draw per row, at 20% and 50% of the rows;
 - ``groups_20``: one draw per copy group, so near-duplicates are members together or not at all.
 
+Results are kept per dataset (``--dataset`` takes several).
+
 Writes ``benchmarks/results/near_duplicates.json``. Usage:
 ``python benchmarks/near_duplicates.py [--dataset pol_722] [--copies 3]``.
 """
@@ -80,28 +82,38 @@ def detection(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ecoval_ops.valuation.reference import seeded_draws
-
     parser = argparse.ArgumentParser(description="EcoVal's reference set on near-duplicates")
-    parser.add_argument("--dataset", default="pol_722")
+    parser.add_argument("--dataset", nargs="+", default=["pol_722", "default-of-credit-card-clients_42477"])
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "near_duplicates.json")
     args = parser.parse_args(argv)
-    X, y, flipped, group, Xv, yv = near_duplicate_table(args.dataset, args.copies)
+    out: dict[str, object] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for dataset in args.dataset:
+        out[dataset] = _runs(dataset, args.copies)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _runs(dataset: str, copies: int) -> dict[str, object]:
+    from ecoval_ops.valuation.reference import seeded_draws
+
+    X, y, flipped, group, Xv, yv = near_duplicate_table(dataset, copies)
     n = y.size
-    group_draws = seeded_draws(int(group.max()) + 1, 7)[group]
+    # One draw per group in the high bits, the copy in the low bits: draws stay distinct (they
+    # identify members) and a group's copies fall on the same side of a stratum's threshold.
+    bits = max(1, (copies - 1).bit_length())
+    group_draws = (seeded_draws(int(group.max()) + 1, 7)[group] >> bits << bits) | np.arange(n) % copies
     runs = {
         "full": (n, None),
         "rows_20": (n // 5, None),
         "rows_50": (n // 2, None),
         "groups_20": (n // 5, group_draws),
     }
-    out: dict[str, object] = {"dataset": args.dataset, "rows": n, "copies": args.copies, "jitter": JITTER}
+    out: dict[str, object] = {"rows": n, "copies": copies, "jitter": JITTER}
     for name, (reference_rows, draws) in runs.items():
         out[name] = detection(X, y, flipped, group, Xv, yv, reference_rows, draws)
-        print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+        print(dataset, name, json.dumps(out[name]), file=sys.stderr, flush=True)
+    return out
 
 
 if __name__ == "__main__":

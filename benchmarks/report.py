@@ -371,7 +371,35 @@ def scale_section(results: Path) -> list[str]:
                     f"| {mode} | {int(n):,} | {stage} | {f['wall_s']:.1f} | {f['peak_rss_mb']:.0f} | {rate} | {jvm} |"
                 )
     lines += ["", "![scale](benchmarks/plots/scale.png)", "", *_reference_lines(r.get("reference", {}))]
-    return lines
+    return [*lines, *_near_duplicate_lines(load_result(results, "near_duplicates"))]
+
+
+def _near_duplicate_lines(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return []
+    lines = [
+        "### The reference set on near-duplicates",
+        "",
+        "`benchmarks/near_duplicates.py`: jittered copies (noise of `jitter` x each feature's standard deviation) of "
+        "each training row of a real dataset, 10% of labels flipped, 2,000 clean validation rows. `rows_N`: the "
+        "default draw (one per row) with N% of the rows as members; `groups_20`: one draw per copy group (copies "
+        "are members together or not at all). `twin covered`: share of flipped rows with a clean copy among the "
+        "members.",
+        "",
+        "| dataset | rows | reference | members | AUROC | members' AUROC | non-members' AUROC | twin covered | fit s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, runs in r.items():
+        for name, f in runs.items():
+            if not isinstance(f, dict):
+                continue
+            cells = [f.get(k) for k in ("auroc", "auroc_members", "auroc_non_members")]
+            shown = " | ".join("" if c is None else f"{c:.4f}" for c in cells)
+            lines.append(
+                f"| {dataset} | {runs['rows']:,} | {name} | {f['members']:,} | {shown} | "
+                f"{f['flipped_with_a_clean_member_twin']:.2f} | {f['wall_s']:.0f} |"
+            )
+    return [*lines, ""]
 
 
 def _reference_lines(sweep: dict[str, dict[str, dict[str, float]]]) -> list[str]:
