@@ -53,6 +53,10 @@ def draws_of(est: EcoVal, n: int, draws: ArrayLike | None) -> NDArray[np.int64]:
     u = np.asarray(draws)
     if u.shape != (n,) or not np.issubdtype(u.dtype, np.integer):
         raise InvalidInputError(f"draws must be ({n},) integers; found {u.dtype} of shape {u.shape}")
+    repeated = n - np.unique(u).size
+    if repeated:
+        # A draw identifies a member: two rows with one draw would be one member twice.
+        raise InvalidInputError(f"draws must be distinct; {repeated} of the {n} repeat an earlier one")
     return u.astype(np.int64)
 
 

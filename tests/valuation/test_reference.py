@@ -111,6 +111,10 @@ def test_sampled_fit_is_deterministic_and_follows_the_draws(sampled: tuple[EcoVa
     assert not np.array_equal(by_key.members_, ev.members_)
     with pytest.raises(InvalidInputError, match="draws must be"):
         EcoVal(max_reference_rows=1000).fit(*data, draws=np.zeros(3, dtype=np.int64))
+    repeated = key_draws(keys, 2)
+    repeated[5] = repeated[4]
+    with pytest.raises(InvalidInputError, match=f"draws must be distinct; 1 of the {len(keys)} repeat an earlier one"):
+        EcoVal(max_reference_rows=1000).fit(*data, draws=repeated)
 
 
 def test_reference_is_stratified_by_cluster_and_label() -> None:
