@@ -1,6 +1,6 @@
 """Saved valuation files: arrays in one ``.npz`` (no pickle) beside one JSON file.
 
-Shared by the fitted state (:meth:`EcoVal.save`) and the training plan
+Shared by the fitted state (:meth:`ValuationModel.save`) and the training plan
 (:meth:`TrainingPlan.save`), which both carry the stage-0 state (feature space, cluster model);
 :func:`fitted_arrays` and :func:`fitted_from_arrays` name the arrays of the fitted state.
 """

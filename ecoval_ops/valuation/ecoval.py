@@ -272,7 +272,10 @@ class EcoVal:
             return self
         member = self.model_.member_positions(stages.draws_of(self, X.shape[0], draws))
         rows = self.value_rows(X, y_train, train_index=member)
-        self.centre(np.bincount(np.asarray(rows.clusters), weights=rows.x, minlength=self.n_clusters_))
+        # Centred on every row's x; the members' in-sample values then come from the rows valued here.
+        self.model_ = self.model_.centred(
+            np.bincount(np.asarray(rows.clusters), weights=rows.x, minlength=self.n_clusters_)
+        )
         in_sample = replace(self.model_.revalued(rows), mode="in_sample", n_trainings=n_trainings)
         self._set_result(in_sample, members=np.flatnonzero(member >= 0))
         self.model_ = self.model_.with_members(in_sample.take(self.members_))
