@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Delta's jars are resolved by Spark itself (spark.jars.packages, cached under ~/.ivy2*) on the first
 # start. `make jars` fetches them with Maven into .jars/ for a cluster that cannot reach Maven Central
-# (then export ECOVAL_DELTA_JARS=$(CURDIR)/.jars).
+# (then export ECOVAL_DELTA_JARS=$(CURDIR)/.jars), with Hadoop's s3a connector and the AWS SDK bundle
+# it needs for tables in S3.
 DELTA_JARS_VERSION := 4.4.0
 JARS := .jars
 
@@ -26,6 +27,9 @@ jars:
 	rm -rf $(JARS) && mkdir -p $(JARS)
 	mvn -B -q dependency:copy -Dartifact=io.delta:delta-spark_4.2_2.13:$(DELTA_JARS_VERSION) -DoutputDirectory=$(JARS)
 	mvn -B -q dependency:copy -Dartifact=io.delta:delta-storage:$(DELTA_JARS_VERSION) -DoutputDirectory=$(JARS)
+	mvn -B -q dependency:copy -Dartifact=org.apache.hadoop:hadoop-aws:3.5.0 -DoutputDirectory=$(JARS)
+	mvn -B -q dependency:copy -Dartifact=software.amazon.awssdk:bundle:2.35.4 -DoutputDirectory=$(JARS)
+	mvn -B -q dependency:copy -Dartifact=software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:1.3.1 -DoutputDirectory=$(JARS)
 	@echo "export ECOVAL_DELTA_JARS=$(CURDIR)/$(JARS) to use them"
 
 install: $(STAMP)

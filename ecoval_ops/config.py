@@ -23,12 +23,21 @@ import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier, scrub_uri
+from ecoval_ops.storage import TableRef, is_secret_option, loggable_options
 
 __all__ = [
     "OUTPUT_SETTINGS",
@@ -36,6 +45,7 @@ __all__ = [
     "Setting",
     "default_tracking_uri",
     "load_config",
+    "parse_storage_options",
     "resolve_settings",
     "settings",
     "tracking_store_exists",
@@ -43,6 +53,12 @@ __all__ = [
 
 OUTPUT_SETTINGS = frozenset({"quiet", "json_output"})
 """Settings of a terminal's output only, which a scheduled run (the DAG) has no use for."""
+
+
+Table = Annotated[TableRef, PlainSerializer(str, return_type=str)]
+"""A table setting: a path or URI, opened with the run's ``storage_options`` (JSON: the URI)."""
+
+TABLE_SETTINGS = ("table", "validation_table", "values_table")
 
 
 def default_tracking_uri() -> str:
@@ -63,9 +79,9 @@ class RunConfig(BaseModel):
     ``description`` is its help text.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
 
-    table: Path = Field(description="path of the source Delta table")
+    table: Table = Field(description="the source Delta table: a path or a URI (s3://bucket/path, abfss://, gs://)")
     key: str = Field(description="row-key column (unique, non-null)")
     label: str = Field(description="label column")
     features: tuple[str, ...] | None = Field(
@@ -77,10 +93,16 @@ class RunConfig(BaseModel):
     )
     embedder: str | None = Field(default=None, description="torchvision:NAME for image_col")
     weights: Path | None = Field(default=None, description="local path of the torchvision weights")
-    validation_table: Path | None = Field(default=None, description="a separate Delta table of validation rows")
-    values_table: Path | None = Field(
+    validation_table: Table | None = Field(default=None, description="a separate Delta table of validation rows")
+    values_table: Table | None = Field(
         default=None,
         description="write the value columns to this Delta table, keyed by key, and never alter the source table",
+    )
+    storage_options: dict[str, str] | None = Field(
+        default=None,
+        repr=False,
+        description="delta-rs storage options of the tables, as JSON or KEY=VALUE,... (the AWS_* environment "
+        "variables are read too); secret ones are never pinned, logged or sent to MLflow",
     )
     validation_fraction: float = Field(
         default=0.1,
@@ -152,12 +174,28 @@ class RunConfig(BaseModel):
         default=1, ge=1, description="groups of leave-cluster-out trainings (Airflow maps one task per shard)"
     )
     staging_dir: Path | None = Field(
-        default=None, description="run workspace (default <table parent>/_ecoval/<table name>)"
+        default=None,
+        description="local run workspace (default <table parent>/_ecoval/<table name>; for a table in an "
+        "object store ~/.cache/ecoval/<scheme>/<bucket>/<path>)",
     )
     quiet: bool = Field(default=False, description="print nothing but errors")
     json_output: bool = Field(default=False, alias="json", description="print a machine-readable summary")
 
-    @field_validator("table", "validation_table", "values_table", "weights", "staging_dir")
+    @model_validator(mode="before")
+    @classmethod
+    def _tables(cls, data: Any) -> Any:
+        """Each table setting as a :class:`TableRef` carrying the run's storage options."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        options = parse_storage_options(out.get("storage_options"))
+        out["storage_options"] = options
+        for name in TABLE_SETTINGS:
+            if out.get(name) not in (None, ""):
+                out[name] = TableRef.of(out[name], options)
+        return out
+
+    @field_validator("weights", "staging_dir")
     @classmethod
     def _normalise(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(value).expanduser().resolve()
@@ -214,12 +252,26 @@ class RunConfig(BaseModel):
         """The model name, defaulting to ``ecoval_<table folder name>`` made identifier-safe."""
         return self.model_name or "ecoval_" + re.sub(r"[^A-Za-z0-9_]", "_", self.table.name)
 
-    def pinned(self) -> dict[str, Any]:
+    def pinned(self, *, secrets: bool = False) -> dict[str, Any]:
         """The settings as JSON-able values, for the run reference.
 
-        ``RunConfig.model_validate(pinned())`` rebuilds this configuration exactly, in any process.
+        ``RunConfig.model_validate(pinned(secrets=True))`` rebuilds this configuration exactly, in
+        any process. Without ``secrets`` the secret storage options are left out: a reference that
+        reaches XCom, a log or a command line carries none, and the process that reads it takes
+        them from its own environment (:meth:`with_storage_options`).
         """
-        return self.model_dump(mode="json", exclude=set(OUTPUT_SETTINGS), exclude_none=True)
+        pinned = self.model_dump(mode="json", exclude=set(OUTPUT_SETTINGS), exclude_none=True)
+        if self.storage_options and not secrets:
+            pinned["storage_options"] = {k: v for k, v in self.storage_options.items() if not is_secret_option(k)}
+        return pinned
+
+    def with_storage_options(self, options: Mapping[str, str] | None) -> RunConfig:
+        """This configuration with ``options`` added to its storage options (the given ones win)."""
+        if not options:
+            return self
+        return RunConfig.model_validate(
+            {**self.pinned(secrets=True), "storage_options": {**(self.storage_options or {}), **options}}
+        )
 
     def loggable(self) -> dict[str, str]:
         """The configuration as flat strings, URIs scrubbed, for logs and MLflow params."""
@@ -227,11 +279,30 @@ class RunConfig(BaseModel):
         for name, value in self.model_dump(by_alias=False).items():
             if value is None:
                 continue
+            if isinstance(value, dict):
+                value = ",".join(f"{k}={v}" for k, v in loggable_options(value).items())
             text = ",".join(value) if isinstance(value, tuple) else str(value)
             out[name] = scrub_uri(text) if name == "mlflow_uri" else text
         out["mlflow_uri"] = scrub_uri(self.tracking_uri)
         out["model_name"] = self.registered_model_name
         return out
+
+
+def parse_storage_options(value: Any) -> dict[str, str] | None:
+    """Storage options from a mapping, a JSON object or ``KEY=VALUE,KEY=VALUE`` (a flag or a Variable)."""
+    import json
+
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("{") else dict(p.split("=", 1) for p in text.split(","))
+        except ValueError:
+            raise ValueError("storage_options must be a JSON object or KEY=VALUE pairs separated by commas") from None
+    if not isinstance(value, Mapping):
+        raise ValueError("storage_options must be a mapping of option names to values")
+    return {str(k).strip(): str(v).strip() for k, v in value.items()}
 
 
 @dataclass(frozen=True)

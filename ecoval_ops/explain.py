@@ -24,8 +24,10 @@ from ecoval_ops.config import tracking_store_exists
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
 from ecoval_ops.lakehouse.source import embedding_matrix, rows_of
-from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.tables import open_table, table_exists
 from ecoval_ops.lakehouse.value_writes import read_watermark
+from ecoval_ops.pipeline.workspace import Workspace
+from ecoval_ops.storage import TableRef
 
 __all__ = ["Explanation", "Neighbour", "explain_row", "text_explanation"]
 
@@ -136,11 +138,13 @@ def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], key_col: 
     if params.get("embedding_col"):
         return embedding_matrix(row.column(params["embedding_col"]), params["embedding_col"], source)
     fingerprint = tags.get("ecoval.embedder_fingerprint")
-    path = Path(source).resolve()
-    workspace = Path(params["staging_dir"]) if params.get("staging_dir") else path.parent / "_ecoval" / path.name
-    embeddings = workspace / f"embeddings_{fingerprint}"
-    if fingerprint is None or not (embeddings / "_delta_log").exists():
-        raise InvalidInputError(f"the embeddings of {source} are not in {workspace} any more; run `ecoval run` again")
+    staging = params.get("staging_dir")
+    workspace = Workspace.for_table(TableRef.of(source), Path(staging) if staging else None)
+    embeddings = workspace.embeddings(fingerprint or "")
+    if fingerprint is None or not table_exists(embeddings):
+        raise InvalidInputError(
+            f"the embeddings of {source} are not in {workspace.root} any more; run `ecoval run` again"
+        )
     found = rows_of(embeddings, None, key_col, (EMBEDDING_COL,), [key])
     return embedding_matrix(found.column(EMBEDDING_COL), EMBEDDING_COL, str(embeddings))
 

@@ -19,6 +19,7 @@ from ecoval_ops.lakehouse.columns import SUGGESTION_COLUMNS, VALUE_COLUMNS
 from ecoval_ops.lakehouse.queries import ready_queries
 from ecoval_ops.lakehouse.summary import ValueSummary, summarise
 from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.storage import TableRef
 from ecoval_ops.tracking.review import figure_png, html_page, value_histogram
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class TableReport:
         queries: ready-to-run filter queries.
     """
 
-    table: Path
+    table: TableRef
     version: int
     rows: int
     not_valued: int
@@ -115,7 +116,7 @@ def table_report(path: str | Path, *, run_id: str | None = None) -> TableReport:
         raise InvalidInputError(f"no row of {path} has been valued yet: run `ecoval run --table {path}` first")
     rows = scan.count_rows()
     return TableReport(
-        table=Path(path).resolve(),
+        table=TableRef.of(path),
         version=int(table.version()),
         rows=rows,
         not_valued=rows - scan.count_rows(filter=valued),

@@ -124,6 +124,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         yield running
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 API server (s3proxy, :mod:`tests.s3`) for the session; skips, saying why, without Java."""
+    from tests.s3 import missing, running_s3
+
+    if reason := missing():
+        pytest.skip(reason)
+    with running_s3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """The S3 server, with the standard AWS variables of this test pointing at it."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that starts Spark (through the session fixture) carries the ``spark`` marker,
     so ``-m "not spark"`` leaves out each one that needs a JVM."""

@@ -14,7 +14,7 @@ def test_flags_win_over_yaml_and_paths_are_normalised(tmp_path, monkeypatch) -> 
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text("table: ./lake/train\nkey: row_id\nlabel: y\nfeatures: a,b\nseed: 3\nrefit: never\n")
     cfg = load_config(cfg_file, seed=7, engine="delta-rs", quiet=None)
-    assert cfg.table == (tmp_path / "lake" / "train").resolve()
+    assert str(cfg.table) == str((tmp_path / "lake" / "train").resolve())
     assert cfg.features == ("a", "b")
     assert (cfg.seed, cfg.refit, cfg.engine) == (7, "never", "delta-rs")
     assert cfg.registered_model_name == "ecoval_train"
@@ -73,7 +73,9 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
     assert by_dest["learner"].choices == ("logistic", "mlp") and by_dest["device"].choices == ("auto", "cpu", "cuda")
     assert by_dest["k_neighbors"].type is int and by_dest["c_kappa"].type is float
     assert by_dest["json_output"].option_strings == ["--json"]
-    assert "(default 10)" in by_dest["k_neighbors"].help and by_dest["table"].help == "path of the source Delta table"
+    assert "(default 10)" in by_dest["k_neighbors"].help and by_dest["table"].help.startswith(
+        "the source Delta table: a path or a URI"
+    )
     # Every field is a YAML key, under its own name.
     values = {
         "table": "t", "key": "k", "label": "y", "features": "a,b", "validation_fraction": 0.2, "refit": "never",
@@ -81,7 +83,7 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
         "seed": 4, "learner": "mlp", "device": "cpu", "k_neighbors": 7, "c_kappa": 2.5, "engine": "delta-rs",
         "vote_neighbors": 12, "halo_clusters": 0, "prior_weight": 0.5, "reference_rows": 5000,
         "validation_rows": 900, "shards": 2, "staging_dir": "ws", "quiet": True, "json_output": True,
-        "values_table": "v",
+        "values_table": "v", "storage_options": "AWS_REGION=eu-west-1",
         "alert_suspect_share": 0.3, "alert_drift": 0.1, "review_columns": "a,c",
         "spark_cores": 1, "spark_driver_memory": "2g", "spark_executor_memory": "512m",
     }  # fmt: skip
@@ -94,6 +96,9 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
     assert (cfg.vote_neighbors, cfg.halo_clusters, cfg.prior_weight, cfg.reference_rows) == (12, 0, 0.5, 5000)
     assert cfg.validation_rows == 900
     assert cfg.review_columns == ("a", "c") and cfg.values_table is not None
+    assert (
+        cfg.storage_options == {"AWS_REGION": "eu-west-1"} and cfg.values_table.storage_options == cfg.storage_options
+    )
     assert (cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory) == (1, "2g", "512m")
     with pytest.raises(InvalidInputError, match="spark_executor_memory must be a JVM memory size"):
         load_config(path, spark_executor_memory="lots")

@@ -16,7 +16,9 @@ from numpy.typing import NDArray
 from ecoval_ops.config import RunConfig
 from ecoval_ops.lakehouse import ensure_value_columns
 from ecoval_ops.lakehouse.delta_rs import create_values_table
+from ecoval_ops.lakehouse.tables import TableLike
 from ecoval_ops.process import fault_point
+from ecoval_ops.storage import TableRef
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -73,7 +75,7 @@ class RunRows(Protocol):
         ...
 
 
-def value_target(cfg: RunConfig) -> tuple[Path, bool]:
+def value_target(cfg: RunConfig) -> tuple[TableRef, bool]:
     """The table the values go to, made ready, and whether its MERGE inserts new keys.
 
     The source table gains the value columns once (a schema change); a separate values table
@@ -98,7 +100,7 @@ class Engine(Protocol):
         """
         ...
 
-    def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
+    def embed(self, cfg: RunConfig, source: TableLike, version: int, embedder: Embedder, target: TableLike) -> int:
         """Append embeddings of the rows of ``source@version`` missing from ``target``; rows embedded.
 
         Idempotent per source version: a retried call commits nothing.
@@ -106,7 +108,7 @@ class Engine(Protocol):
         ...
 
     def check_source(
-        self, columns: SourceColumns, path: str | Path, version: int, *, fraction: float | None
+        self, columns: SourceColumns, path: TableLike, version: int, *, fraction: float | None
     ) -> SourceCheck:
         """Check a source version's columns, keys and labels; count its rows, labels and held-out rows.
 

@@ -24,6 +24,7 @@ from ecoval_ops.lakehouse.columns import EMBEDDING_COL, NEW_COL
 from ecoval_ops.lakehouse.embeddings import append_embeddings, embed_once, embedded_keys
 from ecoval_ops.lakehouse.source import Rows, check_source, unvalued_batches
 from ecoval_ops.lakehouse.summary import TopRowsPass, ValueSummary, summarise
+from ecoval_ops.lakehouse.tables import TableLike
 from ecoval_ops.valuation.reference import key_draws, member_index, smallest_draws
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _new_mask(run: RunRows, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
 class DeltaRsEngine:
     """In-process engine: delta-rs reads and writes, numpy/torch compute (no JVM)."""
 
-    def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
+    def embed(self, cfg: RunConfig, source: TableLike, version: int, embedder: Embedder, target: TableLike) -> int:
         """See :class:`Engine`: the source's batches are embedded and appended as a stream."""
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -94,7 +95,7 @@ class DeltaRsEngine:
         return embed_once(target, version, CommitFailedError, append)
 
     def check_source(
-        self, columns: SourceColumns, path: str | Path, version: int, *, fraction: float | None
+        self, columns: SourceColumns, path: TableLike, version: int, *, fraction: float | None
     ) -> SourceCheck:
         """See :class:`Engine`: the table's batches streamed in-process."""
         return check_source(columns, path, version, fraction=fraction)

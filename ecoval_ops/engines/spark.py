@@ -8,6 +8,7 @@ The driver holds the reference set and O(p), O(classes) aggregates, never the ta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 
 from ecoval_ops.engines.base import RunRows, value_target
 from ecoval_ops.lakehouse.embeddings import embed_app_id, embed_once
+from ecoval_ops.lakehouse.tables import TableLike, spark_path, table_exists
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from ecoval_ops.lakehouse.source import SourceColumns
     from ecoval_ops.lakehouse.spark import SparkSizing
     from ecoval_ops.lakehouse.summary import ValueSummary
+    from ecoval_ops.storage import TableRef
     from ecoval_ops.valuation import TrainingPlan
     from ecoval_ops.valuation.clustering import ClusterAssigner
 
@@ -46,23 +49,30 @@ class SparkEngine:
             ``local[*]``, with Delta).
         mllib_min_rows: reference rows from which MLlib clusters. Default 50_000.
         sizing: the cores and memory of the session it starts (the run's ``spark_*`` settings).
+        tables: the run's tables, whose object stores the session is given the settings of.
     """
 
     def __init__(
-        self, spark: SparkSession | None = None, *, mllib_min_rows: int = 50_000, sizing: SparkSizing | None = None
+        self,
+        spark: SparkSession | None = None,
+        *,
+        mllib_min_rows: int = 50_000,
+        sizing: SparkSizing | None = None,
+        tables: Sequence[TableRef] = (),
     ) -> None:
         self.spark = spark
         self.mllib_min_rows = mllib_min_rows
         self.sizing = sizing
+        self.tables = tuple(tables)
 
     def _session(self) -> SparkSession:
+        from ecoval_ops.lakehouse.spark import reach_tables, spark_session
+
         if self.spark is None:
-            from ecoval_ops.lakehouse.spark import spark_session
+            self.spark = spark_session(sizing=self.sizing, tables=self.tables)
+        return reach_tables(self.spark, self.tables)
 
-            self.spark = spark_session(sizing=self.sizing)
-        return self.spark
-
-    def embed(self, cfg: RunConfig, source: str | Path, version: int, embedder: Embedder, target: Path) -> int:
+    def embed(self, cfg: RunConfig, source: TableLike, version: int, embedder: Embedder, target: TableLike) -> int:
         """See :class:`Engine`."""
         from ecoval_ops.engines.spark_rows import embed_rows
         from ecoval_ops.lakehouse.delta_spark import commit_conflicts
@@ -73,18 +83,18 @@ class SparkEngine:
             commit_conflicts(),
             lambda: embed_rows(
                 self._session(),
-                str(source),
+                spark_path(source),
                 version,
                 embedder,
                 key=cfg.key,
-                target=str(target),
+                target=spark_path(target),
                 app_id=embed_app_id(target),
-                target_exists=(target / "_delta_log").exists(),
+                target_exists=table_exists(target),
             ),
         )
 
     def check_source(
-        self, columns: SourceColumns, path: str | Path, version: int, *, fraction: float | None
+        self, columns: SourceColumns, path: TableLike, version: int, *, fraction: float | None
     ) -> SourceCheck:
         """See :class:`Engine`: the checks' pass on the executors, duplicates by a shuffle."""
         from ecoval_ops.identifiers import check_identifier
@@ -99,7 +109,7 @@ class SparkEngine:
         step = SourcePass(
             key, check_identifier(columns.label, "label column"), schema.field(columns.label).type, fraction
         )
-        frame = self._session().read.format("delta").option("versionAsOf", version).load(str(path))
+        frame = self._session().read.format("delta").option("versionAsOf", version).load(spark_path(path))
         check = run_spark(step, frame)
         check_counts(check, key=columns.key, label=columns.label, where=where)
         check_duplicates(repeated_keys(frame, key), key=columns.key, where=where)

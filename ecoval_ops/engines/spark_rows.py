@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from ecoval_ops.identifiers import check_identifier
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL, NEW_COL
+from ecoval_ops.lakehouse.tables import spark_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,14 +98,14 @@ def source_frame(spark: SparkSession, rows: RowSource, *, only_new: bool) -> Dat
 
     columns = rows.columns
     key, label = check_identifier(columns.key, "key column"), check_identifier(columns.label, "label column")
-    source = spark.read.format("delta").option("versionAsOf", rows.version).load(str(rows.table))
+    source = spark.read.format("delta").option("versionAsOf", rows.version).load(spark_path(rows.table))
     if rows.values_table is not None:
         new = sf.lit(True)
         if rows.values_version is not None:
             valued = (
                 spark.read.format("delta")
                 .option("versionAsOf", rows.values_version)
-                .load(str(rows.values_table))
+                .load(spark_path(rows.values_table))
                 .filter(sf.col("ecoval_run_id").isNotNull())
                 .select(key, sf.lit(True).alias("ecoval_valued"))
             )
@@ -135,7 +136,7 @@ def rows_frame(spark: SparkSession, rows: RowSource, *, only_new: bool) -> DataF
     if rows.embeddings is None:
         column = check_identifier(columns.embedding_col, "embedding column")
         return source.select(key, label, NEW_COL, col(column).cast("array<double>").alias(EMBEDDING_COL))
-    vectors = spark.read.format("delta").load(str(rows.embeddings)).select(key, EMBEDDING_COL)
+    vectors = spark.read.format("delta").load(spark_path(rows.embeddings)).select(key, EMBEDDING_COL)
     return source.join(vectors, on=key, how="left")
 
 

@@ -7,13 +7,12 @@ value columns only).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecoval_ops.exceptions import InvalidInputError, MissingColumnError
 from ecoval_ops.identifiers import quote_identifier
 from ecoval_ops.lakehouse.columns import LABEL_TYPE, VALUE_COLUMNS, value_schema
-from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.tables import TableLike, open_table, table_exists, write_table
 from ecoval_ops.lakehouse.value_writes import (
     RUN_KEY,
     WATERMARK_KEY,
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["create_values_table", "ensure_value_columns", "merge_values"]
 
 
-def ensure_value_columns(path: str | Path, *, label: str | None = None) -> int | None:
+def ensure_value_columns(path: TableLike, *, label: str | None = None) -> int | None:
     """Add the value columns the table lacks, in one schema-change commit.
 
     A concurrent commit (another run adding them at the same moment) is retried against the
@@ -84,7 +83,7 @@ def _type_name(delta_type: object) -> str:
 
 
 def merge_values(
-    path: str | Path, values: pa.Table, *, key: str, run_id: str, source_version: int, insert: bool = False
+    path: TableLike, values: pa.Table, *, key: str, run_id: str, source_version: int, insert: bool = False
 ) -> int | None:
     """Write one run's values with a single MERGE on ``key``; a no-op if the run already did.
 
@@ -124,7 +123,7 @@ def merge_values(
     return merge_once(path, run_id=run_id, conflict=CommitFailedError, merge=merge)
 
 
-def create_values_table(path: str | Path, *, source: str | Path, key: str, label: str) -> None:
+def create_values_table(path: TableLike, *, source: TableLike, key: str, label: str) -> None:
     """Create the separate values table of ``source`` (its key, then every value column) if missing.
 
     The key and ``ecoval_suggested_label`` take the types of the source's key and label
@@ -134,15 +133,12 @@ def create_values_table(path: str | Path, *, source: str | Path, key: str, label
         MissingColumnError: the source has no such key or label column.
     """
     import pyarrow as pa
-    from deltalake import write_deltalake
 
-    if (Path(path) / "_delta_log").exists():
+    if table_exists(path):
         return
     schema = pa.schema(open_table(source).schema().to_arrow())
     for column in (key, label):
         if column not in schema.names:
             raise MissingColumnError(f"{source} has no column {column!r}")
     fields = [schema.field(key).with_nullable(False), *value_schema(schema.field(label).type)]
-    write_deltalake(
-        str(path), pa.table({f.name: pa.array([], f.type) for f in fields}, schema=pa.schema(fields)), mode="ignore"
-    )
+    write_table(path, pa.table({f.name: pa.array([], f.type) for f in fields}, schema=pa.schema(fields)), mode="ignore")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ecoval_ops.identifiers import quote_identifier
 from ecoval_ops.lakehouse.columns import NEW_COL
+from ecoval_ops.lakehouse.tables import TableLike, spark_path
 from ecoval_ops.lakehouse.value_writes import (
     RUN_KEY,
     WATERMARK_KEY,
@@ -52,7 +53,7 @@ def commit_conflicts() -> tuple[type[Exception], ...]:
 
 def merge_values_spark(
     spark: SparkSession,
-    path: str | Path,
+    path: TableLike,
     values: Path,
     *,
     key: str,
@@ -95,7 +96,7 @@ def merge_values_spark(
             spark.conf.set(name, value)
         try:
             merger = (
-                DeltaTable.forPath(spark, str(path))
+                DeltaTable.forPath(spark, spark_path(path))
                 .alias("t")
                 .merge(frame.alias("s"), f"t.{q_key} = s.{q_key}")
                 .whenMatchedUpdate(set=updates)
@@ -109,7 +110,7 @@ def merge_values_spark(
 
 
 def check_keys_spark(
-    spark: SparkSession, values: DataFrame, path: str | Path, version: int, *, key: str, insert: bool
+    spark: SparkSession, values: DataFrame, path: TableLike, version: int, *, key: str, insert: bool
 ) -> None:
     """:func:`~ecoval_ops.lakehouse.value_writes.check_value_keys` by Spark jobs: no key reaches the driver.
 
@@ -117,7 +118,7 @@ def check_keys_spark(
         See :func:`~ecoval_ops.lakehouse.value_writes.check_value_keys`.
     """
     q_key = quote_identifier(key, "key column")
-    target = spark.read.format("delta").option("versionAsOf", version).load(str(path)).select(q_key)
+    target = spark.read.format("delta").option("versionAsOf", version).load(spark_path(path)).select(q_key)
     check_value_keys(
         repeated_values=repeated_keys(values, q_key),
         repeated_target=repeated_keys(target, q_key),

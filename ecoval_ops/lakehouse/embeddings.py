@@ -8,11 +8,11 @@ embed step commits nothing, and :func:`embedded_through` tells how far the table
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.tables import TableLike, open_table, table_exists, write_table
 from ecoval_ops.lakehouse.value_writes import retry_conflicts
+from ecoval_ops.storage import TableRef
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -20,28 +20,28 @@ if TYPE_CHECKING:
 __all__ = ["append_embeddings", "embed_app_id", "embed_once", "embedded_keys", "embedded_through"]
 
 
-def embedded_keys(target: Path, key: str) -> pa.Array | None:
+def embedded_keys(target: TableLike, key: str) -> pa.Array | None:
     """The keys the embeddings table ``target`` holds; None before it exists."""
-    if not (target / "_delta_log").exists():
+    if not table_exists(target):
         return None
     return open_table(target).to_pyarrow_dataset().to_table(columns=[key]).column(key).combine_chunks()
 
 
-def embed_app_id(target: Path) -> str:
+def embed_app_id(target: TableLike) -> str:
     """The application-transaction id of appends to the embeddings table ``target``."""
-    return f"ecoval-embed-{target.name}"
+    return f"ecoval-embed-{TableRef.of(target).name}"
 
 
-def embedded_through(target: Path) -> int | None:
+def embedded_through(target: TableLike) -> int | None:
     """The newest source version whose rows the embeddings table ``target`` holds."""
-    if not (target / "_delta_log").exists():
+    if not table_exists(target):
         return None
     version = open_table(target).transaction_version(embed_app_id(target))
     return None if version is None else int(version)
 
 
 def embed_once(
-    target: Path, version: int, conflict: type[Exception] | tuple[type[Exception], ...], embed: Callable[[], int]
+    target: TableLike, version: int, conflict: type[Exception] | tuple[type[Exception], ...], embed: Callable[[], int]
 ) -> int:
     """Run an engine's embedding of ``source@version`` into ``target`` unless it is there already.
 
@@ -62,12 +62,12 @@ def embed_once(
     return retry_conflicts(target, conflict, attempt, what="the embeddings append")
 
 
-def append_embeddings(target: Path, table: pa.Table | pa.RecordBatchReader, version: int) -> None:
+def append_embeddings(target: TableLike, table: pa.Table | pa.RecordBatchReader, version: int) -> None:
     """Append embeddings of ``source@version`` rows to ``target`` as an idempotent transaction."""
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction
 
-    write_deltalake(
-        str(target),
+    write_table(
+        target,
         table,
         mode="append",
         commit_properties=CommitProperties(app_transactions=[Transaction(embed_app_id(target), version)]),

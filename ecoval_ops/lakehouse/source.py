@@ -27,7 +27,8 @@ from ecoval_ops.lakehouse.checks import (
     local_duplicates,
 )
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
-from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.tables import TableLike, open_table
+from ecoval_ops.storage import TableRef
 from ecoval_ops.valuation.reference import holdout_mask
 
 if TYPE_CHECKING:
@@ -110,10 +111,10 @@ class RowSource:
     """
 
     columns: SourceColumns
-    table: Path
+    table: TableRef
     version: int
-    embeddings: Path | None
-    values_table: Path | None
+    embeddings: TableLike | None
+    values_table: TableRef | None
     values_version: int | None
     validation_fraction: float | None
     seed: int
@@ -136,11 +137,11 @@ class RowSource:
         return holdout_mask(keys, self.validation_fraction)
 
 
-def _where(path: str | Path, version: int) -> str:
+def _where(path: TableLike, version: int) -> str:
     return f"{path}@v{version}"
 
 
-def check_schema(columns: SourceColumns, path: str | Path, version: int) -> pa.Schema:
+def check_schema(columns: SourceColumns, path: TableLike, version: int) -> pa.Schema:
     """The schema of ``path@version``, checked to hold the columns a run reads and a key of a supported type.
 
     Reads the table's metadata only.
@@ -162,7 +163,7 @@ def check_schema(columns: SourceColumns, path: str | Path, version: int) -> pa.S
 
 
 def check_source(
-    columns: SourceColumns, path: str | Path, version: int, *, fraction: float | None = None
+    columns: SourceColumns, path: TableLike, version: int, *, fraction: float | None = None
 ) -> SourceCheck:
     """Check the columns, keys and labels of a source version in-process, streaming its batches.
 
@@ -283,7 +284,7 @@ def non_finite_error(columns: SourceColumns, where: str, first: int, in_first: i
 
 def read_rows(
     columns: SourceColumns,
-    source: str | Path,
+    source: TableLike,
     *,
     embeddings: Path | None,
     version: int | None = None,
@@ -337,7 +338,7 @@ def read_rows(
 
 
 def unvalued_batches(
-    path: str | Path, version: int, columns: list[str], *, valued: pa.Array | None
+    path: TableLike, version: int, columns: list[str], *, valued: pa.Array | None
 ) -> Iterator[pa.RecordBatch]:
     """``columns`` (the key first) of the rows of ``path@version`` no run has valued, batch by batch.
 
@@ -371,7 +372,7 @@ def _held(keys: pa.Array | pa.ChunkedArray, valued: pa.Array) -> pa.Array | pa.C
     return pc.is_in(keys, value_set=valued)
 
 
-def require_columns(path: str | Path, version: int, columns: tuple[str, ...]) -> None:
+def require_columns(path: TableLike, version: int, columns: tuple[str, ...]) -> None:
     """Check that ``path@version`` has ``columns``.
 
     Raises:
@@ -383,7 +384,7 @@ def require_columns(path: str | Path, version: int, columns: tuple[str, ...]) ->
         raise MissingColumnError(f"{_where(path, version)} has no column(s) {missing}")
 
 
-def rows_of(path: str | Path, version: int | None, key: str, columns: tuple[str, ...] | None, keys: Any) -> pa.Table:
+def rows_of(path: TableLike, version: int | None, key: str, columns: tuple[str, ...] | None, keys: Any) -> pa.Table:
     """``key`` and ``columns`` of the rows of ``path@version`` whose key is in ``keys``.
 
     The key filter is pushed into the Parquet scan, so a few rows cost a few rows, not the table
@@ -417,7 +418,7 @@ def rows_of(path: str | Path, version: int | None, key: str, columns: tuple[str,
     return scan.to_table(columns=None if columns is None else list(wanted), filter=field.isin(value_set))
 
 
-def valued_keys(values_table: str | Path, version: int | None, key: str) -> pa.Array:
+def valued_keys(values_table: TableLike, version: int | None, key: str) -> pa.Array:
     """The keys a separate values table holds values for at ``version`` (none before it exists)."""
     import pyarrow as pa
     import pyarrow.compute as pc

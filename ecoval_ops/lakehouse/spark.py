@@ -16,23 +16,26 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecoval_ops.exceptions import EcovalError
+from ecoval_ops.storage import TableRef, s3_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_JARS_ENV", "LOG4J_ENV", "MASTER_ENV", "SparkSizing", "spark_session"]
+__all__ = ["DELTA_JARS_ENV", "LOG4J_ENV", "MASTER_ENV", "S3A_PACKAGE", "SparkSizing", "reach_tables", "spark_session"]
 
 DELTA_JARS_ENV = "ECOVAL_DELTA_JARS"
 MASTER_ENV = "ECOVAL_SPARK_MASTER"
 LOG4J_ENV = "ECOVAL_SPARK_LOG4J"
 _LOG4J = Path(__file__).with_name("log4j2.properties")
+S3A_PACKAGE = "org.apache.hadoop:hadoop-aws:3.5.0"
+"""Hadoop's S3 connector of the Hadoop 3.5.0 the pyspark wheel ships (it brings the AWS SDK v2 bundle)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def spark_session(
     master: str | None = None,
     shuffle_partitions: int = 4,
     sizing: SparkSizing | None = None,
+    tables: Sequence[TableRef] = (),
 ) -> SparkSession:
     """Return the active SparkSession, or start one with Delta Lake configured.
 
@@ -70,6 +74,9 @@ def spark_session(
         shuffle_partitions: ``spark.sql.shuffle.partitions`` (Spark's 200 is far too many for
             one machine). Default 4.
         sizing: the cores and memory the new application takes. Default :class:`SparkSizing`'s.
+        tables: the tables the session reads and writes; one on S3 adds Hadoop's ``s3a``
+            connector (:data:`S3A_PACKAGE`) to a new application, and :func:`reach_tables`
+            gives the session their buckets' settings.
 
     Raises:
         EcovalError: ``ECOVAL_DELTA_JARS`` names a folder without jars.
@@ -111,12 +118,13 @@ def spark_session(
     else:
         from delta import configure_spark_with_delta_pip
 
-        builder = configure_spark_with_delta_pip(builder)
+        s3 = any(t.scheme in ("s3", "s3a") for t in tables)
+        builder = configure_spark_with_delta_pip(builder, extra_packages=[S3A_PACKAGE] if s3 else None)
     from pyspark.errors import PySparkRuntimeError
 
     with _quiet_start() as startup:
         try:
-            return builder.getOrCreate()
+            return reach_tables(builder.getOrCreate(), tables)
         except PySparkRuntimeError as e:
             startup.show()
             where = f"the jars in {DELTA_JARS_ENV}={folder}" if folder else "Delta's jars resolved from Maven Central"
@@ -124,6 +132,18 @@ def spark_session(
                 f"Spark could not start with {where} (its output is above); where Central cannot be reached, "
                 f"fetch them with `make jars` and set {DELTA_JARS_ENV}=<project>/.jars, or use --engine delta-rs"
             ) from e
+
+
+def reach_tables(spark: SparkSession, tables: Sequence[TableRef]) -> SparkSession:
+    """Give ``spark`` the ``s3a`` settings of each S3 table's bucket; returns ``spark``.
+
+    They are session settings, which Spark copies into the Hadoop configuration of every read
+    and write, so a session started before (a shared one) reaches the tables too.
+    """
+    for table in tables:
+        for key, value in s3_settings(table).items():
+            spark.conf.set(key, value)
+    return spark
 
 
 class _Startup:

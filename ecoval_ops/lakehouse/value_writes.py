@@ -14,13 +14,12 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ecoval_ops.exceptions import ConcurrentWriteError, DuplicateKeyError, InvalidInputError, MissingColumnError
 from ecoval_ops.identifiers import check_identifier, quote_identifier
 from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
-from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.tables import TableLike, open_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -73,7 +72,7 @@ def app_id(run_id: str) -> str:
 
 
 def value_schema_for(
-    target: pa.Schema, values: pa.Schema, path: str | Path, *, key: str, insert: bool = False
+    target: pa.Schema, values: pa.Schema, path: TableLike, *, key: str, insert: bool = False
 ) -> pa.Schema:
     """The schema a run's values are written with: the key and value columns, typed as the table's.
 
@@ -126,9 +125,7 @@ def check_value_keys(
         raise InvalidInputError(f"{absent} valued keys are not in {where}; nothing was written")
 
 
-def prepare_values(
-    table: DeltaTable, path: str | Path, values: pa.Table, *, key: str, insert: bool = False
-) -> pa.Table:
+def prepare_values(table: DeltaTable, path: TableLike, values: pa.Table, *, key: str, insert: bool = False) -> pa.Table:
     """Check a run's values against the opened table in-process and cast them to the value-column types.
 
     The table's keys are streamed batch by batch (its duplicates by
@@ -170,7 +167,7 @@ def value_updates(columns: list[str], key: str) -> dict[str, str]:
 
 
 def merge_once(
-    path: str | Path,
+    path: TableLike,
     *,
     run_id: str,
     conflict: type[Exception] | tuple[type[Exception], ...],
@@ -199,7 +196,7 @@ def merge_once(
 
 
 def retry_conflicts(
-    path: str | Path,
+    path: TableLike,
     conflict: type[Exception] | tuple[type[Exception], ...],
     commit: Callable[[], _T],
     *,
@@ -238,7 +235,7 @@ def retry_conflicts(
             time.sleep(MERGE_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random()))
 
 
-def read_watermark(path: str | Path) -> Watermark | None:
+def read_watermark(path: TableLike) -> Watermark | None:
     """The newest committed valuation of the table, from its commit history; None if never valued.
 
     delta-rs writes the watermark as custom commit metadata, delta-spark as JSON in

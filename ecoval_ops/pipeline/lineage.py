@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.lakehouse.tables import TableLike, open_table
 from ecoval_ops.tracking import TableInput
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["dataset_address", "openlineage_datasets", "table_input"]
 
 
-def table_input(uri: str | Path, version: int, context: str, digest: str | None = None) -> TableInput:
+def table_input(uri: TableLike, version: int, context: str, digest: str | None = None) -> TableInput:
     """``uri@version`` as a run's dataset: its schema and row count (from the files' footers).
 
     Args:
@@ -54,7 +54,7 @@ def table_input(uri: str | Path, version: int, context: str, digest: str | None 
     )
 
 
-def dataset_address(uri: str | Path) -> tuple[str, str]:
+def dataset_address(uri: TableLike) -> tuple[str, str]:
     """A table's OpenLineage namespace and name, as the naming spec gives them.
 
     ``file`` and the absolute path for a local table; ``<scheme>://<bucket>`` and the key for an

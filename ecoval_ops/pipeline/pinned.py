@@ -185,10 +185,14 @@ class PinnedRun:
             clusterer=clusterer,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The pinned run as JSON-able values (XCom, ``spark_jobs --ref``)."""
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """The pinned run as JSON-able values (XCom, ``spark_jobs --ref``).
+
+        Secret storage options only with ``secrets``: a spawned child's pipe, never XCom or a
+        command line.
+        """
         return {
-            "config": self.config.pinned(),
+            "config": self.config.pinned(secrets=secrets),
             "table_version": self.table_version,
             "validation_version": self.validation_version,
             "embedder_fingerprint": self.embedder_fingerprint,

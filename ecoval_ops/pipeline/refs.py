@@ -38,10 +38,10 @@ class RunRef:
         """The source version the run values."""
         return self.run.table_version
 
-    def to_dict(self) -> dict[str, Any]:
-        """The reference as a plain dict."""
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """The reference as a plain dict (secret storage options only with ``secrets``)."""
         return {
-            "run": self.run.to_dict(),
+            "run": self.run.to_dict(secrets=secrets),
             "mode": self.mode,
             "run_id": self.run_id,
             "model_version": self.model_version,

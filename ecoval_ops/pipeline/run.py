@@ -74,13 +74,13 @@ class _Stages:
 def _worker(isolated: bool) -> Iterator[Callable[..., None]]:
     """Calls a step on a run reference (as JSON) here, or (``isolated``) in one spawned child kept for the run."""
     if not isolated:
-        yield lambda step, ref, *args: step(ref.to_dict(), *args)
+        yield lambda step, ref, *args: step(ref.to_dict(secrets=True), *args)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
-        yield lambda step, ref, *args: child.submit(step, ref.to_dict(), *args).result()
+        yield lambda step, ref, *args: child.submit(step, ref.to_dict(secrets=True), *args).result()
 
 
 def _train_shard(ref: dict[str, Any], index: int) -> None:

@@ -29,7 +29,9 @@ from ecoval_ops.engines import Engine
 from ecoval_ops.exceptions import EcovalError, InvalidInputError, StateFormatError
 from ecoval_ops.keys import read_keys, write_keys
 from ecoval_ops.lakehouse import open_table
+from ecoval_ops.lakehouse.leases import write_lease
 from ecoval_ops.lakehouse.source import check_seen_labels, label_classes, require_columns
+from ecoval_ops.lakehouse.tables import table_exists
 from ecoval_ops.pipeline.lineage import table_input
 from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
@@ -103,7 +105,7 @@ def detect(cfg: RunConfig, engine: Engine) -> Detection:
             where,
         )
     values_version = None
-    if cfg.values_table is not None and (cfg.values_table / "_delta_log").exists():
+    if cfg.values_table is not None and table_exists(cfg.values_table):
         values_version = int(open_table(cfg.values_table).version())
     run = PinnedRun.pin(cfg, version, val_version, values_version)
     return Detection(run, check.rows, engine.new_rows(run).rows)
@@ -388,11 +390,16 @@ def propagate(ref: RunRef, engine: Engine) -> int:
 
 
 def write(ref: RunRef, engine: Engine) -> int | None:
-    """One MERGE of the run's values into the source table; None when it had committed before."""
-    run_id = ref.started()
-    written = engine.write_values(
-        ref.run.config, ref.run.workspace.values(run_id), run_id=run_id, source_version=ref.table_version
-    )
+    """One MERGE of the run's values into the source table; None when it had committed before.
+
+    A table in S3 is written under its write lease (:mod:`ecoval_ops.lakehouse.leases`), so an
+    ecoval run on either engine never commits to it while another one does.
+    """
+    run_id, cfg = ref.started(), ref.run.config
+    with write_lease(cfg.values_table or cfg.table):
+        written = engine.write_values(
+            cfg, ref.run.workspace.values(run_id), run_id=run_id, source_version=ref.table_version
+        )
     fault_point("merged")
     return written
 

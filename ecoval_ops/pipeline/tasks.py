@@ -16,14 +16,16 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
-from ecoval_ops.config import RunConfig, load_config, resolve_settings, settings
+from ecoval_ops.config import RunConfig, load_config, parse_storage_options, resolve_settings, settings
 from ecoval_ops.engines import engine_for
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.pipeline import steps
 from ecoval_ops.pipeline.catalog import TABLES_ENV
+from ecoval_ops.pipeline.pinned import PinnedRun
+from ecoval_ops.storage import TableRef, is_secret_option
 
 __all__ = [
     "branch",
@@ -104,8 +106,24 @@ def config_from_params(params: Mapping[str, Any], variables: Mapping[str, Any] |
     return load_config(None, quiet=True, **resolve_settings(_layers(params, variables)))
 
 
+def _with_secrets(run: PinnedRun) -> PinnedRun:
+    """``run`` with the secret storage options of this worker's Variable or environment.
+
+    XCom carries none (:meth:`~ecoval_ops.config.RunConfig.pinned`), so each task takes them
+    where ``detect`` found them; the ``AWS_*`` environment variables need no such step.
+    """
+    given = resolve_settings(_layers({}, None), ["storage_options"]).get("storage_options")
+    secrets = {k: v for k, v in (parse_storage_options(given) or {}).items() if is_secret_option(k)}
+    return replace(run, config=run.config.with_storage_options(secrets)) if secrets else run
+
+
 def _ref(ref: Mapping[str, Any]) -> steps.RunRef:
-    return steps.RunRef.from_dict(dict(ref))
+    pinned = steps.RunRef.from_dict(dict(ref))
+    return replace(pinned, run=_with_secrets(pinned.run))
+
+
+def _detected(detected: Mapping[str, Any]) -> PinnedRun:
+    return _with_secrets(steps.Detection.from_dict(dict(detected)).run)
 
 
 @_no_retry_on_bad_input
@@ -137,7 +155,7 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
         log.warning(message)
         raise AirflowSkipException(message)
     cfg = load_config(None, quiet=True, **resolved)
-    if table is not None and cfg.table != Path(table).expanduser().resolve():
+    if table is not None and cfg.table != TableRef.of(table):
         raise InvalidInputError(
             f"this DAG values {table}; the run asked for {cfg.table}, which belongs to another DAG of the tables file"
         )
@@ -155,7 +173,7 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
 @_no_retry_on_bad_input
 def embed(detected: Mapping[str, Any]) -> int:
     """Embed the rows of the pinned version that have no embedding yet."""
-    run = steps.Detection.from_dict(dict(detected)).run
+    run = _detected(detected)
     count = steps.embed(run, engine_for(run.config))
     log.info("embedded %d rows", count)
     return count
@@ -167,7 +185,7 @@ def decide(detected: Mapping[str, Any], dag_run_id: str) -> dict[str, Any]:
 
     A retry of the same DAG run reuses the parent run it opened before.
     """
-    run = steps.Detection.from_dict(dict(detected)).run
+    run = _detected(detected)
     ref = steps.decide(run, engine_for(run.config), run_key=dag_run_id)
     log.info("mode %s, MLflow run %s", ref.mode, ref.run_id)
     return ref.to_dict()

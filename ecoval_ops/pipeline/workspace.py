@@ -1,8 +1,10 @@
 """Where the steps of a run leave what the next step reads (steps pass references, not data).
 
-A workspace sits beside the source table (``<parent>/_ecoval/<table name>/`` unless
+A workspace sits beside a local source table (``<parent>/_ecoval/<table name>/`` unless
 ``staging_dir`` says otherwise), on the same storage, so every task of a distributed run sees
-it::
+it. For a table in an object store it is a local folder named after the table's URI
+(``~/.cache/ecoval/<scheme>/<bucket>/<path>/``): the tasks of such a run share one host's
+disk, or a ``staging_dir`` they all mount::
 
     embeddings_<fingerprint>/   Delta table: key -> embedding, appended as rows arrive
     runs/<run id>/plan/         the TrainingPlan (arrays + JSON)
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecoval_ops.config import RunConfig
+from ecoval_ops.storage import TableRef
 
 __all__ = ["Workspace"]
 
@@ -41,8 +44,21 @@ class Workspace:
 
     @classmethod
     def for_config(cls, cfg: RunConfig) -> Workspace:
-        """The workspace of ``cfg.table`` (``cfg.staging_dir`` or ``<parent>/_ecoval/<name>``)."""
-        return cls(cfg.staging_dir or cfg.table.parent / "_ecoval" / cfg.table.name)
+        """The workspace of ``cfg.table``.
+
+        ``cfg.staging_dir``, else ``<parent>/_ecoval/<name>`` for a local table and
+        ``~/.cache/ecoval/<scheme>/<bucket>/<path>`` for one in an object store.
+        """
+        return cls.for_table(cfg.table, cfg.staging_dir)
+
+    @classmethod
+    def for_table(cls, table: TableRef, staging_dir: Path | None = None) -> Workspace:
+        """The workspace of ``table`` (see :meth:`for_config`)."""
+        if staging_dir is not None:
+            return cls(staging_dir)
+        if table.is_local:
+            return cls(table.local_path.parent / "_ecoval" / table.name)
+        return cls(Path.home() / ".cache" / "ecoval" / table.scheme / table.uri.split("://", 1)[1])
 
     def embeddings(self, fingerprint: str, *, validation: bool = False) -> Path:
         """The embeddings table of one embedder (and of the validation table when asked)."""

@@ -2,8 +2,9 @@
 
 :func:`running_stack` starts, on loopback ports it picks, with health checks instead
 of sleeps: PostgreSQL (Debian's binaries, as the ``postgres`` user when run as root), Redis, a
-Spark standalone master and one worker (pyspark's own ``spark-class``), an MLflow server on
-Postgres with its artifacts in the lakehouse folder, and Airflow 3 (``db migrate`` on Postgres,
+Spark standalone master and one worker (pyspark's own ``spark-class``), s3proxy (a real S3 API,
+:mod:`tests.s3`, buckets ``lake`` and ``mlflow``), an MLflow server on Postgres with its
+artifacts in the ``mlflow`` bucket, and Airflow 3 (``db migrate`` on Postgres,
 then api-server, scheduler and dag-processor with the LocalExecutor). Each service runs in a
 session of its own and is stopped by its recorded PID (its process group) at the end.
 
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.s3 import S3Server, answers, s3proxy_argv
+from tests.s3 import missing as missing_s3
 from tests.stack.client import ADMIN, ADMIN_PASSWORD, StackClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +73,8 @@ def _http_ok(url: str) -> bool:
 
 def missing_services() -> str | None:
     """Install Postgres and Redis where they are missing and this is root on Debian; else say why not."""
+    if reason := missing_s3():
+        return reason
     missing = [name for name, binary in PACKAGES.items() if not binary.exists()]
     if not missing:
         return None
@@ -95,6 +100,7 @@ class Stack(StackClient):
     redis_port: int
     spark_master: str
     env: dict[str, str]
+    s3: S3Server | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_s: dict[str, float] = field(default_factory=dict)
     cleanup: list[Path] = field(default_factory=list)
@@ -226,14 +232,27 @@ def _spark(stack: Stack, master_port: int, ui_port: int) -> Callable[[], None]:
     return ready
 
 
+def _s3(stack: Stack, port: int) -> None:
+    """s3proxy with the buckets ``lake`` (tables) and ``mlflow`` (MLflow's artifacts)."""
+    argv, stack.s3 = s3proxy_argv(stack.home / "s3", port)
+    process = _start(stack, "s3proxy", argv, stack.env)
+    stack.startup_s["s3proxy"] = _wait(
+        "s3proxy", lambda: answers(stack.s3), process, stack.home / "logs" / "s3proxy.log", 60
+    )
+    for bucket in ("lake", "mlflow"):
+        stack.s3.bucket(bucket)
+    stack.env.update(stack.s3.env())
+
+
 def _mlflow(stack: Stack, port: int) -> Callable[[], None]:
-    artifacts = stack.lakehouse / "mlartifacts"
-    artifacts.mkdir(parents=True)
-    env = {**stack.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # Artifacts in the bucket, proxied by the server (clients need no S3 access); boto3 reads the
+    # AWS variables of the stack's environment, MLFLOW_S3_ENDPOINT_URL names s3proxy.
+    assert stack.s3 is not None
+    env = {**stack.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": stack.s3.endpoint}
     process = _start(
         stack, "mlflow",
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", stack.postgres_uri("mlflow"), "--artifacts-destination", str(artifacts)],
+         "--backend-store-uri", stack.postgres_uri("mlflow"), "--artifacts-destination", "s3://mlflow/artifacts"],
         env,
     )  # fmt: skip
     started = time.monotonic()
@@ -353,7 +372,7 @@ def running_stack(home: Path) -> Iterator[Stack]:
     shutil.copy(ROOT / "dags" / "ecoval_nightly.py", dags)
     for dag_file in PRODUCER_DAGS.glob("*.py"):
         shutil.copy(dag_file, dags)
-    pg_port, redis_port, master_port, ui_port, mlflow_port, api_port = (free_port() for _ in range(6))
+    pg_port, redis_port, master_port, ui_port, mlflow_port, api_port, s3_port = (free_port() for _ in range(7))
     airflow_home = home / "airflow"
     airflow_home.mkdir()
     passwords = airflow_home / "passwords.json"
@@ -397,6 +416,7 @@ def running_stack(home: Path) -> Iterator[Stack]:
     try:
         _postgres(stack)
         _redis(stack)
+        _s3(stack, s3_port)
         spark_ready = _spark(stack, master_port, ui_port)
         mlflow_ready = _mlflow(stack, mlflow_port)
         _airflow(stack, api_port)
