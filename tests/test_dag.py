@@ -254,6 +254,41 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
     assert (model["budget"], model["k_neighbors"]) == ("20", "7")
 
 
+@pytest.mark.mlflow
+@pytest.mark.delta
+def test_a_run_on_an_s3_table_takes_its_secret_from_a_variable_and_keeps_it_out_of_xcom(
+    dag, s3, tmp_path, monkeypatch, caplog
+) -> None:
+    # The secret key is only in the Variable ecoval_storage_options: detect pins the settings
+    # without it, and every later task takes it again from the Variable (XCom carries none).
+    import logging
+
+    from airflow.models import Variable
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from tests.s3 import SECRET
+
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    table = f"{s3.bucket('dag-run')}/train"
+    write_deltalake(table, uuid_keyed(blob_rows(0, 300)), storage_options=s3.env())
+    conf = {**_conf(table, tmp_path, "delta-rs"), "staging_dir": str(tmp_path / "ws")}
+    Variable.set("ecoval_storage_options", json.dumps({"AWS_SECRET_ACCESS_KEY": SECRET}))
+    caplog.set_level(logging.DEBUG)
+    try:
+        run = dag.test(run_conf=conf)
+    finally:
+        Variable.delete("ecoval_storage_options")
+    assert run.state == "success"
+    values = DeltaTable(table, storage_options=s3.env()).to_pyarrow_table(columns=["row_id", "ecoval_value"])
+    assert values.num_rows == 300 and values.column("ecoval_value").null_count == 0
+    with create_session() as session:
+        xcoms = [str(x.value) for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)]
+    assert any("s3://dag-run/train" in x for x in xcoms) and not any(SECRET in x for x in xcoms)
+    assert SECRET not in caplog.text
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
+
+
 def _asset_events() -> list[str]:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session

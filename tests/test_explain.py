@@ -55,12 +55,14 @@ def test_explain_from_the_command_line(valued) -> None:
     table = DeltaTable(str(valued.table)).to_pandas()
     suspect = table[table.ecoval_suspect].iloc[0]
     args = ["explain", "--table", str(valued.table), "--mlflow-uri", valued.tracking_uri]
-    out = _ecoval(*args, "--key", str(suspect.row_id), cwd=valued.table.parent)
+    out = _ecoval(*args, "--key", str(suspect.row_id), cwd=valued.table.parent.local_path)
     assert out.returncode == 0, out.stderr
     assert f"row {suspect.row_id} of" in out.stdout and "SUSPECT" in out.stdout
     suggested = int(suspect.ecoval_suggested_label)  # pandas holds the nullable column as floats
     assert f"suggested label {suggested}" in out.stdout
-    as_json = json.loads(_ecoval(*args, "--key", str(suspect.row_id), "--json", cwd=valued.table.parent).stdout)
+    as_json = json.loads(
+        _ecoval(*args, "--key", str(suspect.row_id), "--json", cwd=valued.table.parent.local_path).stdout
+    )
     assert as_json["suggested_label"] == suggested and len(as_json["neighbours"]) == 20
     assert "label prior" in out.stdout and 0 <= as_json["label_prior"] <= 1
 
@@ -71,7 +73,7 @@ def test_explain_from_the_command_line(valued) -> None:
         ("300", "has not been valued yet"),
     ]
     for key, message in cases:
-        bad = _ecoval(*args, "--key", key, cwd=valued.table.parent)
+        bad = _ecoval(*args, "--key", key, cwd=valued.table.parent.local_path)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
 
 

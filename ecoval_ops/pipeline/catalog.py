@@ -34,6 +34,7 @@ from typing import Any
 from ecoval_ops.config import OUTPUT_SETTINGS, settings
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier
+from ecoval_ops.storage import TableRef
 
 __all__ = ["TABLES_ENV", "TableEntry", "read_tables", "source_uri", "values_uri"]
 
@@ -62,13 +63,21 @@ class TableEntry:
 
 
 def source_uri(table: str | Path) -> str:
-    """The source asset of a table: its ``file://`` URI, which a producer declares as outlet."""
-    return Path(table).expanduser().resolve().as_uri()
+    """The source asset of a table, which a producer declares as outlet.
+
+    Its ``file://`` URI, or its object-store URI as given (``s3://bucket/path``).
+    """
+    ref = TableRef.of(table)
+    return Path(ref.uri).as_uri() if ref.is_local else ref.uri
 
 
 def values_uri(table: str | Path) -> str:
-    """The asset of a table's value columns (never the source asset: a MERGE triggers no run)."""
-    return "ecoval://values" + Path(table).expanduser().resolve().as_posix()
+    """The asset of a table's value columns (never the source asset: a MERGE triggers no run).
+
+    ``ecoval://values/<absolute path>``, or ``ecoval://values/<scheme>/<bucket>/<path>``.
+    """
+    ref = TableRef.of(table)
+    return "ecoval://values" + (ref.uri if ref.is_local else "/" + ref.uri.replace("://", "/", 1))
 
 
 def _entry(index: int, raw: object, seen: set[str]) -> TableEntry:
