@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.stack.services import free_port
 
 VERSION = "4.1.0"
 JAR = f"s3proxy-{VERSION}-jar-with-dependencies.jar"
@@ -117,6 +116,8 @@ def answers(server: S3Server) -> bool:
 @contextmanager
 def running_s3(home: Path) -> Iterator[S3Server]:
     """Start s3proxy with a filesystem store under ``home``; stop it when the block ends."""
+    from tests.stack.services import free_port  # the stack imports this module
+
     argv, server = s3proxy_argv(home, free_port())
     log = home / "s3proxy.log"
     with log.open("wb") as out:

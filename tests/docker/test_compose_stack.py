@@ -3,8 +3,9 @@
 On a machine without images or a registry: the Docker engine installed and started where needed,
 a bookworm base made with debootstrap, stand-ins for the postgres and redis images, the project
 image built from ``docker/Dockerfile``; then ``docker/docker-compose.yml`` up, ``ecoval_nightly``
-triggered through the API server on a small Delta table in the ``lakehouse`` volume, every row
-valued, the runs on the MLflow server, the LCO shards run by the GPU queue's worker and by no
+triggered through the API server on a small Delta table in the stack's S3 bucket (s3proxy), every
+row valued, the runs on the MLflow server (its artifacts in the bucket too), the S3 secret in no
+XCom and no task log, the LCO shards run by the GPU queue's worker and by no
 other; then everything torn down (containers, network, volumes, and the engine's iptables chains,
 bridge and forwarding flag where this test started it). The images stay, as a cache for the next
 run. Stage timings, the image size and the stack's memory go to ``test-artifacts/docker-test.json``.
@@ -24,12 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import pyarrow.compute as pc
 import pytest
 import yaml
 from deltalake import DeltaTable, write_deltalake
 
-from tests.conftest import blob_rows
+from tests.conftest import blob_rows, uuid_keyed
 from tests.docker.engine import DOCKER_DIR, base_image, docker_engine, local_service_images, missing_tools, run
 from tests.stack.client import ADMIN_PASSWORD, StackClient
 from tests.stack.services import free_port
@@ -42,7 +44,6 @@ IMAGE = "ecoval:docker-test"
 DAG = "ecoval_nightly"
 ROWS = 300
 ARTIFACTS = ROOT / "test-artifacts"
-AIRFLOW_UID = 50000
 CELERY_WORKERS = ("airflow-worker", "airflow-worker-gpu")
 
 
@@ -54,6 +55,7 @@ class ComposeStack:
     compose: list[str]
     timings_s: dict[str, float] = field(default_factory=dict)
     facts: dict[str, object] = field(default_factory=dict)
+    s3: dict[str, str] = field(default_factory=dict)
 
     @property
     def lakehouse(self) -> Path:
@@ -169,7 +171,9 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
                 certificate.unlink()
         timings["project_image"] = time.monotonic() - mark
         size = int(run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE]).stdout)
-        ports = {name: free_port() for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT")}
+        names = ("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT", "S3_PORT")
+        ports = {name: free_port() for name in names}
+        s3_secret = secrets.token_hex(12)
         env = {
             **services,
             **{name: str(port) for name, port in ports.items()},
@@ -180,6 +184,8 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
             "AIRFLOW_JWT_SECRET": secrets.token_hex(16),
             "POSTGRES_PASSWORD": secrets.token_hex(8),
             "SPARK_WORKER_MEMORY": "2g",
+            "S3_ACCESS_KEY": "ecoval-docker-test",
+            "S3_SECRET_KEY": s3_secret,
         }
         compose = ["env", *(f"{k}={v}" for k, v in env.items()), "docker-compose", "-p", PROJECT,
                    "-f", str(_compose_file(home)), "--project-directory", str(DOCKER_DIR)]  # fmt: skip
@@ -188,7 +194,12 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
             mlflow_uri=f"http://127.0.0.1:{ports['MLFLOW_PORT']}",
             spark_ui=f"http://127.0.0.1:{ports['SPARK_UI_PORT']}",
         )
-        stack = ComposeStack(client=client, compose=compose)
+        # How this machine reaches the stack's bucket (the containers use http://s3:9000).
+        s3 = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['S3_PORT']}", "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "ecoval-docker-test", "AWS_SECRET_ACCESS_KEY": s3_secret, "AWS_REGION": "us-east-1",
+        }  # fmt: skip
+        stack = ComposeStack(client=client, compose=compose, s3=s3)
         stack.timings_s.update(timings)
         stack.facts["image_size_gb"] = round(size / 1e9, 2)
         stack.facts["images"] = {"base": base, **services}
@@ -222,12 +233,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
 
 def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(stack: ComposeStack) -> None:
     client = stack.client
-    table = stack.lakehouse / "train"
-    write_deltalake(str(table), blob_rows(0, ROWS))
-    run(["chown", "-R", f"{AIRFLOW_UID}:0", str(table)])
+    table = "s3://lake/train"
+    write_deltalake(table, uuid_keyed(blob_rows(0, ROWS)), storage_options=stack.s3)
     client.api("PATCH", f"dags/{DAG}", {"is_paused": False})
     conf = {
-        "table": "/lakehouse/train",
+        "table": table,
         "key": "row_id",
         "label": "label",
         "features": "f0,f1,f2",
@@ -243,10 +253,16 @@ def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(st
     stack.facts["stack_memory_mb"] = round(_memory_mb(stack.compose))
     assert state == "success", client.states(DAG, run_id)
 
-    values = DeltaTable(str(table)).to_pyarrow_table(columns=["row_id", "ecoval_value"])
+    values = DeltaTable(table, storage_options=stack.s3).to_pyarrow_table(columns=["row_id", "ecoval_value"])
     assert values.num_rows == ROWS
     assert values.column("ecoval_value").null_count == 0
     assert pc.count_distinct(values.column("row_id")).as_py() == ROWS
+
+    secret = stack.s3["AWS_SECRET_ACCESS_KEY"]
+    for task in ("detect", "decide", "write", "report"):
+        entry = client.api("GET", f"dags/{DAG}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/return_value")
+        assert secret not in json.dumps(entry)
+        assert secret not in client.log(DAG, run_id, task)
 
     mlflow = client.mlflow()
     xcom = client.api("GET", f"dags/{DAG}/dagRuns/{run_id}/taskInstances/decide/xcomEntries/return_value")
@@ -258,6 +274,16 @@ def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(st
     )
     assert sorted(c.data.tags["ecoval.shard"] for c in children) == ["shard-0", "shard-1"]
     assert mlflow.get_model_version_by_alias("ecoval_train", "current").run_id == parent.info.run_id
+    # The runs' artifacts (the review, the registered model) are in the stack's `mlflow` bucket.
+    bucket = boto3.client(
+        "s3",
+        endpoint_url=stack.s3["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=stack.s3["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secret,
+    ).list_objects_v2(Bucket="mlflow", Prefix=f"artifacts/{parent.info.experiment_id}/")
+    keys = [o["Key"] for o in bucket.get("Contents", [])]
+    assert any(parent.info.run_id in k and "/review/" in k for k in keys), keys[:20]
 
     # The shards ran on the worker of the GPU queue, every other task on the default queue's worker.
     gpu_worker = stack.container_hostname("airflow-worker-gpu")
