@@ -85,6 +85,7 @@ bench: $(STAMP)
 	$(BENCH) exactness.py
 	$(BENCH) batched_training.py
 	$(BENCH) scale.py
+	$(BENCH) object_store.py
 	$(MAKE) bench-report
 
 bench-report: $(STAMP)

@@ -371,7 +371,35 @@ def scale_section(results: Path) -> list[str]:
                     f"| {mode} | {int(n):,} | {stage} | {f['wall_s']:.1f} | {f['peak_rss_mb']:.0f} | {rate} | {jvm} |"
                 )
     lines += ["", "![scale](benchmarks/plots/scale.png)", "", *_reference_lines(r.get("reference", {}))]
-    return [*lines, *_near_duplicate_lines(load_result(results, "near_duplicates"))]
+    return [
+        *lines,
+        *_near_duplicate_lines(load_result(results, "near_duplicates")),
+        *_object_store_lines(load_result(results, "object_store")),
+    ]
+
+
+def _object_store_lines(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return []
+    lines = [
+        "### A table in S3 beside the same table on local disk",
+        "",
+        f"`benchmarks/object_store.py`: {r['rows']:,} rows x {r['dims']}-d, `ecoval run` from a shell, a refit then "
+        f"a night of {r['night_rows']:,} new rows; S3 is s3proxy 4.1.0 on loopback (buckets on the same disk), so "
+        "the ratio is the protocol's cost, not a network's.",
+        "",
+        "| engine | refit s, local | refit s, S3 | ratio | night s, local | night s, S3 | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    engines = sorted({name.split("/")[0] for name in r["runs"]})
+    for engine in engines:
+        local, s3 = r["runs"].get(f"{engine}/local"), r["runs"].get(f"{engine}/s3")
+        if local and s3:
+            lines.append(
+                f"| {engine} | {local['refit_s']:.1f} | {s3['refit_s']:.1f} | {s3['refit_s'] / local['refit_s']:.2f} | "
+                f"{local['night_s']:.1f} | {s3['night_s']:.1f} | {s3['night_s'] / local['night_s']:.2f} |"
+            )
+    return [*lines, ""]
 
 
 def _near_duplicate_lines(r: dict[str, Any] | None) -> list[str]:

@@ -12,6 +12,8 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+from ecoval_ops.storage import TableRef
+
 __all__ = ["entry", "main"]
 
 
@@ -123,7 +125,7 @@ def _report(args: argparse.Namespace) -> int:
     if store:
         from ecoval_ops.tracking import ValuationTracker
 
-        for line in trend_lines(ValuationTracker(uri, args.experiment).history(str(Path(args.table).resolve()))):
+        for line in trend_lines(ValuationTracker(uri, args.experiment).history(str(TableRef.of(args.table)))):
             print(line)
     if args.html:
         run = args.run_id or _latest_run(args.table)
@@ -161,8 +163,9 @@ def _sql(args: argparse.Namespace) -> int:
     if args.create_views:
         from ecoval_ops.lakehouse.spark import spark_session
 
-        name = args.name or re.sub(r"[^A-Za-z0-9_]", "_", Path(args.table).resolve().name)
-        views = create_views(spark_session(), args.table, name, values=args.values_table, key=args.key)
+        tables = [TableRef.of(t) for t in (args.table, args.values_table) if t]
+        name = args.name or re.sub(r"[^A-Za-z0-9_]", "_", tables[0].name)
+        views = create_views(spark_session(tables=tables), args.table, name, values=args.values_table, key=args.key)
         for view, count in views.items():
             print(f"-- view {view} created in the Spark catalog: {count} rows")
     return 0
@@ -204,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="summarise the value columns of a Delta table (terminal, or standalone HTML)"
     )
-    report.add_argument("--table", required=True, help="path of a valued Delta table")
+    report.add_argument("--table", required=True, help="path or URI of a valued Delta table")
     report.add_argument("--run-id", help="only the rows this MLflow run valued")
     report.add_argument("--html", help="also write a standalone HTML report with the plots to this file")
     report.add_argument(
@@ -224,13 +227,13 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain", help="why one row has its value: its cluster share, alpha, beta, kappa term and neighbours"
     )
-    explain.add_argument("--table", required=True, help="path of a valued Delta table")
+    explain.add_argument("--table", required=True, help="path or URI of a valued Delta table")
     explain.add_argument("--key", required=True, help="the row's key (typed as the key column)")
     explain.add_argument("--mlflow-uri", help="MLflow store of the runs (default as ecoval run)")
     explain.add_argument("--json", dest="json_output", action="store_true", help="print the explanation as JSON")
     explain.set_defaults(handler=_explain)
     sql = commands.add_parser("sql", help="print ready-to-run filter queries over the value columns")
-    sql.add_argument("--table", required=True, help="path of a valued Delta table")
+    sql.add_argument("--table", required=True, help="path or URI of a valued Delta table")
     sql.add_argument(
         "--create-views",
         action="store_true",

@@ -178,7 +178,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
 
     run_id, version = col("ecoval_run_id"), col("ecoval_model_version")
     params, tags = (params, tags) if run_id == mark.run_id else _run_params(tracking_uri, run_id)
-    name = params.get("model_name") or f"ecoval_{Path(table).name}"
+    name = params.get("model_name") or f"ecoval_{TableRef.of(table).name}"
     try:
         model = ValuationTracker(tracking_uri, params.get("experiment", "ecoval")).load_model(name, str(version))
     except MlflowException as e:
@@ -198,7 +198,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     ]
     alpha, beta, value = float(col("ecoval_intrinsic")), float(col("ecoval_extrinsic")), float(col("ecoval_value"))
     return Explanation(
-        table=str(Path(table).resolve()),
+        table=str(TableRef.of(table)),
         key=key,
         label=label,
         mode=col("ecoval_mode"),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier, check_token, quote_identifier
 from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
+from ecoval_ops.lakehouse.tables import spark_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,12 +35,12 @@ SUSPECT_PREDICATE = "ecoval_suspect"
 
 
 def table_ref(path: str | Path) -> str:
-    """The Spark SQL reference of a path-based Delta table.
+    """The Spark SQL reference of a path-based Delta table (``s3://`` as Spark reads it, ``s3a://``).
 
     Raises:
         InvalidInputError: the path holds a back-quote, which would end the quoted reference.
     """
-    text = str(Path(path).resolve())
+    text = spark_path(path)
     if "`" in text:
         raise InvalidInputError(f"table path {text!r} holds a back-quote, which Spark SQL cannot quote")
     return f"delta.`{text}`"
