@@ -5,7 +5,10 @@ Delta's jars are resolved as Delta documents it: ``configure_spark_with_delta_pi
 ``delta-spark_4.2_2.13`` Maven Central serves), which Spark fetches with their dependencies on
 the first start and caches under ``~/.ivy2*``; ``ecoval run --engine spark`` works from any shell
 once the package is installed. An air-gapped cluster points ``ECOVAL_DELTA_JARS`` at a folder of
-the same jars instead (``make jars`` fetches them with Maven into ``.jars/``).
+the same jars instead (``make jars`` fetches them with Maven into ``.jars/``); where that folder is
+at the same path on every node (one image for every container), ``ECOVAL_JARS_ON_NODES=true``
+puts it on the driver's and executors' class path instead of shipping the jars (the AWS SDK
+bundle alone is 650 MB) to each application's executors.
 
 Spark's JVM logs errors only (``log4j2.properties`` beside this module; ``ECOVAL_SPARK_LOG4J``
 names another file), so a run prints its own summary rather than Spark's start-up chatter.
@@ -28,9 +31,19 @@ from ecoval_ops.storage import TableRef, s3_settings
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_JARS_ENV", "LOG4J_ENV", "MASTER_ENV", "S3A_PACKAGE", "SparkSizing", "reach_tables", "spark_session"]
+__all__ = [
+    "DELTA_JARS_ENV",
+    "JARS_ON_NODES_ENV",
+    "LOG4J_ENV",
+    "MASTER_ENV",
+    "S3A_PACKAGE",
+    "SparkSizing",
+    "reach_tables",
+    "spark_session",
+]
 
 DELTA_JARS_ENV = "ECOVAL_DELTA_JARS"
+JARS_ON_NODES_ENV = "ECOVAL_JARS_ON_NODES"
 MASTER_ENV = "ECOVAL_SPARK_MASTER"
 LOG4J_ENV = "ECOVAL_SPARK_LOG4J"
 _LOG4J = Path(__file__).with_name("log4j2.properties")
@@ -114,7 +127,13 @@ def spark_session(
         jars = sorted(str(p) for p in Path(folder).glob("*.jar"))
         if not jars:
             raise EcovalError(f"{DELTA_JARS_ENV}={folder} holds no jars; run `make jars` to fetch them, or unset it")
-        builder = builder.config("spark.jars", ",".join(jars))
+        if os.environ.get(JARS_ON_NODES_ENV, "").lower() == "true":
+            classpath = str(Path(folder).resolve() / "*")
+            builder = builder.config("spark.driver.extraClassPath", classpath).config(
+                "spark.executor.extraClassPath", classpath
+            )
+        else:
+            builder = builder.config("spark.jars", ",".join(jars))
     else:
         from delta import configure_spark_with_delta_pip
 
