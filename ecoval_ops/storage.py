@@ -153,12 +153,13 @@ def storage_error(error: Exception, ref: TableRef) -> InvalidInputError:
     text = str(error)
     if "NoSuchBucket" in text:
         return InvalidInputError(f"bucket {ref.bucket!r} of {ref.uri} does not exist")
-    if any(s in text for s in ("403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "privileges")):
+    refused = ("403 Forbidden", "(403)", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "privileges")
+    if any(s in text for s in refused):
         return InvalidInputError(
             f"access to {ref.uri} was refused: check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
             "or storage_options)"
         )
-    if any(s in text for s in ("Connect", "connect", "dns error", "timed out", "HTTP error")):
+    if any(s in text for s in ("Connect", "connect", "dns error", "timed out")):
         where = _endpoint(ref.storage_options) or "the object store"
         return InvalidInputError(f"cannot reach {where} for {ref.uri}: check AWS_ENDPOINT_URL and the network")
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__

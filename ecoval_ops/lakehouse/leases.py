@@ -77,7 +77,8 @@ def write_lease(table: TableRef, *, wait_s: float = 900.0, ttl_s: float = 3600.0
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = _client(table)
-    bucket, key = table.bucket, table.uri.split("://", 1)[1].split("/", 1)[1] + "/" + LEASE_NAME
+    path = table.uri.split("://", 1)[1].partition("/")[2]
+    bucket, key = table.bucket, f"{path}/{LEASE_NAME}" if path else LEASE_NAME
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
         etag = _acquire(client, bucket, key, holder, table, wait_s=wait_s, ttl_s=ttl_s)
