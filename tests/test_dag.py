@@ -272,7 +272,10 @@ def test_a_run_on_an_s3_table_takes_its_secret_from_a_variable_and_keeps_it_out_
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     table = f"{s3.bucket('dag-run')}/train"
     write_deltalake(table, uuid_keyed(blob_rows(0, 300)), storage_options=s3.env())
-    conf = {**_conf(table, tmp_path, "delta-rs"), "staging_dir": str(tmp_path / "ws")}
+    # The default workspace of a table in a bucket, under this test's HOME (a staging_dir in the conf
+    # would stay in the DAG's params for the module's later dag.test runs).
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conf = _conf(table, tmp_path, "delta-rs")
     Variable.set("ecoval_storage_options", json.dumps({"AWS_SECRET_ACCESS_KEY": SECRET}))
     caplog.set_level(logging.DEBUG)
     try:
@@ -287,6 +290,7 @@ def test_a_run_on_an_s3_table_takes_its_secret_from_a_variable_and_keeps_it_out_
     assert any("s3://dag-run/train" in x for x in xcoms) and not any(SECRET in x for x in xcoms)
     assert SECRET not in caplog.text
     assert [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
+    assert (tmp_path / ".cache" / "ecoval" / "s3" / "dag-run" / "train").is_dir()
 
 
 def _asset_events() -> list[str]:

@@ -49,7 +49,7 @@ def test_spark_engine_reports_null_features_and_writes_nothing(spark, cfg) -> No
 def test_engines_give_the_same_values_on_the_same_table(spark, cfg, tmp_path) -> None:
     twin = tmp_path / "twin"
     write_deltalake(str(twin), blob_rows(0, 400))
-    twin_cfg = cfg.model_copy(update={"table": twin, "model_name": "ecoval_twin"})
+    twin_cfg = run_config(twin, tmp_path, engine="spark", clusters=4, model_name="ecoval_twin")
     run_valuation(cfg, SparkEngine(spark))
     run_valuation(twin_cfg, DeltaRsEngine())
     columns = ["row_id", "ecoval_value", "ecoval_intrinsic", "ecoval_extrinsic", "ecoval_cluster", "ecoval_mode"]
