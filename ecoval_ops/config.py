@@ -37,7 +37,7 @@ from pydantic import (
 
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier, scrub_uri
-from ecoval_ops.storage import TableRef, is_secret_option, loggable_options
+from ecoval_ops.storage import TableRef, is_secret_option, loggable_options, parse_storage_options
 
 __all__ = [
     "OUTPUT_SETTINGS",
@@ -45,7 +45,6 @@ __all__ = [
     "Setting",
     "default_tracking_uri",
     "load_config",
-    "parse_storage_options",
     "resolve_settings",
     "settings",
     "tracking_store_exists",
@@ -286,23 +285,6 @@ class RunConfig(BaseModel):
         out["mlflow_uri"] = scrub_uri(self.tracking_uri)
         out["model_name"] = self.registered_model_name
         return out
-
-
-def parse_storage_options(value: Any) -> dict[str, str] | None:
-    """Storage options from a mapping, a JSON object or ``KEY=VALUE,KEY=VALUE`` (a flag or a Variable)."""
-    import json
-
-    if value in (None, "", {}):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = json.loads(text) if text.startswith("{") else dict(p.split("=", 1) for p in text.split(","))
-        except ValueError:
-            raise ValueError("storage_options must be a JSON object or KEY=VALUE pairs separated by commas") from None
-    if not isinstance(value, Mapping):
-        raise ValueError("storage_options must be a mapping of option names to values")
-    return {str(k).strip(): str(v).strip() for k, v in value.items()}
 
 
 @dataclass(frozen=True)

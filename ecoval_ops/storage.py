@@ -11,11 +11,13 @@ a log line or MLflow (:func:`loggable_options`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ecoval_ops.exceptions import InvalidInputError
@@ -25,6 +27,7 @@ __all__ = [
     "is_secret_option",
     "loggable_options",
     "normalise_uri",
+    "parse_storage_options",
     "s3_settings",
     "storage_error",
 ]
@@ -50,6 +53,21 @@ def normalise_uri(value: str | Path) -> str:
     if not parts.netloc:
         raise InvalidInputError(f"{text!r} names no bucket or container; give a URI such as s3://bucket/path")
     return f"{parts.scheme.lower()}://{parts.netloc}{parts.path}"
+
+
+def parse_storage_options(value: Any) -> dict[str, str] | None:
+    """Storage options from a mapping, a JSON object or ``KEY=VALUE,KEY=VALUE`` (a flag or a Variable)."""
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("{") else dict(p.split("=", 1) for p in text.split(","))
+        except ValueError:
+            raise ValueError("storage_options must be a JSON object or KEY=VALUE pairs separated by commas") from None
+    if not isinstance(value, Mapping):
+        raise ValueError("storage_options must be a mapping of option names to values")
+    return {str(k).strip(): str(v).strip() for k, v in value.items()}
 
 
 def is_secret_option(name: str) -> bool:

@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
-from ecoval_ops.config import RunConfig, load_config, parse_storage_options, resolve_settings, settings
+from ecoval_ops.config import RunConfig, load_config, resolve_settings, settings
 from ecoval_ops.engines import engine_for
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.pipeline import steps
 from ecoval_ops.pipeline.catalog import TABLES_ENV
 from ecoval_ops.pipeline.pinned import PinnedRun
-from ecoval_ops.storage import TableRef, is_secret_option
+from ecoval_ops.storage import TableRef, is_secret_option, parse_storage_options
 
 __all__ = [
     "branch",
