@@ -140,8 +140,8 @@ def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], key_col: 
     fingerprint = tags.get("ecoval.embedder_fingerprint")
     staging = params.get("staging_dir")
     workspace = Workspace.for_table(TableRef.of(source), Path(staging) if staging else None)
-    embeddings = workspace.embeddings(fingerprint or "")
-    if fingerprint is None or not table_exists(embeddings):
+    embeddings = None if fingerprint is None else workspace.embeddings(fingerprint)
+    if embeddings is None or not table_exists(embeddings):
         raise InvalidInputError(
             f"the embeddings of {source} are not in {workspace.root} any more; run `ecoval run` again"
         )

@@ -34,7 +34,6 @@ __all__ = [
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _SECRET = re.compile(r"(?i)secret|token|password|session|credential|account_key|sas|access_key_id|signature")
-_S3 = ("s3", "s3a")
 
 
 def normalise_uri(value: str | Path) -> str:
@@ -116,6 +115,15 @@ class TableRef:
         return not self.scheme
 
     @property
+    def is_s3(self) -> bool:
+        """Whether the table is in S3 (``s3://`` or ``s3a://``)."""
+        return self.scheme in ("s3", "s3a")
+
+    def option(self, name: str) -> str | None:
+        """A storage option by its upper- or lower-case name, else the environment variable ``name``."""
+        return self.storage_options.get(name) or self.storage_options.get(name.lower()) or os.environ.get(name)
+
+    @property
     def name(self) -> str:
         """The last segment of the path (the table's folder name)."""
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
@@ -158,10 +166,6 @@ class TableRef:
         return "" if self.is_local else urlsplit(self.uri).netloc
 
 
-def _endpoint(options: Mapping[str, str]) -> str | None:
-    return options.get("AWS_ENDPOINT_URL") or options.get("aws_endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
-
-
 def storage_error(error: Exception, ref: TableRef) -> InvalidInputError:
     """One line for an object store's refusal of ``ref``, naming the cause and never a secret.
 
@@ -178,7 +182,7 @@ def storage_error(error: Exception, ref: TableRef) -> InvalidInputError:
             "or storage_options)"
         )
     if any(s in text for s in ("Connect", "connect", "dns error", "timed out")):
-        where = _endpoint(ref.storage_options) or "the object store"
+        where = ref.option("AWS_ENDPOINT_URL") or "the object store"
         return InvalidInputError(f"cannot reach {where} for {ref.uri}: check AWS_ENDPOINT_URL and the network")
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return InvalidInputError(f"cannot read {ref.uri}: {first[:200]}")
@@ -190,12 +194,9 @@ def s3_settings(ref: TableRef) -> dict[str, str]:
     Empty for tables that are not on S3. Keys are set per bucket, so tables in buckets of other
     stores or accounts keep their own; Spark redacts the secret ones in its UI and logs.
     """
-    if ref.scheme not in _S3:
+    if not ref.is_s3:
         return {}
-
-    def given(name: str) -> str | None:
-        return ref.storage_options.get(name) or ref.storage_options.get(name.lower()) or os.environ.get(name)
-
+    given = ref.option
     prefix = f"fs.s3a.bucket.{ref.bucket}."
     out = {prefix + "path.style.access": "true"}
     if endpoint := given("AWS_ENDPOINT_URL"):

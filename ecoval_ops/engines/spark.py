@@ -60,17 +60,19 @@ class SparkEngine:
         sizing: SparkSizing | None = None,
         tables: Sequence[TableRef] = (),
     ) -> None:
-        self.spark = spark
+        from ecoval_ops.lakehouse.spark import reach_tables
+
+        self.spark = None if spark is None else reach_tables(spark, tables)
         self.mllib_min_rows = mllib_min_rows
         self.sizing = sizing
         self.tables = tuple(tables)
 
     def _session(self) -> SparkSession:
-        from ecoval_ops.lakehouse.spark import reach_tables, spark_session
-
         if self.spark is None:
+            from ecoval_ops.lakehouse.spark import spark_session
+
             self.spark = spark_session(sizing=self.sizing, tables=self.tables)
-        return reach_tables(self.spark, self.tables)
+        return self.spark
 
     def embed(self, cfg: RunConfig, source: TableLike, version: int, embedder: Embedder, target: TableLike) -> int:
         """See :class:`Engine`."""

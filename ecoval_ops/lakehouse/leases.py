@@ -39,9 +39,7 @@ def _client(table: TableRef) -> Any:
     import boto3
     from botocore.config import Config
 
-    def given(name: str) -> str | None:
-        return table.storage_options.get(name) or table.storage_options.get(name.lower()) or os.environ.get(name)
-
+    given = table.option
     endpoint = given("AWS_ENDPOINT_URL")
     return boto3.client(
         "s3",
@@ -71,7 +69,7 @@ def write_lease(table: TableRef, *, wait_s: float = 900.0, ttl_s: float = 3600.0
         LeaseHeldError: another run held the lease for all of ``wait_s``; nothing was written.
         InvalidInputError: the store refused the lease (credentials, bucket), in one line.
     """
-    if table.scheme not in ("s3", "s3a"):
+    if not table.is_s3:
         yield
         return
     from botocore.exceptions import BotoCoreError, ClientError

@@ -137,7 +137,7 @@ def spark_session(
     else:
         from delta import configure_spark_with_delta_pip
 
-        s3 = any(t.scheme in ("s3", "s3a") for t in tables)
+        s3 = any(t.is_s3 for t in tables)
         builder = configure_spark_with_delta_pip(builder, extra_packages=[S3A_PACKAGE] if s3 else None)
     from pyspark.errors import PySparkRuntimeError
 
