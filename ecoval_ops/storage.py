@@ -173,9 +173,17 @@ def storage_error(error: Exception, ref: TableRef) -> InvalidInputError:
     and the string signed); only the kind of failure is kept.
     """
     text = str(error)
-    if "NoSuchBucket" in text:
+    if "NoSuchBucket" in text or re.search(r"Bucket '[^']*' not found", text):
         return InvalidInputError(f"bucket {ref.bucket!r} of {ref.uri} does not exist")
-    refused = ("403 Forbidden", "(403)", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "privileges")
+    refused = (
+        "403 Forbidden",
+        "(403)",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "AccessDenied",
+        "ACCESS_DENIED",
+        "privileges",
+    )
     if any(s in text for s in refused):
         return InvalidInputError(
             f"access to {ref.uri} was refused: check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ecoval_ops"
 
-BOTTOM = {"exceptions", "identifiers", "keys", "process", "progress", "storage"}
+BOTTOM = {"exceptions", "files", "identifiers", "keys", "process", "progress", "storage"}
 ALLOWED = {
     "bottom": {"bottom"},
     "valuation": {"bottom", "valuation"},
