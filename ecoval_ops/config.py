@@ -57,7 +57,7 @@ OUTPUT_SETTINGS = frozenset({"quiet", "json_output"})
 Table = Annotated[TableRef, PlainSerializer(str, return_type=str)]
 """A table setting: a path or URI, opened with the run's ``storage_options`` (JSON: the URI)."""
 
-TABLE_SETTINGS = ("table", "validation_table", "values_table")
+TABLE_SETTINGS = ("table", "validation_table", "values_table", "staging_dir")
 
 
 def default_tracking_uri() -> str:
@@ -172,10 +172,10 @@ class RunConfig(BaseModel):
     shards: int = Field(
         default=1, ge=1, description="groups of leave-cluster-out trainings (Airflow maps one task per shard)"
     )
-    staging_dir: Path | None = Field(
+    staging_dir: Table | None = Field(
         default=None,
-        description="local run workspace (default <table parent>/_ecoval/<table name>; for a table in an "
-        "object store ~/.cache/ecoval/<scheme>/<bucket>/<path>)",
+        description="the run workspace, a folder or an object-store prefix every task and executor reaches "
+        "(default <table parent>/_ecoval/<table name>, beside the table on its storage)",
     )
     quiet: bool = Field(default=False, description="print nothing but errors")
     json_output: bool = Field(default=False, alias="json", description="print a machine-readable summary")
@@ -194,7 +194,7 @@ class RunConfig(BaseModel):
                 out[name] = TableRef.of(out[name], options)
         return out
 
-    @field_validator("weights", "staging_dir")
+    @field_validator("weights")
     @classmethod
     def _normalise(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(value).expanduser().resolve()

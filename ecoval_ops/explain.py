@@ -15,7 +15,6 @@ that valued the row.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,7 +138,7 @@ def _embedding(row: Any, params: dict[str, str], tags: dict[str, str], key_col: 
         return embedding_matrix(row.column(params["embedding_col"]), params["embedding_col"], source)
     fingerprint = tags.get("ecoval.embedder_fingerprint")
     staging = params.get("staging_dir")
-    workspace = Workspace.for_table(TableRef.of(source), Path(staging) if staging else None)
+    workspace = Workspace.for_table(TableRef.of(source), TableRef.of(staging) if staging else None)
     embeddings = None if fingerprint is None else workspace.embeddings(fingerprint)
     if embeddings is None or not table_exists(embeddings):
         raise InvalidInputError(

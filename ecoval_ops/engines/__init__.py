@@ -29,6 +29,7 @@ def engine_for(cfg: RunConfig, **options: Any) -> Engine:
         from ecoval_ops.lakehouse.spark import SparkSizing
 
         sizing = SparkSizing(cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory)
-        tables = tuple(t for t in (cfg.table, cfg.validation_table, cfg.values_table) if t is not None)
+        places = (cfg.table, cfg.validation_table, cfg.values_table, cfg.staging_dir)
+        tables = tuple(t for t in places if t is not None)
         return SparkEngine(**{"sizing": sizing, "tables": tables, **options})
     raise EcovalError(f"unknown engine {cfg.engine!r}")

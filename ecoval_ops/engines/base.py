@@ -7,7 +7,6 @@ the embeddings, the reference draw, the two row passes and the MERGE. The steps
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -93,7 +92,7 @@ def value_target(cfg: RunConfig) -> tuple[TableRef, bool]:
 class Engine(Protocol):
     """Embeds rows, draws the plan's reference set, runs the row passes, writes values."""
 
-    def summarise(self, run: RunRows, values: Path, *, top: int) -> ValueSummary | None:
+    def summarise(self, run: RunRows, values: TableRef, *, top: int) -> ValueSummary | None:
         """The summary of a run's values (Parquet in ``values``, with ``ecoval_new``); None for no rows.
 
         ``top`` rows at each end of the ranking are kept (:func:`~ecoval_ops.lakehouse.summary.summarise`).
@@ -136,7 +135,7 @@ class Engine(Protocol):
         """
         ...
 
-    def row_inputs(self, run: RunRows, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
+    def row_inputs(self, run: RunRows, model: TableRef, out: TableRef, *, only_new: bool) -> NDArray[np.float64]:
         """Write every row's inputs against the saved ``model`` as Parquet files in ``out`` (first pass).
 
         A refit's rows are every row of the pinned version (training rows may be members);
@@ -147,10 +146,12 @@ class Engine(Protocol):
         """
         ...
 
-    def values(self, run: RunRows, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
+    def values(
+        self, run: RunRows, inputs: TableRef, model: TableRef, out: TableRef, *, run_id: str, model_version: str
+    ) -> None:
         """Write the value columns of the ``inputs`` against the (centred) ``model`` as Parquet in ``out``."""
         ...
 
-    def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
+    def write_values(self, cfg: RunConfig, values: TableRef, *, run_id: str, source_version: int) -> int | None:
         """Add the value columns once, then one idempotent MERGE of the Parquet ``values``; None if done."""
         ...

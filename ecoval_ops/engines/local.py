@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from numpy.typing import NDArray
 from ecoval_ops.engines.base import RunRows, value_target
 from ecoval_ops.engines.rows import input_batch, value_batch, x_sums
 from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.files import parquet_dataset, read, write_parquet
 from ecoval_ops.lakehouse import merge_values, open_table
 from ecoval_ops.lakehouse.batches import BATCH_ROWS, BatchPass, run_local
 from ecoval_ops.lakehouse.checks import ClusterCountPass, NewRows, NewRowsPass, SourceCheck
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ecoval_ops.config import RunConfig
     from ecoval_ops.lakehouse.embedders import Embedder
     from ecoval_ops.lakehouse.source import SourceColumns
+    from ecoval_ops.storage import TableRef
     from ecoval_ops.valuation import TrainingPlan
     from ecoval_ops.valuation.clustering import ClusterAssigner
 
@@ -115,11 +116,9 @@ class DeltaRsEngine:
         batch = pa.record_batch({EMBEDDING_COL: pa.array(list(X), pa.list_(pa.float64()))})
         return run_local(ClusterCountPass(assign), [batch])
 
-    def summarise(self, run: RunRows, values: Path, *, top: int) -> ValueSummary | None:
+    def summarise(self, run: RunRows, values: TableRef, *, top: int) -> ValueSummary | None:
         """See :class:`Engine`: the Parquet batches streamed in-process."""
-        import pyarrow.dataset as ds
-
-        scan = ds.dataset(values, format="parquet")
+        scan = parquet_dataset(values)
 
         def over_batches(step: BatchPass[Any]) -> Any:
             return run_local(step, scan.to_batches(columns=list(step.columns), batch_size=BATCH_ROWS))
@@ -145,44 +144,37 @@ class DeltaRsEngine:
         members = keys[member_index(plan.reference_draws, draws) >= 0]
         return plan, pa.array(members, type=run.row_source.key_type())
 
-    def row_inputs(self, run: RunRows, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
+    def row_inputs(self, run: RunRows, model: TableRef, out: TableRef, *, only_new: bool) -> NDArray[np.float64]:
         """See :class:`Engine`."""
-        import pyarrow.parquet as pq
-
         from ecoval_ops.valuation import EcoVal
 
-        ev = EcoVal.load(model)
+        ev = read(model, EcoVal.load)
         # With only_new the read keeps the rows no run has valued, none of them a training row.
         rows = run.rows(only_new=only_new)
         training = np.zeros(len(rows.keys), bool) if only_new else ~run.row_source.held_out(rows.keys)
-        out.mkdir(parents=True, exist_ok=True)
         if not len(rows.keys):
             return np.zeros(ev.n_clusters_)
         new = np.ones(len(rows.keys), bool) if only_new else _new_mask(run, rows.keys)
         inputs = input_batch(ev, rows.keys, rows.X, rows.y, training, new, key=run.config.key)
-        pq.write_table(inputs, out / "part-0.parquet")
+        write_parquet(inputs, out)
         return x_sums(inputs, ev.n_clusters_)
 
-    def values(self, run: RunRows, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
+    def values(
+        self, run: RunRows, inputs: TableRef, model: TableRef, out: TableRef, *, run_id: str, model_version: str
+    ) -> None:
         """See :class:`Engine`."""
-        import pyarrow.dataset as ds
-        import pyarrow.parquet as pq
-
         from ecoval_ops.valuation import EcoVal
 
-        ev = EcoVal.load(model)
-        table = ds.dataset(inputs, format="parquet").to_table()
-        out.mkdir(parents=True, exist_ok=True)
+        ev = read(model, EcoVal.load)
+        table = parquet_dataset(inputs).to_table()
         if table.num_rows:
             valued = value_batch(
                 ev, table, key=run.config.key, run_id=run_id, model_version=model_version, valued_at=datetime.now(UTC)
             )
-            pq.write_table(valued, out / "part-0.parquet")
+            write_parquet(valued, out)
 
-    def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
+    def write_values(self, cfg: RunConfig, values: TableRef, *, run_id: str, source_version: int) -> int | None:
         """See :class:`Engine`."""
-        import pyarrow.parquet as pq
-
         target, insert = value_target(cfg)
-        written = pq.read_table(values).drop_columns([NEW_COL])
+        written = parquet_dataset(values).to_table().drop_columns([NEW_COL])
         return merge_values(target, written, key=cfg.key, run_id=run_id, source_version=source_version, insert=insert)

@@ -9,7 +9,6 @@ The driver holds the reference set and O(p), O(classes) aggregates, never the ta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -133,20 +132,19 @@ class SparkEngine:
 
         return run_spark(ClusterCountPass(assign), rows_frame(self._session(), run.row_source, only_new=True))
 
-    def summarise(self, run: RunRows, values: Path, *, top: int) -> ValueSummary | None:
+    def summarise(self, run: RunRows, values: TableRef, *, top: int) -> ValueSummary | None:
         """See :class:`Engine`: each pass on the executors over the Parquet where it lies."""
-        import pyarrow.dataset as ds
-
+        from ecoval_ops.files import parquet_dataset
         from ecoval_ops.lakehouse.batches import BatchPass, run_spark
         from ecoval_ops.lakehouse.summary import TopRowsPass, summarise
 
-        frame = self._session().read.parquet(str(values))
+        frame = self._session().read.parquet(spark_path(values))
 
         def on_executors(step: BatchPass[Any]) -> Any:
             return run_spark(step, frame)
 
         key = run.config.key
-        rows = TopRowsPass(key, ds.dataset(values, format="parquet").schema.field(key).type, top)
+        rows = TopRowsPass(key, parquet_dataset(values).schema.field(key).type, top)
         return summarise(on_executors, top=rows, new=True)
 
     def plan(self, run: RunRows) -> tuple[TrainingPlan, pa.Array]:
@@ -163,19 +161,21 @@ class SparkEngine:
             validation_limit=run.config.validation_rows,
         )
 
-    def row_inputs(self, run: RunRows, model: Path, out: Path, *, only_new: bool) -> NDArray[np.float64]:
+    def row_inputs(self, run: RunRows, model: TableRef, out: TableRef, *, only_new: bool) -> NDArray[np.float64]:
         """See :class:`Engine`."""
         from ecoval_ops.engines.spark_rows import spark_row_inputs
 
         return spark_row_inputs(self._session(), run.row_source, model, out, only_new=only_new)
 
-    def values(self, run: RunRows, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str) -> None:
+    def values(
+        self, run: RunRows, inputs: TableRef, model: TableRef, out: TableRef, *, run_id: str, model_version: str
+    ) -> None:
         """See :class:`Engine`."""
         from ecoval_ops.engines.spark_rows import spark_values
 
         spark_values(self._session(), run.config.key, inputs, model, out, run_id=run_id, model_version=model_version)
 
-    def write_values(self, cfg: RunConfig, values: Path, *, run_id: str, source_version: int) -> int | None:
+    def write_values(self, cfg: RunConfig, values: TableRef, *, run_id: str, source_version: int) -> int | None:
         """See :class:`Engine`."""
         from ecoval_ops.lakehouse.delta_spark import merge_values_spark
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.files import read, stamp
 from ecoval_ops.identifiers import check_identifier
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL, NEW_COL
 from ecoval_ops.lakehouse.tables import spark_path
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from ecoval_ops.lakehouse.embedders import Embedder
     from ecoval_ops.lakehouse.source import RowSource
+    from ecoval_ops.storage import TableRef
     from ecoval_ops.valuation import EcoVal
 
 __all__ = ["embed_rows", "matrix", "rows_frame", "source_frame", "spark_row_inputs", "spark_values"]
@@ -146,7 +147,7 @@ def matrix(part: pd.DataFrame) -> NDArray[np.float64]:
 
 
 def spark_row_inputs(
-    spark: SparkSession, source: RowSource, model: Path, out: Path, *, only_new: bool
+    spark: SparkSession, source: RowSource, model: TableRef, out: TableRef, *, only_new: bool
 ) -> NDArray[np.float64]:
     """The first row pass on the executors (:func:`~ecoval_ops.engines.rows.input_batch` in ``mapInPandas``).
 
@@ -156,17 +157,16 @@ def spark_row_inputs(
     from pyspark.sql import functions as sf
 
     from ecoval_ops.engines.rows import INPUT_COLUMNS, TRAINING_COL, input_batch
-    from ecoval_ops.valuation import EcoVal
 
     key = check_identifier(source.columns.key, "key column")
     label = check_identifier(source.columns.label, "label column")
-    state, stamp = str(model), _stamp(model)
+    written_at = stamp(model)
     frame = rows_frame(spark, source, only_new=only_new)
     key_type, label_type = (frame.schema[c].dataType.simpleString() for c in (key, label))
     types = f"{key} {key_type}, ecoval_support {label_type}"
 
     def inputs(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ev = _load_state(state, stamp)
+        ev = _load_state(model, written_at)
         for part in parts:
             if not len(part):
                 continue
@@ -176,17 +176,24 @@ def spark_row_inputs(
             yield input_batch(ev, keys, matrix(part), part[label].to_numpy(), training, new, key=key).to_pandas()
 
     columns = ", ".join(f"{name} {kind}" for name, kind in INPUT_COLUMNS.items())
-    frame.mapInPandas(inputs, f"{types}, {columns}").write.mode("overwrite").parquet(str(out))
-    sums = np.zeros(EcoVal.load(model).n_clusters_)
+    frame.mapInPandas(inputs, f"{types}, {columns}").write.mode("overwrite").parquet(spark_path(out))
+    sums = np.zeros(_load_state(model, written_at).n_clusters_)
     x = sf.col("ecoval_intrinsic") * sf.col("ecoval_extrinsic")
-    written = spark.read.parquet(str(out)).filter(sf.col(TRAINING_COL))
+    written = spark.read.parquet(spark_path(out)).filter(sf.col(TRAINING_COL))
     for r in written.groupBy("ecoval_cluster").agg(sf.sum(x)).collect():
         sums[r[0]] = r[1]
     return sums
 
 
 def spark_values(
-    spark: SparkSession, key: str, inputs: Path, model: Path, out: Path, *, run_id: str, model_version: str
+    spark: SparkSession,
+    key: str,
+    inputs: TableRef,
+    model: TableRef,
+    out: TableRef,
+    *,
+    run_id: str,
+    model_version: str,
 ) -> None:
     """The second row pass on the executors: the value columns of the inputs.
 
@@ -198,13 +205,13 @@ def spark_values(
     from ecoval_ops.lakehouse.columns import value_schema
 
     key = check_identifier(key, "key column")
-    state, stamp = str(model), _stamp(model)
+    written_at = stamp(model)
     valued_at = datetime.now(UTC)
-    frame = spark.read.parquet(str(inputs))
+    frame = spark.read.parquet(spark_path(inputs))
     label_type = frame.schema["ecoval_support"].dataType.simpleString()
 
     def values(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ev = _load_state(state, stamp)
+        ev = _load_state(model, written_at)
         for part in parts:
             if len(part):
                 batch = pa.Table.from_pandas(part, preserve_index=False)
@@ -220,17 +227,16 @@ def spark_values(
     )
     key_type = frame.schema[key].dataType.simpleString()
     schema = f"{key} {key_type}, {fields}, {NEW_COL} boolean"
-    frame.mapInPandas(values, schema).write.mode("overwrite").parquet(str(out))
-
-
-def _stamp(path: Path) -> int:
-    """When the saved state was written (a state rewritten at the same path is loaded again)."""
-    return (path / "state.npz").stat().st_mtime_ns
+    frame.mapInPandas(values, schema).write.mode("overwrite").parquet(spark_path(out))
 
 
 @lru_cache(maxsize=2)
-def _load_state(path: str, stamp: int) -> EcoVal:
-    """The saved valuation state, loaded once per Python worker (workers are reused)."""
+def _load_state(model: TableRef, written_at: str) -> EcoVal:
+    """The saved valuation state, loaded once per Python worker (workers are reused).
+
+    ``written_at`` (:func:`~ecoval_ops.files.stamp`) keys the cache, so a state committed anew
+    at the same place is loaded again.
+    """
     from ecoval_ops.valuation import EcoVal
 
-    return EcoVal.load(path)
+    return read(model, EcoVal.load)

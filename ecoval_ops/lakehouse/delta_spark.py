@@ -11,9 +11,9 @@ the watermark as JSON in the commit's ``userMetadata``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ecoval_ops.files import parquet_dataset
 from ecoval_ops.identifiers import quote_identifier
 from ecoval_ops.lakehouse.columns import NEW_COL
 from ecoval_ops.lakehouse.tables import TableLike, spark_path
@@ -26,6 +26,7 @@ from ecoval_ops.lakehouse.value_writes import (
     value_schema_for,
     value_updates,
 )
+from ecoval_ops.storage import TableRef
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable as DeltaRsTable
@@ -54,7 +55,7 @@ def commit_conflicts() -> tuple[type[Exception], ...]:
 def merge_values_spark(
     spark: SparkSession,
     path: TableLike,
-    values: Path,
+    values: TableLike,
     *,
     key: str,
     run_id: str,
@@ -78,16 +79,15 @@ def merge_values_spark(
             and :func:`check_keys_spark`.
     """
     import pyarrow as pa
-    import pyarrow.dataset as ds
     from delta.tables import DeltaTable
 
     def merge(table: DeltaRsTable) -> None:
         target = pa.schema(table.schema().to_arrow())
-        found = ds.dataset(values, format="parquet").schema
+        found = parquet_dataset(TableRef.of(values)).schema
         # The workspace's values carry the run's own NEW_COL, which no table receives.
         found = pa.schema([f for f in found if f.name != NEW_COL])
         written = value_schema_for(target, found, path, key=key, insert=insert)
-        frame = spark.read.option("recursiveFileLookup", "true").parquet(str(values)).select(*written.names)
+        frame = spark.read.option("recursiveFileLookup", "true").parquet(spark_path(values)).select(*written.names)
         check_keys_spark(spark, frame, path, int(table.version()), key=key, insert=insert)
         q_key = quote_identifier(key, "key column")
         updates: dict[str, str | Column] = dict(value_updates(written.names, key))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -286,7 +285,7 @@ def read_rows(
     columns: SourceColumns,
     source: TableLike,
     *,
-    embeddings: Path | None,
+    embeddings: TableLike | None,
     version: int | None = None,
     only_new: bool = False,
     valued: pa.Array | None = None,

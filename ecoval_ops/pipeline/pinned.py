@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecoval_ops.config import RunConfig
 from ecoval_ops.lakehouse.embedders import Embedder, FeaturesEmbedder, TorchvisionEmbedder
 from ecoval_ops.lakehouse.source import Rows, RowSource, SourceColumns, read_rows, valued_keys
 from ecoval_ops.pipeline.workspace import Workspace
+from ecoval_ops.storage import TableRef
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -105,7 +105,7 @@ class PinnedRun:
         """The columns the run reads from the source (and validation) table."""
         return source_columns(self.config)
 
-    def embeddings_table(self, *, validation: bool = False) -> Path | None:
+    def embeddings_table(self, *, validation: bool = False) -> TableRef | None:
         """The embeddings table of the run's embedder; None when the table holds embeddings."""
         if self.embedder_fingerprint is None:
             return None

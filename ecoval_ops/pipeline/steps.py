@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ecoval_ops.config import RunConfig
 from ecoval_ops.engines import Engine
 from ecoval_ops.exceptions import EcovalError, InvalidInputError, StateFormatError
+from ecoval_ops.files import parquet_dataset
 from ecoval_ops.keys import read_keys, write_keys
 from ecoval_ops.lakehouse import open_table
 from ecoval_ops.lakehouse.leases import write_lease
@@ -189,7 +191,7 @@ def decide(run: PinnedRun, engine: Engine, *, run_key: str | None = None) -> Run
     if run_key is None:
         # Outside an orchestrator nothing else closes a parent run whose process was killed.
         tags[OWNER_TAG] = process_owner()
-    name = f"{Path(str(cfg.table)).name}@v{version} {mode}"
+    name = f"{cfg.table.name}@v{version} {mode}"
     run_id = tracker.start(cfg.loggable(), tags, name=name, run_key=run_key)
     tables = [source]
     if cfg.validation_table is not None and run.validation_version is not None:
@@ -214,12 +216,12 @@ def cluster(ref: RunRef, engine: Engine) -> list[int]:
     run = ref.run
     ws = run.workspace
     target = ws.plan(ref.started())
-    if not target.exists():
+    if not ws.exists(target):
         plan, members = engine.plan(run)
         with ws.atomic(target) as tmp:
             plan.save(tmp)
             write_keys(members, tmp / MEMBER_KEYS)
-    return list(range(len(TrainingPlan.load(target).shards(run.config.shards))))
+    return list(range(len(ws.read(target, TrainingPlan.load).shards(run.config.shards))))
 
 
 def train_shard(ref: RunRef, index: int) -> None:
@@ -233,9 +235,9 @@ def train_shard(ref: RunRef, index: int) -> None:
     run_id, run = ref.started(), ref.run
     ws = run.workspace
     target = ws.shard(run_id, index)
-    if target.exists():
+    if ws.exists(target):
         return
-    plan = TrainingPlan.load(ws.plan(run_id))
+    plan = ws.read(ws.plan(run_id), TrainingPlan.load)
     shards = plan.shards(run.config.shards)
     if not 0 <= index < len(shards):
         raise InvalidInputError(f"shard {index} does not exist; the plan has {len(shards)} shards")
@@ -253,6 +255,11 @@ def train_shard(ref: RunRef, index: int) -> None:
     fault_point("shard_trained")
 
 
+def _utilities(path: Path) -> NDArray[np.float64]:
+    """A shard's saved utilities."""
+    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+
+
 def fit_reference(ref: RunRef) -> None:
     """Fit the state on the plan's reference rows from every shard's utilities; save it (a retry reuses it).
 
@@ -266,14 +273,14 @@ def fit_reference(ref: RunRef) -> None:
 
     run_id, run = ref.started(), ref.run
     ws = run.workspace
-    if ws.reference_model(run_id).exists():
+    if ws.exists(ws.reference_model(run_id)):
         return
-    plan = TrainingPlan.load(ws.plan(run_id))
+    plan = ws.read(ws.plan(run_id), TrainingPlan.load)
     shards = plan.shards(run.config.shards)
-    missing = [i for i in range(len(shards)) if not ws.shard(run_id, i).exists()]
+    missing = [i for i in range(len(shards)) if not ws.exists(ws.shard(run_id, i))]
     if missing:
         raise EcovalError(f"shards {missing} of run {run_id} have not finished; run train_shard for them first")
-    utilities = np.concatenate([np.load(ws.shard(run_id, i), allow_pickle=False) for i in range(len(shards))])
+    utilities = np.concatenate([ws.read(ws.shard(run_id, i), _utilities) for i in range(len(shards))])
     fitted = run.estimator().fit_reference(plan, utilities, n_trainings=plan.n_trainings(len(shards)))
     with ws.atomic(ws.reference_model(run_id)) as tmp:
         fitted.save(tmp)
@@ -299,20 +306,20 @@ def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] |
     run_id, run = ref.started(), ref.run
     cfg, ws = run.config, run.workspace
     curve, member_keys = None, None
-    if ws.model(run_id).exists():
+    if ws.exists(ws.model(run_id)):
         # Saved after registering: a retry finds the version registered before, keys and all.
-        ev = EcoVal.load(ws.model(run_id))
+        ev = ws.read(ws.model(run_id), EcoVal.load)
     else:
-        if not ws.centred_model(run_id).exists():
+        if not ws.exists(ws.centred_model(run_id)):
             fit_reference(ref)
-            with ws.atomic(ws.inputs(run_id)) as tmp:
-                x_sum = engine.row_inputs(run, ws.reference_model(run_id), tmp, only_new=False)
+            with ws.output(ws.inputs(run_id)) as out:
+                x_sum = engine.row_inputs(run, ws.reference_model(run_id), out, only_new=False)
             with ws.atomic(ws.centred_model(run_id)) as tmp:
-                EcoVal.load(ws.reference_model(run_id)).centre(x_sum).save(tmp)
+                ws.read(ws.reference_model(run_id), EcoVal.load).centre(x_sum).save(tmp)
         (review or review_curve)(ref)
-        ev = EcoVal.load(ws.centred_model(run_id))
-        curve = saved_curve(ws.curve(run_id))
-        member_keys = read_keys(ws.plan(run_id) / MEMBER_KEYS)
+        ev = ws.read(ws.centred_model(run_id), EcoVal.load)
+        curve = ws.read(ws.curve(run_id), saved_curve) if ws.exists(ws.curve(run_id)) else None
+        member_keys = ws.read(ws.plan(run_id) / MEMBER_KEYS, read_keys)
     version = run.tracker.register(
         run_id,
         ev,
@@ -331,7 +338,7 @@ def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] |
         config=cfg.loggable(),
         member_keys=member_keys,
     )
-    if not ws.model(run_id).exists():
+    if not ws.exists(ws.model(run_id)):
         with ws.atomic(ws.model(run_id)) as tmp:
             ev.save(tmp)
             if curve is not None:
@@ -348,10 +355,10 @@ def review_curve(ref: RunRef) -> None:
 
     run_id, run = ref.started(), ref.run
     ws = run.workspace
-    if ws.curve(run_id).exists():
+    if ws.exists(ws.curve(run_id)):
         return
-    plan = TrainingPlan.load(ws.plan(run_id))
-    curve = removal_curve(plan, EcoVal.load(ws.centred_model(run_id)), seed=run.config.seed)
+    plan = ws.read(ws.plan(run_id), TrainingPlan.load)
+    curve = removal_curve(plan, ws.read(ws.centred_model(run_id), EcoVal.load), seed=run.config.seed)
     with ws.atomic(ws.curve(run_id)) as tmp:
         tmp.write_text(json.dumps(curve.to_dict()))
 
@@ -374,19 +381,17 @@ def propagate(ref: RunRef, engine: Engine) -> int:
     Returns:
         Rows valued.
     """
-    import pyarrow.dataset as ds
-
     run_id, run = ref.started(), ref.run
     version = _model_version(ref)
     ws = run.workspace
     target, inputs, model = ws.values(run_id), ws.inputs(run_id), ws.model(run_id)
-    if not target.exists():
-        if ref.mode != "refit" and not inputs.exists():
-            with ws.atomic(inputs) as tmp:
-                engine.row_inputs(run, model, tmp, only_new=True)
-        with ws.atomic(target) as tmp:
-            engine.values(run, inputs, model, tmp, run_id=run_id, model_version=version)
-    return int(ds.dataset(target, format="parquet").count_rows()) if any(target.rglob("*.parquet")) else 0
+    if not ws.exists(target):
+        if ref.mode != "refit" and not ws.exists(inputs):
+            with ws.output(inputs) as out:
+                engine.row_inputs(run, model, out, only_new=True)
+        with ws.output(target) as out:
+            engine.values(run, inputs, model, out, run_id=run_id, model_version=version)
+    return int(parquet_dataset(target).count_rows())
 
 
 def write(ref: RunRef, engine: Engine) -> int | None:
@@ -433,8 +438,8 @@ def report(ref: RunRef, engine: Engine, written: int | None, extra: dict[str, fl
         run,
         run_id,
         summary,
-        EcoVal.load(ws.model(run_id)),
-        curve=saved_curve(ws.model(run_id) / REMOVAL_FILE) if ref.mode == "refit" else None,
+        ws.read(ws.model(run_id), EcoVal.load),
+        curve=ws.read(ws.model(run_id) / REMOVAL_FILE, saved_curve) if ref.mode == "refit" else None,
         refit=ref.mode == "refit",
         extra=extra,
         tags={"ecoval.table_version_written": str(written), "ecoval.model_version": _model_version(ref)},

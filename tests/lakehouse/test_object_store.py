@@ -31,7 +31,11 @@ def _values(uri: str) -> pa.Table:
 
 
 def _config(table: str, tmp_path: Path, **flags):
-    return run_config(table, tmp_path, engine="delta-rs", staging_dir=str(tmp_path / "ws"), **flags)
+    return run_config(table, tmp_path, engine="delta-rs", **flags)
+
+
+def _objects(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def test_a_refit_and_a_night_on_s3_value_rows_as_on_local_disk(s3, tmp_path) -> None:
@@ -46,6 +50,9 @@ def test_a_refit_and_a_night_on_s3_value_rows_as_on_local_disk(s3, tmp_path) -> 
         write_deltalake(uri, uuid_keyed(blob_rows(300, 340)), mode="append", schema_mode="merge")
         night = run_valuation(_config(uri, tmp_path / name))
         assert night.mode == "incremental" and night.rows_valued == 40
+    # The workspace lies beside the table in the bucket: its embeddings stay, each run's folder went with it.
+    beside = {o.split("/")[2] for o in _objects(s3.root / "same-rows") if not o.startswith("train/")}
+    assert len(beside) == 1 and beside.pop().startswith("embeddings_")
     on_s3, on_disk = _values(remote), _values(local)
     assert on_s3.num_rows == 340 and on_s3.column("ecoval_value").null_count == 0
     assert on_s3.column("row_id").equals(on_disk.column("row_id"))
@@ -70,16 +77,47 @@ def test_values_go_to_a_values_table_in_the_bucket_and_the_source_is_untouched(s
     assert values.num_rows == 200 and len(set(values.column("row_id").to_pylist())) == 200
 
 
-def test_the_default_workspace_of_an_s3_table_is_a_local_folder_named_by_its_uri(monkeypatch, tmp_path) -> None:
+def test_the_workspace_of_an_s3_table_lies_beside_it_in_the_bucket(tmp_path) -> None:
     from ecoval_ops.pipeline.workspace import Workspace
+    from ecoval_ops.storage import TableRef
 
-    monkeypatch.setenv("HOME", str(tmp_path))
-    cfg = run_config("s3://lake/nightly/train", tmp_path, engine="delta-rs")
-    assert Workspace.for_config(cfg).root == tmp_path / ".cache" / "ecoval" / "s3" / "lake" / "nightly" / "train"
+    cfg = run_config("s3://lake/nightly/train", tmp_path, engine="delta-rs", storage_options="AWS_REGION=eu-west-1")
+    root = Workspace.for_config(cfg).root
+    assert root == TableRef.of("s3://lake/nightly/_ecoval/train") and root.option("AWS_REGION") == "eu-west-1"
+    staged = run_config("s3://lake/train", tmp_path, engine="delta-rs", staging_dir="s3a://scratch/ecoval/")
+    assert Workspace.for_config(staged).root == TableRef.of("s3a://scratch/ecoval")
 
 
-def _objects(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+def test_steps_hand_each_other_the_workspace_through_a_scratch_bucket(s3, tmp_path) -> None:
+    # The staging prefix is in another bucket than the table, as a team's scratch bucket would
+    # be; every part a step leaves for the next (plan, shards, models, Parquet inputs and values)
+    # is an object there, so tasks on hosts that share nothing but the store can run the steps.
+    from ecoval_ops.engines import DeltaRsEngine
+    from ecoval_ops.pipeline import steps
+
+    table, scratch = f"{s3.bucket('hosts')}/train", s3.bucket("scratch")
+    write_deltalake(table, uuid_keyed(blob_rows(0, 300)))
+    cfg = _config(table, tmp_path, staging_dir=f"{scratch}/ecoval/train", shards=2)
+    engine = DeltaRsEngine()
+    run = steps.detect(cfg, engine).run
+    assert steps.embed(run, engine) == 300
+    ref = steps.RunRef.from_dict(steps.decide(run, engine).to_dict())
+    for index in steps.cluster(ref, engine):
+        steps.train_shard(ref, index)
+    fitted = steps.fit_model(ref, engine)
+    assert steps.propagate(fitted, engine) == 300
+    prefix = f"ecoval/train/runs/{ref.run_id}/"
+    parts = {o.removeprefix(prefix).split("/")[0] for o in _objects(s3.root / "scratch") if o.startswith(prefix)}
+    assert parts == {"plan", "shards", "reference_model", "inputs", "centred_model", "removal_curve.json", "model",
+                     "values"}  # fmt: skip
+    written = steps.write(fitted, engine)
+    assert steps.report(fitted, engine, written)["rows_valued"] == 300
+    assert [o for o in _objects(s3.root / "scratch") if "/runs/" in o] == []
+    assert _values(table).column("ecoval_value").null_count == 0
+    assert list(tmp_path.rglob("_ecoval*")) == []
+    (tmp_path / "again").mkdir()
+    again = _config(table, tmp_path / "again", staging_dir=f"{scratch}/ecoval/train")
+    assert steps.decide(steps.detect(again, engine).run, engine).mode == "noop"
 
 
 @pytest.mark.parametrize(
@@ -107,7 +145,7 @@ def test_bad_object_store_input_is_one_line_without_secrets_and_writes_nothing(
         monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.chdir(tmp_path)
     code = main(["run", "--engine", "delta-rs", "--table", table, "--key", "row_id", "--label", "label",
-                 "--features", "f0,f1,f2", "--staging-dir", str(tmp_path / "ws")])  # fmt: skip
+                 "--features", "f0,f1,f2"])  # fmt: skip
     out = capsys.readouterr()
     assert code == 2 and out.err.startswith(f"ecoval: error: {message}"), out.err
     assert len(out.err.strip().splitlines()) == 1 and SECRET not in out.err + out.out
@@ -144,7 +182,7 @@ def _night(table: str, home: str, env: dict[str, str]) -> str:
     from ecoval_ops.pipeline.run import run_valuation
     from tests.conftest import run_config
 
-    cfg = run_config(table, Path(home), engine="delta-rs", staging_dir=str(Path(home).parent / "ws"))
+    cfg = run_config(table, Path(home), engine="delta-rs")
     return run_valuation(cfg).mode
 
 
@@ -195,13 +233,13 @@ def test_a_spark_and_a_delta_rs_run_on_one_s3_table_commit_one_after_the_other(s
             (tmp_path / engine).mkdir()
             runs[engine] = subprocess.Popen(
                 [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", engine, "--table", table,
-                 "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--spark-cores", "2",
-                 "--staging-dir", str(tmp_path / engine / "ws")],
+                 "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--spark-cores", "2"],
                 cwd=tmp_path / engine, env={**os.environ, **s3.env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True,
             )  # fmt: skip
         deadline = time.monotonic() + 600
-        while not all(list((tmp_path / e / "ws" / "runs").glob("*/values")) for e in runs):
+        # Both workspaces lie beside the table in the bucket; each run's values count once marked done.
+        while len(list((s3.root / "two-engines" / "_ecoval" / "train" / "runs").glob("*/values/_ecoval_done"))) < 2:
             assert all(r.poll() is None for r in runs.values()), {e: r.communicate() for e, r in runs.items()}
             assert time.monotonic() < deadline, "the runs did not reach their MERGE"
             time.sleep(1)

@@ -36,9 +36,10 @@ def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     ws = Workspace.for_config(cfg)
     for index in shards:
         steps.train_shard(ref, index)
-    stamp = ws.shard(ref.run_id, 0).stat().st_mtime_ns
+    shard = ws.shard(ref.run_id, 0).local_path
+    stamp = shard.stat().st_mtime_ns
     steps.train_shard(ref, 0)
-    assert ws.shard(ref.run_id, 0).stat().st_mtime_ns == stamp
+    assert shard.stat().st_mtime_ns == stamp
     fitted = steps.fit_model(ref, engine)
     assert steps.fit_model(ref, engine).model_version == fitted.model_version == "1"
     assert steps.propagate(fitted, engine) == 300 == steps.propagate(fitted, engine)
@@ -46,7 +47,7 @@ def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     assert written is not None and steps.write(fitted, engine) is None
     figures = steps.report(fitted, engine, written)
     assert figures["rows_valued"] == 300 and figures["n_trainings"] == (2 + 3 + 3) + 1
-    assert not ws.run(ref.run_id).exists()
+    assert not ws.exists(ws.run(ref.run_id))
 
     client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     children = client.search_runs(
