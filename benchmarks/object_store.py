@@ -3,7 +3,8 @@
 The same table (``--rows`` rows of 64-d embeddings, keyed by integers) is written to a local
 folder and to a bucket of a real S3 API server (s3proxy 4.1.0 on loopback, its buckets on the same
 disk, so the figures show the protocol's cost, not a network's), then valued by ``ecoval run``
-from a shell on each engine: a refit, then a night of 10% new rows. Wall seconds per run.
+from a shell on each engine: a refit, then a night of 10% new rows. Each run's workspace lies
+beside its table (in the bucket for the S3 runs). Wall seconds per run.
 
 Writes ``benchmarks/results/object_store.json``. Usage:
 ``python benchmarks/object_store.py [--rows 20000] [--engine delta-rs spark]``.
@@ -33,7 +34,7 @@ def _run(table: str, engine: str, home: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", engine, "--table", table, "--key", "id",
-         "--label", "label", "--embedding-col", "emb", "--staging-dir", str(home / "ws"), "--quiet"],
+         "--label", "label", "--embedding-col", "emb", "--quiet"],
         cwd=home, env=env, check=True,
     )  # fmt: skip
     return time.perf_counter() - started

@@ -272,9 +272,6 @@ def test_a_run_on_an_s3_table_takes_its_secret_from_a_variable_and_keeps_it_out_
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     table = f"{s3.bucket('dag-run')}/train"
     write_deltalake(table, uuid_keyed(blob_rows(0, 300)), storage_options=s3.env())
-    # The default workspace of a table in a bucket, under this test's HOME (a staging_dir in the conf
-    # would stay in the DAG's params for the module's later dag.test runs).
-    monkeypatch.setenv("HOME", str(tmp_path))
     conf = _conf(table, tmp_path, "delta-rs")
     Variable.set("ecoval_storage_options", json.dumps({"AWS_SECRET_ACCESS_KEY": SECRET}))
     caplog.set_level(logging.DEBUG)
@@ -289,8 +286,12 @@ def test_a_run_on_an_s3_table_takes_its_secret_from_a_variable_and_keeps_it_out_
         xcoms = [str(x.value) for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)]
     assert any("s3://dag-run/train" in x for x in xcoms) and not any(SECRET in x for x in xcoms)
     assert SECRET not in caplog.text
-    assert [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
-    assert (tmp_path / ".cache" / "ecoval" / "s3" / "dag-run" / "train").is_dir()
+    # The workspace lay beside the table in the bucket (its embeddings stay, the run's parts went).
+    workspace = s3.root / "dag-run" / "_ecoval" / "train"
+    beside = {p.relative_to(workspace).parts[0] for p in workspace.rglob("*") if p.is_file()}
+    assert len(beside) == 1 and beside.pop().startswith("embeddings_")
+    for where in (tmp_path, s3.root / "dag-run"):
+        assert [p for p in where.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
 
 
 def _asset_events() -> list[str]:

@@ -275,15 +275,21 @@ def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(st
     assert sorted(c.data.tags["ecoval.shard"] for c in children) == ["shard-0", "shard-1"]
     assert mlflow.get_model_version_by_alias("ecoval_train", "current").run_id == parent.info.run_id
     # The runs' artifacts (the review, the registered model) are in the stack's `mlflow` bucket.
-    bucket = boto3.client(
+    s3 = boto3.client(
         "s3",
         endpoint_url=stack.s3["AWS_ENDPOINT_URL"],
         region_name="us-east-1",
         aws_access_key_id=stack.s3["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=secret,
-    ).list_objects_v2(Bucket="mlflow", Prefix=f"artifacts/{parent.info.experiment_id}/")
+    )
+    bucket = s3.list_objects_v2(Bucket="mlflow", Prefix=f"artifacts/{parent.info.experiment_id}/")
     keys = [o["Key"] for o in bucket.get("Contents", [])]
     assert any(parent.info.run_id in k and "/review/" in k for k in keys), keys[:20]
+    # The run's workspace lay beside the table in the `lake` bucket, where the shards' worker and
+    # the other tasks' worker (two containers) handed each other its parts; only the embeddings stay.
+    lake = s3.list_objects_v2(Bucket="lake", Prefix="_ecoval/train/").get("Contents", [])
+    beside = {o["Key"].split("/")[2] for o in lake}
+    assert len(beside) == 1 and beside.pop().startswith("embeddings_"), sorted(o["Key"] for o in lake)[:20]
 
     # The shards ran on the worker of the GPU queue, every other task on the default queue's worker.
     gpu_worker = stack.container_hostname("airflow-worker-gpu")

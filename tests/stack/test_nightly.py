@@ -39,10 +39,7 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     table = "s3://lake/events_spark"
     write_deltalake(table, uuid_keyed(blob_rows(0, 300)), storage_options=stack.s3.env())
     # Each Spark task is sized by the run's settings (defect c): one core and 512 MB executors.
-    conf = {
-        "table": table, "engine": "spark", "spark_cores": 1, "spark_executor_memory": "512m",
-        "staging_dir": str(stack.lakehouse / "_ecoval_s3"),
-    }  # fmt: skip
+    conf = {"table": table, "engine": "spark", "spark_cores": 1, "spark_executor_memory": "512m"}
     run_id = stack.trigger(DAG, {**conf, "clusters": 3, "shards": 2, **COLUMNS})
     # Eleven tasks, each Spark one starting its own application on the standalone master (about
     # 30 s each until they attach to a shared Spark, issue 26), each with Hadoop's s3a connector
@@ -53,6 +50,10 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     assert values.num_rows == 300
     assert values.column("ecoval_value").null_count == 0
     assert pc.count_distinct(values.column("row_id")).as_py() == 300
+    # The run's workspace lay beside the table in the bucket; only the embeddings stay.
+    workspace = stack.s3.root / "lake" / "_ecoval" / "events_spark"
+    beside = {p.relative_to(workspace).parts[0] for p in workspace.rglob("*") if p.is_file()}
+    assert len(beside) == 1 and beside.pop().startswith("embeddings_"), beside
 
     client = stack.mlflow()
     parent = client.get_run(_parent_run(stack, run_id))
