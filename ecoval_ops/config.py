@@ -137,6 +137,9 @@ class RunConfig(BaseModel):
     c_kappa: float = Field(
         default=20.0, ge=0.0, description="kappa = c_kappa |mu|: a row's own input against its cluster's mean"
     )
+    neighbour_search: Literal["exact", "approx", "auto"] = Field(
+        default="auto", description="nearest-member search: exact, approx (HNSW), auto (exact below 50,000 per cluster)"
+    )
     reference_rows: int = Field(
         default=200_000,
         ge=4,

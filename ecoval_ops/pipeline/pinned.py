@@ -181,6 +181,7 @@ class PinnedRun:
             halo_clusters=c.halo_clusters,
             prior_weight=c.prior_weight,
             c_kappa=c.c_kappa,
+            neighbour_search=c.neighbour_search,
             max_reference_rows=c.reference_rows,
             clusterer=clusterer,
         )

@@ -149,7 +149,7 @@ def run_figures(summary: ValueSummary, ev: EcoVal, diagnostics: Diagnostics, *, 
             "Gamma_beta": diagnostics.gamma_beta,
             "gamma": diagnostics.gamma,
             "p": float(ev.n_clusters_),
-            **{k: v for k, v in ev.model_.figures().items() if k in ("reference_rows", "training_rows")},
+            **{k: v for k, v in ev.model_.figures().items() if k != "kappa"},
         },
     }
 

@@ -32,6 +32,7 @@ from ecoval_ops.exceptions import InvalidInputError, NotFittedError
 from ecoval_ops.valuation import stages
 from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
 from ecoval_ops.valuation.model import ValuationModel
+from ecoval_ops.valuation.neighbours import NeighbourSearch
 from ecoval_ops.valuation.params import check_params
 from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
@@ -78,9 +79,12 @@ class EcoVal:
             ``None`` = :class:`SecondOrderProduction` with ``shrinkage``.
         propagator: a :class:`~ecoval_ops.valuation.protocols.Propagator` (section 4); ``None`` =
             :class:`NeighbourPropagator` with ``k_neighbors``, ``vote_neighbors``, ``halo_clusters``,
-            ``prior_weight``, ``c_kappa`` and ``empirical_bayes``.
+            ``prior_weight``, ``c_kappa``, ``empirical_bayes`` and ``neighbour_search``.
         shrinkage: James-Stein shrinkage of ``V_c`` and ``I_cd``. Default True.
         empirical_bayes: empirical-Bayes shrinkage of cluster shares. Default True.
+        neighbour_search: the nearest-member search of the row values: ``"exact"``, ``"approx"``
+            (an HNSW graph per cluster) or ``"auto"`` (exact below 50,000 candidates per cluster;
+            :mod:`~ecoval_ops.valuation.neighbours`). Default ``"auto"``.
 
     Attributes:
         values_: ``(n,)`` row values ``v_i``.
@@ -129,6 +133,7 @@ class EcoVal:
         propagator: Propagator | None = None,
         shrinkage: bool = True,
         empirical_bayes: bool = True,
+        neighbour_search: NeighbourSearch = "auto",
     ) -> None:
         self.n_clusters = n_clusters
         self.budget = budget
@@ -152,6 +157,7 @@ class EcoVal:
         self.propagator = propagator
         self.shrinkage = shrinkage
         self.empirical_bayes = empirical_bayes
+        self.neighbour_search = neighbour_search
 
     def __repr__(self) -> str:
         return f"EcoVal({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"

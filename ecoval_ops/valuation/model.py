@@ -26,7 +26,7 @@ from ecoval_ops.valuation.result import ValuationResult
 
 __all__ = ["Evidence", "ValuationModel"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """2: the label vote's halo, supervised metric and leave-cluster-out prior joined the state.
 3: the members are the reference set; ``n_c`` and the members' draws joined the state."""
 _STATE_FILE = "state.npz"
@@ -124,12 +124,20 @@ class ValuationModel:
         return self._n_trainings
 
     def figures(self) -> dict[str, float]:
-        """The fit's scalar figures: ``kappa``, the reference rows R and the training rows n."""
+        """The fit's scalar figures.
+
+        ``kappa``, the reference rows R, the training rows n, the clusters searched by an
+        approximate index (``approx_clusters``) and, where there are any, their lowest recall@k
+        measured at build (``neighbour_recall``).
+        """
         state = self._state
+        approx = [c for c, kind in enumerate(state.index_kinds()) if kind == "approx"]
         return {
             "kappa": float(state.kappa),
             "reference_rows": float(state.Z.shape[0]),
             "training_rows": float(self.cluster_sizes().sum()),
+            "approx_clusters": float(len(approx)),
+            **({"neighbour_recall": float(np.min(state.recall[approx]))} if approx else {}),
         }
 
     def shrinkage(self) -> tuple[float, ...]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ecoval_ops.exceptions import InvalidInputError
+from ecoval_ops.valuation.neighbours import SEARCHES
 from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
 
 __all__ = ["PARAM_RULES", "check_params"]
@@ -60,6 +61,7 @@ PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "propagator": (lambda v: v is None or isinstance(v, Propagator), "None or a Propagator (fit)"),
     "shrinkage": (lambda v: isinstance(v, bool), "True or False"),
     "empirical_bayes": (lambda v: isinstance(v, bool), "True or False"),
+    "neighbour_search": (lambda v: v in SEARCHES, "one of 'exact', 'approx', 'auto'"),
 }
 """Each parameter's test and what it must be, checked at the start of ``prepare`` and ``fit``."""
 

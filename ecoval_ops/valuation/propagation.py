@@ -38,11 +38,12 @@ neighbours, breaking monotonicity (invariant 4).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.valuation.neighbours import NeighbourIndex, NeighbourSearch, build_index, load_index
 from ecoval_ops.valuation.production import ClusterGame
 from ecoval_ops.valuation.supervised import LabelPrior
 
@@ -53,11 +54,8 @@ __all__ = [
     "empirical_bayes_shares",
     "kernel",
     "label_scores",
-    "nearest_members",
     "redundancy",
 ]
-
-_CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -82,40 +80,6 @@ class RowInputs:
     def x(self) -> NDArray[np.float64]:
         """Effective input ``x_i = alpha_i * beta_i``."""
         return self.alpha * self.beta
-
-
-def nearest_members(
-    Z_members: NDArray[np.float64],
-    Z_query: NDArray[np.float64],
-    k: int,
-    exclude: NDArray[np.int64] | None,
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Distances and member indices of the k nearest members of each query row.
-
-    ``exclude[q]`` is a member index that query q may not use (itself), or -1.
-    Ties are broken by member index, so the result does not depend on chunking.
-    """
-    import torch
-
-    members = torch.from_numpy(np.ascontiguousarray(Z_members, dtype=np.float64))
-    member_sq = (members * members).sum(dim=1)
-    dist = np.empty((Z_query.shape[0], k))
-    index = np.empty((Z_query.shape[0], k), dtype=np.int64)
-    for start in range(0, Z_query.shape[0], _CHUNK_ROWS):
-        z = torch.from_numpy(np.ascontiguousarray(Z_query[start : start + _CHUNK_ROWS], dtype=np.float64))
-        # |m|^2 - 2 z.m in one fused pass; |z|^2 is the same for every member of a row, so it is
-        # added to the k chosen only: the (m, n) matrix is the cost at a million rows.
-        partial = torch.addmm(member_sq[None, :], z, members.T, beta=1.0, alpha=-2.0)
-        if exclude is not None:
-            rows = np.flatnonzero(exclude[start : start + _CHUNK_ROWS] >= 0)
-            partial[torch.from_numpy(rows), torch.from_numpy(exclude[start : start + _CHUNK_ROWS][rows])] = torch.inf
-        part_partial, part_t = torch.topk(partial, k, dim=1, largest=False, sorted=False)
-        part = part_t.numpy()
-        part_sq = (part_partial + (z * z).sum(dim=1)[:, None]).clamp_min_(0.0).numpy()
-        order = np.lexsort((part, part_sq), axis=1)
-        index[start : start + _CHUNK_ROWS] = np.take_along_axis(part, order, axis=1)
-        dist[start : start + _CHUNK_ROWS] = np.sqrt(np.take_along_axis(part_sq, order, axis=1))
-    return dist, index
 
 
 def kernel(dist: NDArray[np.float64], h: float) -> NDArray[np.float64]:
@@ -234,6 +198,10 @@ class PropagationState:
         prior_weight: ``m0``, the prior's weight in pseudo-neighbours.
         sizes: ``(p,)`` ``n_c``, every training row of each cluster (the members are the
             reference set, all of them or a sample; spec section 5b).
+        index_bytes: each cluster's saved :class:`~ecoval_ops.valuation.neighbours.NeighbourIndex`
+            over its candidates, one after the other (none for an exact one).
+        index_offsets: ``(p + 1,)`` where each cluster's bytes start.
+        recall: ``(p,)`` each index's recall@k measured at build (NaN for an exact one).
     """
 
     Z: NDArray[np.float64]
@@ -256,6 +224,10 @@ class PropagationState:
     gamma: float
     prior_weight: float
     sizes: NDArray[np.int64]
+    index_bytes: NDArray[np.uint8]
+    index_offsets: NDArray[np.int64]
+    recall: NDArray[np.float64]
+    _indexes: dict[int, NeighbourIndex] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def prior(self) -> LabelPrior:
@@ -272,6 +244,18 @@ class PropagationState:
         """Sorted indices of the members a row of ``cluster`` is compared with: its halo's members."""
         return np.flatnonzero(np.isin(self.clusters, self.halo[cluster])).astype(np.int64)
 
+    def index(self, cluster: int) -> NeighbourIndex:
+        """The search over ``cluster``'s candidates in the supervised space, loaded once."""
+        if cluster not in self._indexes:
+            members = self.prior.space(self.Z[self.candidates(cluster)])
+            saved = self.index_bytes[self.index_offsets[cluster] : self.index_offsets[cluster + 1]]
+            self._indexes[cluster] = load_index(members, saved, float(self.recall[cluster]))
+        return self._indexes[cluster]
+
+    def index_kinds(self) -> list[str]:
+        """``(p,)`` each cluster's search, ``exact`` or ``approx``."""
+        return ["exact" if size == 0 else "approx" for size in np.diff(self.index_offsets)]
+
     def neighbours(
         self, Z: NDArray[np.float64], cluster: int, exclude: NDArray[np.int64] | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
@@ -284,9 +268,8 @@ class PropagationState:
         """
         pool = self.candidates(cluster)
         local = None if exclude is None else _local_exclude(exclude, pool)
-        prior = self.prior
         wanted = int(max(self.k[cluster], self.k_vote[cluster]))
-        dist, index = nearest_members(prior.space(self.Z[pool]), prior.space(Z), wanted, local)
+        dist, index = self.index(cluster).search(self.prior.space(Z), wanted, local)
         return dist, pool[index]
 
     def inputs(
@@ -355,6 +338,8 @@ class NeighbourPropagator:
         prior_weight: ``m0``, the leave-cluster-out prior in pseudo-neighbours. Default 20.0.
         c_kappa: ``kappa = c_kappa |mu|``. Default 20.0.
         empirical_bayes: shrink cluster shares towards ``mu``. Default True.
+        neighbour_search: ``exact``, ``approx`` or ``auto``
+            (:mod:`~ecoval_ops.valuation.neighbours`). Default ``auto``.
         seed: draws the prior's random features. Default 0.
     """
 
@@ -367,6 +352,7 @@ class NeighbourPropagator:
         prior_weight: float = 20.0,
         c_kappa: float = 20.0,
         empirical_bayes: bool = True,
+        neighbour_search: NeighbourSearch = "auto",
         seed: int = 0,
     ) -> None:
         self.k_neighbors = k_neighbors
@@ -375,6 +361,7 @@ class NeighbourPropagator:
         self.prior_weight = prior_weight
         self.c_kappa = c_kappa
         self.empirical_bayes = empirical_bayes
+        self.neighbour_search = neighbour_search
         self.seed = seed
 
     def fit(
@@ -413,15 +400,22 @@ class NeighbourPropagator:
             share, lam = empirical_bayes_shares(game.phi, game.phi_se, sizes, mu)
         else:
             share, lam = game.phi / sizes, np.ones(p)
+        k, k_vote = np.minimum(self.k_neighbors, candidates), np.minimum(self.vote_neighbors, candidates)
+        pools = [np.flatnonzero(np.isin(clusters, halo[c])) for c in range(p)]
+        indexes = {
+            c: build_index(prior.space(Z[pool]), self.neighbour_search, k=int(max(k[c], k_vote[c])), seed=self.seed)
+            for c, pool in enumerate(pools)
+        }
+        saved = [indexes[c].to_bytes() for c in range(p)]
         state = PropagationState(
             Z=Z,
             y=y,
             clusters=clusters,
             h=np.ones(p),
-            k=np.minimum(self.k_neighbors, candidates).astype(np.int64),
+            k=k.astype(np.int64),
             halo=halo,
             h_vote=np.ones(p),
-            k_vote=np.minimum(self.vote_neighbors, candidates).astype(np.int64),
+            k_vote=k_vote.astype(np.int64),
             metric=prior.weights,
             prior_frequencies=prior.frequencies,
             prior_phases=prior.phases,
@@ -434,6 +428,10 @@ class NeighbourPropagator:
             gamma=game.returns_to_scale,
             prior_weight=float(self.prior_weight),
             sizes=sizes,
+            index_bytes=np.concatenate(saved),
+            index_offsets=np.concatenate([[0], np.cumsum([b.size for b in saved])]).astype(np.int64),
+            recall=np.array([indexes[c].recall for c in range(p)]),
+            _indexes=indexes,
         )
         # One search per cluster, each row left out: its distances give the bandwidths, then the inputs.
         h, h_vote, found = np.empty(p), np.empty(p), []

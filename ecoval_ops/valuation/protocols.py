@@ -85,6 +85,15 @@ class FittedState(Protocol):
         """The supervised metric and the leave-cluster-out class scores."""
         ...
 
+    @property
+    def recall(self) -> NDArray[np.float64]:
+        """``(p,)`` each cluster's neighbour-search recall@k (NaN where the search is exact)."""
+        ...
+
+    def index_kinds(self) -> list[str]:
+        """``(p,)`` each cluster's neighbour search, ``exact`` or ``approx``."""
+        ...
+
     def neighbours(
         self, Z: NDArray[np.float64], cluster: int, exclude: NDArray[np.int64] | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:

@@ -218,6 +218,7 @@ def fit_model(
             prior_weight=est.prior_weight,
             c_kappa=est.c_kappa,
             empirical_bayes=est.empirical_bayes,
+            neighbour_search=est.neighbour_search,
             seed=est.seed,
         )
         if est.propagator is None

@@ -105,7 +105,7 @@ def test_drifted_new_rows_trigger_a_refit(setup) -> None:
 
 def test_mlflow_records(setup) -> None:
     path, cfg = setup
-    summary = run_valuation(cfg.model_copy(update={"shards": 3}))
+    summary = run_valuation(cfg.model_copy(update={"shards": 3, "neighbour_search": "approx"}))
     client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     parent = client.get_run(summary.run_id)
     assert parent.info.status == "FINISHED"
@@ -113,6 +113,10 @@ def test_mlflow_records(setup) -> None:
     assert {"U_B", "U_empty", "Gamma_alpha", "Gamma_beta", "gamma", "p", "trainings", "suspect_share"} <= set(
         parent.data.metrics
     )
+    # The search each cluster used, and the approximate ones' recall@k measured at build.
+    assert parent.data.params["neighbour_search"] == "approx"
+    assert parent.data.metrics["approx_clusters"] == parent.data.metrics["p"]
+    assert 0.5 <= parent.data.metrics["neighbour_recall"] <= 1.0
     assert parent.data.tags["ecoval.mode"] == "refit" and parent.data.tags["ecoval.table_version_read"] == "0"
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'"
@@ -140,11 +144,11 @@ def test_bad_input_leaves_the_table_as_it_was(setup) -> None:
 
 
 def _older_state_format(cfg, tmp_path, version: str) -> None:
-    """What the release before the reference set registered: the same files, state format 2."""
+    """What the release before the neighbour index registered: the same files, state format 3."""
     saved = [f for f in tmp_path.rglob("ecoval.json") if "format_version" in f.read_text()]
     assert saved
     for meta in saved:
-        meta.write_text(meta.read_text().replace('"format_version": 3', '"format_version": 2'))
+        meta.write_text(meta.read_text().replace('"format_version": 4', '"format_version": 3'))
 
 
 def _older_hold_out_split(cfg, tmp_path, version: str) -> None:
@@ -159,7 +163,7 @@ def _older_hold_out_split(cfg, tmp_path, version: str) -> None:
 @pytest.mark.parametrize(
     ("older", "reason"),
     [
-        (_older_state_format, "state format 2; this version reads 3"),
+        (_older_state_format, "state format 3; this version reads 4"),
         (_older_hold_out_split, "hold-out split blake2b; this version holds out by siphash"),
     ],
     ids=["state format", "hold-out split"],

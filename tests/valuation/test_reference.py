@@ -45,8 +45,9 @@ def test_at_most_reference_rows_nothing_changes(name: str) -> None:
     """n <= max_reference_rows: every value, input, cluster and out-of-sample value as before the reference set.
 
     Bit-identical between R = n and the default R within one process; against the values recorded before
-    the reference set existed, clusters are identical and values agree to the last few bits only, since a
-    different CPU's BLAS kernels round differently (an AMD machine differs in the 12th digit).
+    the reference set existed, clusters are identical and values agree to 1e-6 of the largest: a different
+    CPU's BLAS kernels round differently (an AMD machine differs in the 12th digit), and the label prior's
+    cosine has been taken in float32 since (its 1e-7 rounding moves values by up to 2e-9 here).
     """
     cases = _identity_cases()
     if name not in cases:
@@ -62,7 +63,7 @@ def test_at_most_reference_rows_nothing_changes(name: str) -> None:
     observed = {"values": ev.values_, "intrinsic": ev.intrinsic_, "extrinsic": ev.extrinsic_, "oos": ev.value(Xv, yv)}
     for part, got in observed.items():
         recorded = before[f"{name}_{part}"]
-        np.testing.assert_allclose(got, recorded, rtol=1e-7, atol=1e-9 * np.abs(recorded).max())
+        np.testing.assert_allclose(got, recorded, rtol=1e-7, atol=1e-6 * np.abs(recorded).max())
 
 
 def _noisy(n: int, seed: int = 3) -> tuple[np.ndarray, ...]:

@@ -22,7 +22,7 @@ def test_each_leave_cluster_out_fit_is_the_ridge_fit_on_the_other_clusters() -> 
     Z, y, clusters = _data()
     prior = LabelPrior.fit(Z, y, clusters, p=4, seed=0)
     Y = np.eye(3)[y]
-    F = random_features(prior.space(Z), prior.frequencies, prior.phases)
+    F = random_features(prior.space(Z), prior.frequencies, prior.phases).astype(np.float64)
     assert F.shape == (300, FEATURES)
     for c in range(4):
         outside = clusters != c
