@@ -125,7 +125,7 @@ def plot_scale(results: Path, plots: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for mode, by_n in r.items():
-        if mode == "reference":
+        if mode not in ("incore", "spark"):
             continue
         ns = sorted(int(n) for n in by_n if "error" not in by_n[n])
         total = "end_to_end" if mode == "spark" else "fit"

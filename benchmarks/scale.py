@@ -14,12 +14,17 @@ n, in a fresh process so that peak memory is that stage's own:
   peak RSS is the process's, so at least the refit's);
 - ``reference``: n rows with 10% flipped labels, noise-detection AUROC and the values'
   Spearman correlation with every row as reference, for reference sets of 12k rows (at 60k) or
-  5, 10 and 20% of the rows.
+  5, 10 and 20% of the rows;
+- ``search``: the neighbour search (``neighbour_search``) on n reference rows (200,000: the
+  members per cluster of a million-row fit, about 17,000), ``exact`` against ``approx``, on the
+  mixture and on the reference sweep's overlapping classes with 10% flips: fit time, the
+  out-of-sample rate of 100,000 new rows, recall@k, detection AUROC and the values' Spearman
+  correlation with the exact search's.
 
 Writes ``benchmarks/results/scale.json``: ``{mode: {n: {stage: {"wall_s", "peak_rss_mb", ...}}}}``.
 
 Usage: ``python benchmarks/scale.py [--incore 10000 100000 1000000] [--spark 100000 1000000]
-[--reference 60000 1000000]``
+[--reference 60000 1000000] [--search 200000]``
 """
 
 from __future__ import annotations
@@ -83,15 +88,43 @@ def incore(n: int) -> dict[str, dict[str, float]]:
     Xv, yv = _data(2000, seed=1)
     start = time.perf_counter()
     ev = EcoVal().fit(X, y, Xv, yv)
-    fit = {"wall_s": time.perf_counter() - start, "peak_rss_mb": _peak_mb()}
-    Xn, yn = _data(100_000, seed=2)
+    fit = {"wall_s": time.perf_counter() - start, "peak_rss_mb": _peak_mb(), **ev.model_.figures()}
+    return {"fit": fit, "oos_100k": _scoring(ev, *_data(100_000, seed=2))}
+
+
+def _scoring(ev: object, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The out-of-sample rate of rows ``(X, y)``, and the values (not kept in the results)."""
     start = time.perf_counter()
-    ev.value(Xn, yn)
+    ev.value(X, y)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - start
-    return {
-        "fit": fit,
-        "oos_100k": {"wall_s": seconds, "peak_rss_mb": _peak_mb(), "rows_per_s": 100_000 / seconds},
-    }
+    return {"wall_s": seconds, "peak_rss_mb": _peak_mb(), "rows_per_s": X.shape[0] / seconds}
+
+
+def neighbour_search(n: int) -> dict[str, dict[str, float]]:
+    """``exact`` against ``approx`` on n reference rows of the mixture and of the sweep's data."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    from ecoval_ops.valuation import EcoVal
+
+    out: dict[str, dict[str, float]] = {}
+    for data, (X, y, flip) in (("mixture", _noisy(n, 0, 0.05)), ("overlap", _noisy(n, 0, 0.1, classes=4, spread=0.35))):
+        Xv, yv, _ = _noisy(5000, 1, 0.0) if data == "mixture" else _noisy(5000, 1, 0.0, classes=4, spread=0.35)
+        Xn, yn, _ = _noisy(100_000, 2, 0.05) if data == "mixture" else _noisy(100_000, 2, 0.1, classes=4, spread=0.35)
+        exact = None
+        for search in ("exact", "approx"):
+            start = time.perf_counter()
+            ev = EcoVal(max_reference_rows=n, neighbour_search=search).fit(X, y, Xv, yv)
+            figures = {"fit_s": time.perf_counter() - start, "auroc": float(roc_auc_score(flip, -ev.values_))}
+            figures.update({k: v for k, v in ev.model_.figures().items() if k != "kappa"})
+            figures["oos_rows_per_s"] = _scoring(ev, Xn, yn)["rows_per_s"]
+            if exact is None:
+                exact = ev.values_
+            else:
+                figures["spearman_with_exact"] = float(spearmanr(ev.values_, exact).statistic)
+            out[f"{data}_{search}"] = figures
+            print(data, search, json.dumps(figures), file=sys.stderr, flush=True)
+    return out
 
 
 def reference_agreement(n: int, references: list[int]) -> dict[str, dict[str, float]]:
@@ -202,18 +235,21 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="table sizes of the reference sweep (60000: 12k; otherwise 5, 10 and 20%% of the rows)",
     )
+    parser.add_argument("--search", nargs="*", type=int, default=[], help="reference rows of the search comparison")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args(argv)
     if args.one:
         mode, n = args.one[0], int(args.one[1])
-        print(json.dumps({"incore": incore, "spark": spark, "reference": _sweep}[mode](n)))
+        modes = {"incore": incore, "spark": spark, "reference": _sweep, "search": neighbour_search}
+        print(json.dumps(modes[mode](n)))
         return
     # Sizes not rerun keep their earlier figures.
-    results: dict[str, dict[str, object]] = {"incore": {}, "spark": {}, "reference": {}}
+    results: dict[str, dict[str, object]] = {"incore": {}, "spark": {}, "reference": {}, "search": {}}
     if args.out.exists():
         results.update(json.loads(args.out.read_text()))
-    for mode, sizes in (("incore", args.incore), ("spark", args.spark), ("reference", args.reference)):
+    runs = (("incore", args.incore), ("spark", args.spark), ("reference", args.reference), ("search", args.search))
+    for mode, sizes in runs:
         for n in sizes:
             done = subprocess.run([sys.executable, __file__, "--one", mode, str(n)], capture_output=True, text=True)
             if done.returncode != 0:
