@@ -79,6 +79,18 @@ def loggable_options(options: Mapping[str, str]) -> dict[str, str]:
     return {k: "***" if is_secret_option(k) else str(v) for k, v in options.items()}
 
 
+AWS_SETTINGS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ALLOW_HTTP",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+"""The AWS environment variables an S3 table is opened with, as delta-rs and the AWS SDK read them."""
+
+
 @dataclass(frozen=True)
 class TableRef:
     """A Delta table's address: its URI and the storage options delta-rs opens it with.
@@ -122,6 +134,17 @@ class TableRef:
     def option(self, name: str) -> str | None:
         """A storage option by its upper- or lower-case name, else the environment variable ``name``."""
         return self.storage_options.get(name) or self.storage_options.get(name.lower()) or os.environ.get(name)
+
+    def with_environment(self) -> TableRef:
+        """The ref with the S3 settings this process has from its environment written into its options.
+
+        For a process elsewhere that reads the same place without that environment: a Spark
+        executor on another host loading the run's model from the workspace in the bucket.
+        """
+        if not self.is_s3:
+            return self
+        found = {name: value for name in AWS_SETTINGS if (value := self.option(name))}
+        return TableRef(self.uri, {**self.storage_options, **found})
 
     @property
     def name(self) -> str:

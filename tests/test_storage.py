@@ -100,3 +100,20 @@ def test_spark_gets_the_s3a_settings_of_each_bucket(monkeypatch) -> None:
     assert settings[prefix + "access.key"] == "key-from-env" and settings[prefix + "secret.key"] == "s"
     assert settings[prefix + "endpoint.region"] == "r"
     assert s3_settings(TableRef.of("/var/lake/t")) == {} and s3_settings(TableRef.of("gs://b/t")) == {}
+
+
+def test_a_ref_shipped_to_an_executor_carries_the_drivers_aws_environment(monkeypatch) -> None:
+    # A Spark executor on a worker host of its own has none of the driver's AWS variables.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3:9000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-env")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    ref = TableRef.of("s3://lake/_ecoval/train/model", {"AWS_ACCESS_KEY_ID": "given"})
+    shipped = ref.with_environment()
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert shipped.option("AWS_ENDPOINT_URL") == "http://s3:9000"
+    assert shipped.option("AWS_SECRET_ACCESS_KEY") == "from-the-env"
+    assert shipped.option("AWS_ACCESS_KEY_ID") == "given" and shipped.option("AWS_SESSION_TOKEN") is None
+    assert shipped == ref and "from-the-env" not in repr(shipped) + str(shipped)
+    local = TableRef.of("/lake/train")
+    assert local.with_environment() is local

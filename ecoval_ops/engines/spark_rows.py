@@ -161,6 +161,8 @@ def spark_row_inputs(
     key = check_identifier(source.columns.key, "key column")
     label = check_identifier(source.columns.label, "label column")
     written_at = stamp(model)
+    # The executors may lack the driver's AWS environment (a worker host of its own).
+    model = model.with_environment()
     frame = rows_frame(spark, source, only_new=only_new)
     key_type, label_type = (frame.schema[c].dataType.simpleString() for c in (key, label))
     types = f"{key} {key_type}, ecoval_support {label_type}"
@@ -206,6 +208,8 @@ def spark_values(
 
     key = check_identifier(key, "key column")
     written_at = stamp(model)
+    # The executors may lack the driver's AWS environment (a worker host of its own).
+    model = model.with_environment()
     valued_at = datetime.now(UTC)
     frame = spark.read.parquet(spark_path(inputs))
     label_type = frame.schema["ecoval_support"].dataType.simpleString()
