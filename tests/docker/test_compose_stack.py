@@ -251,7 +251,7 @@ def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(st
     state = client.wait_run(DAG, run_id, timeout=1200)
     stack.timings_s["dag_run"] = time.monotonic() - mark
     stack.facts["stack_memory_mb"] = round(_memory_mb(stack.compose))
-    assert state == "success", client.states(DAG, run_id)
+    assert state == "success", client.failures(DAG, run_id)
 
     values = DeltaTable(table, storage_options=stack.s3).to_pyarrow_table(columns=["row_id", "ecoval_value"])
     assert values.num_rows == ROWS

@@ -96,6 +96,15 @@ class StackClient:
         content = reply.get("content", [])
         return "\n".join(str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content)
 
+    def failures(self, dag_id: str, run_id: str, lines: int = 20) -> str:
+        """The states of a run's tasks and the last ``lines`` of each failed one's log: why a run failed."""
+        report = [str(self.states(dag_id, run_id))]
+        for ti in self.task_instances(dag_id, run_id):
+            if ti["state"] == "failed":
+                tail = self.log(dag_id, run_id, ti["task_id"], max(1, ti.get("try_number") or 1), ti["map_index"])
+                report += [f"--- {ti['task_id']}[{ti['map_index']}]", *tail.splitlines()[-lines:]]
+        return "\n".join(report)
+
     def mlflow(self) -> Any:
         """A client of the stack's MLflow server, for tracking and the registry alike."""
         from mlflow import MlflowClient

@@ -44,7 +44,7 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     # Eleven tasks, each Spark one starting its own application on the standalone master (about
     # 30 s each until they attach to a shared Spark, issue 26), each with Hadoop's s3a connector
     # and the AWS SDK bundle (650 MB) shipped to its executor: the run takes about 450 s here.
-    assert stack.wait_run(DAG, run_id, timeout=900) == "success", stack.states(DAG, run_id)
+    assert stack.wait_run(DAG, run_id, timeout=900) == "success", stack.failures(DAG, run_id)
 
     values = DeltaTable(table, storage_options=stack.s3.env()).to_pyarrow_table(columns=["row_id", "ecoval_value"])
     assert values.num_rows == 300
