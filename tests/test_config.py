@@ -81,9 +81,9 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
         "table": "t", "key": "k", "label": "y", "features": "a,b", "validation_fraction": 0.2, "refit": "never",
         "mlflow_uri": "sqlite:///x.db", "experiment": "e", "model_name": "m", "clusters": 3, "budget": 30,
         "seed": 4, "learner": "mlp", "device": "cpu", "k_neighbors": 7, "c_kappa": 2.5, "engine": "delta-rs",
-        "vote_neighbors": 12, "halo_clusters": 0, "prior_weight": 0.5, "reference_rows": 5000,
-        "validation_rows": 900, "shards": 2, "staging_dir": "ws", "quiet": True, "json_output": True,
-        "values_table": "v", "storage_options": "AWS_REGION=eu-west-1",
+        "vote_neighbors": 12, "halo_clusters": 0, "prior_weight": 0.5, "neighbour_search": "exact",
+        "reference_rows": 5000, "validation_rows": 900, "shards": 2, "staging_dir": "ws", "quiet": True,
+        "json_output": True, "values_table": "v", "storage_options": "AWS_REGION=eu-west-1",
         "alert_suspect_share": 0.3, "alert_drift": 0.1, "review_columns": "a,c",
         "spark_cores": 1, "spark_driver_memory": "2g", "spark_executor_memory": "512m",
     }  # fmt: skip
