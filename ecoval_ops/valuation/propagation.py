@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from ecoval_ops.valuation.neighbours import NeighbourIndex, NeighbourSearch, build_index, load_index
+from ecoval_ops.valuation.neighbours import NeighbourIndex, NeighbourSearch, build_index, load_index, side_by_side
 from ecoval_ops.valuation.production import ClusterGame
 from ecoval_ops.valuation.supervised import LabelPrior
 
@@ -288,12 +288,13 @@ class PropagationState:
             exclude: ``(m,)`` index into the members of a row to leave out of its own
                 neighbours (a training row valued out of sample), or -1 for none.
         """
-        parts = []
-        for c in np.unique(clusters):
+
+        def one(c: int) -> tuple[NDArray[np.intp], RowInputs]:
             rows = np.flatnonzero(clusters == c)
-            dist, index = self.neighbours(Z[rows], int(c), None if exclude is None else exclude[rows])
-            parts.append((rows, self._cluster_inputs(int(c), Z[rows], y[rows], dist, self.y[index])))
-        return _gather(Z.shape[0], parts)
+            dist, index = self.neighbours(Z[rows], c, None if exclude is None else exclude[rows])
+            return rows, self._cluster_inputs(c, Z[rows], y[rows], dist, self.y[index])
+
+        return _gather(Z.shape[0], side_by_side(one, [int(c) for c in np.unique(clusters)]))
 
     def _cluster_inputs(
         self,
@@ -433,21 +434,23 @@ class NeighbourPropagator:
             recall=np.array([indexes[c].recall for c in range(p)]),
             _indexes=indexes,
         )
+
         # One search per cluster, each row left out: its distances give the bandwidths, then the inputs.
-        h, h_vote, found = np.empty(p), np.empty(p), []
-        for c in range(p):
+        def search(c: int) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.int64]]:
             members = np.flatnonzero(clusters == c)
             dist, index = state.neighbours(Z[members], c, members)
-            h[c], h_vote[c] = _bandwidth(dist[:, : state.k[c]]), _bandwidth(dist[:, : state.k_vote[c]])
-            found.append((members, dist, y[index]))
+            return members, dist, y[index]
+
+        found = side_by_side(search, list(range(p)))
+        h = np.array([_bandwidth(dist[:, : state.k[c]]) for c, (_, dist, _) in enumerate(found)])
+        h_vote = np.array([_bandwidth(dist[:, : state.k_vote[c]]) for c, (_, dist, _) in enumerate(found)])
         state = dataclasses.replace(state, h=h, h_vote=h_vote)
-        inputs = _gather(
-            Z.shape[0],
-            [
-                (rows, state._cluster_inputs(c, Z[rows], y[rows], dist, labels))
-                for c, (rows, dist, labels) in enumerate(found)
-            ],
-        )
+
+        def cluster_inputs(c: int) -> tuple[NDArray[np.intp], RowInputs]:
+            rows, dist, labels = found[c]
+            return rows, state._cluster_inputs(c, Z[rows], y[rows], dist, labels)
+
+        inputs = _gather(Z.shape[0], side_by_side(cluster_inputs, list(range(p))))
         x_mean = np.bincount(clusters, weights=inputs.x, minlength=p) / counts
         return dataclasses.replace(state, x_mean=x_mean), inputs
 
