@@ -263,8 +263,8 @@ def _utilities(path: Path) -> NDArray[np.float64]:
 def fit_reference(ref: RunRef) -> None:
     """Fit the state on the plan's reference rows from every shard's utilities; save it (a retry reuses it).
 
-    Needs no engine, so ``ecoval run`` calls it in the trainings' child process (its neighbour
-    search runs on torch).
+    Needs no engine, so ``ecoval run`` calls it in the trainings' child process (it holds the
+    reference set and its neighbour indexes in memory).
 
     Raises:
         EcovalError: a shard has no saved utilities.

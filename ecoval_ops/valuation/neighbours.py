@@ -81,6 +81,8 @@ class NeighbourIndex(ABC):
     kind: str
     recall: float = float("nan")
     """Recall@k against the exact search, measured at build (NaN for an exact index)."""
+    _index: Any
+    """The faiss index over the members in float32."""
 
     def __init__(self, members: NDArray[np.float64]) -> None:
         self._members = np.ascontiguousarray(members, dtype=np.float64)
@@ -114,9 +116,9 @@ class NeighbourIndex(ABC):
                 )
         return dist, index
 
-    @abstractmethod
     def _candidates(self, queries: NDArray[np.float32], wanted: int) -> NDArray[np.int64]:
         """``(m, wanted)`` member indices near each query, -1 where the index found fewer."""
+        return np.asarray(self._index.search(queries, wanted)[1], dtype=np.int64)
 
     @abstractmethod
     def to_bytes(self) -> NDArray[np.uint8]:
@@ -154,9 +156,6 @@ class ExactIndex(NeighbourIndex):
         self._index = faiss.IndexFlatL2(self._members.shape[1])
         self._index.add(self._members.astype(np.float32))
 
-    def _candidates(self, queries: NDArray[np.float32], wanted: int) -> NDArray[np.int64]:
-        return np.asarray(self._index.search(queries, wanted)[1], dtype=np.int64)
-
     def to_bytes(self) -> NDArray[np.uint8]:
         """Nothing: the flat index is rebuilt from the members."""
         return np.zeros(0, dtype=np.uint8)
@@ -177,6 +176,7 @@ class ApproxIndex(NeighbourIndex):
         self, members: NDArray[np.float64], graph: NDArray[np.uint8] | None = None, recall: float = float("nan")
     ) -> None:
         import faiss
+        from threadpoolctl import threadpool_limits
 
         super().__init__(members)
         index: Any
@@ -185,20 +185,13 @@ class ApproxIndex(NeighbourIndex):
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             # One thread: a parallel insertion links the graph in whatever order threads reach it,
             # and the same fit must give the same graph (and values).
-            threads = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
+            with threadpool_limits(limits=1, user_api="openmp"):
                 index.add(self._members.astype(np.float32))
-            finally:
-                faiss.omp_set_num_threads(threads)
         else:
             index = faiss.deserialize_index(graph)
         index.hnsw.efSearch = HNSW_EF
         self._index = index
         self.recall = recall
-
-    def _candidates(self, queries: NDArray[np.float32], wanted: int) -> NDArray[np.int64]:
-        return np.asarray(self._index.search(queries, wanted)[1], dtype=np.int64)
 
     def to_bytes(self) -> NDArray[np.uint8]:
         """The graph, serialised by faiss."""
@@ -240,7 +233,7 @@ def side_by_side(work: Callable[[int], T], clusters: list[int]) -> list[T]:
     A cluster's search, its float64 re-rank and its prior features are faiss, numpy and BLAS
     calls that let the GIL go, so clusters side by side keep every core busy where one cluster at
     a time leaves them idle between faiss's parallel searches. Meanwhile BLAS and OpenMP run one
-    thread each, or the threads would oversubscribe the cores (83k against 57k rows/s against a
+    thread each, or the threads would oversubscribe the cores (80k against 57k rows/s against a
     1e4-row model on 2 cores).
     """
     from threadpoolctl import threadpool_limits

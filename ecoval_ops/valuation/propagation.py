@@ -242,7 +242,7 @@ class PropagationState:
 
     def candidates(self, cluster: int) -> NDArray[np.int64]:
         """Sorted indices of the members a row of ``cluster`` is compared with: its halo's members."""
-        return np.flatnonzero(np.isin(self.clusters, self.halo[cluster])).astype(np.int64)
+        return _halo_members(self.clusters, self.halo[cluster])
 
     def index(self, cluster: int) -> NeighbourIndex:
         """The search over ``cluster``'s candidates in the supervised space, loaded once."""
@@ -402,10 +402,14 @@ class NeighbourPropagator:
         else:
             share, lam = game.phi / sizes, np.ones(p)
         k, k_vote = np.minimum(self.k_neighbors, candidates), np.minimum(self.vote_neighbors, candidates)
-        pools = [np.flatnonzero(np.isin(clusters, halo[c])) for c in range(p)]
         indexes = {
-            c: build_index(prior.space(Z[pool]), self.neighbour_search, k=int(max(k[c], k_vote[c])), seed=self.seed)
-            for c, pool in enumerate(pools)
+            c: build_index(
+                prior.space(Z[_halo_members(clusters, halo[c])]),
+                self.neighbour_search,
+                k=int(max(k[c], k_vote[c])),
+                seed=self.seed,
+            )
+            for c in range(p)
         }
         saved = [indexes[c].to_bytes() for c in range(p)]
         state = PropagationState(
@@ -453,6 +457,11 @@ class NeighbourPropagator:
         inputs = _gather(Z.shape[0], side_by_side(cluster_inputs, list(range(p))))
         x_mean = np.bincount(clusters, weights=inputs.x, minlength=p) / counts
         return dataclasses.replace(state, x_mean=x_mean), inputs
+
+
+def _halo_members(clusters: NDArray[np.int64], halo: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Sorted indices of the members whose cluster is in ``halo``."""
+    return np.flatnonzero(np.isin(clusters, halo)).astype(np.int64)
 
 
 def _gather(n: int, parts: list[tuple[NDArray[np.intp], RowInputs]]) -> RowInputs:
