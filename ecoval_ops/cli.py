@@ -165,10 +165,38 @@ def _sql(args: argparse.Namespace) -> int:
 
         tables = [TableRef.of(t) for t in (args.table, args.values_table) if t]
         name = args.name or re.sub(r"[^A-Za-z0-9_]", "_", tables[0].name)
-        views = create_views(spark_session(tables=tables), args.table, name, values=args.values_table, key=args.key)
+        spark = spark_session(remote=args.spark_remote, tables=tables)
+        views = create_views(spark, args.table, name, values=args.values_table, key=args.key)
         for view, count in views.items():
             print(f"-- view {view} created in the Spark catalog: {count} rows")
     return 0
+
+
+def _spark_connect(args: argparse.Namespace) -> int:
+    from ecoval_ops.lakehouse.spark import SparkSizing
+    from ecoval_ops.lakehouse.spark_connect import serve
+
+    sizing = SparkSizing(args.cores, args.driver_memory, args.executor_memory)
+    return serve(master=args.master, host=args.host, port=args.port, sizing=sizing)
+
+
+def _spark_connect_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ecoval_ops.identifiers import CONNECT_PORT
+
+    server = commands.add_parser(
+        "spark-connect",
+        help="run a Spark Connect server with Delta in the foreground, for runs to attach to (--spark-remote)",
+        description="Run a long-lived Spark Connect server with Delta's jars, the s3a connector and the Delta SQL "
+        "extension; `ecoval run --engine spark --spark-remote sc://HOST:PORT` and the DAG (spark_conn_id) attach "
+        "to it instead of starting an application per step. Stops on SIGTERM or Ctrl-C.",
+    )
+    server.add_argument("--master", help="Spark master URL (default $ECOVAL_SPARK_MASTER, else local[*])")
+    server.add_argument("--host", help="address to listen on (default every interface)")
+    server.add_argument("--port", type=int, default=CONNECT_PORT, help=f"port to listen on (default {CONNECT_PORT})")
+    server.add_argument("--cores", type=int, help="spark.cores.max on a cluster, local[N] in local mode")
+    server.add_argument("--driver-memory", help="spark.driver.memory (default 4g local, 1g on a cluster)")
+    server.add_argument("--executor-memory", help="spark.executor.memory on a cluster")
+    server.set_defaults(handler=_spark_connect)
 
 
 def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -193,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecoval", description="EcoVal data valuation for ML lakehouse pipelines")
     commands = parser.add_subparsers(dest="command", required=True)
     _run_parser(commands)
+    _spark_connect_parser(commands)
     demo = commands.add_parser(
         "demo", help="build a Delta table of digits with 10%% flipped labels and run the nightly job twice"
     )
@@ -242,6 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--name", help="prefix of the view names (default: the table's folder name)")
     sql.add_argument("--values-table", help="the separate values table of `ecoval run --values-table`, joined on --key")
     sql.add_argument("--key", help="the key column joining --values-table")
+    sql.add_argument("--spark-remote", help="create the views on this Spark Connect server (sc://host:port)")
     sql.set_defaults(handler=_sql)
     return parser
 

@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.identifiers import check_identifier, scrub_uri
+from ecoval_ops.identifiers import check_identifier, scrub_uri, split_remote
 from ecoval_ops.storage import TableRef, is_secret_option, loggable_options, parse_storage_options
 
 __all__ = [
@@ -58,6 +58,8 @@ Table = Annotated[TableRef, PlainSerializer(str, return_type=str)]
 """A table setting: a path or URI, opened with the run's ``storage_options`` (JSON: the URI)."""
 
 TABLE_SETTINGS = ("table", "validation_table", "values_table", "staging_dir")
+_TOKEN = re.compile(r"(?i);token=[^;]*")
+"""A Spark Connect URL's token, which a pinned run leaves out (``spark_conn_id`` keeps it in Airflow)."""
 
 
 def default_tracking_uri() -> str:
@@ -172,6 +174,16 @@ class RunConfig(BaseModel):
     spark_executor_memory: str | None = Field(
         default=None, description="spark.executor.memory on a cluster (default Spark's, 1g)"
     )
+    spark_remote: str | None = Field(
+        default=None,
+        description="attach every Spark step to this Spark Connect server (sc://host:port, `ecoval spark-connect`) "
+        "instead of starting an application; the spark_cores and memory settings are then the server's",
+    )
+    spark_conn_id: str | None = Field(
+        default=None,
+        description="an Airflow connection of type spark_connect naming the Spark Connect server (when no "
+        "spark_remote is given; its token stays in the connection)",
+    )
     shards: int = Field(
         default=1, ge=1, description="groups of leave-cluster-out trainings (Airflow maps one task per shard)"
     )
@@ -208,6 +220,14 @@ class RunConfig(BaseModel):
         # model_name reaches MLflow's search filters, so it obeys the same allow-list.
         what = info.field_name if info.field_name == "model_name" else f"{info.field_name} column"
         return None if value is None else check_identifier(value, what)
+
+    @field_validator("spark_remote")
+    @classmethod
+    def _remote(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        split_remote(value)
+        return value.strip()
 
     @field_validator("spark_driver_memory", "spark_executor_memory")
     @classmethod
@@ -258,13 +278,16 @@ class RunConfig(BaseModel):
         """The settings as JSON-able values, for the run reference.
 
         ``RunConfig.model_validate(pinned(secrets=True))`` rebuilds this configuration exactly, in
-        any process. Without ``secrets`` the secret storage options are left out: a reference that
-        reaches XCom, a log or a command line carries none, and the process that reads it takes
-        them from its own environment (:meth:`with_storage_options`).
+        any process. Without ``secrets`` the secret storage options and ``spark_remote``'s token are
+        left out: a reference that reaches XCom, a log or a command line carries none, and the
+        process that reads it takes them from its own environment (:meth:`with_storage_options`)
+        or its Airflow connection (``spark_conn_id``).
         """
         pinned = self.model_dump(mode="json", exclude=set(OUTPUT_SETTINGS), exclude_none=True)
         if self.storage_options and not secrets:
             pinned["storage_options"] = {k: v for k, v in self.storage_options.items() if not is_secret_option(k)}
+        if self.spark_remote and not secrets:
+            pinned["spark_remote"] = _TOKEN.sub("", self.spark_remote)
         return pinned
 
     def with_storage_options(self, options: Mapping[str, str] | None) -> RunConfig:
@@ -284,7 +307,7 @@ class RunConfig(BaseModel):
             if isinstance(value, dict):
                 value = ",".join(f"{k}={v}" for k, v in loggable_options(value).items())
             text = ",".join(value) if isinstance(value, tuple) else str(value)
-            out[name] = scrub_uri(text) if name == "mlflow_uri" else text
+            out[name] = scrub_uri(text) if name in ("mlflow_uri", "spark_remote") else text
         out["mlflow_uri"] = scrub_uri(self.tracking_uri)
         out["model_name"] = self.registered_model_name
         return out

@@ -4,7 +4,7 @@ The bottom floor of the package (it imports nothing of ecoval_ops but the except
 layer checks identifiers (column and table names) against one allow-list, and nothing
 user-given reaches SQL text unless it passed :func:`check_identifier`; the check is the same
 for the Spark and the delta-rs engines. :func:`scrub_uri` drops credentials from URIs before
-anything reaches a log or MLflow.
+anything reaches a log or MLflow; :func:`split_remote` checks a Spark Connect URL.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import re
 
 from ecoval_ops.exceptions import InvalidInputError
 
-__all__ = ["check_identifier", "check_token", "quote_identifier", "scrub_uri"]
+__all__ = ["CONNECT_PORT", "check_identifier", "check_token", "quote_identifier", "scrub_uri", "split_remote"]
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|token|secret|key|sig|signature)=)[^&]*")
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|token|secret|key|sig|signature)=)[^&]*")
 
+CONNECT_PORT = 15002
+"""Spark Connect's port when a URL names none."""
+_REMOTE = re.compile(r"sc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?/?(?P<params>;.*)?")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
@@ -63,3 +66,15 @@ def quote_identifier(name: str, what: str) -> str:
 def scrub_uri(uri: str) -> str:
     """``uri`` with user info and secret-looking query values replaced by ``***``."""
     return _SECRET_QUERY.sub(r"\1***", _CREDENTIALS.sub(r"\g<scheme>***@", uri))
+
+
+def split_remote(remote: str) -> tuple[str, int]:
+    """The host and port of a Spark Connect URL ``sc://host[:port][/;param=value...]``.
+
+    Raises:
+        InvalidInputError: ``remote`` is not such a URL (named without its token).
+    """
+    found = _REMOTE.fullmatch(remote.strip())
+    if found is None:
+        raise InvalidInputError(f"spark_remote {scrub_uri(remote)!r} is not a Spark Connect URL sc://host:port")
+    return found["host"].strip("[]"), int(found["port"] or CONNECT_PORT)

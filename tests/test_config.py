@@ -86,6 +86,7 @@ def test_cli_flags_and_yaml_keys_are_the_config_fields(tmp_path) -> None:
         "json_output": True, "values_table": "v", "storage_options": "AWS_REGION=eu-west-1",
         "alert_suspect_share": 0.3, "alert_drift": 0.1, "review_columns": "a,c",
         "spark_cores": 1, "spark_driver_memory": "2g", "spark_executor_memory": "512m",
+        "spark_remote": "sc://spark.example:15002", "spark_conn_id": "spark_connect_default",
     }  # fmt: skip
     image_only = {"embedding_col", "image_col", "embedder", "weights", "validation_table"}
     assert set(values) == set(fields) - image_only

@@ -27,9 +27,11 @@ def engine_for(cfg: RunConfig, **options: Any) -> Engine:
         return DeltaRsEngine()
     if cfg.engine == "spark":
         from ecoval_ops.lakehouse.spark import SparkSizing
+        from ecoval_ops.lakehouse.spark_connect import connection_url
 
         sizing = SparkSizing(cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory)
         places = (cfg.table, cfg.validation_table, cfg.values_table, cfg.staging_dir)
         tables = tuple(t for t in places if t is not None)
-        return SparkEngine(**{"sizing": sizing, "tables": tables, **options})
+        remote = cfg.spark_remote or (connection_url(cfg.spark_conn_id) if cfg.spark_conn_id else None)
+        return SparkEngine(**{"sizing": sizing, "tables": tables, "remote": remote, **options})
     raise EcovalError(f"unknown engine {cfg.engine!r}")

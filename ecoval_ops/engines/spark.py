@@ -48,6 +48,8 @@ class SparkEngine:
             ``local[*]``, with Delta).
         mllib_min_rows: reference rows from which MLlib clusters. Default 50_000.
         sizing: the cores and memory of the session it starts (the run's ``spark_*`` settings).
+        remote: a Spark Connect server to attach to instead of starting a session (the run's
+            ``spark_remote``, or its ``spark_conn_id`` connection's URL).
         tables: the run's tables, whose object stores the session is given the settings of.
     """
 
@@ -57,6 +59,7 @@ class SparkEngine:
         *,
         mllib_min_rows: int = 50_000,
         sizing: SparkSizing | None = None,
+        remote: str | None = None,
         tables: Sequence[TableRef] = (),
     ) -> None:
         from ecoval_ops.lakehouse.spark import reach_tables
@@ -64,13 +67,14 @@ class SparkEngine:
         self.spark = None if spark is None else reach_tables(spark, tables)
         self.mllib_min_rows = mllib_min_rows
         self.sizing = sizing
+        self.remote = remote
         self.tables = tuple(tables)
 
     def _session(self) -> SparkSession:
         if self.spark is None:
             from ecoval_ops.lakehouse.spark import spark_session
 
-            self.spark = spark_session(sizing=self.sizing, tables=self.tables)
+            self.spark = spark_session(remote=self.remote, sizing=self.sizing, tables=self.tables)
         return self.spark
 
     def embed(self, cfg: RunConfig, source: TableLike, version: int, embedder: Embedder, target: TableLike) -> int:

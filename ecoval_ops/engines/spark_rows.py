@@ -73,7 +73,7 @@ def embed_rows(
             if len(part):
                 yield pd.DataFrame({q_key: part[q_key], EMBEDDING_COL: list(embedder.embed(part))})
 
-    embedded = frame.mapInPandas(batches, f"{q_key} {key_type}, {EMBEDDING_COL} array<double>").cache()
+    embedded = plain_strings(frame.mapInPandas(batches, f"{q_key} {key_type}, {EMBEDDING_COL} array<double>")).cache()
     try:
         count = embedded.count()
         (
@@ -86,6 +86,24 @@ def embed_rows(
     finally:
         embedded.unpersist()
     return int(count)
+
+
+def plain_strings(frame: DataFrame) -> DataFrame:
+    """``frame`` with its string columns cast to Spark's default string type.
+
+    Over Spark Connect (4.2) a Python UDF's string result comes back explicitly collated
+    ``UTF8_BINARY``, which Delta records as ``string collate UTF8_BINARY``, a type delta-rs
+    cannot open; the cast gives the plain ``string`` an in-process session writes.
+    """
+    from pyspark.sql import functions as sf
+    from pyspark.sql.types import StringType
+
+    return frame.select(
+        *(
+            sf.col(f.name).cast("string").alias(f.name) if isinstance(f.dataType, StringType) else sf.col(f.name)
+            for f in frame.schema.fields
+        )
+    )
 
 
 def source_frame(spark: SparkSession, rows: RowSource, *, only_new: bool) -> DataFrame:

@@ -2,8 +2,9 @@
 
 Same contract as :func:`ecoval_ops.lakehouse.delta_rs.merge_values`: the schema of
 ``value_schema_for`` and the key checks of ``check_value_keys`` (run as Spark jobs, so no key
-reaches the driver), one MERGE that updates value columns only (redone with back-off when a
-concurrent commit conflicts, :func:`commit_conflicts`), made idempotent by Delta's
+reaches the driver), one MERGE that updates value columns only (Spark SQL over a temporary view,
+so it runs the same over Spark Connect; redone with back-off when a concurrent commit conflicts,
+:func:`commit_conflicts`), made idempotent by Delta's
 ``spark.databricks.delta.write.txnAppId`` / ``txnVersion`` session confs (honoured by MERGE), and
 the watermark as JSON in the commit's ``userMetadata``.
 """
@@ -11,11 +12,13 @@ the watermark as JSON in the commit's ``userMetadata``.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import TYPE_CHECKING
 
 from ecoval_ops.files import parquet_dataset
 from ecoval_ops.identifiers import quote_identifier
 from ecoval_ops.lakehouse.columns import NEW_COL
+from ecoval_ops.lakehouse.queries import table_ref
 from ecoval_ops.lakehouse.tables import TableLike, spark_path
 from ecoval_ops.lakehouse.value_writes import (
     RUN_KEY,
@@ -30,9 +33,9 @@ from ecoval_ops.storage import TableRef
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable as DeltaRsTable
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["check_keys_spark", "commit_conflicts", "merge_values_spark", "repeated_keys"]
+__all__ = ["check_keys_spark", "commit_conflicts", "merge_sql", "merge_values_spark", "repeated_keys", "run_merge"]
 
 _CONFS = (
     "spark.databricks.delta.write.txnAppId",
@@ -46,7 +49,10 @@ def commit_conflicts() -> tuple[type[Exception], ...]:
 
     In Python they are siblings, not subclasses of ``DeltaConcurrentModificationException``
     (a table created by two runs at once raises ``ProtocolChangedException``), so each is named.
+    Over Spark Connect they arrive as subclasses of the same, once ``delta.connect.exceptions``
+    has taught the client the server's class names.
     """
+    import delta.connect.exceptions  # noqa: F401
     from delta import exceptions
 
     return tuple(getattr(exceptions, name) for name in exceptions.__all__)
@@ -79,7 +85,6 @@ def merge_values_spark(
             and :func:`check_keys_spark`.
     """
     import pyarrow as pa
-    from delta.tables import DeltaTable
 
     def merge(table: DeltaRsTable) -> None:
         target = pa.schema(table.schema().to_arrow())
@@ -89,24 +94,52 @@ def merge_values_spark(
         written = value_schema_for(target, found, path, key=key, insert=insert)
         frame = spark.read.option("recursiveFileLookup", "true").parquet(spark_path(values)).select(*written.names)
         check_keys_spark(spark, frame, path, int(table.version()), key=key, insert=insert)
-        q_key = quote_identifier(key, "key column")
-        updates: dict[str, str | Column] = dict(value_updates(written.names, key))
-        metadata = json.dumps({WATERMARK_KEY: str(source_version), RUN_KEY: run_id})
-        for name, value in zip(_CONFS, (app_id(run_id), "1", metadata), strict=True):
-            spark.conf.set(name, value)
-        try:
-            merger = (
-                DeltaTable.forPath(spark, spark_path(path))
-                .alias("t")
-                .merge(frame.alias("s"), f"t.{q_key} = s.{q_key}")
-                .whenMatchedUpdate(set=updates)
-            )
-            (merger.whenNotMatchedInsertAll() if insert else merger).execute()
-        finally:
-            for name in _CONFS:
-                spark.conf.unset(name)
+        run_merge(spark, path, frame, key=key, insert=insert, run_id=run_id, source_version=source_version)
 
     return merge_once(path, run_id=run_id, conflict=commit_conflicts(), merge=merge)
+
+
+def run_merge(
+    spark: SparkSession,
+    path: TableLike,
+    frame: DataFrame,
+    *,
+    key: str,
+    insert: bool,
+    run_id: str,
+    source_version: int,
+) -> None:
+    """MERGE ``frame`` (the key and value columns) into ``path`` as run ``run_id``'s one transaction.
+
+    The application transaction (``txnAppId`` = the run, ``txnVersion`` 1) makes a repeat of the
+    same run's MERGE commit nothing, even when the run never learnt that the first one committed.
+    """
+    metadata = json.dumps({WATERMARK_KEY: str(source_version), RUN_KEY: run_id})
+    for name, value in zip(_CONFS, (app_id(run_id), "1", metadata), strict=True):
+        spark.conf.set(name, value)
+    view = f"ecoval_values_{uuid.uuid4().hex}"
+    frame.createOrReplaceTempView(view)
+    try:
+        spark.sql(merge_sql(path, view, frame.columns, key=key, insert=insert))
+    finally:
+        spark.catalog.dropTempView(view)
+        for name in _CONFS:
+            spark.conf.unset(name)
+
+
+def merge_sql(path: TableLike, view: str, columns: list[str], *, key: str, insert: bool) -> str:
+    """The MERGE of the view ``view``'s value ``columns`` into ``path`` on ``key``, as Spark SQL.
+
+    SQL, not ``DeltaTable.merge``: it runs the same over Spark Connect, where Delta's Python API
+    needs a server plugin that Maven Central does not serve.
+    """
+    q_key = quote_identifier(key, "key column")
+    updates = ", ".join(f"t.{c} = {v}" for c, v in value_updates(columns, key).items())
+    inserted = " WHEN NOT MATCHED THEN INSERT *" if insert else ""
+    return (
+        f"MERGE INTO {table_ref(path)} AS t USING {view} AS s ON t.{q_key} = s.{q_key} "
+        f"WHEN MATCHED THEN UPDATE SET {updates}{inserted}"
+    )
 
 
 def check_keys_spark(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier, check_token, quote_identifier
 from ecoval_ops.lakehouse.columns import VALUE_COLUMNS
-from ecoval_ops.lakehouse.tables import spark_path
+from ecoval_ops.lakehouse.tables import TableLike, spark_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,7 +34,7 @@ SUSPECT_PREDICATE = "ecoval_suspect"
 """Rows whose vote supports another label at least 3 times their own (``ValuationResult.suspect``)."""
 
 
-def table_ref(path: str | Path) -> str:
+def table_ref(path: TableLike) -> str:
     """The Spark SQL reference of a path-based Delta table (``s3://`` as Spark reads it, ``s3a://``).
 
     Raises:

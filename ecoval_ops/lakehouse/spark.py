@@ -38,7 +38,10 @@ __all__ = [
     "MASTER_ENV",
     "S3A_PACKAGE",
     "SparkSizing",
+    "application_confs",
+    "master_url",
     "reach_tables",
+    "session_confs",
     "spark_session",
 ]
 
@@ -70,82 +73,128 @@ class SparkSizing:
     executor_memory: str | None = None
 
 
-def spark_session(
+def application_confs(
     app_name: str = "ecoval",
     *,
     master: str | None = None,
     shuffle_partitions: int = 4,
     sizing: SparkSizing | None = None,
+    s3: bool = False,
+) -> dict[str, str]:
+    """Every setting of a Spark application ecoval starts: its own session's, or the Connect server's.
+
+    Args: see :func:`spark_session`; ``s3`` adds Hadoop's ``s3a`` connector (:data:`S3A_PACKAGE`).
+
+    Raises:
+        EcovalError: ``ECOVAL_DELTA_JARS`` names a folder without jars.
+    """
+    log4j = Path(os.environ.get(LOG4J_ENV) or _LOG4J).resolve().as_uri()
+    sizing = sizing or SparkSizing()
+    master = master_url(master, sizing)
+    local = master.startswith("local")
+    confs = {
+        "spark.master": master,
+        "spark.app.name": app_name,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        **session_confs(shuffle_partitions),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": sizing.driver_memory or ("4g" if local else "1g"),
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={log4j}",
+        "spark.executor.extraJavaOptions": f"-Dlog4j2.configurationFile={log4j}",
+    }
+    if not local and sizing.cores is not None:
+        confs["spark.cores.max"] = str(sizing.cores)
+    if not local and sizing.executor_memory is not None:
+        confs["spark.executor.memory"] = sizing.executor_memory
+    return {**confs, **_jar_confs(s3)}
+
+
+def master_url(master: str | None, sizing: SparkSizing) -> str:
+    """``master``, else ``$ECOVAL_SPARK_MASTER``, else ``local[N]`` (N: ``sizing.cores``, else all)."""
+    return master or os.environ.get(MASTER_ENV) or f"local[{sizing.cores or '*'}]"
+
+
+def session_confs(shuffle_partitions: int = 4) -> dict[str, str]:
+    """The SQL settings of an ecoval session, which a session attached to a shared server sets too."""
+    return {
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        # Delta reads its log with 50 partitions by default: far too many tasks on one machine.
+        "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+    }
+
+
+def _jar_confs(s3: bool) -> dict[str, str]:
+    """Where the application finds Delta's jars (and the ``s3a`` connector's where ``s3``)."""
+    folder = os.environ.get(DELTA_JARS_ENV)
+    if not folder:
+        from delta import configure_spark_with_delta_pip
+        from pyspark.sql import SparkSession
+
+        # Delta names its jars on a builder only (it refuses anything else); a fresh one holds
+        # just what it set, which the Connect server's command line takes too.
+        builder = configure_spark_with_delta_pip(SparkSession.Builder(), extra_packages=[S3A_PACKAGE] if s3 else None)
+        return {str(k): str(v) for k, v in builder._options.items()}
+    jars = sorted(str(p) for p in Path(folder).glob("*.jar"))
+    if not jars:
+        raise EcovalError(f"{DELTA_JARS_ENV}={folder} holds no jars; run `make jars` to fetch them, or unset it")
+    if os.environ.get(JARS_ON_NODES_ENV, "").lower() == "true":
+        classpath = str(Path(folder).resolve() / "*")
+        return {"spark.driver.extraClassPath": classpath, "spark.executor.extraClassPath": classpath}
+    return {"spark.jars": ",".join(jars)}
+
+
+def spark_session(
+    app_name: str = "ecoval",
+    *,
+    master: str | None = None,
+    remote: str | None = None,
+    shuffle_partitions: int = 4,
+    sizing: SparkSizing | None = None,
     tables: Sequence[TableRef] = (),
 ) -> SparkSession:
-    """Return the active SparkSession, or start one with Delta Lake configured.
+    """Return the active SparkSession, attach to a Spark Connect server, or start one with Delta Lake.
 
     Args:
         app_name: Spark application name.
         master: Spark master URL. Default ``$ECOVAL_SPARK_MASTER``, else ``local[*]`` (or
             ``local[N]`` where ``sizing`` names N cores).
+        remote: a Spark Connect server (``sc://host:port``) to attach to instead of starting an
+            application (``ecoval spark-connect`` starts one with Delta); ``master`` and ``sizing``
+            are then the server's business.
         shuffle_partitions: ``spark.sql.shuffle.partitions`` (Spark's 200 is far too many for
             one machine). Default 4.
-        sizing: the cores and memory the new application takes. Default :class:`SparkSizing`'s.
+        sizing: the cores and memory of the new application. Default :class:`SparkSizing`'s.
         tables: the tables the session reads and writes; one on S3 adds Hadoop's ``s3a``
             connector (:data:`S3A_PACKAGE`) to a new application, and :func:`reach_tables`
             gives the session their buckets' settings.
 
     Raises:
-        EcovalError: ``ECOVAL_DELTA_JARS`` names a folder without jars.
+        EcovalError: ``ECOVAL_DELTA_JARS`` names a folder without jars; Spark did not start; no
+            Spark Connect server answers at ``remote``.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if remote:
+        from ecoval_ops.lakehouse.spark_connect import attach
+
+        return reach_tables(attach(remote, session_confs(shuffle_partitions)), tables)
+    from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
-    log4j = Path(os.environ.get(LOG4J_ENV) or _LOG4J).resolve().as_uri()
-
-    sizing = sizing or SparkSizing()
-    master = master or os.environ.get(MASTER_ENV) or f"local[{sizing.cores or '*'}]"
-    local = master.startswith("local")
-    builder = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        # Delta reads its log with 50 partitions by default: far too many tasks on one machine.
-        .config("spark.databricks.delta.snapshotPartitions", str(shuffle_partitions))
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.memory", sizing.driver_memory or ("4g" if local else "1g"))
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
-        .config("spark.executor.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
-    )
-    if not local and sizing.cores is not None:
-        builder = builder.config("spark.cores.max", str(sizing.cores))
-    if not local and sizing.executor_memory is not None:
-        builder = builder.config("spark.executor.memory", sizing.executor_memory)
-    folder = os.environ.get(DELTA_JARS_ENV)
-    if folder:
-        jars = sorted(str(p) for p in Path(folder).glob("*.jar"))
-        if not jars:
-            raise EcovalError(f"{DELTA_JARS_ENV}={folder} holds no jars; run `make jars` to fetch them, or unset it")
-        if os.environ.get(JARS_ON_NODES_ENV, "").lower() == "true":
-            classpath = str(Path(folder).resolve() / "*")
-            builder = builder.config("spark.driver.extraClassPath", classpath).config(
-                "spark.executor.extraClassPath", classpath
-            )
-        else:
-            builder = builder.config("spark.jars", ",".join(jars))
-    else:
-        from delta import configure_spark_with_delta_pip
-
-        s3 = any(t.is_s3 for t in tables)
-        builder = configure_spark_with_delta_pip(builder, extra_packages=[S3A_PACKAGE] if s3 else None)
-    from pyspark.errors import PySparkRuntimeError
-
+    builder = SparkSession.builder
+    for key, value in application_confs(
+        app_name, master=master, shuffle_partitions=shuffle_partitions, sizing=sizing, s3=any(t.is_s3 for t in tables)
+    ).items():
+        builder = builder.config(key, value)
     with _quiet_start() as startup:
         try:
             return reach_tables(builder.getOrCreate(), tables)
         except PySparkRuntimeError as e:
             startup.show()
+            folder = os.environ.get(DELTA_JARS_ENV)
             where = f"the jars in {DELTA_JARS_ENV}={folder}" if folder else "Delta's jars resolved from Maven Central"
             raise EcovalError(
                 f"Spark could not start with {where} (its output is above); where Central cannot be reached, "
