@@ -3,7 +3,8 @@
 Starts the native stack of the tests (``tests/stack/services.py``: Postgres, Redis, Spark
 standalone master and worker, MLflow on Postgres, Airflow with the LocalExecutor), values a
 1,500-row Delta table with ``ecoval_nightly`` once per engine (``--engine spark`` against the
-standalone master, unsized and sized by the run's ``spark_*`` settings), and records the run's
+standalone master, unsized and sized by the run's ``spark_*`` settings, and attached to the
+stack's Spark Connect server, which the stack starts on the master), and records the run's
 wall time and each task's duration, with the stack's start-up times and memory.
 
 Writes ``benchmarks/results/stack.json``: ``{"startup": {...}, "runs": {variant: {"engine",
@@ -29,6 +30,8 @@ VARIANTS = (
     ("delta_rs", "delta-rs", {}),
     ("spark", "spark", {}),
     ("spark_sized", "spark", {"spark_cores": 1, "spark_driver_memory": "1g", "spark_executor_memory": "512m"}),
+    # Every Spark step attached to the stack's `ecoval spark-connect` server (issue 26).
+    ("spark_connect", "spark", {"spark_conn_id": "spark_connect_default"}),
 )
 
 

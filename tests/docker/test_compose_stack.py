@@ -121,6 +121,7 @@ def _healthy(stack: ComposeStack) -> None:
     )
     _wait("mlflow", lambda: urllib.request.urlopen(f"{client.mlflow_uri}/health", timeout=5).status == 200, stack, 300)
     _wait("the spark worker", lambda: int(_json(f"{client.spark_ui}/json/")["aliveworkers"]) >= 1, stack, 300)
+    _wait("the spark connect server", lambda: _connect_app(client) is not None, stack, 300)
 
     def celery_workers() -> bool:
         logs = (run([*stack.compose, "logs", "--no-color", worker]).stdout for worker in CELERY_WORKERS)
@@ -171,7 +172,7 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
                 certificate.unlink()
         timings["project_image"] = time.monotonic() - mark
         size = int(run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE]).stdout)
-        names = ("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT", "S3_PORT")
+        names = ("AIRFLOW_PORT", "MLFLOW_PORT", "SPARK_UI_PORT", "SPARK_MASTER_PORT", "S3_PORT", "SPARK_CONNECT_PORT")
         ports = {name: free_port() for name in names}
         s3_secret = secrets.token_hex(12)
         env = {
@@ -222,6 +223,12 @@ def compose_stack(home: Path) -> Iterator[ComposeStack]:
     print(f"\ndocker test: {json.dumps(report)}")
 
 
+def _connect_app(client) -> dict | None:
+    """The spark-connect service's application on the master, once it has registered."""
+    apps = _json(f"{client.spark_ui}/json/")["activeapps"]
+    return next((app for app in apps if app["name"] == "ecoval-spark-connect"), None)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
     reason = missing_tools()
@@ -243,8 +250,6 @@ def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(st
         "features": "f0,f1,f2",
         "clusters": 3,
         "shards": 2,
-        "spark_cores": 1,
-        "spark_executor_memory": "512m",
     }
     mark = time.monotonic()
     run_id = client.trigger(DAG, conf)
@@ -304,5 +309,8 @@ def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(st
     assert others and {ti["hostname"] for ti in others} == {cpu_worker}
     stack.facts["tasks"] = {"shards_on": gpu_worker, "others_on": cpu_worker, "tasks_run": len(ran)}
 
-    apps = [app for app in _json(f"{client.spark_ui}/json/")["completedapps"] if app["name"] == "ecoval"]
-    assert len(apps) >= 3
+    # Every Spark step attached to the spark-connect service (ECOVAL_SPARK_CONN_ID): no task started
+    # an application of its own.
+    apps = _json(f"{client.spark_ui}/json/")
+    assert [app for app in apps["completedapps"] + apps["activeapps"] if app["name"] == "ecoval"] == []
+    assert _connect_app(client)["state"] == "RUNNING"

@@ -2,7 +2,8 @@
 
 :func:`running_stack` starts, on loopback ports it picks, with health checks instead
 of sleeps: PostgreSQL (Debian's binaries, as the ``postgres`` user when run as root), Redis, a
-Spark standalone master and one worker (pyspark's own ``spark-class``), s3proxy (a real S3 API,
+Spark standalone master and one worker (pyspark's own ``spark-class``) with ``ecoval
+spark-connect`` attached to it (the Airflow connection ``spark_connect_default``), s3proxy (a real S3 API,
 :mod:`tests.s3`, buckets ``lake`` and ``mlflow``), an MLflow server on Postgres with its
 artifacts in the ``mlflow`` bucket, and Airflow 3 (``db migrate`` on Postgres,
 then api-server, scheduler and dag-processor with the LocalExecutor). Each service runs in a
@@ -100,6 +101,7 @@ class Stack(StackClient):
     redis_port: int
     spark_master: str
     env: dict[str, str]
+    spark_connect: str = ""
     s3: S3Server | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_s: dict[str, float] = field(default_factory=dict)
@@ -230,6 +232,21 @@ def _spark(stack: Stack, master_port: int, ui_port: int) -> Callable[[], None]:
         stack.startup_s["spark"] = time.monotonic() - started
 
     return ready
+
+
+def _spark_connect(stack: Stack, port: int) -> None:
+    """`ecoval spark-connect` on the standalone master, as a deployment runs it: one core, 512 MB executors."""
+    server = _start(
+        stack, "spark-connect",
+        [sys.executable, "-m", "ecoval_ops.cli", "spark-connect", "--master", stack.spark_master,
+         "--host", "127.0.0.1", "--port", str(port), "--cores", "1", "--executor-memory", "512m"],
+        stack.env,
+    )  # fmt: skip
+    started = time.monotonic()
+    log = stack.home / "logs" / "spark-connect.log"
+    _wait("spark connect", lambda: "listening on" in log.read_text(errors="replace"), server, log, 240)
+    stack.spark_connect = f"sc://127.0.0.1:{port}"
+    stack.startup_s["spark_connect"] = time.monotonic() - started
 
 
 def _s3(stack: Stack, port: int) -> None:
@@ -372,7 +389,9 @@ def running_stack(home: Path) -> Iterator[Stack]:
     shutil.copy(ROOT / "dags" / "ecoval_nightly.py", dags)
     for dag_file in PRODUCER_DAGS.glob("*.py"):
         shutil.copy(dag_file, dags)
-    pg_port, redis_port, master_port, ui_port, mlflow_port, api_port, s3_port = (free_port() for _ in range(7))
+    pg_port, redis_port, master_port, ui_port, mlflow_port, api_port, s3_port, connect_port = (
+        free_port() for _ in range(8)
+    )
     airflow_home = home / "airflow"
     airflow_home.mkdir()
     passwords = airflow_home / "passwords.json"
@@ -412,6 +431,10 @@ def running_stack(home: Path) -> Iterator[Stack]:
         "ECOVAL_TABLE": str(lakehouse / "train"),
         "ECOVAL_MLFLOW_URI": stack.mlflow_uri,
         "ECOVAL_SPARK_MASTER": stack.spark_master,
+        # Airflow's Spark provider's connection to the stack's Spark Connect server (spark_conn_id).
+        "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": json.dumps(
+            {"conn_type": "spark_connect", "host": "127.0.0.1", "port": connect_port}
+        ),
     }
     try:
         _postgres(stack)
@@ -422,6 +445,7 @@ def running_stack(home: Path) -> Iterator[Stack]:
         _airflow(stack, api_port)
         mlflow_ready()
         spark_ready()
+        _spark_connect(stack, connect_port)
         stack.startup_s["memory_mb"] = _memory_mb(stack)
         (home / "startup.json").write_text(json.dumps(stack.startup_s, indent=1))
         print(f"\nstack up: {json.dumps({k: round(v, 1) for k, v in stack.startup_s.items()})}")

@@ -3,6 +3,8 @@ standalone cluster, tracked on the Postgres-backed MLflow server (issue 14, test
 
 from __future__ import annotations
 
+import time
+
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
@@ -70,3 +72,23 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     assert len(apps) >= 3
     assert {app["cores"] for app in apps} == {1}
     assert {app.get("memoryperexecutor", app.get("memoryperslave")) for app in apps} == {512}
+
+
+def test_a_run_attached_to_the_stacks_spark_connect_server_starts_no_application(stack) -> None:
+    table = "s3://lake/events_connect"
+    write_deltalake(table, uuid_keyed(blob_rows(0, 300)), storage_options=stack.s3.env())
+    before = [app["id"] for app in stack.spark_applications() if app["name"] == "ecoval"]
+    conf = {"table": table, "engine": "spark", "spark_conn_id": "spark_connect_default"}
+    started = time.monotonic()
+    run_id = stack.trigger(DAG, {**conf, "clusters": 3, "shards": 2, **COLUMNS})
+    assert stack.wait_run(DAG, run_id, timeout=600) == "success", stack.failures(DAG, run_id)
+    print(f"\nthe DAG run attached to Spark Connect took {time.monotonic() - started:.0f} s")
+
+    values = DeltaTable(table, storage_options=stack.s3.env()).to_pyarrow_table(columns=["row_id", "ecoval_value"])
+    assert values.num_rows == 300 and values.column("ecoval_value").null_count == 0
+    # Every Spark step ran on the one server's application; no task started its own.
+    apps = stack.spark_applications()
+    assert [app["id"] for app in apps if app["name"] == "ecoval"] == before
+    assert [app["state"] for app in apps if app["name"] == "ecoval-spark-connect"] == ["RUNNING"]
+    parent = stack.mlflow().get_run(_parent_run(stack, run_id))
+    assert parent.data.params["spark_conn_id"] == "spark_connect_default"
