@@ -492,10 +492,18 @@ def stack_section(results: Path) -> list[str]:
     startup = r["startup"]
     lines += [
         f"`ecoval_nightly` on a {r['rows']:,}-row table, triggered through Airflow's REST API on the native stack "
-        "(Postgres, Redis, Spark standalone master + 1 worker of 2 cores, MLflow on Postgres, Airflow 3 with the "
+        "(Postgres, Redis, Spark standalone master + 1 worker of 3 core slots on the machine's 2 cores, MLflow on "
+        "Postgres, Airflow 3 with the "
         f"LocalExecutor). The stack was up in {max(startup[k] for k in ('airflow', 'mlflow', 'spark')):.0f} s "
         f"(Airflow's `db migrate` {startup['airflow_db_migrate']:.0f} s) with {startup['memory_mb']:,.0f} MB "
-        "resident.",
+        "resident."
+        + (
+            f" `ecoval spark-connect` then started on the master in {startup['spark_connect']:.0f} s (1 core, "
+            "512 MB executors); the spark_connect run attaches every Spark step to it (`spark_conn_id`), where the "
+            "other Spark runs start an application per task."
+            if "spark_connect" in startup
+            else ""
+        ),
         "",
         "| run | engine | sizing | wall s | " + " | ".join(TASKS) + " |",
         "|---|---|---|---|" + "---|" * len(TASKS),
@@ -507,7 +515,7 @@ def stack_section(results: Path) -> list[str]:
     return [*lines, ""]
 
 
-TASKS = ("embed", "cluster", "train_shard[0]", "fit_model", "propagate", "write", "report")
+TASKS = ("detect", "embed", "decide", "cluster", "train_shard[0]", "fit_model", "propagate", "write", "report")
 
 
 def main(argv: list[str] | None = None) -> str:

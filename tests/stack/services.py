@@ -209,10 +209,12 @@ def _spark(stack: Stack, master_port: int, ui_port: int) -> Callable[[], None]:
          "--webui-port", str(ui_port)],
         env,
     )  # fmt: skip
+    # Three core slots: one for the Spark Connect server's application, two for the applications
+    # of the tasks that start their own (what an unsized one took before the server).
     worker = _start(
         stack, "spark-worker",
         [spark_class, "org.apache.spark.deploy.worker.Worker", stack.spark_master, "--host", "127.0.0.1",
-         "--cores", "2", "--memory", "2g", "--webui-port", str(free_port()),
+         "--cores", "3", "--memory", "2g", "--webui-port", str(free_port()),
          "--work-dir", str(stack.home / "spark-work")],
         env,
     )  # fmt: skip
