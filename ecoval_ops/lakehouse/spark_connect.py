@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
 from ecoval_ops.exceptions import EcovalError, InvalidInputError
@@ -52,12 +52,11 @@ def attach(remote: str, confs: Mapping[str, str]) -> SparkSession:
 
     host, port = split_remote(remote)
     shown = scrub_uri(remote)
-    try:
-        socket.create_connection((host, port), timeout=10).close()
-    except OSError as e:
+    refused = _refusal(host, port, timeout=10)
+    if refused is not None:
         raise EcovalError(
-            f"no Spark Connect server answers at {shown} ({e.strerror or e}); start one with `ecoval spark-connect`"
-        ) from None
+            f"no Spark Connect server answers at {shown} ({refused}); start one with `ecoval spark-connect`"
+        )
     try:
         spark = SparkSession.builder.remote(remote.strip()).getOrCreate()
         for key, value in confs.items():
@@ -142,17 +141,24 @@ def serve(*, master: str | None, host: str | None, port: int, sizing: SparkSizin
         raise EcovalError(f"cannot listen on {bind}:{port}: {e.strerror or e}") from None
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     command = server_command(master=master, host=host, port=port, sizing=sizing)
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_end_with_parent
+    )
     held: list[bytes] = []
     listening = threading.Event()
-    assert server.stderr is not None
+    stopped = threading.Event()
     threading.Thread(target=_forward, args=(server.stderr, held, listening), daemon=True).start()
+
+    def stop(*_: object) -> None:
+        stopped.set()
+        server.terminate()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: server.terminate())
+        signal.signal(sig, stop)
     probe = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-    while server.poll() is None and not _answers(probe, port):
+    while server.poll() is None and _refusal(probe, port, timeout=1) is not None:
         time.sleep(0.5)
-    if server.poll() is not None:
+    if server.poll() is not None and not stopped.is_set():
         sys.stderr.buffer.write(b"".join(held))
         raise EcovalError(
             f"the Spark Connect server ended before it listened (exit {server.returncode}); its output is above"
@@ -160,19 +166,29 @@ def serve(*, master: str | None, host: str | None, port: int, sizing: SparkSizin
     listening.set()
     where = socket.getfqdn() if bind in ("0.0.0.0", "::") else bind
     print(f"ecoval: Spark Connect listening on sc://{where}:{port} (master {master_url(master, sizing)})", flush=True)
-    return server.wait()
+    code = server.wait()
+    return 0 if stopped.is_set() else code
 
 
-def _answers(host: str, port: int) -> bool:
+def _refusal(host: str, port: int, *, timeout: float) -> str | None:
+    """Why nothing answers at ``host:port``; None when something does."""
     try:
-        socket.create_connection((host, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
-def _forward(stream: object, held: list[bytes], listening: threading.Event) -> None:
-    for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
+def _end_with_parent() -> None:
+    """Have the kernel stop the server's JVM when ``ecoval spark-connect`` dies (even by SIGKILL)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _forward(stream: IO[bytes], held: list[bytes], listening: threading.Event) -> None:
+    """Hold back the server's output until it listens, then pass it to stderr."""
+    for line in iter(stream.readline, b""):
         if listening.is_set():
             sys.stderr.buffer.write(line)
             sys.stderr.flush()
