@@ -198,7 +198,7 @@ def _redis(stack: Stack) -> None:
     stack.startup_s["redis"] = _wait("redis", ready, process, stack.home / "logs" / "redis.log", 30)
 
 
-def _spark(stack: Stack, master_port: int, ui_port: int) -> Callable[[], None]:
+def _spark(stack: Stack, master_port: int, ui_port: int, cores: int = 2) -> Callable[[], None]:
     import pyspark
 
     spark_class = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
@@ -209,12 +209,10 @@ def _spark(stack: Stack, master_port: int, ui_port: int) -> Callable[[], None]:
          "--webui-port", str(ui_port)],
         env,
     )  # fmt: skip
-    # Three core slots: one for the Spark Connect server's application, two for the applications
-    # of the tasks that start their own (what an unsized one took before the server).
     worker = _start(
         stack, "spark-worker",
         [spark_class, "org.apache.spark.deploy.worker.Worker", stack.spark_master, "--host", "127.0.0.1",
-         "--cores", "3", "--memory", "2g", "--webui-port", str(free_port()),
+         "--cores", str(cores), "--memory", "2g", "--webui-port", str(free_port()),
          "--work-dir", str(stack.home / "spark-work")],
         env,
     )  # fmt: skip
@@ -442,7 +440,9 @@ def running_stack(home: Path) -> Iterator[Stack]:
         _postgres(stack)
         _redis(stack)
         _s3(stack, s3_port)
-        spark_ready = _spark(stack, master_port, ui_port)
+        # A third core slot for the Spark Connect server's application: the tasks that start
+        # applications of their own still get the two an unsized one took before the server.
+        spark_ready = _spark(stack, master_port, ui_port, cores=3)
         mlflow_ready = _mlflow(stack, mlflow_port)
         _airflow(stack, api_port)
         mlflow_ready()
