@@ -92,6 +92,10 @@ def value_target(cfg: RunConfig) -> tuple[TableRef, bool]:
 class Engine(Protocol):
     """Embeds rows, draws the plan's reference set, runs the row passes, writes values."""
 
+    def close(self) -> None:
+        """Release what the engine holds outside this process (a Spark Connect server's session)."""
+        ...
+
     def summarise(self, run: RunRows, values: TableRef, *, top: int) -> ValueSummary | None:
         """The summary of a run's values (Parquet in ``values``, with ``ecoval_new``); None for no rows.
 

@@ -59,6 +59,9 @@ def _new_mask(run: RunRows, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
 class DeltaRsEngine:
     """In-process engine: delta-rs reads and writes, numpy/torch compute (no JVM)."""
 
+    def close(self) -> None:
+        """See :class:`Engine`: delta-rs holds nothing outside the process."""
+
     def embed(self, cfg: RunConfig, source: TableLike, version: int, embedder: Embedder, target: TableLike) -> int:
         """See :class:`Engine`: the source's batches are embedded and appended as a stream."""
         import pyarrow as pa

@@ -77,6 +77,15 @@ class SparkEngine:
             self.spark = spark_session(remote=self.remote, sizing=self.sizing, tables=self.tables)
         return self.spark
 
+    def close(self) -> None:
+        """See :class:`Engine`: a Spark Connect server keeps a session until its idle timeout unless released.
+
+        An application this process started ends with it, and a session passed in is the caller's.
+        """
+        if self.remote and self.spark is not None:
+            self.spark.stop()
+            self.spark = None
+
     def embed(self, cfg: RunConfig, source: TableLike, version: int, embedder: Embedder, target: TableLike) -> int:
         """See :class:`Engine`."""
         from ecoval_ops.engines.spark_rows import embed_rows

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -159,7 +160,8 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
         raise InvalidInputError(
             f"this DAG values {table}; the run asked for {cfg.table}, which belongs to another DAG of the tables file"
         )
-    found = steps.detect(cfg, engine_for(cfg))
+    with closing(engine_for(cfg)) as engine:
+        found = steps.detect(cfg, engine)
     log.info(
         "source version %d: %d rows, %d not valued yet; settings pinned: %s",
         found.run.table_version,
@@ -174,7 +176,8 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
 def embed(detected: Mapping[str, Any]) -> int:
     """Embed the rows of the pinned version that have no embedding yet."""
     run = _detected(detected)
-    count = steps.embed(run, engine_for(run.config))
+    with closing(engine_for(run.config)) as engine:
+        count = steps.embed(run, engine)
     log.info("embedded %d rows", count)
     return count
 
@@ -186,7 +189,8 @@ def decide(detected: Mapping[str, Any], dag_run_id: str) -> dict[str, Any]:
     A retry of the same DAG run reuses the parent run it opened before.
     """
     run = _detected(detected)
-    ref = steps.decide(run, engine_for(run.config), run_key=dag_run_id)
+    with closing(engine_for(run.config)) as engine:
+        ref = steps.decide(run, engine, run_key=dag_run_id)
     log.info("mode %s, MLflow run %s", ref.mode, ref.run_id)
     return ref.to_dict()
 
@@ -209,7 +213,8 @@ def branch(ref: Mapping[str, Any]) -> list[str]:
 def cluster(ref: Mapping[str, Any]) -> list[int]:
     """Cluster and plan the LCO trainings; the shard indices to map over."""
     pinned = _ref(ref)
-    shards = steps.cluster(pinned, engine_for(pinned.run.config))
+    with closing(engine_for(pinned.run.config)) as engine:
+        shards = steps.cluster(pinned, engine)
     log.info("%d LCO shards", len(shards))
     return shards
 
@@ -225,7 +230,8 @@ def train_shard(ref: Mapping[str, Any], index: int) -> int:
 def fit_model(ref: Mapping[str, Any]) -> dict[str, Any]:
     """Fit the production function, value every row, centre, register the model (alias ``current``)."""
     pinned = _ref(ref)
-    fitted = steps.fit_model(pinned, engine_for(pinned.run.config))
+    with closing(engine_for(pinned.run.config)) as engine:
+        fitted = steps.fit_model(pinned, engine)
     log.info("registered model version %s", fitted.model_version)
     return fitted.to_dict()
 
@@ -234,7 +240,8 @@ def fit_model(ref: Mapping[str, Any]) -> dict[str, Any]:
 def propagate(ref: Mapping[str, Any]) -> int:
     """Value the run's rows (a refit's from the fit's inputs, an incremental run's new rows)."""
     pinned = _ref(ref)
-    count = steps.propagate(pinned, engine_for(pinned.run.config))
+    with closing(engine_for(pinned.run.config)) as engine:
+        count = steps.propagate(pinned, engine)
     log.info("valued %d rows", count)
     return count
 
@@ -243,7 +250,8 @@ def propagate(ref: Mapping[str, Any]) -> int:
 def write(ref: Mapping[str, Any]) -> int | None:
     """One MERGE of the values; None when a previous try had committed it."""
     pinned = _ref(ref)
-    written = steps.write(pinned, engine_for(pinned.run.config))
+    with closing(engine_for(pinned.run.config)) as engine:
+        written = steps.write(pinned, engine)
     log.info("table version written: %s", written)
     return written
 
@@ -252,7 +260,8 @@ def write(ref: Mapping[str, Any]) -> int | None:
 def report(ref: Mapping[str, Any], written: int | None) -> dict[str, Any]:
     """Log the run's figures and close the parent run."""
     pinned = _ref(ref)
-    figures = steps.report(pinned, engine_for(pinned.run.config), written)
+    with closing(engine_for(pinned.run.config)) as engine:
+        figures = steps.report(pinned, engine, written)
     log.info("run figures: %s", figures)
     return figures
 
