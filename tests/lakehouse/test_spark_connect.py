@@ -154,6 +154,32 @@ def test_a_repeated_merge_over_connect_commits_once(connect_url, tmp_path) -> No
     assert [h["operation"] for h in history].count("MERGE") == 1
 
 
+def test_mllib_clusters_over_connect(connect_url, tmp_path) -> None:
+    path = tmp_path / "train"
+    write_deltalake(str(path), uuid_keyed(blob_rows(0, 400)))
+    done = _attached(
+        """
+        import json, sys
+        from pathlib import Path
+        from ecoval_ops.pipeline import SparkEngine, run_valuation
+        from tests.conftest import run_config
+
+        remote, path, home = sys.argv[1:]
+        cfg = run_config(path, Path(home), engine="spark", clusters=4)
+        summary = run_valuation(cfg, SparkEngine(remote=remote, mllib_min_rows=100))
+        print(json.dumps([summary.mode, summary.rows_valued]))
+        """,
+        connect_url,
+        str(path),
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == ["refit", 400]
+    table = DeltaTable(str(path)).to_pyarrow_table()
+    assert table.column("ecoval_value").null_count == 0
+    assert set(table.column("ecoval_cluster").to_pylist()) <= set(range(4))
+
+
 def test_conflicts_over_connect_are_the_conflicts_a_merge_retries() -> None:
     import delta.connect.exceptions as remote
 
