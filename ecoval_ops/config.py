@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.identifiers import check_identifier, scrub_uri, split_remote
+from ecoval_ops.identifiers import check_identifier, remote_without_token, scrub_uri, split_remote
 from ecoval_ops.storage import TableRef, is_secret_option, loggable_options, parse_storage_options
 
 __all__ = [
@@ -58,8 +58,6 @@ Table = Annotated[TableRef, PlainSerializer(str, return_type=str)]
 """A table setting: a path or URI, opened with the run's ``storage_options`` (JSON: the URI)."""
 
 TABLE_SETTINGS = ("table", "validation_table", "values_table", "staging_dir")
-_TOKEN = re.compile(r"(?i);token=[^;]*")
-"""A Spark Connect URL's token, which a pinned run leaves out (``spark_conn_id`` keeps it in Airflow)."""
 
 
 def default_tracking_uri() -> str:
@@ -287,7 +285,7 @@ class RunConfig(BaseModel):
         if self.storage_options and not secrets:
             pinned["storage_options"] = {k: v for k, v in self.storage_options.items() if not is_secret_option(k)}
         if self.spark_remote and not secrets:
-            pinned["spark_remote"] = _TOKEN.sub("", self.spark_remote)
+            pinned["spark_remote"] = remote_without_token(self.spark_remote)
         return pinned
 
     def with_storage_options(self, options: Mapping[str, str] | None) -> RunConfig:

@@ -13,13 +13,22 @@ import re
 
 from ecoval_ops.exceptions import InvalidInputError
 
-__all__ = ["CONNECT_PORT", "check_identifier", "check_token", "quote_identifier", "scrub_uri", "split_remote"]
+__all__ = [
+    "CONNECT_PORT",
+    "check_identifier",
+    "check_token",
+    "quote_identifier",
+    "remote_without_token",
+    "scrub_uri",
+    "split_remote",
+]
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|token|secret|key|sig|signature)=)[^&]*")
 
 CONNECT_PORT = 15002
 """Spark Connect's port when a URL names none."""
+_REMOTE_TOKEN = re.compile(r"(?i);token=[^;]*")
 _REMOTE = re.compile(r"sc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?/?(?P<params>;.*)?")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -78,3 +87,8 @@ def split_remote(remote: str) -> tuple[str, int]:
     if found is None:
         raise InvalidInputError(f"spark_remote {scrub_uri(remote)!r} is not a Spark Connect URL sc://host:port")
     return found["host"].strip("[]"), int(found["port"] or CONNECT_PORT)
+
+
+def remote_without_token(remote: str) -> str:
+    """A Spark Connect URL without its ``;token=`` parameter (what a pinned run may carry)."""
+    return _REMOTE_TOKEN.sub("", remote)

@@ -38,6 +38,7 @@ __all__ = [
     "MASTER_ENV",
     "S3A_PACKAGE",
     "SparkSizing",
+    "StartupOutput",
     "application_confs",
     "master_url",
     "reach_tables",
@@ -214,8 +215,12 @@ def reach_tables(spark: SparkSession, tables: Sequence[TableRef]) -> SparkSessio
     return spark
 
 
-class _Startup:
-    """What the JVM printed while it started: held back, and shown only if the start fails."""
+class StartupOutput:
+    """What a JVM prints while it starts: held back, shown only if the start fails, passed on after.
+
+    :meth:`pump` reads the JVM's standard error (a pipe's read end) on a thread of its own; once
+    :attr:`started` is set, lines reach ``stderr`` as they come.
+    """
 
     def __init__(self, stderr: int) -> None:
         self.stderr = stderr
@@ -223,6 +228,7 @@ class _Startup:
         self.started = threading.Event()
 
     def pump(self, source: int) -> None:
+        """Read the file descriptor ``source`` to its end, holding or passing on each line."""
         with os.fdopen(source, "rb", buffering=0) as stream:
             for line in iter(stream.readline, b""):
                 if self.started.is_set():
@@ -231,11 +237,12 @@ class _Startup:
                     self.lines.append(line)
 
     def show(self) -> None:
+        """Write the lines held back to ``stderr``."""
         os.write(self.stderr, b"".join(self.lines))
 
 
 @contextmanager
-def _quiet_start() -> Iterator[_Startup]:
+def _quiet_start() -> Iterator[StartupOutput]:
     """Hold back what a starting JVM prints: the Ivy report of Delta's jars, JVM notices.
 
     Once it has started, its output (errors only, by the log4j file) reaches stderr. The JVM
@@ -245,7 +252,7 @@ def _quiet_start() -> Iterator[_Startup]:
     sys.stderr.flush()
     read, write = os.pipe()
     saved = os.dup(2)
-    startup = _Startup(saved)
+    startup = StartupOutput(saved)
     threading.Thread(target=startup.pump, args=(read,), name="ecoval-jvm-stderr", daemon=True).start()
     os.dup2(write, 2)
     os.close(write)

@@ -23,12 +23,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ecoval_ops.exceptions import EcovalError, InvalidInputError
 from ecoval_ops.identifiers import scrub_uri, split_remote
-from ecoval_ops.lakehouse.spark import SparkSizing, application_confs, master_url
+from ecoval_ops.lakehouse.spark import SparkSizing, StartupOutput, application_confs, master_url
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -141,13 +141,13 @@ def serve(*, master: str | None, host: str | None, port: int, sizing: SparkSizin
         raise EcovalError(f"cannot listen on {bind}:{port}: {e.strerror or e}") from None
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     command = server_command(master=master, host=host, port=port, sizing=sizing)
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_end_with_parent
-    )
-    held: list[bytes] = []
-    listening = threading.Event()
+    read, write = os.pipe()
+    output = StartupOutput(sys.stderr.fileno())
+    pump = threading.Thread(target=output.pump, args=(read,), name="ecoval-connect-stderr", daemon=True)
+    pump.start()
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=write, preexec_fn=_end_with_parent)
+    os.close(write)
     stopped = threading.Event()
-    threading.Thread(target=_forward, args=(server.stderr, held, listening), daemon=True).start()
 
     def stop(*_: object) -> None:
         stopped.set()
@@ -159,11 +159,12 @@ def serve(*, master: str | None, host: str | None, port: int, sizing: SparkSizin
     while server.poll() is None and _refusal(probe, port, timeout=1) is not None:
         time.sleep(0.5)
     if server.poll() is not None and not stopped.is_set():
-        sys.stderr.buffer.write(b"".join(held))
+        pump.join(timeout=5)
+        output.show()
         raise EcovalError(
             f"the Spark Connect server ended before it listened (exit {server.returncode}); its output is above"
         )
-    listening.set()
+    output.started.set()
     where = socket.getfqdn() if bind in ("0.0.0.0", "::") else bind
     print(f"ecoval: Spark Connect listening on sc://{where}:{port} (master {master_url(master, sizing)})", flush=True)
     code = server.wait()
@@ -184,13 +185,3 @@ def _end_with_parent() -> None:
     import ctypes
 
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _forward(stream: IO[bytes], held: list[bytes], listening: threading.Event) -> None:
-    """Hold back the server's output until it listens, then pass it to stderr."""
-    for line in iter(stream.readline, b""):
-        if listening.is_set():
-            sys.stderr.buffer.write(line)
-            sys.stderr.flush()
-        else:
-            held.append(line)

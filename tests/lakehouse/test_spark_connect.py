@@ -32,7 +32,7 @@ from tests.stack.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta]
 
-VALUE_COLUMNS = ["ecoval_value", "ecoval_intrinsic", "ecoval_extrinsic", "ecoval_cluster", "ecoval_suspect"]
+COMPARED = ["ecoval_value", "ecoval_intrinsic", "ecoval_extrinsic", "ecoval_cluster", "ecoval_suspect"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def _attached(script: str, *args: str, env: dict[str, str] | None = None) -> sub
 
 
 def _values(path) -> pa.Table:
-    return DeltaTable(str(path)).to_pyarrow_table(columns=["row_id", *VALUE_COLUMNS]).sort_by("row_id")
+    return DeltaTable(str(path)).to_pyarrow_table(columns=["row_id", *COMPARED]).sort_by("row_id")
 
 
 def test_a_run_over_connect_gives_the_values_of_a_run_in_its_own_application(spark, connect_url, tmp_path) -> None:
@@ -96,7 +96,7 @@ def test_a_run_over_connect_gives_the_values_of_a_run_in_its_own_application(spa
         assert (theirs["mode"], theirs["rows_valued"]) == (mine.mode, mine.rows_valued)
         a, b = _values(own), _values(attached)
         assert a.column("row_id").equals(b.column("row_id"))
-        for column in VALUE_COLUMNS:
+        for column in COMPARED:
             np.testing.assert_allclose(
                 a.column(column).to_numpy(zero_copy_only=False).astype(float),
                 b.column(column).to_numpy(zero_copy_only=False).astype(float),
