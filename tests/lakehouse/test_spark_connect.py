@@ -155,8 +155,11 @@ def test_a_repeated_merge_over_connect_commits_once(connect_url, tmp_path) -> No
 
 
 def test_mllib_clusters_over_connect(connect_url, tmp_path) -> None:
+    # int64 keys and gapped string labels here; the other runs over Connect are UUID-keyed.
+    rows = blob_rows(0, 400)
+    names = pa.array(["cat", "dog", "yak"]).take(rows.column("label"))
     path = tmp_path / "train"
-    write_deltalake(str(path), uuid_keyed(blob_rows(0, 400)))
+    write_deltalake(str(path), rows.set_column(rows.column_names.index("label"), "label", names))
     done = _attached(
         """
         import json, sys
@@ -178,6 +181,7 @@ def test_mllib_clusters_over_connect(connect_url, tmp_path) -> None:
     table = DeltaTable(str(path)).to_pyarrow_table()
     assert table.column("ecoval_value").null_count == 0
     assert set(table.column("ecoval_cluster").to_pylist()) <= set(range(4))
+    assert set(table.column("ecoval_suggested_label").drop_null().to_pylist()) <= {"cat", "dog", "yak"}
 
 
 def test_conflicts_over_connect_are_the_conflicts_a_merge_retries() -> None:
