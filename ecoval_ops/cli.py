@@ -64,8 +64,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ecoval_ops.config import load_config
     from ecoval_ops.pipeline import run_valuation
-    from ecoval_ops.pipeline.review import summary_line
     from ecoval_ops.progress import Progress
+    from ecoval_ops.reporting.figures import summary_line
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config")}
     # An unset switch must not override the YAML file's value.
@@ -98,22 +98,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ecoval_ops.config import default_tracking_uri, tracking_store_exists
-    from ecoval_ops.report import (
-        html_report,
-        preview_lines,
-        run_curve,
-        run_plots,
-        table_report,
-        text_report,
-        trend_lines,
-    )
+    from ecoval_ops.reporting.table import html_report, preview_lines, table_report, text_report, trend_lines
+    from ecoval_ops.tracking import ValuationTracker
 
     # The report downloads a few small artifacts; MLflow's bars would clutter stderr.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     r = table_report(args.table, run_id=args.run_id)
     uri = args.mlflow_uri or default_tracking_uri()
     store = tracking_store_exists(uri)
-    preview = r.summary.preview(run_curve(uri, r.summary.runs) if store else None) if args.preview else None
+    tracker = ValuationTracker(uri, args.experiment)
+    preview = r.summary.preview(tracker.removal_curve(r.summary.runs) if store else None) if args.preview else None
     if args.json:
         summary = r.to_dict()
         if preview is not None:
@@ -123,13 +117,11 @@ def _report(args: argparse.Namespace) -> int:
     for line in text_report(r) + (preview_lines(preview) if preview else []):
         print(line)
     if store:
-        from ecoval_ops.tracking import ValuationTracker
-
-        for line in trend_lines(ValuationTracker(uri, args.experiment).history(str(TableRef.of(args.table)))):
+        for line in trend_lines(tracker.history(str(TableRef.of(args.table)))):
             print(line)
     if args.html:
         run = args.run_id or _latest_run(args.table)
-        plots = run_plots(uri, run) if run else {}
+        plots = tracker.review_plots(run) if run else {}
         out = Path(args.html)
         out.write_text(html_report(r, plots, preview))
         print(f"  HTML report: {out.resolve()} ({len(plots) + 1 + bool(preview)} plots)")

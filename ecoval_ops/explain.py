@@ -162,7 +162,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     import pyarrow.compute as pc
     from mlflow.exceptions import MlflowException
 
-    from ecoval_ops.tracking.runs import ValuationTracker
+    from ecoval_ops.tracking import ModelRegistry
 
     mark = read_watermark(table)
     if mark is None:
@@ -179,7 +179,7 @@ def explain_row(table: str, raw_key: str, *, tracking_uri: str, n_neighbours: in
     params, tags = (params, tags) if run_id == mark.run_id else _run_params(tracking_uri, run_id)
     name = params.get("model_name") or f"ecoval_{TableRef.of(table).name}"
     try:
-        model = ValuationTracker(tracking_uri, params.get("experiment", "ecoval")).load_model(name, str(version))
+        model = ModelRegistry(tracking_uri, params.get("experiment", "ecoval")).load_model(name, str(version))
     except MlflowException as e:
         raise InvalidInputError(f"model {name} version {version} is not in the MLflow store {tracking_uri}") from e
     ev, members_keys = model.ecoval, model.member_keys

@@ -55,6 +55,15 @@ def blob_rows(start: int, stop: int, seed: int = 1):
     return pa.table({"row_id": ids, "f0": X[ids, 0], "f1": X[ids, 1], "f2": X[ids, 2], "label": y[ids]})
 
 
+def flipped_rows(start: int, stop: int):
+    """Rows ``start..stop`` of :func:`blob_rows` with every label moved to the next class."""
+    import pyarrow as pa
+
+    rows = blob_rows(start, stop)
+    labels = rows.column("label").to_numpy()
+    return rows.set_column(rows.column_names.index("label"), "label", pa.array((labels + 1) % 3))
+
+
 def uuid_keyed(rows):
     """``rows`` with ``row_id`` replaced by UUID strings (most tables are keyed so), one per id."""
     import uuid

@@ -405,7 +405,7 @@ def test_a_table_dag_runs_and_publishes_its_own_values_asset(airflow_db, tmp_pat
 @pytest.mark.delta
 @pytest.mark.slow
 def test_an_alert_calls_the_tables_notifiers(airflow_db, tmp_path, monkeypatch) -> None:
-    from tests.pipeline.test_monitoring import flipped_rows
+    from tests.conftest import flipped_rows
 
     calls = tmp_path / "calls.jsonl"
     table = tmp_path / "lake" / "train"

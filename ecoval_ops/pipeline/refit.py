@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.pipeline.monitoring import cluster_drift
+from ecoval_ops.reporting.night import cluster_drift
 
 if TYPE_CHECKING:
     from ecoval_ops.valuation import EcoVal

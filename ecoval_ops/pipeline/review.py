@@ -1,16 +1,14 @@
-"""What a run leaves for people: its figures, metrics and tags, and the MLflow ``review/`` artifacts.
+"""What a run leaves for people, put together: the figures of :mod:`ecoval_ops.reporting`, published to MLflow.
 
 The removal curve is computed at ``fit_model`` (it needs the training rows) and saved beside the
 model in the run's workspace; ``report`` calls :func:`publish`, which logs the run's figures,
-the night's figures and alert (:mod:`.monitoring`) and the artifacts of
-:mod:`ecoval_ops.tracking.review` to the parent run.
+the night's figures and alert (:mod:`ecoval_ops.reporting.night`) and the review's files
+(:mod:`ecoval_ops.reporting.pages`) to the parent run.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,26 +17,14 @@ import numpy as np
 if TYPE_CHECKING:
     from ecoval_ops.lakehouse.summary import ValueSummary
     from ecoval_ops.pipeline.pinned import PinnedRun
+    from ecoval_ops.reporting.figures import Diagnostics
     from ecoval_ops.tracking import ValuationTracker
-    from ecoval_ops.tracking.review import Diagnostics
     from ecoval_ops.valuation import EcoVal, TrainingPlan
     from ecoval_ops.valuation.quarantine import Cut
     from ecoval_ops.valuation.removal import RemovalCurve
 
-__all__ = [
-    "DESCRIPTION_TAG",
-    "REMOVAL_FILE",
-    "REMOVAL_ROWS",
-    "log_review",
-    "publish",
-    "removal_curve",
-    "run_figures",
-    "saved_curve",
-    "summary_line",
-]
+__all__ = ["REMOVAL_ROWS", "log_review", "publish", "removal_curve"]
 
-REMOVAL_FILE = "removal_curve.json"
-"""The refit's point-removal curve, saved beside the model in the run's workspace."""
 REMOVAL_ROWS = 20_000
 """Most training rows the review's removal curve retrains on (a seeded sample beyond that)."""
 
@@ -70,13 +56,6 @@ def removal_curve(plan: TrainingPlan, ev: EcoVal, *, seed: int) -> RemovalCurve:
     )
 
 
-def saved_curve(path: Path) -> RemovalCurve | None:
-    """The removal curve saved at ``path``; None when the run saved none."""
-    from ecoval_ops.valuation.removal import RemovalCurve
-
-    return RemovalCurve.from_dict(json.loads(path.read_text())) if path.exists() else None
-
-
 def log_review(
     tracker: ValuationTracker,
     run_id: str,
@@ -99,7 +78,8 @@ def log_review(
     quarantine preview's plot and table.
     """
     from ecoval_ops.lakehouse.source import rows_of
-    from ecoval_ops.tracking.review import figure_png, trend_plot, write_review
+    from ecoval_ops.reporting.pages import write_review
+    from ecoval_ops.reporting.plots import figure_png, trend_plot
 
     source = None
     if columns:
@@ -126,53 +106,6 @@ def log_review(
         tracker.log_artifacts(run_id, folder, "review")
 
 
-def run_figures(summary: ValueSummary, ev: EcoVal, diagnostics: Diagnostics, *, refit: bool) -> dict[str, Any]:
-    """The figures of a run: rows by mode, suspect share, trainings, production-function metrics, reference size.
-
-    Args:
-        summary: the run's value columns, summarised by the engine.
-        ev: the run's valuation model.
-        diagnostics: its production-function diagnostics.
-        refit: whether the run trained (an incremental run ran no training).
-    """
-    modes = summary.by_mode
-    return {
-        "rows_valued": summary.rows,
-        "rows_in_sample": modes.get("in_sample", 0),
-        "rows_out_of_sample": modes.get("out_of_sample", 0),
-        "suspect_share": summary.suspects / summary.rows,
-        "n_trainings": int(ev.n_trainings_) if refit else 0,
-        "metrics": {
-            "U_B": diagnostics.utility_full,
-            "U_empty": diagnostics.utility_empty,
-            "Gamma_alpha": diagnostics.gamma_alpha,
-            "Gamma_beta": diagnostics.gamma_beta,
-            "gamma": diagnostics.gamma,
-            "p": float(ev.n_clusters_),
-            **{k: v for k, v in ev.model_.figures().items() if k != "kappa"},
-        },
-    }
-
-
-DESCRIPTION_TAG = "mlflow.note.content"
-"""The tag MLflow's UI shows as a run's description (Markdown)."""
-
-
-def summary_line(mode: str, figures: Mapping[str, Any]) -> str:
-    """What a run valued, in one line: rows by mode, trainings, suspect share (the CLI's summary).
-
-    Args:
-        mode: ``refit`` or ``incremental``.
-        figures: ``rows_valued``, ``rows_in_sample``, ``rows_out_of_sample``, ``n_trainings``
-            and ``suspect_share`` (:func:`run_figures`, or a run's summary).
-    """
-    return (
-        f"{mode}: {figures['rows_valued']} rows valued ({figures['rows_in_sample']} in sample, "
-        f"{figures['rows_out_of_sample']} out of sample) with {figures['n_trainings']} trainings; "
-        f"{figures['suspect_share']:.1%} flagged suspect"
-    )
-
-
 def publish(
     run: PinnedRun,
     run_id: str,
@@ -189,13 +122,14 @@ def publish(
     A clipped Gamma sets the tag ``ecoval.warning``; an alert, ``ecoval.alert``.
 
     Returns:
-        :func:`run_figures`, with the night's figures (``night``), its alert (``alert``, None
-        when there is none), the alert's rules as checked (``alert_rules``,
-        :class:`~ecoval_ops.pipeline.monitoring.AlertRule` dicts) and the quarantine preview of
+        :func:`~ecoval_ops.reporting.figures.run_figures`, with the night's figures (``night``),
+        its alert (``alert``, None when there is none), the alert's rules as checked (``alert_rules``,
+        :class:`~ecoval_ops.reporting.night.AlertRule` dicts) and the quarantine preview of
         the run's rows (``preview``, :class:`~ecoval_ops.valuation.quarantine.Cut` dicts).
     """
-    from ecoval_ops.pipeline.monitoring import alert_reason, alert_rules, night_figures
-    from ecoval_ops.tracking.review import Diagnostics
+    from ecoval_ops.reporting.figures import Diagnostics, run_figures, summary_line
+    from ecoval_ops.reporting.night import alert_reason, alert_rules, night_figures
+    from ecoval_ops.tracking.runs import DESCRIPTION_TAG
 
     cfg, tracker = run.config, run.tracker
     diagnostics = Diagnostics.of(ev)

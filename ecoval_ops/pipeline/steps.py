@@ -38,8 +38,9 @@ from ecoval_ops.pipeline.lineage import table_input
 from ecoval_ops.pipeline.pinned import PinnedRun, source_columns
 from ecoval_ops.pipeline.refit import decide_mode
 from ecoval_ops.pipeline.refs import Detection, RunRef
-from ecoval_ops.pipeline.review import REMOVAL_FILE, publish, removal_curve, saved_curve
+from ecoval_ops.pipeline.review import publish, removal_curve
 from ecoval_ops.process import fault_point, owner_gone, process_owner
+from ecoval_ops.reporting.pages import REMOVAL_FILE, TOP_ROWS, saved_curve
 from ecoval_ops.tracking.runs import OWNER_TAG
 from ecoval_ops.valuation.reference import HOLDOUT_SCHEME
 
@@ -141,12 +142,12 @@ def _current_model(run: PinnedRun) -> tuple[EcoVal, str] | None:
     Raises:
         StateFormatError: such a model under ``refit=never``.
     """
-    cfg, tracker = run.config, run.tracker
+    cfg, registry = run.config, run.tracker.registry
     name = cfg.registered_model_name
     try:
-        current = tracker.load_current(name)
+        current = registry.load_current(name)
         if current is not None and cfg.validation_table is None:
-            split = tracker.version_tag(name, current[1], HOLDOUT_TAG)
+            split = registry.version_tag(name, current[1], HOLDOUT_TAG)
             if split != HOLDOUT_SCHEME:
                 raise StateFormatError(
                     f"version {current[1]} was fitted on the hold-out split {split or 'blake2b'}; "
@@ -320,7 +321,7 @@ def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] |
         ev = ws.read(ws.centred_model(run_id), EcoVal.load)
         curve = ws.read(ws.curve(run_id), saved_curve) if ws.exists(ws.curve(run_id)) else None
         member_keys = ws.read(ws.plan(run_id) / MEMBER_KEYS, read_keys)
-    version = run.tracker.register(
+    version = run.tracker.registry.register(
         run_id,
         ev,
         model_name=cfg.registered_model_name,
@@ -366,7 +367,9 @@ def review_curve(ref: RunRef) -> None:
 def _model_version(ref: RunRef) -> str:
     """The model version of the run: in ``ref``, or the one a refit registered from its run."""
     run_id = ref.started()
-    version = ref.model_version or ref.run.tracker.registered_version(ref.run.config.registered_model_name, run_id)
+    version = ref.model_version or ref.run.tracker.registry.registered_version(
+        ref.run.config.registered_model_name, run_id
+    )
     if version is None:
         raise EcovalError(f"run {run_id} has registered no valuation model; fit_model must run first")
     return version
@@ -413,17 +416,16 @@ def report(ref: RunRef, engine: Engine, written: int | None, extra: dict[str, fl
     """Log the run's metrics, tags and review artifacts, close the parent run FINISHED, drop its workspace.
 
     The engine summarises the run's values where they lie (:mod:`ecoval_ops.lakehouse.summary`);
-    the review artifacts (:mod:`ecoval_ops.tracking.review`) go under ``review/`` of the parent
+    the review artifacts (:mod:`ecoval_ops.reporting.pages`) go under ``review/`` of the parent
     run; a clipped Gamma sets the tag ``ecoval.warning``.
 
-    The night's figures of :mod:`.monitoring` are logged as ``night_*`` metrics; an alert sets
+    The night's figures of :mod:`ecoval_ops.reporting.night` are logged as ``night_*`` metrics; an alert sets
     the tag ``ecoval.alert``. The review carries ``trend.png``, the table's last 30 runs.
 
     Returns:
         The figures of the run (rows by mode, suspect share, production-function metrics, the
         night's figures and its alert, None when there is none).
     """
-    from ecoval_ops.tracking.review import TOP_ROWS
     from ecoval_ops.valuation import EcoVal
 
     run_id, run = ref.started(), ref.run

@@ -1,7 +1,8 @@
-"""MLflow: runs, params, metrics and the valuation model in the registry."""
+"""MLflow only: a valuation's runs (:mod:`.runs`), its model registry (:mod:`.registry`), one store (:mod:`.store`)."""
 
 from __future__ import annotations
 
-from ecoval_ops.tracking.runs import CURRENT_ALIAS, Shard, TableInput, ValuationTracker
+from ecoval_ops.tracking.registry import CURRENT_ALIAS, ModelRegistry
+from ecoval_ops.tracking.runs import Shard, TableInput, ValuationTracker
 
-__all__ = ["CURRENT_ALIAS", "Shard", "TableInput", "ValuationTracker"]
+__all__ = ["CURRENT_ALIAS", "ModelRegistry", "Shard", "TableInput", "ValuationTracker"]

@@ -15,7 +15,11 @@ import numpy as np
 import pandas as pd
 
 from ecoval_ops.keys import read_keys
+from ecoval_ops.tracking.registry import MODEL_OUTPUTS
 from ecoval_ops.valuation import EcoVal
+
+_DTYPES = {"double": np.float64, "integer": np.int32, "boolean": np.bool_}
+"""The NumPy type of each MLflow type of :data:`MODEL_OUTPUTS`."""
 
 
 class EcoValPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
@@ -36,12 +40,8 @@ class EcoValPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined
         rows = self.ecoval.value_rows(X, model_input[self.columns["label"]].to_numpy())
         return pd.DataFrame(
             {
-                "ecoval_value": rows.values,
-                "ecoval_intrinsic": rows.intrinsic,
-                "ecoval_extrinsic": rows.extrinsic,
-                "ecoval_cluster": np.asarray(rows.clusters, dtype=np.int32),
-                "ecoval_cluster_value": rows.cluster_values,
-                "ecoval_suspect": rows.suspect,
+                name: np.asarray(getattr(rows, attribute), dtype=_DTYPES[kind])
+                for name, (attribute, kind) in MODEL_OUTPUTS.items()
             }
         )
 

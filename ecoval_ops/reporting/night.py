@@ -30,6 +30,7 @@ __all__ = [
     "SUSPECT_MARGIN",
     "AlertRule",
     "Night",
+    "PastRun",
     "alert_reason",
     "alert_rules",
     "cluster_drift",
@@ -40,6 +41,17 @@ SUSPECT_MARGIN = 0.05
 """The default suspect-share alert is at least this far above the model's in-sample share."""
 MIN_ALERT_ROWS = 20
 """Nights with fewer new rows raise no alert: their shares are mostly sampling noise."""
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """One run of a table in its history: when, which mode, its ``night_*`` metrics, its alert."""
+
+    run_id: str
+    started_ms: int
+    mode: str
+    metrics: dict[str, float]
+    alert: str | None
 
 
 @dataclass(frozen=True)

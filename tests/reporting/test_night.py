@@ -7,14 +7,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 from mlflow import MlflowClient
 
 from ecoval_ops.pipeline import run_valuation
-from ecoval_ops.pipeline.monitoring import Night, alert_reason, alert_rules
-from tests.conftest import blob_rows, run_config
+from ecoval_ops.reporting.night import Night, alert_reason, alert_rules
+from tests.conftest import blob_rows, flipped_rows, run_config
 
 
 def _reason(night: Night, *, suspect_share: float | None, drift: float) -> str | None:
@@ -44,13 +43,6 @@ def test_alert_thresholds() -> None:
     few = Night(rows=19, suspect_share=1.0, mean_percentile=0.0, cluster_drift=0.9, model_suspect_share=0.1)
     assert _reason(few, suspect_share=0.0, drift=0.0) is None
     assert all(r.passed for r in alert_rules(few, suspect_share=0.0, drift=0.0))
-
-
-def flipped_rows(start: int, stop: int):
-    rows = blob_rows(start, stop)
-    labels = rows.column("label").to_numpy()
-    index = rows.column_names.index("label")
-    return rows.set_column(index, "label", pa.array((labels + 1) % 3))
 
 
 @pytest.mark.integration

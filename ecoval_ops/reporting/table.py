@@ -19,23 +19,21 @@ from ecoval_ops.lakehouse.columns import SUGGESTION_COLUMNS, VALUE_COLUMNS
 from ecoval_ops.lakehouse.queries import ready_queries
 from ecoval_ops.lakehouse.summary import ValueSummary, summarise
 from ecoval_ops.lakehouse.tables import open_table
+from ecoval_ops.reporting.pages import html_page, preview_frame
+from ecoval_ops.reporting.plots import figure_png, preview_plot, value_histogram
 from ecoval_ops.storage import TableRef
-from ecoval_ops.tracking.review import figure_png, html_page, value_histogram
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ecoval_ops.tracking.runs import PastRun
+    from ecoval_ops.reporting.night import PastRun
     from ecoval_ops.valuation.quarantine import Cut
-    from ecoval_ops.valuation.removal import RemovalCurve
 
 __all__ = [
     "QUANTILES",
     "TableReport",
     "html_report",
     "preview_lines",
-    "run_curve",
-    "run_plots",
     "table_report",
     "text_report",
     "trend_lines",
@@ -153,44 +151,6 @@ def text_report(r: TableReport) -> list[str]:
     return lines
 
 
-def run_plots(tracking_uri: str, run_id: str) -> dict[str, bytes]:
-    """The PNGs a run logged under ``review/``; empty when the store or the run is unreachable."""
-    import tempfile
-
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri)
-    try:
-        names = [f.path for f in client.list_artifacts(run_id, "review") if f.path.endswith(".png")]
-        with tempfile.TemporaryDirectory() as tmp:
-            return {Path(name).name: Path(client.download_artifacts(run_id, name, tmp)).read_bytes() for name in names}
-    except (MlflowException, OSError):
-        return {}
-
-
-def run_curve(tracking_uri: str, run_ids: list[str]) -> RemovalCurve | None:
-    """The removal curve of the latest of ``run_ids`` that logged one (a refit); None when none did."""
-    import tempfile
-
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from ecoval_ops.pipeline.review import REMOVAL_FILE, saved_curve
-
-    client = MlflowClient(tracking_uri)
-    try:
-        runs = sorted((client.get_run(r) for r in run_ids), key=lambda run: -run.info.start_time)
-        for run in runs:
-            if any(f.path.endswith(REMOVAL_FILE) for f in client.list_artifacts(run.info.run_id, "review")):
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = client.download_artifacts(run.info.run_id, f"review/{REMOVAL_FILE}", tmp)
-                    return saved_curve(Path(path))
-    except (MlflowException, OSError):
-        return None
-    return None
-
-
 def preview_lines(cuts: list[Cut]) -> list[str]:
     """The quarantine preview, one line per cut."""
     return ["  quarantine preview (expected wrong labels from each row's label vote):"] + [
@@ -200,8 +160,6 @@ def preview_lines(cuts: list[Cut]) -> list[str]:
 
 def html_report(r: TableReport, extra_plots: dict[str, bytes] | None = None, preview: list[Cut] | None = None) -> str:
     """A standalone HTML page: the summary, the cluster table, the quarantine preview, the queries and the plots."""
-    from ecoval_ops.tracking.preview import preview_frame, preview_plot
-
     summary = "<pre>" + html.escape("\n".join(text_report(r)[:4])) + "</pre>"
     queries = "".join(f"<h3>{html.escape(n)}</h3><pre>{html.escape(q)}</pre>" for n, q in r.queries.items())
     plots = {

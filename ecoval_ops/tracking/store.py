@@ -1,0 +1,132 @@
+"""One MLflow store: its client, the lock that guards a SQLite store, and MLflow's global URI for a fluent call.
+
+Runs are written through :class:`mlflow.MlflowClient` bound to one tracking URI, so nothing
+depends on MLflow's process-global active run; only model logging and loading go through the
+fluent API, inside :meth:`MlflowStore._fluent`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecoval_ops.exceptions import EcovalError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["MlflowStore", "store_lock"]
+
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store while it is created or a name in it is claimed.
+
+    Two runs started at once on a new SQLite file both find no tables and both migrate it
+    (one fails inside alembic), and both find no experiment, registered model, dataset or
+    alias and both create it (one fails on the duplicate name).
+    """
+    import fcntl
+
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
+        yield
+        return
+    lock = Path(tracking_uri[len(prefix) :].split("?", 1)[0] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class MlflowStore:
+    """An MLflow tracking store and the experiment a valuation's runs go to.
+
+    Args:
+        tracking_uri: MLflow tracking URI (a SQLite file by default in the CLI).
+        experiment: experiment name, created when missing.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+
+    def _client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        with store_lock(self.tracking_uri):
+            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Fail fast when an HTTP tracking server does not answer (MLflow's client retries for minutes).
+
+        Raises:
+            EcovalError: the server's ``/health`` endpoint does not answer within ``timeout_s``.
+        """
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        parts = urllib.parse.urlsplit(self.tracking_uri)
+        if parts.scheme not in ("http", "https"):
+            return
+        # /health needs no credentials, and urllib does not take them inside the URL.
+        host = parts.netloc.rsplit("@", 1)[-1]
+        health = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+        try:
+            with urllib.request.urlopen(health, timeout=timeout_s):
+                return
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise EcovalError(f"MLflow at {self._safe_uri()} is not reachable: {e}") from e
+
+    @contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """Point MLflow's process-global tracking URI at this store for a fluent-API call, then restore it.
+
+        MLflow's artifact progress bars are off meanwhile, so a quiet run stays quiet.
+
+        The registry URI is left alone: ``mlflow.set_registry_uri`` also exports
+        ``MLFLOW_REGISTRY_URI``, after which every client of the process and of its children
+        registers models in this store whatever tracking URI it is given. Registration goes
+        through a client with an explicit registry URI instead.
+        """
+        import os
+
+        import mlflow
+
+        previous = mlflow.get_tracking_uri()
+        # MLflow draws download progress bars on stderr wherever tqdm is installed.
+        bars = os.environ.get(_PROGRESS_BAR_ENV)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        os.environ[_PROGRESS_BAR_ENV] = "false"
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+            if bars is None:
+                os.environ.pop(_PROGRESS_BAR_ENV, None)
+            else:
+                os.environ[_PROGRESS_BAR_ENV] = bars
+
+    def _artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts.
+
+        Beside a SQLite store (``<folder>/mlartifacts``) rather than in ``./mlruns`` of whatever
+        directory the job ran in; other stores keep their server's default.
+        """
+        prefix = "sqlite:///"
+        if not self.tracking_uri.startswith(prefix):
+            return None
+        return (Path(self.tracking_uri[len(prefix) :]).parent / "mlartifacts").resolve().as_uri()
+
+    def _safe_uri(self) -> str:
+        from ecoval_ops.identifiers import scrub_uri
+
+        return scrub_uri(self.tracking_uri)
