@@ -10,7 +10,8 @@ from ecoval_ops.valuation.ecoval import EcoVal
 from ecoval_ops.valuation.learners import SklearnLearner
 from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities, SecondOrderProduction
-from ecoval_ops.valuation.propagation import NeighbourPropagator, PropagationState, RowInputs
+from ecoval_ops.valuation.propagation import NeighbourPropagator
+from ecoval_ops.valuation.propagation_state import PropagationState, RowInputs
 from ecoval_ops.valuation.protocols import Clusterer, Learner, ProductionFunction, Propagator
 from ecoval_ops.valuation.result import ValuationResult
 from ecoval_ops.valuation.trainer import MLPClassifier, SoftmaxRegression

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.valuation.clustering import ClusterModel, FeatureSpace
 from ecoval_ops.valuation.production import ClusterGame
-from ecoval_ops.valuation.propagation import PropagationState
+from ecoval_ops.valuation.propagation_state import PropagationState
 from ecoval_ops.valuation.protocols import FittedState
 from ecoval_ops.valuation.result import ValuationResult
 

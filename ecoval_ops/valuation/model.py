@@ -19,7 +19,7 @@ from ecoval_ops.valuation._inputs import check_features, check_labels, encode_la
 from ecoval_ops.valuation._saved import fitted_arrays, fitted_from_arrays, read_saved, write_saved
 from ecoval_ops.valuation.clustering import ClusterAssigner, ClusterModel, FeatureSpace
 from ecoval_ops.valuation.production import ClusterGame
-from ecoval_ops.valuation.propagation import kernel
+from ecoval_ops.valuation.propagation_state import kernel
 from ecoval_ops.valuation.protocols import FittedState
 from ecoval_ops.valuation.reference import member_index
 from ecoval_ops.valuation.result import ValuationResult

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities
-from ecoval_ops.valuation.propagation import RowInputs
+from ecoval_ops.valuation.propagation_state import RowInputs
 from ecoval_ops.valuation.supervised import LabelPrior
 
 __all__ = ["Clusterer", "FittedState", "Learner", "ProductionFunction", "Propagator"]
@@ -21,7 +21,7 @@ __all__ = ["Clusterer", "FittedState", "Learner", "ProductionFunction", "Propaga
 class FittedState(Protocol):
     """What a :class:`Propagator` fits: it values rows in and out of sample (sections 4 and 5).
 
-    :class:`~ecoval_ops.valuation.propagation.PropagationState` is the one the method ships; a
+    :class:`~ecoval_ops.valuation.propagation_state.PropagationState` is the one the method ships; a
     saved model stores it field by field.
     """
 

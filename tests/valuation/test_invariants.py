@@ -12,7 +12,7 @@ from ecoval_ops.valuation import EcoVal, NeighbourPropagator, SecondOrderProduct
 from ecoval_ops.valuation.baselines import shapley_from_game
 from ecoval_ops.valuation.clustering import n_trainings
 from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities
-from ecoval_ops.valuation.propagation import RowInputs, label_scores
+from ecoval_ops.valuation.propagation_state import RowInputs, label_scores
 from tests.conftest import blobs
 
 

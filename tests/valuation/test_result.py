@@ -37,7 +37,7 @@ def test_result_to_arrow_has_the_row_value_columns(small_data) -> None:
 
 
 def test_the_suggested_label_is_the_vote_with_its_prior() -> None:
-    from ecoval_ops.valuation.propagation import label_scores
+    from ecoval_ops.valuation.propagation_state import label_scores
 
     dist = np.array([[1.0, 1.0, 1.0, 4.0], [1.0, 2.0, 2.0, 2.0]])
     labels = np.array([[2, 2, 0, 0], [1, 0, 0, 0]])
