@@ -22,7 +22,8 @@ import numpy as np
 from ecoval_ops.config import tracking_store_exists
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL
-from ecoval_ops.lakehouse.source import embedding_matrix, rows_of
+from ecoval_ops.lakehouse.source import rows_of
+from ecoval_ops.lakehouse.source_checks import embedding_matrix
 from ecoval_ops.lakehouse.tables import open_table, table_exists
 from ecoval_ops.lakehouse.value_writes import read_watermark
 from ecoval_ops.pipeline.workspace import Workspace

@@ -117,7 +117,7 @@ class Engine(Protocol):
 
         Raises:
             MissingColumnError, InvalidInputError, DuplicateKeyError: see
-                :func:`~ecoval_ops.lakehouse.source.check_source`.
+                :func:`~ecoval_ops.lakehouse.source_checks.check_source`.
         """
         ...
 

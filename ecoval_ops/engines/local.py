@@ -22,7 +22,8 @@ from ecoval_ops.lakehouse.batches import BATCH_ROWS, BatchPass, run_local
 from ecoval_ops.lakehouse.checks import ClusterCountPass, NewRows, NewRowsPass, SourceCheck
 from ecoval_ops.lakehouse.columns import EMBEDDING_COL, NEW_COL
 from ecoval_ops.lakehouse.embeddings import append_embeddings, embed_once, embedded_keys
-from ecoval_ops.lakehouse.source import Rows, check_source, unvalued_batches
+from ecoval_ops.lakehouse.source import Rows, unvalued_batches
+from ecoval_ops.lakehouse.source_checks import check_source
 from ecoval_ops.lakehouse.summary import TopRowsPass, ValueSummary, summarise
 from ecoval_ops.lakehouse.tables import TableLike
 from ecoval_ops.valuation.reference import key_draws, member_index, smallest_draws

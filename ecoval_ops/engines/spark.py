@@ -115,7 +115,7 @@ class SparkEngine:
         from ecoval_ops.lakehouse.batches import run_spark
         from ecoval_ops.lakehouse.checks import SourcePass, check_counts, check_duplicates
         from ecoval_ops.lakehouse.delta_spark import repeated_keys
-        from ecoval_ops.lakehouse.source import check_schema
+        from ecoval_ops.lakehouse.source_checks import check_schema
 
         where = f"{path}@v{version}"
         schema = check_schema(columns, path, version)

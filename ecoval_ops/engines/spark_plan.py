@@ -62,7 +62,7 @@ def _check_rows(rows: DataFrame, source: RowSource) -> None:
     """
     from pyspark.sql import functions as sf
 
-    from ecoval_ops.lakehouse.source import non_finite_error
+    from ecoval_ops.lakehouse.source_checks import non_finite_error
 
     where = source.where
     bad = sf.col("ecoval_bad") >= 0

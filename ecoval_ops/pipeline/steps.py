@@ -32,7 +32,7 @@ from ecoval_ops.files import parquet_dataset
 from ecoval_ops.keys import read_keys, write_keys
 from ecoval_ops.lakehouse import open_table
 from ecoval_ops.lakehouse.leases import write_lease
-from ecoval_ops.lakehouse.source import check_seen_labels, label_classes, require_columns
+from ecoval_ops.lakehouse.source_checks import check_seen_labels, label_classes, require_columns
 from ecoval_ops.lakehouse.tables import table_exists
 from ecoval_ops.pipeline.lineage import table_input
 from ecoval_ops.pipeline.pinned import PinnedRun, source_columns

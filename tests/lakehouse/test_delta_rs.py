@@ -135,7 +135,8 @@ def test_the_errors_callers_branch_on_are_typed(table, tmp_path, monkeypatch) ->
         TableNotFoundError,
     )
     from ecoval_ops.lakehouse import value_writes
-    from ecoval_ops.lakehouse.source import SourceColumns, check_source
+    from ecoval_ops.lakehouse.source import SourceColumns
+    from ecoval_ops.lakehouse.source_checks import check_source
     from ecoval_ops.lakehouse.tables import open_table
 
     with pytest.raises(TableNotFoundError, match="is not a Delta table") as missing:
