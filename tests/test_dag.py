@@ -207,7 +207,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
     from airflow.sdk import Variable as TaskVariable
     from mlflow import MlflowClient
 
-    from ecoval_ops.pipeline import steps
+    from ecoval_ops.pipeline import fitting
     from ecoval_ops.pipeline.tasks import config_from_params
 
     table = tmp_path / "lake" / "train"
@@ -218,7 +218,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
     Variable.set("ecoval_k_neighbors", "7")
     monkeypatch.setenv("ECOVAL_SEED", "3")
     changed = []
-    cluster = steps.cluster
+    cluster = fitting.cluster
 
     def cluster_then_change_the_settings(ref, engine):
         # Between decide and train_shard, a person edits the Variables and the environment.
@@ -230,7 +230,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
         changed.append(ref.run.config)
         return cluster(ref, engine)
 
-    monkeypatch.setattr(steps, "cluster", cluster_then_change_the_settings)
+    monkeypatch.setattr(fitting, "cluster", cluster_then_change_the_settings)
     try:
         run = dag.test(run_conf=conf)
     finally:
@@ -443,19 +443,19 @@ def test_a_failed_shard_fails_the_run_and_closes_the_parent_after_it(dag, tmp_pa
     from mlflow import MlflowClient
 
     from ecoval_ops.exceptions import InvalidInputError
-    from ecoval_ops.pipeline import steps
+    from ecoval_ops.pipeline import fitting
 
     table = tmp_path / "lake" / "train"
     write_deltalake(str(table), blob_rows(0, 300))
     conf = _conf(table, tmp_path, "delta-rs")
-    train_shard = steps.train_shard
+    train_shard = fitting.train_shard
 
     def second_shard_breaks(ref, index):
         if index == 1:
             raise InvalidInputError("shard 1 broke")
         return train_shard(ref, index)
 
-    monkeypatch.setattr(steps, "train_shard", second_shard_breaks)
+    monkeypatch.setattr(fitting, "train_shard", second_shard_breaks)
     run = dag.test(run_conf=conf)
     assert run.state == "failed"
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}

@@ -15,7 +15,7 @@ from typing import Any
 
 from ecoval_ops.config import RunConfig
 from ecoval_ops.engines import Engine, engine_for
-from ecoval_ops.pipeline import steps
+from ecoval_ops.pipeline import fitting, steps
 from ecoval_ops.pipeline.refit import Mode
 from ecoval_ops.progress import Progress
 
@@ -84,18 +84,18 @@ def _worker(isolated: bool) -> Iterator[Callable[..., None]]:
 
 
 def _train_shard(ref: dict[str, Any], index: int) -> None:
-    """:func:`~ecoval_ops.pipeline.steps.train_shard` of a run reference as JSON (a child's entry point)."""
-    steps.train_shard(steps.RunRef.from_dict(ref), index)
+    """:func:`~ecoval_ops.pipeline.fitting.train_shard` of a run reference as JSON (a child's entry point)."""
+    fitting.train_shard(steps.RunRef.from_dict(ref), index)
 
 
 def _fit_reference(ref: dict[str, Any]) -> None:
-    """:func:`~ecoval_ops.pipeline.steps.fit_reference` of a run reference as JSON (a child's entry point)."""
-    steps.fit_reference(steps.RunRef.from_dict(ref))
+    """:func:`~ecoval_ops.pipeline.fitting.fit_reference` of a run reference as JSON (a child's entry point)."""
+    fitting.fit_reference(steps.RunRef.from_dict(ref))
 
 
 def _review_curve(ref: dict[str, Any]) -> None:
-    """:func:`~ecoval_ops.pipeline.steps.review_curve` of a run reference as JSON (a child's entry point)."""
-    steps.review_curve(steps.RunRef.from_dict(ref))
+    """:func:`~ecoval_ops.pipeline.fitting.review_curve` of a run reference as JSON (a child's entry point)."""
+    fitting.review_curve(steps.RunRef.from_dict(ref))
 
 
 def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progress | None = None) -> RunSummary:
@@ -129,7 +129,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
     try:
         if ref.mode == "refit":
             with stages("cluster"), bars.stage("clustering", 1) as advance:
-                shards = steps.cluster(ref, engine)
+                shards = fitting.cluster(ref, engine)
                 advance(1)
             with _worker(detected.rows >= ISOLATED_TRAINING_ROWS) as call:
                 with stages("train"), bars.stage("trainings", len(shards)) as advance:
@@ -138,7 +138,7 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
                         advance(1)
                 with stages("fit"), bars.stage("fitting", 1) as advance:
                     call(_fit_reference, ref)
-                    ref = steps.fit_model(ref, engine, review=lambda r: call(_review_curve, r))
+                    ref = fitting.fit_model(ref, engine, review=lambda r: call(_review_curve, r))
                     advance(1)
         with stages("value"), bars.stage("propagation", 1) as advance:
             steps.propagate(ref, engine)

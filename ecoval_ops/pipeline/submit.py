@@ -34,7 +34,7 @@ Job = Literal["embed", "cluster", "propagate"]
 def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     from ecoval_ops.config import load_config
     from ecoval_ops.engines import engine_for
-    from ecoval_ops.pipeline import steps
+    from ecoval_ops.pipeline import fitting, steps
 
     if job == "embed":
         if args.config is None or args.ref is not None:
@@ -55,7 +55,7 @@ def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         raise EcovalError(f"--ref is not a run reference: {e}") from e
     engine = engine_for(ref.run.config)
     if job == "cluster":
-        return {"shards": steps.cluster(ref, engine)}
+        return {"shards": fitting.cluster(ref, engine)}
     return {"rows_valued": steps.propagate(ref, engine)}
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 from ecoval_ops.config import RunConfig, load_config, resolve_settings, settings
 from ecoval_ops.engines import engine_for
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.pipeline import steps
+from ecoval_ops.pipeline import fitting, steps
 from ecoval_ops.pipeline.catalog import TABLES_ENV
 from ecoval_ops.pipeline.pinned import PinnedRun
 from ecoval_ops.storage import TableRef, is_secret_option, parse_storage_options
@@ -214,7 +214,7 @@ def cluster(ref: Mapping[str, Any]) -> list[int]:
     """Cluster and plan the LCO trainings; the shard indices to map over."""
     pinned = _ref(ref)
     with closing(engine_for(pinned.run.config)) as engine:
-        shards = steps.cluster(pinned, engine)
+        shards = fitting.cluster(pinned, engine)
     log.info("%d LCO shards", len(shards))
     return shards
 
@@ -222,7 +222,7 @@ def cluster(ref: Mapping[str, Any]) -> list[int]:
 @_no_retry_on_bad_input
 def train_shard(ref: Mapping[str, Any], index: int) -> int:
     """Train one shard of the LCO models (a child MLflow run); returns its index."""
-    steps.train_shard(_ref(ref), index)
+    fitting.train_shard(_ref(ref), index)
     return index
 
 
@@ -231,7 +231,7 @@ def fit_model(ref: Mapping[str, Any]) -> dict[str, Any]:
     """Fit the production function, value every row, centre, register the model (alias ``current``)."""
     pinned = _ref(ref)
     with closing(engine_for(pinned.run.config)) as engine:
-        fitted = steps.fit_model(pinned, engine)
+        fitted = fitting.fit_model(pinned, engine)
     log.info("registered model version %s", fitted.model_version)
     return fitted.to_dict()
 

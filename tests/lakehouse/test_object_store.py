@@ -93,7 +93,7 @@ def test_steps_hand_each_other_the_workspace_through_a_scratch_bucket(s3, tmp_pa
     # be; every part a step leaves for the next (plan, shards, models, Parquet inputs and values)
     # is an object there, so tasks on hosts that share nothing but the store can run the steps.
     from ecoval_ops.engines import DeltaRsEngine
-    from ecoval_ops.pipeline import steps
+    from ecoval_ops.pipeline import fitting, steps
 
     table, scratch = f"{s3.bucket('hosts')}/train", s3.bucket("scratch")
     write_deltalake(table, uuid_keyed(blob_rows(0, 300)))
@@ -102,9 +102,9 @@ def test_steps_hand_each_other_the_workspace_through_a_scratch_bucket(s3, tmp_pa
     run = steps.detect(cfg, engine).run
     assert steps.embed(run, engine) == 300
     ref = steps.RunRef.from_dict(steps.decide(run, engine).to_dict())
-    for index in steps.cluster(ref, engine):
-        steps.train_shard(ref, index)
-    fitted = steps.fit_model(ref, engine)
+    for index in fitting.cluster(ref, engine):
+        fitting.train_shard(ref, index)
+    fitted = fitting.fit_model(ref, engine)
     assert steps.propagate(fitted, engine) == 300
     prefix = f"ecoval/train/runs/{ref.run_id}/"
     parts = {o.removeprefix(prefix).split("/")[0] for o in _objects(s3.root / "scratch") if o.startswith(prefix)}

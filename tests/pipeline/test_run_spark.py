@@ -10,7 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.lakehouse import read_watermark
 from ecoval_ops.lakehouse.source import read_rows
-from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, run_valuation, steps
+from ecoval_ops.pipeline import DeltaRsEngine, SparkEngine, fitting, run_valuation, steps
 from tests.conftest import blob_rows, blobs, run_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta, pytest.mark.mlflow, pytest.mark.slow]
@@ -165,8 +165,8 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
     ref = steps.decide(detected.run, engine)
     assert main("cluster", ["--ref", json.dumps(ref.to_dict())]) == 0
     for index in range(cfg.shards):
-        steps.train_shard(ref, index)
-    ref = steps.fit_model(ref, engine)
+        fitting.train_shard(ref, index)
+    ref = fitting.fit_model(ref, engine)
     assert main("propagate", ["--ref", json.dumps(ref.to_dict())]) == 0
     assert main("cluster", ["--config", str(config)]) == 2
     assert main("cluster", ["--config", str(config), "--ref", json.dumps(ref.to_dict())]) == 2

@@ -8,7 +8,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 
-from ecoval_ops.pipeline import DeltaRsEngine, run_valuation, steps
+from ecoval_ops.pipeline import DeltaRsEngine, fitting, run_valuation, steps
 from ecoval_ops.pipeline.workspace import Workspace
 from tests.conftest import blob_rows, run_config
 
@@ -31,17 +31,17 @@ def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
     ref = steps.RunRef.from_dict(steps.decide(run, engine, run_key="dag-run-1").to_dict())
     assert ref.mode == "refit" and ref.run_id is not None and ref.run == run
     assert steps.decide(run, engine, run_key="dag-run-1").run_id == ref.run_id
-    shards = steps.cluster(ref, engine)
-    assert shards == [0, 1] and steps.cluster(ref, engine) == shards
+    shards = fitting.cluster(ref, engine)
+    assert shards == [0, 1] and fitting.cluster(ref, engine) == shards
     ws = Workspace.for_config(cfg)
     for index in shards:
-        steps.train_shard(ref, index)
+        fitting.train_shard(ref, index)
     shard = ws.shard(ref.run_id, 0).local_path
     stamp = shard.stat().st_mtime_ns
-    steps.train_shard(ref, 0)
+    fitting.train_shard(ref, 0)
     assert shard.stat().st_mtime_ns == stamp
-    fitted = steps.fit_model(ref, engine)
-    assert steps.fit_model(ref, engine).model_version == fitted.model_version == "1"
+    fitted = fitting.fit_model(ref, engine)
+    assert fitting.fit_model(ref, engine).model_version == fitted.model_version == "1"
     assert steps.propagate(fitted, engine) == 300 == steps.propagate(fitted, engine)
     written = steps.write(fitted, engine)
     assert written is not None and steps.write(fitted, engine) is None
@@ -65,10 +65,10 @@ def test_fit_refuses_to_run_before_every_shard(cfg) -> None:
     run = steps.detect(cfg, engine).run
     steps.embed(run, engine)
     ref = steps.decide(run, engine)
-    steps.cluster(ref, engine)
-    steps.train_shard(ref, 1)
+    fitting.cluster(ref, engine)
+    fitting.train_shard(ref, 1)
     with pytest.raises(EcovalError, match=r"shards \[0\] of run .* have not finished"):
-        steps.fit_model(ref, engine)
+        fitting.fit_model(ref, engine)
 
 
 def test_only_new_rows_are_embedded(cfg) -> None:
