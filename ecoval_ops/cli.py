@@ -11,6 +11,7 @@ import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 from ecoval_ops.storage import TableRef
 
@@ -292,14 +293,25 @@ def main(argv: list[str] | None = None) -> int:
             return 141
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
-    """Our warnings as one line (``ecoval: warning: ...``); others as Python prints them."""
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Our warnings as one line (``ecoval: warning: ...``); others as Python prints them.
+
+    Takes :func:`warnings.showwarning`'s arguments; :func:`warnings.formatwarning` takes them
+    without ``file`` (passing it on broke on the first library warning shown).
+    """
     from ecoval_ops.exceptions import EcovalWarning
 
     if issubclass(category, EcovalWarning):
-        print(f"ecoval: warning: {message}", file=sys.stderr)
+        print(f"ecoval: warning: {message}", file=file or sys.stderr)
     else:
-        print(warnings.formatwarning(message, category, *args, **kwargs), end="", file=sys.stderr)  # type: ignore[arg-type]
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=file or sys.stderr)
 
 
 def entry() -> None:

@@ -90,3 +90,25 @@ def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path) -> None:
     proc.stdout.close()
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in stderr, stderr
+
+
+def test_a_library_warning_is_printed_as_python_prints_it(tmp_path, monkeypatch, capsys) -> None:
+    # A warning shown by another library (PYTHONWARNINGS=always shows SQLAlchemy's at the first
+    # MLflow store) went through the command's own printer, which broke with a TypeError.
+    import warnings
+
+    from ecoval_ops import cli
+    from ecoval_ops.exceptions import EcovalWarning
+
+    def warns(args) -> int:
+        warnings.warn("from a library", UserWarning, stacklevel=1)
+        warnings.warn("fewer clusters", EcovalWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "_report", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["report", "--table", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("UserWarning: from a library") and "test_cli.py" in err[0]
+    assert err[-1] == "ecoval: warning: fewer clusters"
