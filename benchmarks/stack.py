@@ -16,6 +16,7 @@ Usage: ``python benchmarks/stack.py [--rows 1500] [--out results/stack.json]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def main() -> None:
     from deltalake import write_deltalake
 
     from tests.conftest import blobs
-    from tests.stack.services import missing_services, running_stack
+    from tests.stack.services import missing_services, running_stack, spark_connect_server
 
     if reason := missing_services():
         raise SystemExit(reason)
@@ -69,9 +70,11 @@ def main() -> None:
             write_deltalake(str(table), pa.table(rows))
             conf = {"table": str(table), "key": "row_id", "label": "label", "features": "f0,f1,f2",
                     "engine": engine, "shards": 2, **sizing}  # fmt: skip
-            started = time.monotonic()
-            run_id = stack.trigger("ecoval_nightly", conf)
-            state = stack.wait_run("ecoval_nightly", run_id, timeout=900)
+            # The server runs only beside the run that attaches to it (tests.stack.services).
+            with spark_connect_server(stack) if "spark_conn_id" in sizing else contextlib.nullcontext():
+                started = time.monotonic()
+                run_id = stack.trigger("ecoval_nightly", conf)
+                state = stack.wait_run("ecoval_nightly", run_id, timeout=900)
             runs[name] = {
                 "engine": engine,
                 "sizing": sizing,

@@ -18,11 +18,13 @@ from tests.conftest import blob_rows, run_config
 pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
 
 
-@pytest.fixture
-def refit(tmp_path):
-    path = tmp_path / "lake" / "train"
+@pytest.fixture(scope="module")
+def refit(tmp_path_factory):
+    """One refit for the module; the tests after the first run on from the state the one before left."""
+    home = tmp_path_factory.mktemp("review")
+    path = home / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 400))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=4)
+    cfg = run_config(path, home, engine="delta-rs", clusters=4)
     return cfg, run_valuation(cfg)
 
 

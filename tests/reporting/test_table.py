@@ -134,6 +134,7 @@ def test_sql_prints_queries_that_run(valued, spark) -> None:
     assert counts["rows not valued yet"] == len(table) - len(valued)
 
 
+@pytest.mark.spark
 def test_sql_creates_the_views_from_the_command_line(valued) -> None:
     path, tmp, _, _ = valued
     out = _ecoval("sql", "--table", str(path), "--create-views", cwd=tmp)

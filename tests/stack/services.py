@@ -2,8 +2,8 @@
 
 :func:`running_stack` starts, on loopback ports it picks, with health checks instead
 of sleeps: PostgreSQL (Debian's binaries, as the ``postgres`` user when run as root), Redis, a
-Spark standalone master and one worker (pyspark's own ``spark-class``) with ``ecoval
-spark-connect`` attached to it (the Airflow connection ``spark_connect_default``), s3proxy (a real S3 API,
+Spark standalone master and one worker (pyspark's own ``spark-class``; :func:`spark_connect_server`
+runs ``ecoval spark-connect`` on it for the Airflow connection ``spark_connect_default``), s3proxy (a real S3 API,
 :mod:`tests.s3`, buckets ``lake`` and ``mlflow``), an MLflow server on Postgres with its
 artifacts in the ``mlflow`` bucket, and Airflow 3 (``db migrate`` on Postgres,
 then api-server, scheduler and dag-processor with the LocalExecutor). Each service runs in a
@@ -101,7 +101,7 @@ class Stack(StackClient):
     redis_port: int
     spark_master: str
     env: dict[str, str]
-    spark_connect: str = ""
+    connect_port: int = 0
     s3: S3Server | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_s: dict[str, float] = field(default_factory=dict)
@@ -234,19 +234,31 @@ def _spark(stack: Stack, master_port: int, ui_port: int, cores: int = 2) -> Call
     return ready
 
 
-def _spark_connect(stack: Stack, port: int) -> None:
-    """`ecoval spark-connect` on the standalone master, as a deployment runs it: one core, 512 MB executors."""
+@contextmanager
+def spark_connect_server(stack: Stack) -> Iterator[str]:
+    """`ecoval spark-connect` on the standalone master, as a deployment runs it (one core, 512 MB
+    executors), at the port of the stack's ``spark_connect_default`` connection until the block ends.
+
+    Started for the runs that attach to it only: its resident driver and executor slowed the runs
+    that start applications of their own beside it (712 s against 382-450 s for the stack's Spark run).
+    """
     server = _start(
         stack, "spark-connect",
         [sys.executable, "-m", "ecoval_ops.cli", "spark-connect", "--master", stack.spark_master,
-         "--host", "127.0.0.1", "--port", str(port), "--cores", "1", "--executor-memory", "512m"],
+         "--host", "127.0.0.1", "--port", str(stack.connect_port), "--cores", "1", "--executor-memory", "512m"],
         stack.env,
     )  # fmt: skip
     started = time.monotonic()
     log = stack.home / "logs" / "spark-connect.log"
-    _wait("spark connect", lambda: "listening on" in log.read_text(errors="replace"), server, log, 240)
-    stack.spark_connect = f"sc://127.0.0.1:{port}"
-    stack.startup_s["spark_connect"] = time.monotonic() - started
+    try:
+        _wait("spark connect", lambda: "listening on" in log.read_text(errors="replace"), server, log, 240)
+        stack.startup_s["spark_connect"] = time.monotonic() - started
+        yield f"sc://127.0.0.1:{stack.connect_port}"
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+        stack.processes.pop("spark-connect", None)
 
 
 def _s3(stack: Stack, port: int) -> None:
@@ -407,6 +419,7 @@ def running_stack(home: Path) -> Iterator[Stack]:
         mlflow_uri=f"http://127.0.0.1:{mlflow_port}",
         airflow_url=f"http://127.0.0.1:{api_port}",
         env={},
+        connect_port=connect_port,
     )
     stack.env = {
         **base_env,
@@ -440,14 +453,13 @@ def running_stack(home: Path) -> Iterator[Stack]:
         _postgres(stack)
         _redis(stack)
         _s3(stack, s3_port)
-        # A third core slot for the Spark Connect server's application: the tasks that start
-        # applications of their own still get the two an unsized one took before the server.
+        # A third core slot for the Spark Connect server's application (spark_connect_server): the
+        # tasks that start applications of their own still get the two an unsized one takes.
         spark_ready = _spark(stack, master_port, ui_port, cores=3)
         mlflow_ready = _mlflow(stack, mlflow_port)
         _airflow(stack, api_port)
         mlflow_ready()
         spark_ready()
-        _spark_connect(stack, connect_port)
         stack.startup_s["memory_mb"] = _memory_mb(stack)
         (home / "startup.json").write_text(json.dumps(stack.startup_s, indent=1))
         print(f"\nstack up: {json.dumps({k: round(v, 1) for k, v in stack.startup_s.items()})}")

@@ -10,6 +10,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from tests.conftest import blob_rows, uuid_keyed
+from tests.stack.services import spark_connect_server
 
 pytestmark = [pytest.mark.stack, pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
 
@@ -74,7 +75,13 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     assert {app.get("memoryperexecutor", app.get("memoryperslave")) for app in apps} == {512}
 
 
-def test_a_run_attached_to_the_stacks_spark_connect_server_starts_no_application(stack) -> None:
+@pytest.fixture
+def connect_server(stack):
+    with spark_connect_server(stack) as url:
+        yield url
+
+
+def test_a_run_attached_to_the_stacks_spark_connect_server_starts_no_application(stack, connect_server) -> None:
     table = "s3://lake/events_connect"
     write_deltalake(table, uuid_keyed(blob_rows(0, 300)), storage_options=stack.s3.env())
     before = [app["id"] for app in stack.spark_applications() if app["name"] == "ecoval"]
