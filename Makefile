@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 DELTA_JARS_VERSION := 4.4.0
 JARS := .jars
 
-.PHONY: install jars browser test test-fast stack-test docker-test demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load bench-stack clean
+.PHONY: install jars browser test test-spark test-all test-fast stack-test docker-test demo lint typecheck bench bench-quick bench-report bench-batched bench-quality bench-scale bench-load bench-stack clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -49,8 +49,18 @@ browser:
 	       && echo "installed chromium for the browser test"; } \
 	  || echo "chromium not installed (needs root and apt-get): tests/test_browser.py will skip"
 
+# The suite in three parts; `make test-all` (what CI runs) runs the three in turn. `make test` is
+# every test that needs no JVM and no service (the delta-rs engine end to end, the CLI, the DAG
+# under dag.test, tables in s3proxy), its test files spread over the cores (pytest-xdist);
+# `make test-spark` every test that starts Spark (marker spark: a local session, a standalone
+# cluster, Spark Connect); `make stack-test` (below) the natively started services.
 test: lint typecheck browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not spark and not stack and not docker" -n auto --dist loadfile
+
+test-spark: $(STAMP)
+	$(BIN)/python -m pytest -m "spark and not stack and not docker"
+
+test-all: test test-spark stack-test
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow"

@@ -12,8 +12,12 @@ import pytest
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 # Airflow reads its configuration when first imported: a throw-away home (SQLite metadata DB)
-# for this test session, the project's dags/ folder, no examples.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="ecoval-airflow-"))
+# for this test session, the project's dags/ folder, no examples. Each pytest-xdist worker gets
+# a home of its own (they inherit the controller's environment, and one SQLite file would be
+# written by both).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER or "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix=f"ecoval-airflow-{_WORKER or 'main'}-")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # py4j logs its socket closing from __del__ at interpreter exit, after pytest closed the streams.

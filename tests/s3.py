@@ -66,7 +66,8 @@ def s3proxy_jar() -> Path | None:
     try:
         with urllib.request.urlopen(URL + ".sha1", timeout=60) as r:
             expected = r.read().decode().split()[0]
-        tmp = jar.with_suffix(".part")
+        # A part of its own per process: two pytest-xdist workers may fetch it at once.
+        tmp = jar.with_suffix(f".{os.getpid()}.part")
         with urllib.request.urlopen(URL, timeout=300) as r, tmp.open("wb") as out:
             shutil.copyfileobj(r, out)
     except OSError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +45,13 @@ def ecoval_run(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
     def run(*flags: str) -> tuple[int, str]:
         capsys.readouterr()
-        code = main(["run", "--engine", "delta-rs", *flags])
+        with warnings.catch_warnings():
+            # Python's default filters, as a plain `ecoval` process has them: pytest's would show
+            # a library's deprecation on stderr the first time a test in this process meets it.
+            warnings.resetwarnings()
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            code = main(["run", "--engine", "delta-rs", *flags])
         return code, capsys.readouterr().err
 
     return run

@@ -77,7 +77,7 @@ def test_a_killed_run_leaves_no_partial_values_and_the_next_run_completes(tmp_pa
     assert list((path.parent / "_ecoval" / "train" / "runs").glob("*")) == []
 
 
-@pytest.mark.parametrize("engine", ["delta-rs", "spark"])
+@pytest.mark.parametrize("engine", ["delta-rs", pytest.param("spark", marks=pytest.mark.spark)])
 def test_two_runs_on_one_table_at_once_leave_it_consistent(tmp_path, engine) -> None:
     # On a new table both runs create the embeddings table, add the value columns and MERGE at
     # about the same moment: each commit that loses is redone (or the run stops with one line).

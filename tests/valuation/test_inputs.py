@@ -79,7 +79,13 @@ BAD_PARAMS = [
 ]
 
 
-@pytest.mark.parametrize(("params", "message"), BAD_PARAMS, ids=[str(p) for p, _ in BAD_PARAMS])
+def _case_id(params: dict) -> str:
+    """The case's parameters; an object stands as its type (its address differs between processes)."""
+    shown = {k: repr(v) if isinstance(v, (str, int, float)) else type(v).__name__ for k, v in params.items()}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+@pytest.mark.parametrize(("params", "message"), BAD_PARAMS, ids=[_case_id(p) for p, _ in BAD_PARAMS])
 def test_fit_rejects_bad_parameters(params: dict, message: str, monkeypatch) -> None:
     from ecoval_ops.valuation import stages
 
