@@ -239,8 +239,8 @@ def spark_connect_server(stack: Stack) -> Iterator[str]:
     """`ecoval spark-connect` on the standalone master, as a deployment runs it (one core, 512 MB
     executors), at the port of the stack's ``spark_connect_default`` connection until the block ends.
 
-    Started for the runs that attach to it only: its resident driver and executor slowed the runs
-    that start applications of their own beside it (712 s against 382-450 s for the stack's Spark run).
+    Started for the runs that attach to it only, so the runs that start applications of their own
+    meet no resident server JVMs and time as they did before the server existed.
     """
     server = _start(
         stack, "spark-connect",
