@@ -22,9 +22,9 @@ def test_the_signature_names_the_inputs_and_the_outputs_in_their_types() -> None
     columns = {"embedding": ["e0", "e1"], "is_vector": False, "label": "y"}
     signature = model_signature(columns, np.array(["a", "b"]))
     assert signature.inputs.input_names() == ["e0", "e1", "y"]
-    assert [str(t) for t in signature.inputs.input_types()][-1].endswith("string")
-    assert dict(zip(signature.outputs.input_names(), map(str, signature.outputs.input_types()), strict=True)) == {
-        name: str(signature.outputs.input_dict()[name].type) for name in MODEL_OUTPUTS
-    }
+    assert signature.inputs.inputs[-1].type.name == "string"
+    # The outputs in the table's value-column types: what a downstream join of predict() expects.
+    outputs = {c.name: c.type.name for c in signature.outputs.inputs}
+    assert outputs == {name: VALUE_COLUMNS[name] for name in MODEL_OUTPUTS}
     vector = model_signature({**columns, "embedding": ["emb"], "is_vector": True}, np.array([0, 1]))
     assert vector.inputs.input_names() == ["emb", "y"]
