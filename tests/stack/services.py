@@ -114,19 +114,25 @@ class Stack(StackClient):
     def stop(self) -> None:
         """Stop every service by its recorded PID (its process group), newest first."""
         for name, process in reversed(list(self.processes.items())):
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
+            _terminate(process)
             self.processes.pop(name)
         for folder in self.cleanup:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group of a service still running, SIGKILL when it has not ended in 20 s."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def _start(stack: Stack, name: str, argv: list[str], env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
@@ -255,9 +261,7 @@ def spark_connect_server(stack: Stack) -> Iterator[str]:
         stack.startup_s["spark_connect"] = time.monotonic() - started
         yield f"sc://127.0.0.1:{stack.connect_port}"
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
+        _terminate(server)
         stack.processes.pop("spark-connect", None)
 
 
