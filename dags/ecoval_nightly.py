@@ -60,6 +60,7 @@ def _params(defaults: dict[str, Any]) -> dict[str, Param]:
             defaults.get(s.name),
             type=["null", _TYPES[s.kind]],
             description=f"{s.help}; empty: Variable ecoval_{s.name}, then ECOVAL_{s.name.upper()}, then the default",
+            section=f"{s.group or 'run'} settings",
         )
         for s in settings()
         if s.name not in OUTPUT_SETTINGS
@@ -137,7 +138,7 @@ def nightly(
         def write(ref: dict[str, Any]) -> int | None:
             written = tasks.write(ref)
             context = get_current_context()
-            context["outlet_events"][values].add(Asset(values_uri(ref["run"]["config"]["table"])))
+            context["outlet_events"][values].add(Asset(values_uri(ref["run"]["config"]["source"]["table"])))
             tasks.declare_lineage(context["task"], ref, written=written)
             return written
 

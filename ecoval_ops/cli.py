@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     with Progress(enabled=not cfg.quiet and sys.stderr.isatty()) as progress:
         summary = run_valuation(cfg, progress=progress)
     if summary.alert and not cfg.quiet:
-        print(f"ecoval: warning: alert on {cfg.table}: {summary.alert}", file=sys.stderr)
+        print(f"ecoval: warning: alert on {cfg.source.table}: {summary.alert}", file=sys.stderr)
     if cfg.json_output:
         print(json.dumps(asdict(summary), sort_keys=True))
     elif not cfg.quiet:
@@ -86,12 +86,12 @@ def _run(args: argparse.Namespace) -> int:
         console = Console(soft_wrap=True)
         if summary.mode == "noop":
             console.print(
-                f"no new rows in {cfg.table}@v{summary.table_version_read}: nothing to value, nothing written"
+                f"no new rows in {cfg.source.table}@v{summary.table_version_read}: nothing to value, nothing written"
             )
             return 0
         console.print(summary_line(summary.mode, asdict(summary)), highlight=False)
         console.print(
-            f"  {cfg.table} v{summary.table_version_read} -> v{summary.table_version_written}; "
+            f"  {cfg.source.table} v{summary.table_version_read} -> v{summary.table_version_written}; "
             f"MLflow run {summary.run_id}; model {cfg.registered_model_name} v{summary.model_version} (alias current)"
         )
     return 0
@@ -201,11 +201,18 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     from ecoval_ops.config import settings
 
+    sections: dict[str | None, argparse._ArgumentGroup] = {}
     for s in settings():
+        section = sections.get(s.group) or sections.setdefault(
+            s.group, run.add_argument_group(f"{s.group or 'run'} settings")
+        )
+        flags = [s.flag, *(f"--{a.replace('_', '-')}" for a in s.aliases)]
         if s.kind is bool:
-            run.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
+            # A switch that is on by default can only be turned off: --no-<name>.
+            action = argparse.BooleanOptionalAction if s.default else "store_true"
+            section.add_argument(*flags, dest=s.name, action=action, default=None, help=s.help)
         else:
-            run.add_argument(s.flag, dest=s.name, type=s.kind, choices=s.choices, help=s.help)
+            section.add_argument(*flags, dest=s.name, type=s.kind, choices=s.choices, help=s.help)
     run.add_argument("--config", help="YAML file with any of these settings (snake_case keys)")
     run.set_defaults(handler=_run)
 

@@ -142,7 +142,7 @@ def run_demo(
     quarantine = next(c for c in first.preview if c["cut"] == "5%")
     night_one = np.flatnonzero(valued.column("ecoval_run_id").to_numpy(zero_copy_only=False) == first.run_id)
     lowest = night_one[np.argsort(value[night_one], kind="stable")[: quarantine["rows_removed"]]]
-    experiment = MlflowClient(tracking_uri=cfg.tracking_uri).get_experiment_by_name(cfg.experiment)
+    experiment = MlflowClient(tracking_uri=cfg.tracking_uri).get_experiment_by_name(cfg.tracking.experiment)
     assert experiment is not None, "the runs above created the experiment"
     return DemoResult(
         table=table,

@@ -149,7 +149,7 @@ def test_too_many_clusters_for_the_rows_warns_and_reduces_p(tmp_path) -> None:
     path = tmp_path / "lake" / "t"
     write_deltalake(str(path), _table(12))
     out = _run(tmp_path, "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b",
-               "--clusters", "8", "--validation-fraction", "0.2")  # fmt: skip
+               "--n-clusters", "8", "--validation-fraction", "0.2")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "ecoval: warning: 8 clusters asked for" in out.stderr and "Traceback" not in out.stderr
     assert DeltaTable(str(path)).to_pyarrow_table().column("ecoval_value").null_count == 0

@@ -48,7 +48,7 @@ def mlflow_ui(tmp_path):
     """A valued run and an MLflow server over its store; yields (base URL, experiment id, run id)."""
     path = tmp_path / "lake" / "events"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3)
+    cfg = run_config(path, tmp_path, engine="delta-rs", n_clusters=3)
     run_id = run_valuation(cfg).run_id
     experiment_id = MlflowClient(cfg.tracking_uri).get_run(run_id).info.experiment_id
     port = _free_port()
@@ -96,7 +96,7 @@ def stack_mlflow_ui(stack, tmp_path):
     """A valued run on the stack's MLflow server (Postgres store, proxied artifacts)."""
     path = stack.lakehouse / "browser_events"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3).model_copy(update={"mlflow_uri": stack.mlflow_uri})
+    cfg = run_config(path, tmp_path, engine="delta-rs", n_clusters=3).with_settings(mlflow_uri=stack.mlflow_uri)
     run_id = run_valuation(cfg).run_id
     return stack.mlflow_uri, stack.mlflow().get_run(run_id).info.experiment_id, run_id
 

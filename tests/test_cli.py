@@ -69,7 +69,7 @@ def test_spark_run_from_a_plain_shell_is_quiet(lake, tmp_path) -> None:
 
     script = Path(sys.executable).with_name("ecoval")
     env = {"HOME": os.environ["HOME"], "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    args = ["run", "--table", str(lake), "--key", "id", "--label", "y", "--features", "a,b", "--clusters", "3"]
+    args = ["run", "--table", str(lake), "--key", "id", "--label", "y", "--features", "a,b", "--n-clusters", "3"]
     out = subprocess.run([str(script), *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr == ""

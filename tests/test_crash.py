@@ -36,7 +36,7 @@ def _run(path, tmp_path, fault: str | None = None) -> subprocess.CompletedProces
         env["ECOVAL_FAULT_KILL"] = fault
     return subprocess.run(
         [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", "delta-rs", "--table", str(path),
-         "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--clusters", "3", "--shards", "2",
+         "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--n-clusters", "3", "--shards", "2",
          "--json"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
     )  # fmt: skip
@@ -88,7 +88,7 @@ def test_two_runs_on_one_table_at_once_leave_it_consistent(tmp_path, engine) -> 
     originals = _originals(path)
     env = {k: v for k, v in os.environ.items() if k != "ECOVAL_FAULT_KILL"}
     args = [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", engine, "--table", str(path),
-            "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--clusters", "3", "--json",
+            "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--n-clusters", "3", "--json",
             "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
     runs = [
         subprocess.Popen(args, cwd=tmp_path / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

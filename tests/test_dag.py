@@ -92,7 +92,7 @@ def _conf(table: Path, tmp_path: Path, engine: str) -> dict[str, object]:
         "key": "row_id",
         "label": "label",
         "features": "f0,f1,f2",
-        "clusters": 3,
+        "n_clusters": 3,
         "shards": 2,
         "engine": engine,
         "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -213,7 +213,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
     table = tmp_path / "lake" / "train"
     write_deltalake(str(table), blob_rows(0, 300))
     conf = _conf(table, tmp_path, "delta-rs")
-    del conf["clusters"]
+    del conf["n_clusters"]
     Variable.set("ecoval_budget", "20")
     Variable.set("ecoval_k_neighbors", "7")
     monkeypatch.setenv("ECOVAL_SEED", "3")
@@ -226,7 +226,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
         TaskVariable.set("ecoval_k_neighbors", "2")
         os.environ["ECOVAL_SEED"] = "8"
         resolved_now = config_from_params(conf)
-        assert (resolved_now.budget, resolved_now.k_neighbors, resolved_now.seed) == (200, 2, 8)
+        assert (resolved_now.method.budget, resolved_now.method.k_neighbors, resolved_now.method.seed) == (200, 2, 8)
         changed.append(ref.run.config)
         return cluster(ref, engine)
 
@@ -349,8 +349,8 @@ def test_one_dag_per_table_and_bad_entries_reported_by_name(airflow_db, tmp_path
     (b,) = wines.timetable.asset_condition.objects
     assert (a.uri, b.uri) == (source_uri(tmp_path / "a" / "train"), source_uri(tmp_path / "b" / "train"))
     assert fraud.get_task("write").outlets != wines.get_task("write").outlets
-    assert fraud.params["clusters"] == 3 and fraud.params["table"] == f"{tmp_path}/a/train"
-    assert wines.params["clusters"] is None
+    assert fraud.params["n_clusters"] == 3 and fraud.params["table"] == f"{tmp_path}/a/train"
+    assert wines.params["n_clusters"] is None
     assert (fraud.timetable.timetable.expression, wines.timetable.timetable.expression) == ("0 3 * * *", "0 2 * * *")
     reasons = {
         "typo": "unknown settings ['lable']",

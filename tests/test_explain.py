@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
 def valued(tmp_path):
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3)
+    cfg = run_config(path, tmp_path, engine="delta-rs", n_clusters=3)
     run_valuation(cfg)
     return cfg
 
@@ -31,10 +31,10 @@ def _ecoval(*args: str, cwd) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_row_is_its_cluster_share_plus_its_kappa_term(valued) -> None:
-    table = DeltaTable(str(valued.table)).to_pandas()
+    table = DeltaTable(str(valued.source.table)).to_pandas()
     for mode in ("in_sample", "out_of_sample"):
         row = table[table.ecoval_mode == mode].sort_values("ecoval_value").iloc[0]
-        e = explain_row(str(valued.table), str(row.row_id), tracking_uri=valued.tracking_uri)
+        e = explain_row(str(valued.source.table), str(row.row_id), tracking_uri=valued.tracking_uri)
         assert (e.key, e.mode, e.cluster, e.label) == (row.row_id, mode, row.ecoval_cluster, row.label)
         # v_i = share_c* + kappa (alpha_i beta_i - mean_c x)
         assert e.value == pytest.approx(e.cluster_share + e.kappa * (e.alpha * e.beta - e.cluster_mean_x), abs=1e-12)
@@ -52,28 +52,28 @@ def test_a_row_is_its_cluster_share_plus_its_kappa_term(valued) -> None:
 
 
 def test_explain_from_the_command_line(valued) -> None:
-    table = DeltaTable(str(valued.table)).to_pandas()
+    table = DeltaTable(str(valued.source.table)).to_pandas()
     suspect = table[table.ecoval_suspect].iloc[0]
-    args = ["explain", "--table", str(valued.table), "--mlflow-uri", valued.tracking_uri]
-    out = _ecoval(*args, "--key", str(suspect.row_id), cwd=valued.table.parent.local_path)
+    args = ["explain", "--table", str(valued.source.table), "--mlflow-uri", valued.tracking_uri]
+    out = _ecoval(*args, "--key", str(suspect.row_id), cwd=valued.source.table.parent.local_path)
     assert out.returncode == 0, out.stderr
     assert f"row {suspect.row_id} of" in out.stdout and "SUSPECT" in out.stdout
     suggested = int(suspect.ecoval_suggested_label)  # pandas holds the nullable column as floats
     assert f"suggested label {suggested}" in out.stdout
     as_json = json.loads(
-        _ecoval(*args, "--key", str(suspect.row_id), "--json", cwd=valued.table.parent.local_path).stdout
+        _ecoval(*args, "--key", str(suspect.row_id), "--json", cwd=valued.source.table.parent.local_path).stdout
     )
     assert as_json["suggested_label"] == suggested and len(as_json["neighbours"]) == 20
     assert "label prior" in out.stdout and 0 <= as_json["label_prior"] <= 1
 
-    write_deltalake(str(valued.table), blob_rows(300, 301), mode="append", schema_mode="merge")
+    write_deltalake(str(valued.source.table), blob_rows(300, 301), mode="append", schema_mode="merge")
     cases = [
         ("99999", "has no row with row_id = '99999'"),
         ("x", "is not a value of the key column's type"),
         ("300", "has not been valued yet"),
     ]
     for key, message in cases:
-        bad = _ecoval(*args, "--key", key, cwd=valued.table.parent.local_path)
+        bad = _ecoval(*args, "--key", key, cwd=valued.source.table.parent.local_path)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -87,7 +87,7 @@ def test_explain_without_a_valuation_is_one_line(tmp_path) -> None:
 def test_explain_a_row_of_a_separate_values_table(tmp_path) -> None:
     path, values = tmp_path / "lake" / "train", tmp_path / "lake" / "train_values"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3, values_table=str(values))
+    cfg = run_config(path, tmp_path, engine="delta-rs", n_clusters=3, values_table=str(values))
     run_valuation(cfg)
     e = explain_row(str(values), "7", tracking_uri=cfg.tracking_uri)
     source = DeltaTable(str(path)).to_pandas().set_index("row_id")

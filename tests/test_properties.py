@@ -85,7 +85,7 @@ def test_a_run_values_every_row_or_fails_cleanly(case) -> None:
                 label="label",
                 features=",".join(names),
                 engine="delta-rs",
-                clusters=2,
+                n_clusters=2,
                 validation_fraction=0.3,
                 mlflow_uri=f"sqlite:///{tmp}/mlflow.db",
             )

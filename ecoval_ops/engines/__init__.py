@@ -29,9 +29,11 @@ def engine_for(cfg: RunConfig, **options: Any) -> Engine:
         from ecoval_ops.lakehouse.spark import SparkSizing
         from ecoval_ops.lakehouse.spark_connect import connection_url
 
-        sizing = SparkSizing(cfg.spark_cores, cfg.spark_driver_memory, cfg.spark_executor_memory)
-        places = (cfg.table, cfg.validation_table, cfg.values_table, cfg.staging_dir)
+        sizing = SparkSizing(cfg.spark.spark_cores, cfg.spark.spark_driver_memory, cfg.spark.spark_executor_memory)
+        places = (cfg.source.table, cfg.source.validation_table, cfg.source.values_table, cfg.staging_dir)
         tables = tuple(t for t in places if t is not None)
-        remote = cfg.spark_remote or (connection_url(cfg.spark_conn_id) if cfg.spark_conn_id else None)
+        remote = cfg.spark.spark_remote or (
+            connection_url(cfg.spark.spark_conn_id) if cfg.spark.spark_conn_id else None
+        )
         return SparkEngine(**{"sizing": sizing, "tables": tables, "remote": remote, **options})
     raise EcovalError(f"unknown engine {cfg.engine!r}")

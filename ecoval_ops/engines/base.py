@@ -81,12 +81,14 @@ def value_target(cfg: RunConfig) -> tuple[TableRef, bool]:
     (``values_table``) is created with the key and the value columns, and rows are upserted
     into it, so the source is never altered.
     """
-    if cfg.values_table is not None:
-        create_values_table(cfg.values_table, source=cfg.table, key=cfg.key, label=cfg.label)
-        return cfg.values_table, True
-    ensure_value_columns(cfg.table, label=cfg.label)
+    if cfg.source.values_table is not None:
+        create_values_table(
+            cfg.source.values_table, source=cfg.source.table, key=cfg.source.key, label=cfg.source.label
+        )
+        return cfg.source.values_table, True
+    ensure_value_columns(cfg.source.table, label=cfg.source.label)
     fault_point("columns_added")
-    return cfg.table, False
+    return cfg.source.table, False
 
 
 class Engine(Protocol):

@@ -49,8 +49,8 @@ def _new_mask(run: RunRows, keys: NDArray[np.generic]) -> NDArray[np.bool_]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    key = run.config.key
-    new = [b.column(0) for b in unvalued_batches(run.config.table, run.table_version, [key], valued=run.valued)]
+    key = run.config.source.key
+    new = [b.column(0) for b in unvalued_batches(run.config.source.table, run.table_version, [key], valued=run.valued)]
     if not new:
         return np.zeros(len(keys), bool)
     found = pc.is_in(pa.array(keys), value_set=pa.chunked_array(new).combine_chunks().cast(pa.array(keys).type))
@@ -70,14 +70,14 @@ class DeltaRsEngine:
         from deltalake.exceptions import CommitFailedError
 
         def append() -> int:
-            done = embedded_keys(target, cfg.key)
+            done = embedded_keys(target, cfg.source.key)
             scan = open_table(source, version).to_pyarrow_dataset()
-            schema = pa.schema([scan.schema.field(cfg.key), pa.field(EMBEDDING_COL, pa.list_(pa.float64()))])
+            schema = pa.schema([scan.schema.field(cfg.source.key), pa.field(EMBEDDING_COL, pa.list_(pa.float64()))])
             embedded, failed = [0], []
 
             def batches() -> Iterator[pa.RecordBatch]:
                 try:
-                    for batch in scan.to_batches(columns=[cfg.key, *embedder.columns], batch_size=EMBED_ROWS):
+                    for batch in scan.to_batches(columns=[cfg.source.key, *embedder.columns], batch_size=EMBED_ROWS):
                         if done is not None:
                             batch = batch.filter(pc.invert(pc.is_in(batch.column(0).cast(done.type), value_set=done)))
                         if batch.num_rows:
@@ -107,9 +107,9 @@ class DeltaRsEngine:
 
     def new_rows(self, run: RunRows) -> NewRows:
         """See :class:`Engine`."""
-        key = run.config.key
+        key = run.config.source.key
         return run_local(
-            NewRowsPass(key), unvalued_batches(run.config.table, run.table_version, [key], valued=run.valued)
+            NewRowsPass(key), unvalued_batches(run.config.source.table, run.table_version, [key], valued=run.valued)
         )
 
     def new_cluster_counts(self, run: RunRows, assign: ClusterAssigner) -> NDArray[np.int64]:
@@ -127,7 +127,7 @@ class DeltaRsEngine:
         def over_batches(step: BatchPass[Any]) -> Any:
             return run_local(step, scan.to_batches(columns=list(step.columns), batch_size=BATCH_ROWS))
 
-        key = run.config.key
+        key = run.config.source.key
         return summarise(over_batches, top=TopRowsPass(key, scan.schema.field(key).type, top), new=True)
 
     def plan(self, run: RunRows) -> tuple[TrainingPlan, pa.Array]:
@@ -137,13 +137,13 @@ class DeltaRsEngine:
         rows = run.rows()
         holdout = run.row_source.held_out(rows.keys)
         validation = run.validation_rows() or Rows(rows.version, rows.keys[holdout], rows.X[holdout], rows.y[holdout])
-        scored = smallest_draws(key_draws(validation.keys, run.config.seed), run.config.validation_rows)
+        scored = smallest_draws(key_draws(validation.keys, run.config.method.seed), run.config.source.validation_rows)
         X_val, y_val = validation.X[scored], validation.y[scored]
         train = ~holdout
         if not train.any():
-            raise InvalidInputError(f"every row of {run.config.table} is held out; lower validation_fraction")
+            raise InvalidInputError(f"every row of {run.config.source.table} is held out; lower validation_fraction")
         keys = rows.keys[train]
-        draws = key_draws(keys, run.config.seed)
+        draws = key_draws(keys, run.config.method.seed)
         plan = run.estimator().prepare(rows.X[train], rows.y[train], X_val, y_val, draws=draws)
         members = keys[member_index(plan.reference_draws, draws) >= 0]
         return plan, pa.array(members, type=run.row_source.key_type())
@@ -159,7 +159,7 @@ class DeltaRsEngine:
         if not len(rows.keys):
             return np.zeros(ev.n_clusters_)
         new = np.ones(len(rows.keys), bool) if only_new else _new_mask(run, rows.keys)
-        inputs = input_batch(ev, rows.keys, rows.X, rows.y, training, new, key=run.config.key)
+        inputs = input_batch(ev, rows.keys, rows.X, rows.y, training, new, key=run.config.source.key)
         write_parquet(inputs, out)
         return x_sums(inputs, ev.n_clusters_)
 
@@ -173,7 +173,12 @@ class DeltaRsEngine:
         table = parquet_dataset(inputs).to_table()
         if table.num_rows:
             valued = value_batch(
-                ev, table, key=run.config.key, run_id=run_id, model_version=model_version, valued_at=datetime.now(UTC)
+                ev,
+                table,
+                key=run.config.source.key,
+                run_id=run_id,
+                model_version=model_version,
+                valued_at=datetime.now(UTC),
             )
             write_parquet(valued, out)
 
@@ -181,4 +186,6 @@ class DeltaRsEngine:
         """See :class:`Engine`."""
         target, insert = value_target(cfg)
         written = parquet_dataset(values).to_table().drop_columns([NEW_COL])
-        return merge_values(target, written, key=cfg.key, run_id=run_id, source_version=source_version, insert=insert)
+        return merge_values(
+            target, written, key=cfg.source.key, run_id=run_id, source_version=source_version, insert=insert
+        )

@@ -100,7 +100,7 @@ class SparkEngine:
                 spark_path(source),
                 version,
                 embedder,
-                key=cfg.key,
+                key=cfg.source.key,
                 target=spark_path(target),
                 app_id=embed_app_id(target),
                 target_exists=table_exists(target),
@@ -135,7 +135,9 @@ class SparkEngine:
         from ecoval_ops.lakehouse.batches import run_spark
         from ecoval_ops.lakehouse.checks import NewRowsPass
 
-        return run_spark(NewRowsPass(run.config.key), source_frame(self._session(), run.row_source, only_new=True))
+        return run_spark(
+            NewRowsPass(run.config.source.key), source_frame(self._session(), run.row_source, only_new=True)
+        )
 
     def new_cluster_counts(self, run: RunRows, assign: ClusterAssigner) -> NDArray[np.int64]:
         """See :class:`Engine`: the rows are assigned on the executors."""
@@ -156,7 +158,7 @@ class SparkEngine:
         def on_executors(step: BatchPass[Any]) -> Any:
             return run_spark(step, frame)
 
-        key = run.config.key
+        key = run.config.source.key
         rows = TopRowsPass(key, parquet_dataset(values).schema.field(key).type, top)
         return summarise(on_executors, top=rows, new=True)
 
@@ -169,9 +171,9 @@ class SparkEngine:
             spark,
             run.row_source,
             lambda n: run.estimator(SparkKMeansClusterer(spark) if n >= self.mllib_min_rows else None),
-            limit=run.config.reference_rows,
+            limit=run.config.method.max_reference_rows,
             validation=run.validation_source,
-            validation_limit=run.config.validation_rows,
+            validation_limit=run.config.source.validation_rows,
         )
 
     def row_inputs(self, run: RunRows, model: TableRef, out: TableRef, *, only_new: bool) -> NDArray[np.float64]:
@@ -186,7 +188,9 @@ class SparkEngine:
         """See :class:`Engine`."""
         from ecoval_ops.engines.spark_rows import spark_values
 
-        spark_values(self._session(), run.config.key, inputs, model, out, run_id=run_id, model_version=model_version)
+        spark_values(
+            self._session(), run.config.source.key, inputs, model, out, run_id=run_id, model_version=model_version
+        )
 
     def write_values(self, cfg: RunConfig, values: TableRef, *, run_id: str, source_version: int) -> int | None:
         """See :class:`Engine`."""
@@ -194,5 +198,11 @@ class SparkEngine:
 
         target, insert = value_target(cfg)
         return merge_values_spark(
-            self._session(), target, values, key=cfg.key, run_id=run_id, source_version=source_version, insert=insert
+            self._session(),
+            target,
+            values,
+            key=cfg.source.key,
+            run_id=run_id,
+            source_version=source_version,
+            insert=insert,
         )

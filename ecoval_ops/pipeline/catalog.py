@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecoval_ops.config import OUTPUT_SETTINGS, settings
+from ecoval_ops.config import OUTPUT_SETTINGS, flat_settings, settings
 from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.identifiers import check_identifier
 from ecoval_ops.storage import TableRef
@@ -92,7 +92,7 @@ def _entry(index: int, raw: object, seen: set[str]) -> TableEntry:
         return TableEntry(fallback, problem=f"entry {index}: the name {name!r} is used by an earlier entry")
     seen.add(name)
     known = {s.name for s in settings()} - OUTPUT_SETTINGS
-    values = {str(k).replace("-", "_"): v for k, v in raw.items() if k not in ("name", "schedule", "notifiers")}
+    values = flat_settings({k: v for k, v in raw.items() if k not in ("name", "schedule", "notifiers")})
     unknown = sorted(set(values) - known)
     if unknown:
         return TableEntry(name, problem=f"table {name!r}: unknown settings {unknown}; known: {sorted(known)}")

@@ -154,14 +154,14 @@ def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] |
         model_name=cfg.registered_model_name,
         columns={
             "embedding": run.columns.embedding_columns,
-            "is_vector": cfg.embedding_col is not None,
-            "label": cfg.label,
+            "is_vector": cfg.source.embedding_col is not None,
+            "label": cfg.source.label,
         },
         lineage={
-            "table": str(cfg.table),
+            "table": str(cfg.source.table),
             "table_version": str(ref.table_version),
             "run_id": run_id,
-            **({HOLDOUT_TAG: HOLDOUT_SCHEME} if cfg.validation_table is None else {}),
+            **({HOLDOUT_TAG: HOLDOUT_SCHEME} if cfg.source.validation_table is None else {}),
         },
         config=cfg.loggable(),
         member_keys=member_keys,
@@ -186,6 +186,6 @@ def review_curve(ref: RunRef) -> None:
     if ws.exists(ws.curve(run_id)):
         return
     plan = ws.read(ws.plan(run_id), TrainingPlan.load)
-    curve = removal_curve(plan, ws.read(ws.centred_model(run_id), EcoVal.load), seed=run.config.seed)
+    curve = removal_curve(plan, ws.read(ws.centred_model(run_id), EcoVal.load), seed=run.config.method.seed)
     with ws.atomic(ws.curve(run_id)) as tmp:
         tmp.write_text(json.dumps(curve.to_dict()))

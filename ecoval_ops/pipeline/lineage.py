@@ -91,7 +91,7 @@ def openlineage_datasets(
     )
 
     cfg = run.config
-    namespace, name = dataset_address(cfg.table)
+    namespace, name = dataset_address(cfg.source.table)
     source: dict[str, Any] = {
         "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(run.table_version))
     }
@@ -119,7 +119,7 @@ def openlineage_datasets(
             ]
         )
     inputs = [InputDataset(namespace=namespace, name=name, facets=source, inputFacets=input_facets)]
-    out_namespace, out_name = dataset_address(cfg.values_table or cfg.table)
+    out_namespace, out_name = dataset_address(cfg.source.values_table or cfg.source.table)
     out_facets: dict[str, Any] = {}
     if written is not None:
         out_facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(written))

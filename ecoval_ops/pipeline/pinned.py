@@ -32,16 +32,18 @@ __all__ = ["PinnedRun", "embedder_for", "source_columns"]
 
 def embedder_for(cfg: RunConfig) -> Embedder | None:
     """The embedder of a run; None when the table holds embeddings (``embedding_col``)."""
-    if cfg.features is not None:
-        return FeaturesEmbedder(cfg.features)
-    if cfg.image_col is not None and cfg.embedder is not None and cfg.weights is not None:
-        return TorchvisionEmbedder(cfg.embedder.split(":", 1)[1], cfg.weights, cfg.image_col)
+    if cfg.source.features is not None:
+        return FeaturesEmbedder(cfg.source.features)
+    if cfg.source.image_col is not None and cfg.source.embedder is not None and cfg.source.weights is not None:
+        return TorchvisionEmbedder(cfg.source.embedder.split(":", 1)[1], cfg.source.weights, cfg.source.image_col)
     return None
 
 
 def source_columns(cfg: RunConfig) -> SourceColumns:
     """The columns a run of ``cfg`` reads from the source (and validation) table."""
-    return SourceColumns(cfg.key, cfg.label, cfg.features, cfg.embedding_col, cfg.image_col)
+    return SourceColumns(
+        cfg.source.key, cfg.source.label, cfg.source.features, cfg.source.embedding_col, cfg.source.image_col
+    )
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,9 @@ class PinnedRun:
     @cached_property
     def valued(self) -> pa.Array | None:
         """The keys the values table held when the run was pinned (read once); None without one."""
-        if self.config.values_table is None:
+        if self.config.source.values_table is None:
             return None
-        return valued_keys(self.config.values_table, self.values_version, self.config.key)
+        return valued_keys(self.config.source.values_table, self.values_version, self.config.source.key)
 
     @cached_property
     def embedder(self) -> Embedder | None:
@@ -98,7 +100,7 @@ class PinnedRun:
         """The MLflow tracker of the run's store and experiment."""
         from ecoval_ops.tracking import ValuationTracker
 
-        return ValuationTracker(self.config.tracking_uri, self.config.experiment)
+        return ValuationTracker(self.config.tracking_uri, self.config.tracking.experiment)
 
     @property
     def columns(self) -> SourceColumns:
@@ -115,7 +117,7 @@ class PinnedRun:
         """The pinned source version's rows (those no run valued, with ``only_new``), read in-process."""
         return read_rows(
             self.columns,
-            self.config.table,
+            self.config.source.table,
             embeddings=self.embeddings_table(),
             version=self.table_version,
             only_new=only_new,
@@ -128,39 +130,39 @@ class PinnedRun:
         cfg = self.config
         return RowSource(
             columns=self.columns,
-            table=cfg.table,
+            table=cfg.source.table,
             version=self.table_version,
             embeddings=self.embeddings_table(),
-            values_table=cfg.values_table,
+            values_table=cfg.source.values_table,
             values_version=self.values_version,
-            validation_fraction=cfg.validation_fraction if cfg.validation_table is None else None,
-            seed=cfg.seed,
+            validation_fraction=cfg.source.validation_fraction if cfg.source.validation_table is None else None,
+            seed=cfg.method.seed,
         )
 
     @cached_property
     def validation_source(self) -> RowSource | None:
         """Where the validation table's rows lie, as the engines read them; None without one."""
         cfg = self.config
-        if cfg.validation_table is None or self.validation_version is None:
+        if cfg.source.validation_table is None or self.validation_version is None:
             return None
         return RowSource(
             columns=self.columns,
-            table=cfg.validation_table,
+            table=cfg.source.validation_table,
             version=self.validation_version,
             embeddings=self.embeddings_table(validation=True),
             values_table=None,
             values_version=None,
             validation_fraction=None,
-            seed=cfg.seed,
+            seed=cfg.method.seed,
         )
 
     def validation_rows(self) -> Rows | None:
         """The pinned version of the validation table; None when rows of the source are held out."""
-        if self.config.validation_table is None:
+        if self.config.source.validation_table is None:
             return None
         return read_rows(
             self.columns,
-            self.config.validation_table,
+            self.config.source.validation_table,
             embeddings=self.embeddings_table(validation=True),
             version=self.validation_version,
         )
@@ -169,22 +171,7 @@ class PinnedRun:
         """An unfitted EcoVal with the run's settings."""
         from ecoval_ops.valuation import EcoVal
 
-        c = self.config
-        return EcoVal(
-            n_clusters=c.clusters,
-            budget=c.budget,
-            seed=c.seed,
-            learner=c.learner,
-            device=c.device,
-            k_neighbors=c.k_neighbors,
-            vote_neighbors=c.vote_neighbors,
-            halo_clusters=c.halo_clusters,
-            prior_weight=c.prior_weight,
-            c_kappa=c.c_kappa,
-            neighbour_search=c.neighbour_search,
-            max_reference_rows=c.reference_rows,
-            clusterer=clusterer,
-        )
+        return EcoVal(**self.config.method.model_dump(), clusterer=clusterer)
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
         """The pinned run as JSON-able values (XCom, ``spark_jobs --ref``).

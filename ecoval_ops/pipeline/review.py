@@ -135,7 +135,7 @@ def publish(
     diagnostics = Diagnostics.of(ev)
     figures = run_figures(summary, ev, diagnostics, refit=refit)
     night = night_figures(summary, ev)
-    rules = alert_rules(night, suspect_share=cfg.alert_suspect_share, drift=cfg.alert_drift)
+    rules = alert_rules(night, suspect_share=cfg.alerts.alert_suspect_share, drift=cfg.alerts.alert_drift)
     alert = alert_reason(rules)
     figures["night"], figures["alert"] = night.metrics(), alert
     figures["alert_rules"] = [r.to_dict() for r in rules]
@@ -154,7 +154,11 @@ def publish(
             **(extra or {}),
         },
     )
-    description = [summary_line("refit" if refit else "incremental", figures), "", f"{cfg.table}@v{run.table_version}"]
+    description = [
+        summary_line("refit" if refit else "incremental", figures),
+        "",
+        f"{cfg.source.table}@v{run.table_version}",
+    ]
     description += ["", f"**Alert**: {alert}"] if alert else []
     tracker.set_tags(run_id, {DESCRIPTION_TAG: "\n".join(description), **({"ecoval.alert": alert} if alert else {})})
     log_review(
@@ -164,11 +168,11 @@ def publish(
         ev,
         curve,
         diagnostics,
-        key=cfg.key,
-        seed=cfg.seed,
-        table=str(cfg.table),
+        key=cfg.source.key,
+        seed=cfg.method.seed,
+        table=str(cfg.source.table),
         version=run.table_version,
-        columns=cfg.review_columns,
+        columns=cfg.tracking.review_columns,
         preview=preview,
     )
     tracker.set_tags(

@@ -99,7 +99,7 @@ def _review_curve(ref: dict[str, Any]) -> None:
 
 
 def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progress | None = None) -> RunSummary:
-    """Run one valuation of ``cfg.table`` end to end: every step of :mod:`.steps` in turn.
+    """Run one valuation of ``cfg.source.table`` end to end: every step of :mod:`.steps` in turn.
 
     The LCO shards (``cfg.shards``) run one after another, in a child process from
     :data:`ISOLATED_TRAINING_ROWS` rows; the Airflow DAG runs the same steps as separate tasks.

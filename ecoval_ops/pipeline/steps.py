@@ -65,33 +65,33 @@ def detect(cfg: RunConfig, engine: Engine) -> Detection:
         InvalidInputError: not a Delta table, missing columns, an empty table, null keys or
             labels, duplicate keys, a single class, validation labels unseen in the table.
     """
-    version = int(open_table(cfg.table).version())
+    version = int(open_table(cfg.source.table).version())
     columns = source_columns(cfg)
-    where = f"{cfg.table}@v{version}"
-    if cfg.review_columns:
-        require_columns(cfg.table, version, cfg.review_columns)
-    fraction = cfg.validation_fraction if cfg.validation_table is None else None
-    check = engine.check_source(columns, cfg.table, version, fraction=fraction)
-    classes = label_classes(check, cfg.label, where)
+    where = f"{cfg.source.table}@v{version}"
+    if cfg.tracking.review_columns:
+        require_columns(cfg.source.table, version, cfg.tracking.review_columns)
+    fraction = cfg.source.validation_fraction if cfg.source.validation_table is None else None
+    check = engine.check_source(columns, cfg.source.table, version, fraction=fraction)
+    classes = label_classes(check, cfg.source.label, where)
     val_version = None
-    if cfg.validation_table is None:
+    if cfg.source.validation_table is None:
         if check.held_out in (0, check.rows):
             raise InvalidInputError(
-                f"validation fraction {cfg.validation_fraction} of the {check.rows} rows of {where} "
+                f"validation fraction {cfg.source.validation_fraction} of the {check.rows} rows of {where} "
                 f"holds out {check.held_out} rows; give --validation-table or another --validation-fraction"
             )
     else:
-        val_version = int(open_table(cfg.validation_table).version())
+        val_version = int(open_table(cfg.source.validation_table).version())
         check_seen_labels(
-            engine.check_source(columns, cfg.validation_table, val_version, fraction=None),
-            cfg.label,
+            engine.check_source(columns, cfg.source.validation_table, val_version, fraction=None),
+            cfg.source.label,
             classes,
-            f"validation table {cfg.validation_table}@v{val_version}",
+            f"validation table {cfg.source.validation_table}@v{val_version}",
             where,
         )
     values_version = None
-    if cfg.values_table is not None and table_exists(cfg.values_table):
-        values_version = int(open_table(cfg.values_table).version())
+    if cfg.source.values_table is not None and table_exists(cfg.source.values_table):
+        values_version = int(open_table(cfg.source.values_table).version())
     run = PinnedRun.pin(cfg, version, val_version, values_version)
     return Detection(run, check.rows, engine.new_rows(run).rows)
 
@@ -106,11 +106,11 @@ def embed(run: PinnedRun, engine: Engine) -> int:
     if embedder is None or target is None:
         return 0
     cfg = run.config
-    count = engine.embed(cfg, cfg.table, run.table_version, embedder, target)
+    count = engine.embed(cfg, cfg.source.table, run.table_version, embedder, target)
     fault_point("embedded")
     validation = run.embeddings_table(validation=True)
-    if cfg.validation_table is not None and run.validation_version is not None and validation is not None:
-        count += engine.embed(cfg, cfg.validation_table, run.validation_version, embedder, validation)
+    if cfg.source.validation_table is not None and run.validation_version is not None and validation is not None:
+        count += engine.embed(cfg, cfg.source.validation_table, run.validation_version, embedder, validation)
     return count
 
 
@@ -128,7 +128,7 @@ def _current_model(run: PinnedRun) -> tuple[EcoVal, str] | None:
     name = cfg.registered_model_name
     try:
         current = registry.load_current(name)
-        if current is not None and cfg.validation_table is None:
+        if current is not None and cfg.source.validation_table is None:
             split = registry.version_tag(name, current[1], HOLDOUT_TAG)
             if split != HOLDOUT_SCHEME:
                 raise StateFormatError(
@@ -156,17 +156,17 @@ def decide(run: PinnedRun, engine: Engine, *, run_key: str | None = None) -> Run
     new = engine.new_rows(run)
     tracker = run.tracker
     tracker.check_reachable()
-    for stale in tracker.close_stale(str(cfg.table), owner_gone):
-        log.warning("closed MLflow run %s of %s as KILLED: the process that opened it is gone", stale, cfg.table)
+    for stale in tracker.close_stale(str(cfg.source.table), owner_gone):
+        log.warning("closed MLflow run %s of %s as KILLED: the process that opened it is gone", stale, cfg.source.table)
         run.workspace.remove_run(stale)
     current = _current_model(run)
-    source = table_input(cfg.table, version, "valuation", new.digest)
+    source = table_input(cfg.source.table, version, "valuation", new.digest)
     mode = decide_mode(
         cfg.refit, new.rows, source.rows, current[0] if current else None, lambda a: engine.new_cluster_counts(run, a)
     )
     if mode == "noop":
         return RunRef(run, "noop", None, current[1] if current else None)
-    tags = {"ecoval.table": str(cfg.table), "ecoval.mode": mode, "ecoval.table_version_read": str(version)}
+    tags = {"ecoval.table": str(cfg.source.table), "ecoval.mode": mode, "ecoval.table_version_read": str(version)}
     if run.validation_version is not None:
         tags["ecoval.validation_version_read"] = str(run.validation_version)
     if run.embedder_fingerprint is not None:
@@ -174,11 +174,11 @@ def decide(run: PinnedRun, engine: Engine, *, run_key: str | None = None) -> Run
     if run_key is None:
         # Outside an orchestrator nothing else closes a parent run whose process was killed.
         tags[OWNER_TAG] = process_owner()
-    name = f"{cfg.table.name}@v{version} {mode}"
+    name = f"{cfg.source.table.name}@v{version} {mode}"
     run_id = tracker.start(cfg.loggable(), tags, name=name, run_key=run_key)
     tables = [source]
-    if cfg.validation_table is not None and run.validation_version is not None:
-        tables.append(table_input(cfg.validation_table, run.validation_version, "validation"))
+    if cfg.source.validation_table is not None and run.validation_version is not None:
+        tables.append(table_input(cfg.source.validation_table, run.validation_version, "validation"))
     tracker.log_tables(run_id, tables)
     if mode == "refit" or current is None:
         return RunRef(run, mode, run_id)
@@ -228,7 +228,7 @@ def write(ref: RunRef, engine: Engine) -> int | None:
     ecoval run on either engine never commits to it while another one does.
     """
     run_id, cfg = ref.started(), ref.run.config
-    with write_lease(cfg.values_table or cfg.table):
+    with write_lease(cfg.source.values_table or cfg.source.table):
         written = engine.write_values(
             cfg, ref.run.workspace.values(run_id), run_id=run_id, source_version=ref.table_version
         )
@@ -253,7 +253,7 @@ def report(ref: RunRef, engine: Engine, written: int | None, extra: dict[str, fl
     from ecoval_ops.valuation import EcoVal
 
     run_id, run = ref.started(), ref.run
-    ws, values_table = run.workspace, run.config.values_table
+    ws, values_table = run.workspace, run.config.source.values_table
     if values_table is not None:
         committed = int(open_table(values_table).version()) if written is None else written
         run.tracker.log_tables(run_id, [table_input(values_table, committed, "values")])

@@ -85,9 +85,8 @@ class _Variables(Mapping[str, Any]):
 
 
 def _environment() -> dict[str, str]:
-    return {
-        s.name: os.environ[f"ECOVAL_{s.name.upper()}"] for s in settings() if f"ECOVAL_{s.name.upper()}" in os.environ
-    }
+    names = [n for s in settings() for n in (s.name, *s.aliases)]
+    return {n: os.environ[f"ECOVAL_{n.upper()}"] for n in names if f"ECOVAL_{n.upper()}" in os.environ}
 
 
 def _layers(params: Mapping[str, Any], variables: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
@@ -156,9 +155,10 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
         log.warning(message)
         raise AirflowSkipException(message)
     cfg = load_config(None, quiet=True, **resolved)
-    if table is not None and cfg.table != TableRef.of(table):
+    if table is not None and cfg.source.table != TableRef.of(table):
         raise InvalidInputError(
-            f"this DAG values {table}; the run asked for {cfg.table}, which belongs to another DAG of the tables file"
+            f"this DAG values {table}; the run asked for {cfg.source.table}, which belongs to another DAG of the "
+            "tables file"
         )
     with closing(engine_for(cfg)) as engine:
         found = steps.detect(cfg, engine)

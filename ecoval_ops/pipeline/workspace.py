@@ -47,8 +47,8 @@ class Workspace:
 
     @classmethod
     def for_config(cls, cfg: RunConfig) -> Workspace:
-        """The workspace of ``cfg.table``: ``cfg.staging_dir``, else ``<parent>/_ecoval/<name>``."""
-        return cls.for_table(cfg.table, cfg.staging_dir)
+        """The workspace of ``cfg.source.table``: ``cfg.staging_dir``, else ``<parent>/_ecoval/<name>``."""
+        return cls.for_table(cfg.source.table, cfg.staging_dir)
 
     @classmethod
     def for_table(cls, table: TableRef, staging_dir: TableRef | None = None) -> Workspace:

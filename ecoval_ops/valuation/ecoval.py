@@ -23,19 +23,21 @@ from __future__ import annotations
 import inspect
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from annotated_types import Ge, Lt
 from numpy.typing import ArrayLike, NDArray
 
 from ecoval_ops.exceptions import InvalidInputError, NotFittedError
 from ecoval_ops.valuation import stages
 from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
+from ecoval_ops.valuation.learners import LearnerName
 from ecoval_ops.valuation.model import ValuationModel
 from ecoval_ops.valuation.neighbours import NeighbourSearch
-from ecoval_ops.valuation.params import check_params
+from ecoval_ops.valuation.params import Count, Positive, Weight, check_params
 from ecoval_ops.valuation.plan import TrainingPlan
-from ecoval_ops.valuation.protocols import Clusterer, ProductionFunction, Propagator
+from ecoval_ops.valuation.protocols import Classifier, Clusterer, Learner, ProductionFunction, Propagator
 from ecoval_ops.valuation.result import ValuationResult
 from ecoval_ops.valuation.trainer import DeviceName
 from ecoval_ops.valuation.utility import UtilityName
@@ -46,45 +48,48 @@ __all__ = ["EcoVal"]
 class EcoVal:
     """EcoVal data valuation (Tarun et al., KDD 2024), as defined in the method spec.
 
+    Each argument's type and bounds are its annotation, checked at the start of ``prepare`` and
+    ``fit`` (:func:`~ecoval_ops.valuation.params.check_params`); its default is the signature's.
+    Those of a plain type are the run settings of ``ecoval run`` (:mod:`ecoval_ops.config`), with
+    the text below as their help.
+
     Args:
         n_clusters: p; ``None`` takes the largest p whose trainings fit ``budget``.
-        budget: most model fits R, used when ``n_clusters`` is None. Default ``None`` = 80
-            (p = 12 with the pairwise stage).
-        pairwise: run the O(p^2) pairwise leave-out stage. Default True.
+        budget: most model fits R, used when ``n_clusters`` is None; ``None`` means 80 (p = 12 with
+            the pairwise stage).
+        pairwise: run the O(p^2) pairwise leave-out stage.
         utility: ``"log_likelihood"`` (clipped log-probability of the true label) or
-            ``"accuracy"``. Default ``"log_likelihood"``.
+            ``"accuracy"``.
         learner: ``"logistic"`` (batched softmax regression), ``"mlp"`` (batched one-hidden-layer
             MLP), a scikit-learn classifier (trained one model at a time) or an object with
-            ``predict_proba_masked``. Default ``"logistic"``.
-        k_neighbors: within-cluster neighbours of the redundancy ``rho``, k. Default 10.
-        vote_neighbors: neighbours of the intrinsic label vote. Default 20.
-        halo_clusters: nearest other clusters whose members join the neighbours. Default 0.
-        prior_weight: ``m0``, the leave-cluster-out label prior in pseudo-neighbours. Default 20.0.
+            ``predict_proba_masked``.
+        k_neighbors: within-cluster neighbours of the redundancy ``rho``, k.
+        vote_neighbors: neighbours of the intrinsic label vote.
+        halo_clusters: nearest other clusters whose members join the neighbours.
+        prior_weight: ``m0``, the leave-cluster-out label prior in pseudo-neighbours.
         c_kappa: ``kappa = c_kappa |mu|`` weighs a row's effective input against its cluster's
-            mean. Default 20.0.
-        seeds: repeated trainings averaged with common random numbers. Default 1.
-        seed: seeds k-means, the half split, sampling and the learner. Default 0.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch learners. Default ``"auto"``.
+            mean.
+        seeds: repeated trainings averaged with common random numbers.
+        seed: seeds k-means, the hold-out split, the half split, sampling and the learner.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch learners.
         max_train_rows: trainings run on a cluster-stratified sample of at most this many
-            reference rows. Default 100_000.
+            reference rows.
         max_reference_rows: R, the most training rows that clustering, trainings and neighbours
-            rest on (spec section 5b); beyond it a sample stratified by cluster and label.
-            Default 200_000.
+            rest on (spec section 5b); beyond it a sample stratified by cluster and label, and
+            every other row is valued against it.
         min_cluster_frac: smallest cluster as a share of the rows (at least 2 rows).
-            Default 0.01.
         pca_dims: embeddings wider than this are clustered in this many PCA dimensions.
-            Default 64.
         clusterer: a :class:`~ecoval_ops.valuation.protocols.Clusterer`; ``None`` = k-means.
         production: a :class:`~ecoval_ops.valuation.protocols.ProductionFunction` (section 3);
             ``None`` = :class:`SecondOrderProduction` with ``shrinkage``.
         propagator: a :class:`~ecoval_ops.valuation.protocols.Propagator` (section 4); ``None`` =
             :class:`NeighbourPropagator` with ``k_neighbors``, ``vote_neighbors``, ``halo_clusters``,
             ``prior_weight``, ``c_kappa``, ``empirical_bayes`` and ``neighbour_search``.
-        shrinkage: James-Stein shrinkage of ``V_c`` and ``I_cd``. Default True.
-        empirical_bayes: empirical-Bayes shrinkage of cluster shares. Default True.
+        shrinkage: James-Stein shrinkage of ``V_c`` and ``I_cd``.
+        empirical_bayes: empirical-Bayes shrinkage of cluster shares.
         neighbour_search: the nearest-member search of the row values: ``"exact"``, ``"approx"``
             (an HNSW graph per cluster) or ``"auto"`` (exact below 50,000 candidates per cluster;
-            :mod:`~ecoval_ops.valuation.neighbours`). Default ``"auto"``.
+            :mod:`~ecoval_ops.valuation.neighbours`).
 
     Attributes:
         values_: ``(n,)`` row values ``v_i``.
@@ -111,23 +116,23 @@ class EcoVal:
     def __init__(
         self,
         *,
-        n_clusters: int | None = None,
-        budget: int | None = None,
+        n_clusters: Annotated[int, Ge(2)] | None = None,
+        budget: Positive | None = None,
         pairwise: bool = True,
         utility: UtilityName = "log_likelihood",
-        learner: Any = "logistic",
-        k_neighbors: int = 10,
-        vote_neighbors: int = 20,
-        halo_clusters: int = 0,
-        prior_weight: float = 20.0,
-        c_kappa: float = 20.0,
-        seeds: int = 1,
+        learner: LearnerName | Learner | Classifier = "logistic",
+        k_neighbors: Positive = 10,
+        vote_neighbors: Positive = 20,
+        halo_clusters: Count = 0,
+        prior_weight: Weight = 20.0,
+        c_kappa: Weight = 20.0,
+        seeds: Positive = 1,
         seed: int = 0,
         device: DeviceName = "auto",
-        max_train_rows: int = 100_000,
-        max_reference_rows: int = 200_000,
-        min_cluster_frac: float = 0.01,
-        pca_dims: int = 64,
+        max_train_rows: Positive = 100_000,
+        max_reference_rows: Annotated[int, Ge(4)] = 200_000,
+        min_cluster_frac: Annotated[float, Ge(0), Lt(0.5)] = 0.01,
+        pca_dims: Positive = 64,
         clusterer: Clusterer | None = None,
         production: ProductionFunction | None = None,
         propagator: Propagator | None = None,
@@ -365,7 +370,7 @@ class EcoVal:
         return est
 
     def _check_params(self) -> None:
-        check_params(type(self).__name__, self.get_params())
+        check_params(type(self), self.get_params())
 
     def _set_fitted(self, model: ValuationModel, members: ValuationResult) -> None:
         self.model_ = model

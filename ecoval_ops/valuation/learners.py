@@ -8,14 +8,17 @@ scikit-learn classifier is wrapped by :class:`SklearnLearner` and trained one mo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ecoval_ops.valuation.trainer import DeviceName, MLPClassifier, SoftmaxRegression
 
-__all__ = ["SklearnLearner", "learner_from_name"]
+__all__ = ["LearnerName", "SklearnLearner", "learner_from_name"]
+
+LearnerName = Literal["logistic", "mlp"]
+"""The batched torch learners, by name."""
 
 
 class SklearnLearner:

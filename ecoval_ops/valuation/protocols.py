@@ -15,7 +15,7 @@ from ecoval_ops.valuation.production import ClusterGame, LeaveOutUtilities
 from ecoval_ops.valuation.propagation_state import RowInputs
 from ecoval_ops.valuation.supervised import LabelPrior
 
-__all__ = ["Clusterer", "FittedState", "Learner", "ProductionFunction", "Propagator"]
+__all__ = ["Classifier", "Clusterer", "FittedState", "Learner", "ProductionFunction", "Propagator"]
 
 
 class FittedState(Protocol):
@@ -143,6 +143,19 @@ class Learner(Protocol):
         seed: int,
     ) -> NDArray[np.float64]:
         """Return ``(M, m, K)`` probabilities of the M masked models on ``X_val``."""
+        ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """A scikit-learn classifier, trained one model per mask (:class:`~.learners.SklearnLearner`)."""
+
+    def fit(self, X: NDArray[np.float64], y: NDArray[np.int64]) -> Classifier:
+        """Fit on ``(n, d)`` rows and their labels."""
+        ...
+
+    def predict_proba(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Return ``(n, K)`` class probabilities."""
         ...
 
 

@@ -99,7 +99,7 @@ def fit_clusters(est: EcoVal, X_sample: NDArray[np.float64]) -> tuple[FeatureSpa
     Raises:
         InvalidInputError: the rows form a single cluster.
     """
-    check_params(type(est).__name__, est.get_params())
+    check_params(type(est), est.get_params())
     n = X_sample.shape[0]
     space = FeatureSpace.fit(X_sample, max_dims=est.pca_dims)
     Z = space.cluster_space(X_sample)
@@ -148,7 +148,7 @@ def plan_reference(
         y_val: their class codes.
         classes: ``(K,)`` the training labels.
     """
-    check_params(type(est).__name__, est.get_params())
+    check_params(type(est), est.get_params())
     rows = stratified_sample(clusters_ref, est.max_train_rows, np.random.default_rng(est.seed))
     cs = clusters_ref[rows]
     return TrainingPlan(

@@ -248,7 +248,7 @@ def test_the_nightly_dag_values_every_row_with_shards_on_the_gpu_queue_worker(st
         "key": "row_id",
         "label": "label",
         "features": "f0,f1,f2",
-        "clusters": 3,
+        "n_clusters": 3,
         "shards": 2,
     }
     mark = time.monotonic()

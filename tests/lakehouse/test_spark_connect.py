@@ -75,12 +75,12 @@ def test_a_run_over_connect_gives_the_values_of_a_run_in_its_own_application(spa
     own, attached = tmp_path / "own" / "train", tmp_path / "attached" / "train"
     for path in (own, attached):
         write_deltalake(str(path), uuid_keyed(blob_rows(0, 400)))
-    cfg = run_config(own, tmp_path / "own", engine="spark", clusters=4)
+    cfg = run_config(own, tmp_path / "own", engine="spark", n_clusters=4)
     # An empty jars folder: a run that started its own application instead of attaching would fail.
     no_jars = tmp_path / "no-jars"
     no_jars.mkdir()
     cli = [sys.executable, "-m", "ecoval_ops.cli", "run", "--table", str(attached), "--key", "row_id"]
-    cli += ["--label", "label", "--features", "f0,f1,f2", "--engine", "spark", "--clusters", "4", "--json"]
+    cli += ["--label", "label", "--features", "f0,f1,f2", "--engine", "spark", "--n-clusters", "4", "--json"]
     cli += ["--spark-remote", connect_url, "--mlflow-uri", f"sqlite:///{tmp_path / 'attached' / 'mlflow.db'}"]
 
     def night(rows: pa.Table | None) -> dict:
@@ -168,7 +168,7 @@ def test_mllib_clusters_over_connect(connect_url, tmp_path) -> None:
         from tests.conftest import run_config
 
         remote, path, home = sys.argv[1:]
-        cfg = run_config(path, Path(home), engine="spark", clusters=4)
+        cfg = run_config(path, Path(home), engine="spark", n_clusters=4)
         summary = run_valuation(cfg, SparkEngine(remote=remote, mllib_min_rows=100))
         print(json.dumps([summary.mode, summary.rows_valued]))
         """,

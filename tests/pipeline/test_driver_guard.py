@@ -111,9 +111,9 @@ def test_a_spark_refit_and_night_read_no_table_into_the_driver(spark, tmp_path, 
         path,
         tmp_path,
         engine="spark",
-        clusters=4,
+        n_clusters=4,
         validation_fraction=0.2,
-        reference_rows=REFERENCE,
+        max_reference_rows=REFERENCE,
         validation_rows=VALIDATION,
     )
     # The guard is armed: a whole-table read fails on either side.

@@ -92,7 +92,7 @@ def _value_a_refit_and_a_night(request, tmp_path, engine: str, case) -> tuple[pa
     key, label, n_classes = case
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), _rows(key, label, n_classes, 0, ROWS))
-    cfg = run_config(path, tmp_path, engine=engine, clusters=3)
+    cfg = run_config(path, tmp_path, engine=engine, n_clusters=3)
     runner = _engine(request, engine)
     refit = run_valuation(cfg, runner)
     assert (refit.mode, refit.rows_valued) == ("refit", ROWS)
@@ -133,7 +133,7 @@ def test_every_key_and_label_type_is_valued_through_predict_and_explain(request,
 
     member = data[data.ecoval_mode == "in_sample"].iloc[0]
     for row in (member, new.iloc[-1]):
-        e = explain_row(str(cfg.table), str(row.row_id), tracking_uri=cfg.tracking_uri)
+        e = explain_row(str(cfg.source.table), str(row.row_id), tracking_uri=cfg.tracking_uri)
         assert e.key == row.row_id and type(e.key) is type(original.column("row_id")[0].as_py())
         assert e.value == pytest.approx(row.ecoval_value, abs=1e-12)
         neighbours = pa.array([n.key for n in e.neighbours], members.type)
@@ -167,7 +167,7 @@ def test_a_key_type_that_cannot_key_a_run_is_refused_naming_the_supported_ones(t
     data = _rows("int32", "int", 2, 0, ROWS)
     write_deltalake(str(path), data.set_column(data.column_names.index("row_id"), "row_id", REFUSED[kind]))
     with pytest.raises(InvalidInputError) as raised:
-        run_valuation(run_config(path, tmp_path, engine="delta-rs", clusters=3))
+        run_valuation(run_config(path, tmp_path, engine="delta-rs", n_clusters=3))
     message = str(raised.value)
     assert f"key column 'row_id' of {path}@v0 holds" in message and SUPPORTED_KEY_TYPES in message
     assert "\n" not in message

@@ -22,7 +22,7 @@ def test_the_run_page_lists_the_source_validation_and_values_tables(tmp_path) ->
         lake / "train",
         tmp_path,
         engine="delta-rs",
-        clusters=3,
+        n_clusters=3,
         validation_table=str(lake / "valid"),
         values_table=str(lake / "values"),
     )

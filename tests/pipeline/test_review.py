@@ -24,7 +24,7 @@ def refit(tmp_path_factory):
     home = tmp_path_factory.mktemp("review")
     path = home / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 400))
-    cfg = run_config(path, home, engine="delta-rs", clusters=4)
+    cfg = run_config(path, home, engine="delta-rs", n_clusters=4)
     return cfg, run_valuation(cfg)
 
 
@@ -81,19 +81,19 @@ def test_registered_version_is_described_and_aliased(refit) -> None:
     client = MlflowClient(cfg.tracking_uri)
     name = cfg.registered_model_name
     version = client.get_model_version(name, summary.model_version)
-    assert str(cfg.table) in version.description and summary.run_id in version.description
-    assert "Gamma_alpha" in version.description and f"seed: {cfg.seed}" in version.description
+    assert str(cfg.source.table) in version.description and summary.run_id in version.description
+    assert "Gamma_alpha" in version.description and f"seed: {cfg.method.seed}" in version.description
     assert client.get_registered_model(name).description.startswith("EcoVal valuation model")
     assert str(client.get_model_version_by_alias(name, CURRENT_ALIAS).version) == summary.model_version
 
-    again = run_valuation(cfg.model_copy(update={"refit": "always"}))
+    again = run_valuation(cfg.with_settings(refit="always"))
     assert int(again.model_version) == int(summary.model_version) + 1
     assert str(client.get_model_version_by_alias(name, CURRENT_ALIAS).version) == again.model_version
 
 
 def test_incremental_run_logs_review_without_a_removal_curve(refit) -> None:
     cfg, _ = refit
-    write_deltalake(str(cfg.table), blob_rows(400, 450), mode="append", schema_mode="merge")
+    write_deltalake(str(cfg.source.table), blob_rows(400, 450), mode="append", schema_mode="merge")
     nightly = run_valuation(cfg)
     assert nightly.mode == "incremental"
     files = _files(MlflowClient(cfg.tracking_uri), nightly.run_id, "review")
@@ -103,15 +103,15 @@ def test_incremental_run_logs_review_without_a_removal_curve(refit) -> None:
 
 def test_review_columns_show_beside_the_top_and_bottom_rows(refit, tmp_path) -> None:
     cfg, _ = refit
-    asked = cfg.model_copy(update={"review_columns": ("f0", "label"), "refit": "always"})
+    asked = cfg.with_settings(review_columns=("f0", "label"), refit="always")
     summary = run_valuation(asked)
     client = MlflowClient(cfg.tracking_uri)
     local = client.download_artifacts(summary.run_id, "review/top_bottom_rows.csv", str(tmp_path / "dl"))
     with open(local) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 40 and {"f0", "label"} <= set(rows[0]) and "f1" not in rows[0]
-    source = DeltaTable(str(cfg.table)).to_pandas().set_index("row_id")
+    source = DeltaTable(str(cfg.source.table)).to_pandas().set_index("row_id")
     for row in rows[:3]:
         assert float(row["f0"]) == pytest.approx(source.loc[int(row["row_id"]), "f0"])
     with pytest.raises(MissingColumnError, match=r"has no column\(s\) \['nope'\]"):
-        run_valuation(cfg.model_copy(update={"review_columns": ("nope",)}))
+        run_valuation(cfg.with_settings(review_columns=("nope",)))

@@ -30,7 +30,7 @@ def _checksum(path) -> str:
 def setup(tmp_path):
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 400))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=4)
+    cfg = run_config(path, tmp_path, engine="delta-rs", n_clusters=4)
     return path, cfg
 
 
@@ -105,7 +105,7 @@ def test_drifted_new_rows_trigger_a_refit(setup) -> None:
 
 def test_mlflow_records(setup) -> None:
     path, cfg = setup
-    summary = run_valuation(cfg.model_copy(update={"shards": 3, "neighbour_search": "approx"}))
+    summary = run_valuation(cfg.with_settings(shards=3, neighbour_search="approx"))
     client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     parent = client.get_run(summary.run_id)
     assert parent.info.status == "FINISHED"
@@ -137,7 +137,7 @@ def test_mlflow_records(setup) -> None:
 def test_bad_input_leaves_the_table_as_it_was(setup) -> None:
     path, cfg = setup
     before = (DeltaTable(str(path)).version(), _checksum(path))
-    bad = cfg.model_copy(update={"features": ("f0", "nope")})
+    bad = cfg.with_settings(features=("f0", "nope"))
     with pytest.raises(InvalidInputError, match=r"has no column\(s\) \['nope'\]"):
         run_valuation(bad)
     assert (DeltaTable(str(path)).version(), _checksum(path)) == before
@@ -173,7 +173,7 @@ def test_a_model_registered_by_an_older_release_is_refitted(setup, tmp_path, cap
     older(cfg, tmp_path, run_valuation(cfg).model_version)
     write_deltalake(str(path), blob_rows(400, 410), mode="append", schema_mode="merge")
     with pytest.raises(StateFormatError, match=rf"{reason}.*; run with --refit auto"):
-        run_valuation(cfg.model_copy(update={"refit": "never"}))
+        run_valuation(cfg.with_settings(refit="never"))
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 410
     assert reason in caplog.text and "cannot value new rows" in caplog.text and "refitting" in caplog.text
@@ -189,7 +189,7 @@ def test_embedding_column_and_the_registered_pyfunc(tmp_path) -> None:
         pa.table({"id": np.arange(300), "emb": pa.array([list(r) for r in X], pa.list_(pa.float32())), "y": y}),
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = run_config(path, tmp_path, engine="delta-rs", embedding=True, clusters=3)
+    cfg = run_config(path, tmp_path, engine="delta-rs", embedding=True, n_clusters=3)
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 300
     mlflow.set_tracking_uri(uri)

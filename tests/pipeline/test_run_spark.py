@@ -20,40 +20,40 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.delta, pyt
 def cfg(tmp_path):
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 400))
-    return run_config(path, tmp_path, engine="spark", clusters=4)
+    return run_config(path, tmp_path, engine="spark", n_clusters=4)
 
 
 def test_spark_engine_refit_then_delta_rs_incremental(spark, cfg) -> None:
     first = run_valuation(cfg, SparkEngine(spark))
     assert first.mode == "refit" and first.rows_valued == 400 and first.n_trainings == 12
     assert run_valuation(cfg, SparkEngine(spark)).mode == "noop"
-    write_deltalake(str(cfg.table), blob_rows(400, 450), mode="append", schema_mode="merge")
+    write_deltalake(str(cfg.source.table), blob_rows(400, 450), mode="append", schema_mode="merge")
     nightly = run_valuation(cfg, DeltaRsEngine())
     assert nightly.mode == "incremental" and nightly.rows_valued == 50
-    table = spark.read.format("delta").load(str(cfg.table))
+    table = spark.read.format("delta").load(str(cfg.source.table))
     assert table.count() == 450 and table.filter("ecoval_value IS NULL").count() == 0
-    assert read_watermark(cfg.table).run_id == nightly.run_id
+    assert read_watermark(cfg.source.table).run_id == nightly.run_id
     by_mode = dict(table.groupBy("ecoval_mode").count().collect())
     assert by_mode["out_of_sample"] >= 50
 
 
 def test_spark_engine_reports_null_features_and_writes_nothing(spark, cfg) -> None:
     broken = blob_rows(400, 410).set_column(1, "f0", pa.array([None] * 10, pa.float64()))
-    write_deltalake(str(cfg.table), broken, mode="append")
-    version = DeltaTable(str(cfg.table)).version()
+    write_deltalake(str(cfg.source.table), broken, mode="append")
+    version = DeltaTable(str(cfg.source.table)).version()
     with pytest.raises(InvalidInputError, match=r"feature column 'f0' of .*@v1 has 10 null, NaN or infinite values"):
         run_valuation(cfg, SparkEngine(spark))
-    assert DeltaTable(str(cfg.table)).version() == version
+    assert DeltaTable(str(cfg.source.table)).version() == version
 
 
 def test_engines_give_the_same_values_on_the_same_table(spark, cfg, tmp_path) -> None:
     twin = tmp_path / "twin"
     write_deltalake(str(twin), blob_rows(0, 400))
-    twin_cfg = run_config(twin, tmp_path, engine="spark", clusters=4, model_name="ecoval_twin")
+    twin_cfg = run_config(twin, tmp_path, engine="spark", n_clusters=4, model_name="ecoval_twin")
     run_valuation(cfg, SparkEngine(spark))
     run_valuation(twin_cfg, DeltaRsEngine())
     columns = ["row_id", "ecoval_value", "ecoval_intrinsic", "ecoval_extrinsic", "ecoval_cluster", "ecoval_mode"]
-    a = DeltaTable(str(cfg.table)).to_pyarrow_table(columns=columns).sort_by("row_id")
+    a = DeltaTable(str(cfg.source.table)).to_pyarrow_table(columns=columns).sort_by("row_id")
     b = DeltaTable(str(twin)).to_pyarrow_table(columns=columns).sort_by("row_id")
     for column in columns:
         left, right = a.column(column).to_numpy(zero_copy_only=False), b.column(column).to_numpy(zero_copy_only=False)
@@ -66,7 +66,7 @@ def test_engines_give_the_same_values_on_the_same_table(spark, cfg, tmp_path) ->
 def test_mllib_clusters_large_tables(spark, cfg) -> None:
     summary = run_valuation(cfg, SparkEngine(spark, mllib_min_rows=100))
     assert summary.mode == "refit" and summary.rows_valued == 400
-    table = DeltaTable(str(cfg.table)).to_pyarrow_table()
+    table = DeltaTable(str(cfg.source.table)).to_pyarrow_table()
     assert table.column("ecoval_value").null_count == 0
     assert set(table.column("ecoval_cluster").to_pylist()) <= set(range(4))
 
@@ -75,8 +75,8 @@ def test_spark_engine_reads_an_embedding_column(spark, tmp_path) -> None:
     X, y = blobs(200, n_classes=2, d=4, noise=0.1, seed=6)
     path = tmp_path / "emb"
     write_deltalake(str(path), pa.table({"id": np.arange(200), "emb": [list(r) for r in X], "y": y}))
-    cfg = run_config(path, tmp_path, engine="spark", embedding=True, clusters=3)
-    rows = read_rows(steps.detect(cfg, SparkEngine(spark)).run.columns, cfg.table, embeddings=None)
+    cfg = run_config(path, tmp_path, engine="spark", embedding=True, n_clusters=3)
+    rows = read_rows(steps.detect(cfg, SparkEngine(spark)).run.columns, cfg.source.table, embeddings=None)
     np.testing.assert_allclose(rows.X, X)
     assert run_valuation(cfg, SparkEngine(spark)).rows_valued == 200
 
@@ -100,7 +100,7 @@ def test_spark_embeds_images_with_torchvision_in_batches(spark, tmp_path) -> Non
         "image_col": "image",
         "embedder": "torchvision:mobilenet_v3_small",
         "weights": str(weights),
-        "clusters": 3,
+        "n_clusters": 3,
         "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
     run = steps.detect(load_config(None, engine="spark", **common), SparkEngine(spark)).run
@@ -136,7 +136,7 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
             {
                 k: v
                 for k, v in cfg.loggable().items()
-                if k in ("table", "key", "label", "features", "clusters", "mlflow_uri")
+                if k in ("table", "key", "label", "features", "n_clusters", "mlflow_uri")
             }
         )
     )
@@ -157,9 +157,9 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
     printed = json.loads(job.stdout.strip().splitlines()[-1])
     assert printed["rows_embedded"] == 400
     detected = steps.Detection.from_dict(printed["detection"])
-    assert detected.run.table_version == 0 and detected.run.config.clusters == cfg.clusters
+    assert detected.run.table_version == 0 and detected.run.config.method.n_clusters == cfg.method.n_clusters
     # The settings travel pinned in the reference: a YAML edited after the embed job changes nothing.
-    config.write_text(config.read_text().replace(f"clusters: '{cfg.clusters}'", "clusters: '5'"))
+    config.write_text(config.read_text().replace(f"clusters: '{cfg.method.n_clusters}'", "clusters: '5'"))
     assert "clusters: '5'" in config.read_text()
     engine = SparkEngine(spark)
     ref = steps.decide(detected.run, engine)
@@ -172,8 +172,8 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
     assert main("cluster", ["--config", str(config), "--ref", json.dumps(ref.to_dict())]) == 2
     assert steps.write(ref, engine) is not None
     assert steps.report(ref, engine, 1)["n_trainings"] == 2 + 4 + 6  # p = 4 as pinned, not the YAML's 5
-    assert DeltaTable(str(cfg.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
-    assert DeltaTable(str(cfg.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
+    assert DeltaTable(str(cfg.source.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
+    assert DeltaTable(str(cfg.source.table)).to_pyarrow_table().column("ecoval_value").null_count == 0
 
 
 def test_cli_runs_the_spark_engine(tmp_path) -> None:
@@ -197,7 +197,7 @@ def test_cli_runs_the_spark_engine(tmp_path) -> None:
             "label",
             "--features",
             "f0,f1,f2",
-            "--clusters",
+            "--n-clusters",
             "3",
             "--engine",
             "spark",

@@ -50,7 +50,7 @@ def test_standalone_cluster_local_and_delta_rs_value_alike(spark, tmp_path: Path
         env = {**cluster.env, "ECOVAL_SPARK_MASTER": cluster.spark_master}
         argv = [
             str(Path(sys.executable).parent / "ecoval"), "run", "--table", str(tables["standalone"]), "--key", "id",
-            "--label", "y", "--embedding-col", "emb", "--engine", "spark", "--reference-rows", str(REFERENCE),
+            "--label", "y", "--embedding-col", "emb", "--engine", "spark", "--max-reference-rows", str(REFERENCE),
             "--mlflow-uri", f"sqlite:///{tmp_path / 'standalone.db'}", "--json", "--quiet",
         ]  # fmt: skip
         job = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
 def cfg(tmp_path):
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 300))
-    return run_config(path, tmp_path, engine="delta-rs", clusters=3, shards=2)
+    return run_config(path, tmp_path, engine="delta-rs", n_clusters=3, shards=2)
 
 
 def test_each_step_can_be_retried_without_repeating_work(cfg) -> None:
@@ -73,7 +73,7 @@ def test_fit_refuses_to_run_before_every_shard(cfg) -> None:
 
 def test_only_new_rows_are_embedded(cfg) -> None:
     run_valuation(cfg)
-    write_deltalake(str(cfg.table), blob_rows(300, 340), mode="append", schema_mode="merge")
+    write_deltalake(str(cfg.source.table), blob_rows(300, 340), mode="append", schema_mode="merge")
     engine = DeltaRsEngine()
     run = steps.detect(cfg, engine).run
     assert steps.embed(run, engine) == 40
@@ -126,7 +126,7 @@ def _image_config(tmp_path, rows: pa.Table, weights, model: str):
         embedder=f"torchvision:{model}",
         weights=str(weights),
         engine="delta-rs",
-        clusters=3,
+        n_clusters=3,
         mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
 
@@ -140,7 +140,7 @@ def test_torchvision_embedder_values_images(tmp_path, weights, png, monkeypatch)
     fingerprint = TorchvisionEmbedder.fingerprint
     monkeypatch.setattr(TorchvisionEmbedder, "fingerprint", lambda self: hashed.append(1) or fingerprint(self))
     cfg = _image_config(tmp_path, _digits_table(160, png=png), weights, "mobilenet_v3_small")
-    path = cfg.table
+    path = cfg.source.table
     summary = run_valuation(cfg)
     assert summary.mode == "refit" and summary.rows_valued == 160
     assert len(hashed) == 1  # the weights file is hashed once per run, when detect pins it
@@ -156,7 +156,7 @@ def test_weights_that_do_not_fit_the_model_are_named(tmp_path, weights) -> None:
     from ecoval_ops.exceptions import InvalidInputError
 
     cfg = _image_config(tmp_path, _digits_table(20, png=False), weights, "resnet18")
-    path = cfg.table
+    path = cfg.source.table
     with pytest.raises(InvalidInputError, match="do not fit torchvision:resnet18"):
         run_valuation(cfg)
     assert DeltaTable(str(path)).version() == 0
@@ -168,9 +168,9 @@ def test_new_rows_are_found_in_files_older_than_the_value_columns(cfg) -> None:
 
     # The columns exist in the schema only: the data file predates them (a run killed after
     # adding them), and a pushed-down `IS NULL` filter alone would find no new row there.
-    ensure_value_columns(cfg.table, label=cfg.label)
+    ensure_value_columns(cfg.source.table, label=cfg.source.label)
     engine = DeltaRsEngine()
     run = steps.detect(cfg, engine).run
     steps.embed(run, engine)
-    rows = read_rows(run.columns, cfg.table, embeddings=run.embeddings_table(), only_new=True)
+    rows = read_rows(run.columns, cfg.source.table, embeddings=run.embeddings_table(), only_new=True)
     assert len(rows.keys) == 300 and engine.new_rows(run).rows == 300

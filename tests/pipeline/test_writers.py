@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.delta, pytest.mark.mlflow]
 def test_delta_rs_appends_need_schema_merge_after_a_run(tmp_path) -> None:
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3)
+    cfg = run_config(path, tmp_path, engine="delta-rs", n_clusters=3)
     run_valuation(cfg)
     # The team's ingest job, unchanged, now fails: the table has more columns than its batch.
     with pytest.raises(SchemaMismatchError):
@@ -33,7 +33,7 @@ def test_delta_rs_appends_need_schema_merge_after_a_run(tmp_path) -> None:
 def test_spark_appends_with_the_original_columns_after_a_run(spark, tmp_path) -> None:
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine="spark", clusters=3)
+    cfg = run_config(path, tmp_path, engine="spark", n_clusters=3)
     run_valuation(cfg, SparkEngine(spark))
     spark.createDataFrame(blob_rows(300, 320).to_pandas()).write.format("delta").mode("append").save(str(path))
     nightly = run_valuation(cfg, SparkEngine(spark))
@@ -45,7 +45,7 @@ def test_spark_appends_with_the_original_columns_after_a_run(spark, tmp_path) ->
 def test_a_values_table_leaves_the_source_as_it_was(request, tmp_path, engine) -> None:
     path, values = tmp_path / "lake" / "train", tmp_path / "lake" / "train_values"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine=engine, clusters=3, values_table=str(values))
+    cfg = run_config(path, tmp_path, engine=engine, n_clusters=3, values_table=str(values))
     runner = SparkEngine(request.getfixturevalue("spark")) if engine == "spark" else DeltaRsEngine()
     assert run_valuation(cfg, runner).rows_valued == 300
     write_deltalake(str(path), blob_rows(300, 340), mode="append")  # no schema_mode: the schema never changed
@@ -67,7 +67,7 @@ def test_sql_joins_the_values_table_and_creates_the_views(spark, tmp_path) -> No
 
     path, values = tmp_path / "lake" / "train", tmp_path / "lake" / "train_values"
     write_deltalake(str(path), blob_rows(0, 300))
-    run_valuation(run_config(path, tmp_path, engine="delta-rs", clusters=3, values_table=str(values)))
+    run_valuation(run_config(path, tmp_path, engine="delta-rs", n_clusters=3, values_table=str(values)))
     write_deltalake(str(path), blob_rows(300, 310), mode="append")
     out = subprocess.run(
         [sys.executable, "-m", "ecoval_ops.cli", "sql", "--table", str(path), "--values-table", str(values),

@@ -51,7 +51,7 @@ def test_alert_thresholds() -> None:
 def test_a_night_of_flipped_rows_is_an_alert_everywhere_a_user_looks(tmp_path) -> None:
     path = tmp_path / "lake" / "train"
     write_deltalake(str(path), blob_rows(0, 300))
-    cfg = run_config(path, tmp_path, engine="delta-rs", clusters=3)
+    cfg = run_config(path, tmp_path, engine="delta-rs", n_clusters=3)
     first = run_valuation(cfg)
     assert first.alert is None and first.metrics["night_rows"] == 300
     write_deltalake(str(path), blob_rows(300, 340), mode="append", schema_mode="merge")

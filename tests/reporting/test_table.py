@@ -28,7 +28,7 @@ def valued(tmp_path_factory):
     path = tmp / "events"
     write_deltalake(str(path), pa.table({"id": np.arange(300), "a": X[:, 0], "b": X[:, 1], "y": y}))
     out = _ecoval(
-        "run", "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b", "--clusters", "3",
+        "run", "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b", "--n-clusters", "3",
         "--engine", "delta-rs", "--json", cwd=tmp,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -64,7 +64,7 @@ def test_run_draws_progress_at_a_terminal_and_json_alone_on_stdout(valued, tmp_p
     path = tmp_path / "tty"
     write_deltalake(str(path), pa.table({"id": np.arange(120), "a": X[:, 0], "b": X[:, 1], "y": y}))
     rc, stdout, stderr = _at_a_terminal(
-        ["run", "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b", "--clusters", "3",
+        ["run", "--table", str(path), "--key", "id", "--label", "y", "--features", "a,b", "--n-clusters", "3",
          "--engine", "delta-rs", "--json"],
         tmp_path,
     )  # fmt: skip
@@ -183,7 +183,7 @@ def test_quarantine_preview_on_a_string_keyed_table_with_flipped_labels(tmp_path
     write_deltalake(str(path), pa.table({"order_id": keys, **features, "y": y}))
     run = _ecoval(
         "run", "--table", str(path), "--key", "order_id", "--label", "y", "--features", "f0,f1,f2,f3",
-        "--clusters", "3", "--engine", "delta-rs", "--json", cwd=tmp_path,
+        "--n-clusters", "3", "--engine", "delta-rs", "--json", cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ from tests.conftest import blob_rows
 pytestmark = [pytest.mark.stack, pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
 
 DAG = "ecoval_nightly"
-SETTINGS = {"key": "row_id", "label": "label", "features": "f0,f1,f2", "engine": "delta-rs", "clusters": "3"}
+SETTINGS = {"key": "row_id", "label": "label", "features": "f0,f1,f2", "engine": "delta-rs", "n_clusters": "3"}
 
 
 def _asset_runs(stack) -> list[dict]:

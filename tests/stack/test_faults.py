@@ -31,7 +31,7 @@ def _start(stack, name: str, rows: int) -> tuple[str, object]:
     write_deltalake(str(table), blob_rows(0, rows))
     stack.api("PATCH", f"pools/{GPU_POOL}", {"pool": GPU_POOL, "slots": 1, "include_deferred": False})
     conf = {"table": str(table), "key": "row_id", "label": "label", "features": "f0,f1,f2", "engine": "delta-rs",
-            "clusters": 4, "shards": 3}  # fmt: skip
+            "n_clusters": 4, "shards": 3}  # fmt: skip
     return stack.trigger(DAG, conf), table
 
 
@@ -105,7 +105,7 @@ def test_a_run_killed_outside_airflow_is_closed_by_the_next_nightly_run(stack, t
     env = {**os.environ, FAULT_ENV: "shard_trained"}
     killed = subprocess.run(
         [sys.executable, "-m", "ecoval_ops.cli", "run", "--engine", "delta-rs", "--table", str(table),
-         "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--clusters", "3",
+         "--key", "row_id", "--label", "label", "--features", "f0,f1,f2", "--n-clusters", "3",
          "--mlflow-uri", stack.mlflow_uri],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -119,7 +119,7 @@ def test_a_run_killed_outside_airflow_is_closed_by_the_next_nightly_run(stack, t
     assert workspace.exists()
 
     run_id = stack.trigger(DAG, {"table": str(table), "key": "row_id", "label": "label", "features": "f0,f1,f2",
-                                 "engine": "delta-rs", "clusters": 3})  # fmt: skip
+                                 "engine": "delta-rs", "n_clusters": 3})  # fmt: skip
     assert stack.wait_run(DAG, run_id) == "success", stack.states(DAG, run_id)
     assert client.get_run(orphan.info.run_id).info.status == "KILLED"
     assert not workspace.exists()

@@ -43,7 +43,7 @@ def test_a_run_triggered_through_the_api_values_every_row_on_the_spark_cluster(s
     write_deltalake(table, uuid_keyed(blob_rows(0, 300)), storage_options=stack.s3.env())
     # Each Spark task is sized by the run's settings (defect c): one core and 512 MB executors.
     conf = {"table": table, "engine": "spark", "spark_cores": 1, "spark_executor_memory": "512m"}
-    run_id = stack.trigger(DAG, {**conf, "clusters": 3, "shards": 2, **COLUMNS})
+    run_id = stack.trigger(DAG, {**conf, "n_clusters": 3, "shards": 2, **COLUMNS})
     # Eleven tasks, each Spark one starting its own application on the standalone master (about
     # 30 s each; the next test attaches them to a shared Spark instead), each with Hadoop's s3a
     # connector and the AWS SDK bundle (650 MB) shipped to its executor: the run took 382-450 s
@@ -88,7 +88,7 @@ def test_a_run_attached_to_the_stacks_spark_connect_server_starts_no_application
     before = [app["id"] for app in stack.spark_applications() if app["name"] == "ecoval"]
     conf = {"table": table, "engine": "spark", "spark_conn_id": "spark_connect_default"}
     started = time.monotonic()
-    run_id = stack.trigger(DAG, {**conf, "clusters": 3, "shards": 2, **COLUMNS})
+    run_id = stack.trigger(DAG, {**conf, "n_clusters": 3, "shards": 2, **COLUMNS})
     assert stack.wait_run(DAG, run_id, timeout=600) == "success", stack.failures(DAG, run_id)
     print(f"\nthe DAG run attached to Spark Connect took {time.monotonic() - started:.0f} s")
 

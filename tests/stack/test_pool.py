@@ -22,7 +22,7 @@ def _shard_spans(stack, name: str, slots: int) -> list[tuple[datetime, datetime]
     write_deltalake(str(table), blob_rows(0, 300))
     stack.api("PATCH", f"pools/{GPU_POOL}", {"pool": GPU_POOL, "slots": slots, "include_deferred": False})
     conf = {"table": str(table), "key": "row_id", "label": "label", "features": "f0,f1,f2", "engine": "delta-rs",
-            "clusters": 4, "shards": 3}  # fmt: skip
+            "n_clusters": 4, "shards": 3}  # fmt: skip
     run_id = stack.trigger(DAG, conf)
     assert stack.wait_run(DAG, run_id) == "success", stack.states(DAG, run_id)
     shards = [ti for ti in stack.task_instances(DAG, run_id) if ti["task_id"] == "train_shard"]

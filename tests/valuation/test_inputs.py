@@ -65,17 +65,22 @@ def test_fit_rejects_bad_input(case: str, args: tuple, message: str) -> None:
 
 BAD_PARAMS = [
     ({"utility": "auc"}, "EcoVal: utility must be one of 'log_likelihood', 'accuracy'; found 'auc'"),
-    ({"seeds": 0}, "EcoVal: seeds must be a positive integer; found 0"),
-    ({"k_neighbors": 0}, "k_neighbors must be a positive integer"),
-    ({"c_kappa": float("nan")}, "c_kappa must be finite"),
-    ({"n_clusters": 1}, "n_clusters must be None or an integer >= 2; found 1"),
+    ({"seeds": 0}, "EcoVal: seeds must be an integer >= 1; found 0"),
+    ({"k_neighbors": 0}, "k_neighbors must be an integer >= 1"),
+    ({"k_neighbors": "3"}, "k_neighbors must be an integer >= 1; found '3'"),
+    ({"c_kappa": float("nan")}, "c_kappa must be a finite number >= 0"),
+    ({"n_clusters": 1}, "n_clusters must be an integer >= 2 or None; found 1"),
     ({"budget": 4}, "budget 4 allows 1 clusters"),
     ({"learner": "forest"}, "EcoVal: learner must be one of 'logistic', 'mlp', .*; found 'forest'"),
-    ({"learner": object()}, "learner must be one of 'logistic', 'mlp', a scikit-learn classifier"),
+    (
+        {"learner": object()},
+        r"learner must be one of 'logistic', 'mlp', a Learner \(predict_proba_masked\) or a "
+        r"Classifier \(fit, predict_proba\)",
+    ),
     ({"device": "gpu"}, "EcoVal: device must be one of 'auto', 'cpu', 'cuda'; found 'gpu'"),
-    ({"min_cluster_frac": 0.7}, "min_cluster_frac"),
-    ({"production": object()}, "production must be None or a ProductionFunction"),
-    ({"propagator": "knn"}, "propagator must be None or a Propagator"),
+    ({"min_cluster_frac": 0.7}, "min_cluster_frac must be a number >= 0 and < 0.5; found 0.7"),
+    ({"production": object()}, r"production must be a ProductionFunction \(fit\) or None"),
+    ({"propagator": "knn"}, "propagator must be a Propagator .* or None"),
 ]
 
 
