@@ -93,6 +93,16 @@ def run_config(table, tmp_path, *, engine: str, embedding: bool = False, **flags
     )
 
 
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """This worker's Airflow metadata database (its own ``AIRFLOW_HOME``), migrated once."""
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+
+
 @pytest.fixture
 def small_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """300 training and 100 validation rows of 3 blobs with 10% label noise."""

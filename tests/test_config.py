@@ -215,7 +215,7 @@ def test_a_pinned_configuration_round_trips_nested_and_one_pinned_flat_still_loa
 
 def test_settings_resolve_conf_then_variable_then_environment_then_default(monkeypatch) -> None:
     from ecoval_ops.config import resolve_settings
-    from ecoval_ops.pipeline.tasks import config_from_params
+    from ecoval_ops.pipeline.tasks import resolved_settings
 
     monkeypatch.setenv("ECOVAL_TABLE", "/env/table")
     monkeypatch.setenv("ECOVAL_KEY", "env_key")
@@ -225,7 +225,7 @@ def test_settings_resolve_conf_then_variable_then_environment_then_default(monke
     monkeypatch.setenv("ECOVAL_SEED", "9")
     variables = {"table": "/var/table", "budget": "40", "key": ""}
     params = {"table": None, "budget": 50, "label": "conf_label"}
-    cfg = config_from_params(params, variables)
+    cfg = load_config(None, **resolved_settings(params, variables))
     # conf > Variable > environment > default; None and "" count as not given at every layer.
     assert str(cfg.source.table) == "/var/table" and cfg.method.budget == 50 and cfg.source.label == "conf_label"
     assert cfg.source.key == "env_key" and cfg.method.seed == 9 and cfg.source.features == ("a", "b")

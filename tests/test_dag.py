@@ -14,7 +14,7 @@ import pytest
 from airflow.sdk import AssetAlias
 from deltalake import DeltaTable, write_deltalake
 
-from ecoval_ops.config import OUTPUT_SETTINGS, settings
+from ecoval_ops.config import OUTPUT_SETTINGS, load_config, settings
 from ecoval_ops.pipeline.catalog import values_uri
 from tests.conftest import blob_rows, uuid_keyed
 
@@ -22,11 +22,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 AIRFLOW = Path(sys.executable).with_name("airflow")
-
-
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    subprocess.run([str(AIRFLOW), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def test_dag_integrity(dag) -> None:
     assert not _has_cycle(dag)
     assert set(dag.task_ids) == {
         "detect", "embed", "decide", "branch", "cluster", "train_shard", "fit_model",
-        "propagate", "write", "report", "nothing_to_do", "mark_failed",
+        "propagate", "write", "report", "nothing_to_do", "mark_failed", "done",
     }  # fmt: skip
     for task in dag.tasks:
         assert task.owner == "ecoval"
@@ -208,7 +203,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
     from mlflow import MlflowClient
 
     from ecoval_ops.pipeline import fitting
-    from ecoval_ops.pipeline.tasks import config_from_params
+    from ecoval_ops.pipeline.tasks import resolved_settings
 
     table = tmp_path / "lake" / "train"
     write_deltalake(str(table), blob_rows(0, 300))
@@ -225,7 +220,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
         TaskVariable.set("ecoval_budget", "200")
         TaskVariable.set("ecoval_k_neighbors", "2")
         os.environ["ECOVAL_SEED"] = "8"
-        resolved_now = config_from_params(conf)
+        resolved_now = load_config(None, **resolved_settings(conf))
         assert (resolved_now.method.budget, resolved_now.method.k_neighbors, resolved_now.method.seed) == (200, 2, 8)
         changed.append(ref.run.config)
         return cluster(ref, engine)
@@ -237,7 +232,7 @@ def test_a_run_keeps_the_settings_pinned_at_detect(dag, tmp_path, monkeypatch) -
         Variable.delete("ecoval_budget")
         Variable.delete("ecoval_k_neighbors")
     assert run.state == "success" and len(changed) == 1
-    assert (changed[0].budget, changed[0].k_neighbors, changed[0].seed) == (20, 7, 3)
+    assert (changed[0].method.budget, changed[0].method.k_neighbors, changed[0].method.seed) == (20, 7, 3)
     client = MlflowClient(tracking_uri=conf["mlflow_uri"], registry_uri=conf["mlflow_uri"])
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("ecoval").experiment_id], "tags.`ecoval.mode` = 'refit'"

@@ -71,7 +71,11 @@ def test_storage_options_reach_every_table_and_their_secrets_are_never_pinned_or
         None, table="s3://lake/t", values_table="s3://lake/v", validation_table="s3://lake/x",
         storage_options=given, **COLUMNS,
     )  # fmt: skip
-    assert cfg.source.table.storage_options == cfg.source.values_table.storage_options == cfg.source.validation_table.storage_options
+    assert (
+        cfg.source.table.storage_options
+        == cfg.source.values_table.storage_options
+        == cfg.source.validation_table.storage_options
+    )
     assert cfg.source.table.storage_options["AWS_SECRET_ACCESS_KEY"] == "sEcReT"
     assert "sEcReT" not in repr(cfg) + str(cfg.pinned()) + str(cfg.loggable())
     assert cfg.loggable()["storage_options"] == "AWS_SECRET_ACCESS_KEY=***,AWS_REGION=eu-west-1"

@@ -114,14 +114,16 @@ def fit_reference(ref: RunRef) -> None:
         fitted.save(tmp)
 
 
-def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] | None = None) -> RunRef:
+def fit_model(
+    ref: RunRef, engine: Engine, *, train: Callable[[Callable[[RunRef], None], RunRef], None] | None = None
+) -> RunRef:
     """Fit the production function from every shard, value every row, centre, register the model.
 
     The state is fitted on the plan's reference rows (:func:`fit_reference`, reused when saved);
     the engine's first row pass writes every row's inputs to the workspace and sums ``x_i`` per
     cluster, which centres the values over all training rows (spec section 5b). The centred state
-    is saved, then ``review`` (default :func:`review_curve` in this process) computes the review's
-    removal curve from it.
+    is saved, then :func:`review_curve` computes the review's removal curve from it. ``train(fn, ref)``
+    runs those two trainings (default here; ``ecoval run`` runs them in its child process).
 
     Returns:
         ``ref`` with the registered model version (alias ``current``).
@@ -134,17 +136,18 @@ def fit_model(ref: RunRef, engine: Engine, *, review: Callable[[RunRef], None] |
     run_id, run = ref.started(), ref.run
     cfg, ws = run.config, run.workspace
     curve, member_keys = None, None
+    train = train or (lambda fn, r: fn(r))
     if ws.exists(ws.model(run_id)):
         # Saved after registering: a retry finds the version registered before, keys and all.
         ev = ws.read(ws.model(run_id), EcoVal.load)
     else:
         if not ws.exists(ws.centred_model(run_id)):
-            fit_reference(ref)
+            train(fit_reference, ref)
             with ws.output(ws.inputs(run_id)) as out:
                 x_sum = engine.row_inputs(run, ws.reference_model(run_id), out, only_new=False)
             with ws.atomic(ws.centred_model(run_id)) as tmp:
                 ws.read(ws.reference_model(run_id), EcoVal.load).centre(x_sum).save(tmp)
-        (review or review_curve)(ref)
+        train(review_curve, ref)
         ev = ws.read(ws.centred_model(run_id), EcoVal.load)
         curve = ws.read(ws.curve(run_id), saved_curve) if ws.exists(ws.curve(run_id)) else None
         member_keys = ws.read(ws.plan(run_id) / MEMBER_KEYS, read_keys)

@@ -1,22 +1,22 @@
-"""One valuation run over a Delta table (architecture.md, "Data flow of one nightly run").
+"""One valuation run over a Delta table in one process (architecture.md, "Data flow of one nightly run").
 
-detect -> embed -> decide -> [cluster -> shards -> fit] -> propagate -> write (one MERGE) ->
-report, with either engine of :mod:`ecoval_ops.engines`. The steps live in
-:mod:`ecoval_ops.pipeline.steps`; the Airflow DAG calls the same functions task by task.
+The steps and their order are :data:`~ecoval_ops.pipeline.flow.STEPS`, run in turn with either
+engine of :mod:`ecoval_ops.engines`; the Airflow task group runs the same steps task by task.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ecoval_ops.config import RunConfig
 from ecoval_ops.engines import Engine, engine_for
-from ecoval_ops.pipeline import fitting, steps
+from ecoval_ops.pipeline.flow import DECISION, FAILURE, STEPS, VALUING, Step, step
 from ecoval_ops.pipeline.refit import Mode
+from ecoval_ops.pipeline.refs import RunRef
 from ecoval_ops.progress import Progress
 
 __all__ = ["ISOLATED_TRAINING_ROWS", "RunSummary", "run_valuation"]
@@ -71,39 +71,37 @@ class _Stages:
 
 
 @contextmanager
-def _worker(isolated: bool) -> Iterator[Callable[..., None]]:
-    """Calls a step on a run reference (as JSON) here, or (``isolated``) in one spawned child kept for the run."""
+def _worker(isolated: bool) -> Iterator[Callable[..., Any]]:
+    """Calls ``fn(ref, *args)`` here, or (``isolated``) in one spawned child kept for the run.
+
+    The child gets the run reference as JSON, secrets included (a pipe, never a log).
+    """
     if not isolated:
-        yield lambda step, ref, *args: step(ref.to_dict(secrets=True), *args)
+        yield lambda fn, ref, *args: fn(ref, *args)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
-        yield lambda step, ref, *args: child.submit(step, ref.to_dict(secrets=True), *args).result()
+        yield lambda fn, ref, *args: child.submit(_in_child, fn, ref.to_dict(secrets=True), *args).result()
 
 
-def _train_shard(ref: dict[str, Any], index: int) -> None:
-    """:func:`~ecoval_ops.pipeline.fitting.train_shard` of a run reference as JSON (a child's entry point)."""
-    fitting.train_shard(steps.RunRef.from_dict(ref), index)
+def _in_child(fn: Callable[..., Any], ref: dict[str, Any], *args: Any) -> Any:
+    """``fn`` on a run reference given as JSON (the child's entry point)."""
+    return fn(RunRef.from_dict(ref), *args)
 
 
-def _fit_reference(ref: dict[str, Any]) -> None:
-    """:func:`~ecoval_ops.pipeline.fitting.fit_reference` of a run reference as JSON (a child's entry point)."""
-    fitting.fit_reference(steps.RunRef.from_dict(ref))
-
-
-def _review_curve(ref: dict[str, Any]) -> None:
-    """:func:`~ecoval_ops.pipeline.fitting.review_curve` of a run reference as JSON (a child's entry point)."""
-    fitting.review_curve(steps.RunRef.from_dict(ref))
+def _shard(ref: RunRef, index: int) -> int:
+    return int(step("train_shard").call(None, ref, index))
 
 
 def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progress | None = None) -> RunSummary:
-    """Run one valuation of ``cfg.source.table`` end to end: every step of :mod:`.steps` in turn.
+    """Run one valuation of ``cfg.source.table`` end to end: every step of :data:`~.flow.STEPS` in turn.
 
-    The LCO shards (``cfg.shards``) run one after another, in a child process from
-    :data:`ISOLATED_TRAINING_ROWS` rows; the Airflow DAG runs the same steps as separate tasks.
-    ``detect`` pins the configuration and versions once.
+    The steps a run's mode leaves out are skipped; the LCO shards (``cfg.shards``) run one after
+    another, the training steps in a child process from :data:`ISOLATED_TRAINING_ROWS` rows; the
+    Airflow task group runs the same steps as separate tasks. ``detect`` pins the configuration
+    and versions once; after a failed step, :data:`~.flow.FAILURE` closes the parent run.
 
     Args:
         cfg: the run configuration.
@@ -117,57 +115,70 @@ def run_valuation(cfg: RunConfig, engine: Engine | None = None, progress: Progre
     engine = engine or engine_for(cfg)
     bars = progress or Progress(enabled=False)
     stages = _Stages()
-    with stages("embed"), bars.stage("embedding", 1) as advance:
-        detected = steps.detect(cfg, engine)
-        run, version = detected.run, detected.run.table_version
-        steps.embed(run, engine)
-        advance(1)
-    with stages("decide"):
-        ref = steps.decide(run, engine)
-    if ref.mode == "noop":
-        return RunSummary("noop", None, 0, 0, 0, 0.0, ref.model_version, version, None, 0)
-    try:
-        if ref.mode == "refit":
-            with stages("cluster"), bars.stage("clustering", 1) as advance:
-                shards = fitting.cluster(ref, engine)
-                advance(1)
-            with _worker(detected.rows >= ISOLATED_TRAINING_ROWS) as call:
-                with stages("train"), bars.stage("trainings", len(shards)) as advance:
-                    for index in shards:
-                        call(_train_shard, ref, index)
+    results: dict[str, Any] = {}
+    with ExitStack() as trainings:
+        child: Callable[..., Any] | None = None
+        try:
+            for s in STEPS:
+                if s.modes is not None and results[DECISION].mode not in s.modes:
+                    continue
+                if s.isolated and child is None:
+                    child = trainings.enter_context(_worker(results["detect"].rows >= ISOLATED_TRAINING_ROWS))
+                elif not s.isolated and child is not None:
+                    # The trainings are over: the child and its buffers go before the row passes.
+                    trainings.close()
+                    child = None
+                inputs = [results[n] for n in s.inputs] if s.name != "detect" else [cfg]
+                items = results[s.mapped_over] if s.mapped_over else [None]
+                with stages(s.stage or s.name), bars.stage(s.label or s.name, len(items)) as advance:
+                    done = []
+                    for item in items:
+                        done.append(_call(s, engine, inputs, item, child, stages))
                         advance(1)
-                with stages("fit"), bars.stage("fitting", 1) as advance:
-                    call(_fit_reference, ref)
-                    ref = fitting.fit_model(ref, engine, review=lambda r: call(_review_curve, r))
-                    advance(1)
-        with stages("value"), bars.stage("propagation", 1) as advance:
-            steps.propagate(ref, engine)
-            advance(1)
-        with stages("write"), bars.stage("writing", 1) as advance:
-            written = steps.write(ref, engine)
-            advance(1)
-        figures = steps.report(
-            ref,
-            engine,
-            written,
-            {
-                **{f"seconds_{k}": v for k, v in stages.seconds.items()},
-                **{f"peak_rss_mb_{k}": v for k, v in stages.peak_rss_mb.items()},
-            },
-        )
-    except BaseException:
-        steps.fail(ref)
-        raise
+                results[s.name] = done if s.mapped_over else done[0]
+        except BaseException:
+            decided = results.get(DECISION)
+            if decided is not None and decided.mode in VALUING:
+                FAILURE.call(None, decided)
+            raise
+    return _summary(results, stages)
+
+
+def _call(
+    s: Step, engine: Engine, inputs: list[Any], item: Any, child: Callable[..., Any] | None, stages: _Stages
+) -> Any:
+    """One call of step ``s``, with ``ecoval run``'s hooks: trainings in the child, the timings in the report."""
+    if s.mapped_over:
+        assert child is not None
+        return child(_shard, *inputs, item)
+    hooks: dict[str, Any] = {}
+    if s.name == "fit_model" and child is not None:
+        hooks["train"] = lambda fn, ref: child(fn, ref)
+    if s.name == "report":
+        hooks["extra"] = {
+            **{f"seconds_{k}": v for k, v in stages.seconds.items()},
+            **{f"peak_rss_mb_{k}": v for k, v in stages.peak_rss_mb.items()},
+        }
+    return s.call(engine if s.engine else None, *inputs, **hooks)
+
+
+def _summary(results: dict[str, Any], stages: _Stages) -> RunSummary:
+    detected, decided = results["detect"], results[DECISION]
+    version = detected.run.table_version
+    if decided.mode == "noop":
+        return RunSummary("noop", None, 0, 0, 0, 0.0, decided.model_version, version, None, 0)
+    figures = results["report"]
+    model_version = results["fit_model"].model_version if "fit_model" in results else decided.model_version
     return RunSummary(
-        mode=ref.mode,
-        run_id=ref.run_id,
+        mode=decided.mode,
+        run_id=decided.run_id,
         rows_valued=figures["rows_valued"],
         rows_in_sample=figures["rows_in_sample"],
         rows_out_of_sample=figures["rows_out_of_sample"],
         suspect_share=figures["suspect_share"],
-        model_version=ref.model_version,
+        model_version=model_version,
         table_version_read=version,
-        table_version_written=written,
+        table_version_written=results["write"],
         n_trainings=figures["n_trainings"],
         metrics={**figures["metrics"], **figures["night"]},
         stage_seconds=dict(stages.seconds),

@@ -1,10 +1,12 @@
 """The ``spark-submit`` entry points of ``spark_jobs/``: one pipeline step per job.
 
-The embed job resolves the run configuration (a YAML file, as ``ecoval run --config``) and pins
-it with the versions it read; it prints the :class:`~ecoval_ops.pipeline.steps.Detection`,
-which the orchestrator's ``decide`` turns into the run reference. The cluster and propagate
-jobs take that reference (``--ref``) and nothing else: the configuration it pins is the run's,
-whatever the YAML file says by then. Each job prints its result as one JSON line on stdout::
+Which steps of :data:`~ecoval_ops.pipeline.flow.STEPS` each job runs is the steps' ``spark_job``
+(:func:`jobs`). The embed job (``detect`` and ``embed``) resolves the run configuration (a YAML
+file, as ``ecoval run --config``) and pins it with the versions it read; it prints the
+:class:`~ecoval_ops.pipeline.refs.Detection`, which the orchestrator's ``decide`` turns into the
+run reference. The cluster and propagate jobs take that reference (``--ref``) and nothing else:
+the configuration it pins is the run's, whatever the YAML file says by then. Each job prints
+``{step: result}`` as one JSON line on stdout::
 
     spark-submit --packages $DELTA spark_jobs/embed.py --config run.yaml
     spark-submit --packages $DELTA spark_jobs/cluster.py --ref '{"run": {...}, "mode": "refit", ...}'
@@ -22,45 +24,59 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Literal
+from typing import Any
 
 from ecoval_ops.exceptions import EcovalError
 
-__all__ = ["main"]
-
-Job = Literal["embed", "cluster", "propagate"]
+__all__ = ["jobs", "main"]
 
 
-def _run(job: Job, args: argparse.Namespace) -> dict[str, Any]:
+def jobs() -> dict[str, list[str]]:
+    """Each ``spark_jobs/`` job and the steps of :data:`~.flow.STEPS` it runs, in order."""
+    from ecoval_ops.pipeline.flow import STEPS
+
+    out: dict[str, list[str]] = {}
+    for s in STEPS:
+        if s.spark_job is not None:
+            out.setdefault(s.spark_job, []).append(s.name)
+    return out
+
+
+def _run(job: str, args: argparse.Namespace) -> dict[str, Any]:
     from ecoval_ops.config import load_config
     from ecoval_ops.engines import engine_for
-    from ecoval_ops.pipeline import fitting, steps
+    from ecoval_ops.pipeline.flow import DECISION, encode, step
+    from ecoval_ops.pipeline.refs import RunRef
 
-    if job == "embed":
+    names = jobs()[job]
+    results: dict[str, Any] = {}
+    if names[0] == "detect":
         if args.config is None or args.ref is not None:
-            raise EcovalError("the embed job takes --config (the run's settings) and no --ref")
+            raise EcovalError(f"the {job} job takes --config (the run's settings) and no --ref")
         cfg = load_config(args.config, engine="spark")
-        engine = engine_for(cfg)
-        detected = steps.detect(cfg, engine)
-        rows = steps.embed(detected.run, engine)
-        return {"detection": detected.to_dict(), "rows_embedded": rows}
-    if args.ref is None or args.config is not None:
-        raise EcovalError(
-            f"the {job} job takes --ref, the run reference of the decide step, and no --config: the run's settings "
-            "are pinned in it"
-        )
-    try:
-        ref = steps.RunRef.from_dict(json.loads(args.ref))
-    except (ValueError, KeyError, TypeError) as e:
-        raise EcovalError(f"--ref is not a run reference: {e}") from e
-    engine = engine_for(ref.run.config)
-    if job == "cluster":
-        return {"shards": fitting.cluster(ref, engine)}
-    return {"rows_valued": steps.propagate(ref, engine)}
+    else:
+        if args.ref is None or args.config is not None:
+            raise EcovalError(
+                f"the {job} job takes --ref, the run reference of the decide step, and no --config: the run's "
+                "settings are pinned in it"
+            )
+        try:
+            results[DECISION] = RunRef.from_dict(json.loads(args.ref))
+        except (ValueError, KeyError, TypeError) as e:
+            raise EcovalError(f"--ref is not a run reference: {e}") from e
+        cfg = results[DECISION].run.config
+    engine = engine_for(cfg)
+    for name in names:
+        s = step(name)
+        results[name] = s.call(engine, *([cfg] if name == "detect" else [results[n] for n in s.inputs]))
+    return {name: encode(results[name]) for name in names}
 
 
-def main(job: Job, argv: list[str] | None = None) -> int:
-    """Run one step as a Spark job; returns the exit status (2 with one line on bad input)."""
+def main(job: str, argv: list[str] | None = None) -> int:
+    """Run one job's steps on Spark; returns the exit status (2 with one line on bad input).
+
+    Prints ``{step: result}`` for each step of the job as one JSON line.
+    """
     parser = argparse.ArgumentParser(prog=f"spark_jobs/{job}.py", description=f"EcoVal {job} step on Spark")
     parser.add_argument("--config", help="YAML run configuration, the keys of `ecoval run` (embed)")
     parser.add_argument("--ref", help="the run reference as JSON, with the pinned settings (cluster and propagate)")

@@ -1,4 +1,4 @@
-"""The Airflow tasks of ``dags/ecoval_nightly.py``: each calls one step of :mod:`.steps`.
+"""The Airflow tasks of the valuation task group (:mod:`ecoval_ops.airflow`): each runs one step of :mod:`.flow`.
 
 ``detect`` is the only task that reads the DAG run's params: it resolves the run's settings
 once, in the order of :func:`~ecoval_ops.config.resolve_settings` (run conf > Airflow Variable
@@ -20,30 +20,24 @@ from contextlib import closing
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
-from ecoval_ops.config import RunConfig, load_config, resolve_settings, settings
+from ecoval_ops.config import load_config, resolve_settings, settings
 from ecoval_ops.engines import engine_for
 from ecoval_ops.exceptions import InvalidInputError
-from ecoval_ops.pipeline import fitting, steps
 from ecoval_ops.pipeline.catalog import TABLES_ENV
+from ecoval_ops.pipeline.flow import FAILURE, branch_targets, decode, encode, step
 from ecoval_ops.pipeline.pinned import PinnedRun
+from ecoval_ops.pipeline.refs import Detection, RunRef
 from ecoval_ops.storage import TableRef, is_secret_option, parse_storage_options
 
 __all__ = [
     "branch",
-    "cluster",
-    "config_from_params",
-    "decide",
     "declare_lineage",
     "detect",
-    "embed",
     "fail",
     "failed_tasks",
-    "fit_model",
     "notify",
-    "propagate",
-    "report",
-    "train_shard",
-    "write",
+    "resolved_settings",
+    "run_step",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,17 +87,14 @@ def _layers(params: Mapping[str, Any], variables: Mapping[str, Any] | None) -> l
     return [params, _Variables() if variables is None else variables, _environment()]
 
 
-def config_from_params(params: Mapping[str, Any], variables: Mapping[str, Any] | None = None) -> RunConfig:
-    """The run configuration of a DAG run: params, then Variables, then the environment, then defaults.
+def resolved_settings(params: Mapping[str, Any], variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The settings of a DAG run: params, then Variables, then the environment (the defaults are the config's).
 
     Args:
-        params: the DAG run's params (its conf over the DAG's defaults, which are empty).
+        params: the settings the run was given (its params, or the task group's arguments).
         variables: the Variables layer; default the Airflow Variables ``ecoval_<name>``.
-
-    Raises:
-        InvalidInputError: a missing or invalid setting, named.
     """
-    return load_config(None, quiet=True, **resolve_settings(_layers(params, variables)))
+    return resolve_settings(_layers(params, variables))
 
 
 def _with_secrets(run: PinnedRun) -> PinnedRun:
@@ -117,13 +108,16 @@ def _with_secrets(run: PinnedRun) -> PinnedRun:
     return replace(run, config=run.config.with_storage_options(secrets)) if secrets else run
 
 
-def _ref(ref: Mapping[str, Any]) -> steps.RunRef:
-    pinned = steps.RunRef.from_dict(dict(ref))
+def _secrets_of(result: Any) -> Any:
+    """A decoded :class:`~.refs.RunRef` or :class:`~.refs.Detection` with this worker's secrets."""
+    if isinstance(result, (RunRef, Detection)):
+        return replace(result, run=_with_secrets(result.run))
+    return result
+
+
+def _ref(ref: Mapping[str, Any]) -> RunRef:
+    pinned = RunRef.from_dict(dict(ref))
     return replace(pinned, run=_with_secrets(pinned.run))
-
-
-def _detected(detected: Mapping[str, Any]) -> PinnedRun:
-    return _with_secrets(steps.Detection.from_dict(dict(detected)).run)
 
 
 @_no_retry_on_bad_input
@@ -143,7 +137,7 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
         AirflowSkipException: an unattended run without the table's settings.
     """
     # Resolved once: each Variable looked up is a call to Airflow's API.
-    resolved = resolve_settings(_layers(params, None))
+    resolved = resolved_settings(params)
     missing = [s.name for s in settings() if s.required and s.name not in resolved]
     if unattended and missing:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -161,7 +155,7 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
             "tables file"
         )
     with closing(engine_for(cfg)) as engine:
-        found = steps.detect(cfg, engine)
+        found: Detection = step("detect").call(engine, cfg)
     log.info(
         "source version %d: %d rows, %d not valued yet; settings pinned: %s",
         found.run.table_version,
@@ -173,97 +167,40 @@ def detect(params: Mapping[str, Any], *, table: str | None = None, unattended: b
 
 
 @_no_retry_on_bad_input
-def embed(detected: Mapping[str, Any]) -> int:
-    """Embed the rows of the pinned version that have no embedding yet."""
-    run = _detected(detected)
-    with closing(engine_for(run.config)) as engine:
-        count = steps.embed(run, engine)
-    log.info("embedded %d rows", count)
-    return count
+def run_step(name: str, *inputs: Any, **hooks: Any) -> Any:
+    """Run step ``name`` of :data:`~.flow.STEPS` on its inputs as XCom holds them; its result for XCom.
 
-
-@_no_retry_on_bad_input
-def decide(detected: Mapping[str, Any], dag_run_id: str) -> dict[str, Any]:
-    """Choose refit, incremental or noop; open the parent MLflow run for the first two.
-
-    A retry of the same DAG run reuses the parent run it opened before.
+    Args:
+        name: the step.
+        inputs: the results of the step's ``inputs``, in order, then the item of a mapped step.
+        hooks: the step's extras (``run_key`` of ``decide``).
     """
-    run = _detected(detected)
-    with closing(engine_for(run.config)) as engine:
-        ref = steps.decide(run, engine, run_key=dag_run_id)
-    log.info("mode %s, MLflow run %s", ref.mode, ref.run_id)
-    return ref.to_dict()
+    s = step(name)
+    args = [_secrets_of(decode(n, v)) for n, v in zip(s.inputs, inputs, strict=False)]
+    args += inputs[len(s.inputs) :]
+    if not s.engine:
+        result = s.call(None, *args, **hooks)
+    else:
+        with closing(engine_for(args[0].run.config)) as engine:
+            result = s.call(engine, *args, **hooks)
+    log.info("%s: %s", name, _brief(result))
+    return encode(result)
 
 
-def branch(ref: Mapping[str, Any]) -> list[str]:
-    """The task ids to follow: ``cluster`` (refit), ``propagate`` (both) or ``nothing_to_do``.
+def _brief(result: Any) -> Any:
+    if isinstance(result, RunRef):
+        return f"mode {result.mode}, MLflow run {result.run_id}, model version {result.model_version}"
+    return result
 
-    ``propagate`` follows a refit as well, where it waits for ``fit_model``; a branch skips
-    the direct downstream tasks it does not name.
+
+def branch(ref: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The task ids to follow the decision: the steps of the run's mode that follow it directly, or ``nothing_to_do``.
+
+    A branch skips the direct downstream tasks it does not name (:func:`~.flow.branch_targets`).
     """
     mode = ref["mode"]
-    if mode == "refit":
-        return ["cluster", "propagate"]
-    if mode == "incremental":
-        return ["propagate"]
-    return ["nothing_to_do"]
-
-
-@_no_retry_on_bad_input
-def cluster(ref: Mapping[str, Any]) -> list[int]:
-    """Cluster and plan the LCO trainings; the shard indices to map over."""
-    pinned = _ref(ref)
-    with closing(engine_for(pinned.run.config)) as engine:
-        shards = fitting.cluster(pinned, engine)
-    log.info("%d LCO shards", len(shards))
-    return shards
-
-
-@_no_retry_on_bad_input
-def train_shard(ref: Mapping[str, Any], index: int) -> int:
-    """Train one shard of the LCO models (a child MLflow run); returns its index."""
-    fitting.train_shard(_ref(ref), index)
-    return index
-
-
-@_no_retry_on_bad_input
-def fit_model(ref: Mapping[str, Any]) -> dict[str, Any]:
-    """Fit the production function, value every row, centre, register the model (alias ``current``)."""
-    pinned = _ref(ref)
-    with closing(engine_for(pinned.run.config)) as engine:
-        fitted = fitting.fit_model(pinned, engine)
-    log.info("registered model version %s", fitted.model_version)
-    return fitted.to_dict()
-
-
-@_no_retry_on_bad_input
-def propagate(ref: Mapping[str, Any]) -> int:
-    """Value the run's rows (a refit's from the fit's inputs, an incremental run's new rows)."""
-    pinned = _ref(ref)
-    with closing(engine_for(pinned.run.config)) as engine:
-        count = steps.propagate(pinned, engine)
-    log.info("valued %d rows", count)
-    return count
-
-
-@_no_retry_on_bad_input
-def write(ref: Mapping[str, Any]) -> int | None:
-    """One MERGE of the values; None when a previous try had committed it."""
-    pinned = _ref(ref)
-    with closing(engine_for(pinned.run.config)) as engine:
-        written = steps.write(pinned, engine)
-    log.info("table version written: %s", written)
-    return written
-
-
-@_no_retry_on_bad_input
-def report(ref: Mapping[str, Any], written: int | None) -> dict[str, Any]:
-    """Log the run's figures and close the parent run."""
-    pinned = _ref(ref)
-    with closing(engine_for(pinned.run.config)) as engine:
-        figures = steps.report(pinned, engine, written)
-    log.info("run figures: %s", figures)
-    return figures
+    chosen = [prefix + t.name for t in branch_targets() if t.modes is not None and mode in t.modes]
+    return chosen or [prefix + "nothing_to_do"]
 
 
 def declare_lineage(
@@ -314,5 +251,5 @@ def failed_tasks(dag_id: str, run_id: str) -> list[str]:
 
 
 def fail(ref: Mapping[str, Any]) -> None:
-    """Close the parent run FAILED after a failed task (its workspace stays for a retry)."""
-    steps.fail(_ref(ref))
+    """:data:`~.flow.FAILURE` after a failed task: the parent run closed FAILED (its workspace stays for a retry)."""
+    FAILURE.call(None, _ref(ref))

@@ -155,8 +155,8 @@ def test_spark_jobs_run_the_steps(spark, cfg, tmp_path) -> None:
     )
     assert job.returncode == 0, job.stderr[-2000:]
     printed = json.loads(job.stdout.strip().splitlines()[-1])
-    assert printed["rows_embedded"] == 400
-    detected = steps.Detection.from_dict(printed["detection"])
+    assert printed["embed"] == 400
+    detected = steps.Detection.from_dict(printed["detect"])
     assert detected.run.table_version == 0 and detected.run.config.method.n_clusters == cfg.method.n_clusters
     # The settings travel pinned in the reference: a YAML edited after the embed job changes nothing.
     config.write_text(config.read_text().replace(f"clusters: '{cfg.method.n_clusters}'", "clusters: '5'"))
