@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from ecoval_ops.config import OUTPUT_SETTINGS, settings
 from ecoval_ops.pipeline import tasks
 from ecoval_ops.pipeline.catalog import values_uri
-from ecoval_ops.pipeline.flow import DECISION, STEPS, Step, branch_targets, step
+from ecoval_ops.pipeline.flow import DECISION, STEPS, Step, branch_targets, decode, step
 
 __all__ = ["GPU_POOL", "dag_params", "valuation_group", "values_asset"]
 
@@ -118,7 +118,8 @@ class _Group:
         context, ref = get_current_context(), inputs[DECISION]
         if name == "write":
             if isinstance(self.values, AssetAlias):
-                context["outlet_events"][self.values].add(values_asset(ref["run"]["config"]["source"]["table"]))
+                valued = decode(DECISION, ref).run.config.source.table
+                context["outlet_events"][self.values].add(values_asset(str(valued)))
             tasks.declare_lineage(context["task"], ref, written=result)
             return
         tasks.declare_lineage(context["task"], ref, result, inputs["write"])

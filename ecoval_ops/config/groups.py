@@ -27,6 +27,7 @@ __all__ = [
     "Table",
     "TrackingSettings",
     "column_list",
+    "table_refs",
 ]
 
 Table = Annotated[TableRef, PlainSerializer(str, return_type=str)]
@@ -43,6 +44,15 @@ if TYPE_CHECKING:
 
 else:
     MethodSettings = settings_model(EcoVal)
+
+
+def table_refs(values: Mapping[str, Any], names: tuple[str, ...], options: dict[str, str] | None) -> dict[str, Any]:
+    """``values`` with each of the table settings ``names`` given as a :class:`TableRef` opened with ``options``."""
+    out = dict(values)
+    for name in names:
+        if out.get(name) not in (None, ""):
+            out[name] = TableRef.of(out[name], options)
+    return out
 
 
 def column_list(value: Any, what: str, field: str) -> tuple[str, ...] | None:
@@ -102,13 +112,8 @@ class SourceSettings(BaseModel):
         """Each table setting as a :class:`TableRef` carrying the storage options."""
         if not isinstance(data, Mapping):
             return data
-        out = dict(data)
-        options = parse_storage_options(out.get("storage_options"))
-        out["storage_options"] = options
-        for name in ("table", "validation_table", "values_table"):
-            if out.get(name) not in (None, ""):
-                out[name] = TableRef.of(out[name], options)
-        return out
+        options = parse_storage_options(data.get("storage_options"))
+        return table_refs({**data, "storage_options": options}, ("table", "validation_table", "values_table"), options)
 
     @field_validator("weights")
     @classmethod

@@ -23,9 +23,10 @@ from ecoval_ops.config.groups import (
     SparkSettings,
     Table,
     TrackingSettings,
+    table_refs,
 )
 from ecoval_ops.identifiers import remote_without_token, scrub_uri
-from ecoval_ops.storage import TableRef, is_secret_option, loggable_options, parse_storage_options
+from ecoval_ops.storage import is_secret_option, loggable_options, parse_storage_options
 
 __all__ = [
     "OUTPUT_SETTINGS",
@@ -98,10 +99,7 @@ class RunConfig(BaseModel):
         if not isinstance(data, Mapping):
             return data
         out = nest(data)
-        if out.get("staging_dir") not in (None, ""):
-            options = parse_storage_options(out.get("source", {}).get("storage_options"))
-            out["staging_dir"] = TableRef.of(out["staging_dir"], options)
-        return out
+        return table_refs(out, ("staging_dir",), parse_storage_options(out.get("source", {}).get("storage_options")))
 
     @property
     def tracking_uri(self) -> str:

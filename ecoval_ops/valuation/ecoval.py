@@ -1,29 +1,18 @@
 """The EcoVal estimator: stages 0-3 and out-of-sample valuation (the whole method spec).
 
-``EcoVal().fit(X_train, y_train, X_val, y_val)`` clusters the rows (stage 0), runs
-``(2 + p + p(p-1)/2) * seeds`` masked trainings (stages 1 and 2), fits the production function
-(section 3) and propagates cluster values to rows (section 4). ``value`` values new rows
-against the fitted state without retraining (section 5).
-
-``fit`` is three steps that can also run apart (the Airflow DAG runs them as separate tasks):
-``prepare`` (stage 0 and the :class:`TrainingPlan`), ``train_masks`` on groups of masks (one
-shard each), and ``fit_plan`` on the utilities of all masks.
-
-At lakehouse scale (spec section 5b) the fitted state rests on a reference set of at most
-``max_reference_rows`` rows (:mod:`ecoval_ops.valuation.reference`); a distributed engine runs
-the O(n) passes itself: :func:`~ecoval_ops.valuation.stages.fit_clusters` and
-:func:`~ecoval_ops.valuation.stages.plan_reference` on the rows it collected,
-:meth:`fit_reference`, then every row valued by ``model_`` (a
-:class:`~ecoval_ops.valuation.model.ValuationModel`) on its executors and :meth:`centre` on the
-per-cluster sums.
+``fit`` clusters the rows (stage 0), runs ``(2 + p + p(p-1)/2) * seeds`` masked trainings (stages
+1 and 2), fits the production function (section 3) and propagates cluster values to rows
+(section 4); ``value`` values new rows without retraining (section 5). ``fit`` is ``prepare``,
+``train_masks`` per shard and ``fit_plan``, which can run apart (the Airflow tasks). At lakehouse
+scale (section 5b) an engine runs the O(n) passes itself around :mod:`.stages`,
+:meth:`fit_reference` and :meth:`centre`, valuing rows with ``model_`` on its executors.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from annotated_types import Ge, Lt
@@ -35,7 +24,7 @@ from ecoval_ops.valuation._inputs import check_features, check_labels, encode_la
 from ecoval_ops.valuation.learners import LearnerName
 from ecoval_ops.valuation.model import ValuationModel
 from ecoval_ops.valuation.neighbours import NeighbourSearch
-from ecoval_ops.valuation.params import Count, Positive, Weight, check_params
+from ecoval_ops.valuation.params import Count, Parameters, Positive, Weight
 from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.protocols import Classifier, Clusterer, Learner, ProductionFunction, Propagator
 from ecoval_ops.valuation.result import ValuationResult
@@ -45,7 +34,7 @@ from ecoval_ops.valuation.utility import UtilityName
 __all__ = ["EcoVal"]
 
 
-class EcoVal:
+class EcoVal(Parameters):
     """EcoVal data valuation (Tarun et al., KDD 2024), as defined in the method spec.
 
     Each argument's type and bounds are its annotation, checked at the start of ``prepare`` and
@@ -164,31 +153,6 @@ class EcoVal:
         self.empirical_bayes = empirical_bayes
         self.neighbour_search = neighbour_search
 
-    def __repr__(self) -> str:
-        return f"EcoVal({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Every ``__init__`` argument by name, as stored (scikit-learn's contract, so ``clone`` works).
-
-        ``deep`` is accepted for scikit-learn; the composed parts are returned as given.
-        """
-        names = inspect.signature(type(self).__init__).parameters
-        return {name: getattr(self, name) for name in names if name != "self"}
-
-    def set_params(self, **params: Any) -> EcoVal:
-        """Set ``__init__`` arguments by name; checked at the next fit, as scikit-learn does.
-
-        Raises:
-            InvalidInputError: a name that is not an ``__init__`` argument.
-        """
-        known = self.get_params()
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise InvalidInputError(f"EcoVal has no parameter {', '.join(unknown)}; it has {', '.join(known)}")
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
-
     def fit(
         self,
         X_train: ArrayLike,
@@ -239,12 +203,12 @@ class EcoVal:
         Raises:
             InvalidInputError: as :meth:`fit`.
         """
-        self._check_params()
+        self.check_params()
         return stages.prepare(self, X_train, y_train, X_val, y_val, draws=draws)
 
     def train_masks(self, plan: TrainingPlan, indices: ArrayLike) -> NDArray[np.float64]:
         """Utilities of the trainings of masks ``indices`` (:func:`~ecoval_ops.valuation.stages.train_masks`)."""
-        self._check_params()
+        self.check_params()
         return stages.train_masks(self, plan, indices)
 
     def fit_plan(
@@ -299,7 +263,7 @@ class EcoVal:
         row this is the whole fit; otherwise ``x_mean`` is the members' until :meth:`centre`, and
         ``result_`` holds the members.
         """
-        self._check_params()
+        self.check_params()
         model, members = stages.fit_model(self, plan, utilities, n_trainings=n_trainings)
         self._set_fitted(model, members)
         return self
@@ -368,9 +332,6 @@ class EcoVal:
         est = cls(**params)
         est._set_fitted(model, model.members)
         return est
-
-    def _check_params(self) -> None:
-        check_params(type(self), self.get_params())
 
     def _set_fitted(self, model: ValuationModel, members: ValuationResult) -> None:
         self.model_ = model

@@ -18,7 +18,7 @@ import re
 import types
 from collections.abc import Mapping
 from functools import cache
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 from annotated_types import Ge, Gt, Le, Lt
@@ -26,7 +26,7 @@ from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, TypeAdapter, Val
 
 from ecoval_ops.exceptions import InvalidInputError
 
-__all__ = ["Count", "Positive", "Weight", "arg_docs", "check_params", "describe", "settings_model"]
+__all__ = ["Count", "Parameters", "Positive", "Weight", "arg_docs", "check_params", "describe", "settings_model"]
 
 Positive = Annotated[int, Ge(1)]
 """An integer >= 1."""
@@ -78,9 +78,14 @@ def describe(annotation: Any) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _init(cls: type) -> Any:
+    """``cls``'s ``__init__``, its own or inherited."""
+    return next(vars(c)["__init__"] for c in cls.__mro__ if "__init__" in vars(c))
+
+
 @cache
 def _hints(cls: type) -> dict[str, Any]:
-    init = vars(cls)["__init__"]
+    init = _init(cls)
     hints = get_type_hints(init, include_extras=True)
     return {name: hints[name] for name in inspect.signature(init).parameters if name != "self"}
 
@@ -148,7 +153,7 @@ def settings_model(cls: type) -> type[BaseModel]:
     clusterer) are not settings. ``cls(**model.model_dump())`` builds the estimator.
     """
     docs = arg_docs(cls)
-    defaults = inspect.signature(vars(cls)["__init__"]).parameters
+    defaults = inspect.signature(_init(cls)).parameters
     fields: dict[str, Any] = {}
     for name, annotation in _hints(cls).items():
         plain = _plain(annotation)
@@ -160,3 +165,41 @@ def settings_model(cls: type) -> type[BaseModel]:
         __doc__=f"The parameters of {cls.__name__} a run sets (a flag, a YAML key, a DAG param each).",
         **fields,
     )
+
+
+class Parameters:
+    """scikit-learn's parameter contract for an estimator whose ``__init__`` stores each argument as given.
+
+    ``get_params`` and ``set_params`` (so ``sklearn.base.clone`` works), a ``repr`` of the
+    parameters, and :meth:`check_params` against the annotations.
+    """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every ``__init__`` argument by name, as stored.
+
+        ``deep`` is accepted for scikit-learn; the composed parts are returned as given.
+        """
+        owner: type = type(self)
+        return {name: getattr(self, name) for name in _hints(owner)}
+
+    def set_params(self, **params: Any) -> Self:
+        """Set ``__init__`` arguments by name; checked at the next fit, as scikit-learn does.
+
+        Raises:
+            InvalidInputError: a name that is not an ``__init__`` argument.
+        """
+        known = self.get_params()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            owner = type(self).__name__
+            raise InvalidInputError(f"{owner} has no parameter {', '.join(unknown)}; it has {', '.join(known)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def check_params(self) -> None:
+        """Check every parameter against its annotation (:func:`check_params`)."""
+        check_params(type(self), self.get_params())

@@ -25,7 +25,6 @@ from ecoval_ops.valuation.clustering import (
 )
 from ecoval_ops.valuation.learners import learner_from_name
 from ecoval_ops.valuation.model import ValuationModel
-from ecoval_ops.valuation.params import check_params
 from ecoval_ops.valuation.plan import TrainingPlan, stratified_half, stratified_sample
 from ecoval_ops.valuation.production import SecondOrderProduction
 from ecoval_ops.valuation.propagation import NeighbourPropagator
@@ -99,7 +98,7 @@ def fit_clusters(est: EcoVal, X_sample: NDArray[np.float64]) -> tuple[FeatureSpa
     Raises:
         InvalidInputError: the rows form a single cluster.
     """
-    check_params(type(est), est.get_params())
+    est.check_params()
     n = X_sample.shape[0]
     space = FeatureSpace.fit(X_sample, max_dims=est.pca_dims)
     Z = space.cluster_space(X_sample)
@@ -148,7 +147,7 @@ def plan_reference(
         y_val: their class codes.
         classes: ``(K,)`` the training labels.
     """
-    check_params(type(est), est.get_params())
+    est.check_params()
     rows = stratified_sample(clusters_ref, est.max_train_rows, np.random.default_rng(est.seed))
     cs = clusters_ref[rows]
     return TrainingPlan(
