@@ -217,8 +217,8 @@ def test_spark_connect_on_a_taken_port_is_one_line(capsys) -> None:
 def test_spark_remote_keeps_its_token_out_of_pins_and_logs(tmp_path) -> None:
     remote = "sc://spark.example:15002/;user_id=etl;token=s3cr3t-token"
     cfg = run_config(tmp_path / "t", tmp_path, engine="spark", spark_remote=remote)
-    assert cfg.pinned()["spark_remote"] == "sc://spark.example:15002/;user_id=etl"
-    assert cfg.pinned(secrets=True)["spark_remote"] == remote
+    assert cfg.pinned()["spark"]["spark_remote"] == "sc://spark.example:15002/;user_id=etl"
+    assert cfg.pinned(secrets=True)["spark"]["spark_remote"] == remote
     assert "s3cr3t" not in json.dumps(cfg.loggable())
     with pytest.raises(InvalidInputError, match=r"spark_remote 'spark://m:7077' is not a Spark Connect URL"):
         load_config(None, table=str(tmp_path / "t"), key="k", label="y", features="a", spark_remote="spark://m:7077")

@@ -42,7 +42,7 @@ def _values(path: Path) -> pa.Table:
 
 
 def test_standalone_cluster_local_and_delta_rs_value_alike(spark, tmp_path: Path) -> None:
-    flags = {"key": "id", "label": "y", "embedding_col": "emb", "reference_rows": REFERENCE}
+    flags = {"key": "id", "label": "y", "embedding_col": "emb", "max_reference_rows": REFERENCE}
     tables = {name: tmp_path / name for name in ("standalone", "local", "delta_rs")}
     for path in tables.values():
         _table(path)
@@ -65,7 +65,7 @@ def test_standalone_cluster_local_and_delta_rs_value_alike(spark, tmp_path: Path
         training = ROWS - int(holdout_mask(range(ROWS), 0.1).sum())
         assert parent.data.metrics["training_rows"] == training
         assert REFERENCE - 50 <= parent.data.metrics["reference_rows"] <= REFERENCE
-        assert parent.data.params["reference_rows"] == str(REFERENCE)
+        assert parent.data.params["max_reference_rows"] == str(REFERENCE)
         # The run's application ran on the cluster's worker, not in a local master.
         with urllib.request.urlopen(f"{cluster.spark_ui}/json/", timeout=10) as r:
             assert len(json.load(r)["completedapps"]) >= 1
