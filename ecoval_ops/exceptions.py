@@ -15,6 +15,7 @@ __all__ = [
     "InvalidInputError",
     "MissingColumnError",
     "NotFittedError",
+    "RenamedSettingWarning",
     "StateFormatError",
     "TableNotFoundError",
 ]
@@ -60,3 +61,7 @@ class NotFittedError(EcovalError, ValueError, AttributeError):
 
 class EcovalWarning(UserWarning):
     """Something was adjusted to make the input valuable (for example fewer clusters)."""
+
+
+class RenamedSettingWarning(EcovalWarning, FutureWarning):
+    """A setting given by its earlier name, read by its name now."""

@@ -176,7 +176,7 @@ def test_an_estimator_parameter_is_a_setting_with_its_bounds_and_docs() -> None:
     assert Positive.__metadata__ == (Ge(1),)
 
 
-def test_yaml_may_group_settings_and_earlier_names_still_read(tmp_path) -> None:
+def test_yaml_may_group_settings_and_earlier_names_still_read(tmp_path, capsys) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(
         "source:\n  table: /lake/t\n  key: id\n  label: y\n  features: a,b\n"
@@ -187,9 +187,23 @@ def test_yaml_may_group_settings_and_earlier_names_still_read(tmp_path) -> None:
     assert (cfg.spark.spark_cores, cfg.engine, cfg.source.key) == (1, "delta-rs", "id")
     flat = tmp_path / "flat.yaml"
     flat.write_text("table: /lake/t\nkey: id\nlabel: y\nfeatures: a,b\nclusters: 5\nreference_rows: 900\n")
-    with pytest.warns(FutureWarning, match="clusters is now n_clusters"):
+    with pytest.warns(FutureWarning, match="is now") as renamed:
         old = load_config(flat)
+    assert [str(w.message).split(";")[0] for w in renamed] == [
+        "setting clusters is now n_clusters", "setting reference_rows is now max_reference_rows",
+    ]  # fmt: skip
     assert (old.method.n_clusters, old.method.max_reference_rows) == (5, 900)
+    # From the command line the warning is one line, and the run goes on (here to a missing table).
+    import warnings
+
+    from ecoval_ops.cli import main
+
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        assert main(["run", "--config", str(flat), "--engine", "delta-rs", "--quiet"]) == 2
+    printed = capsys.readouterr().err.splitlines()
+    assert printed[0] == "ecoval: warning: setting clusters is now n_clusters; read as n_clusters"
+    assert printed[-1].startswith("ecoval: error: ") and "/lake/t" in printed[-1]
     with pytest.raises(
         InvalidInputError, match=r"invalid configuration: method.n_clusters: .*greater than or equal to 2"
     ):

@@ -304,7 +304,7 @@ TABLES = """
   key: row_id
   label: label
   features: f0,f1,f2
-  clusters: 3
+  n_clusters: 3
   engine: delta-rs
   mlflow_uri: sqlite:///{lake}/mlflow.db
   schedule: "0 3 * * *"
@@ -413,7 +413,7 @@ def test_an_alert_calls_the_tables_notifiers(airflow_db, tmp_path, monkeypatch) 
   key: row_id
   label: label
   features: f0,f1,f2
-  clusters: 3
+  n_clusters: 3
   engine: delta-rs
   mlflow_uri: sqlite:///{tmp_path}/mlflow.db
   notifiers:

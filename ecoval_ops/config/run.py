@@ -25,6 +25,7 @@ from ecoval_ops.config.groups import (
     TrackingSettings,
     table_refs,
 )
+from ecoval_ops.exceptions import RenamedSettingWarning
 from ecoval_ops.identifiers import remote_without_token, scrub_uri
 from ecoval_ops.storage import is_secret_option, loggable_options, parse_storage_options
 
@@ -187,7 +188,9 @@ def current_name(name: str) -> str:
     """``name`` with dashes as underscores; a name of :data:`RENAMED` as it is now, with a warning."""
     name = name.replace("-", "_")
     if name in RENAMED:
-        warnings.warn(f"setting {name} is now {RENAMED[name]}; read as {RENAMED[name]}", FutureWarning, stacklevel=4)
+        warnings.warn(
+            f"setting {name} is now {RENAMED[name]}; read as {RENAMED[name]}", RenamedSettingWarning, stacklevel=4
+        )
         return RENAMED[name]
     return name
 
