@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from ecoval_ops.config.run import RENAMED, RunConfig, groups, nest
+from ecoval_ops.config.run import RENAMED, RunConfig, groups, merge_groups, nest
 from ecoval_ops.exceptions import InvalidInputError
 
 __all__ = ["Setting", "load_config", "resolve_settings", "settings"]
@@ -128,15 +128,6 @@ def resolve_settings(layers: Sequence[Mapping[str, Any]], names: Sequence[str] |
     return out
 
 
-def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    for name, value in update.items():
-        if isinstance(value, Mapping) and isinstance(base.get(name), dict):
-            base[name] = {**base[name], **value}
-        else:
-            base[name] = value
-    return base
-
-
 def load_config(path: str | Path | None = None, **flags: Any) -> RunConfig:
     """Build a :class:`RunConfig` from a YAML file and flags; flags given (not None or ``""``) win.
 
@@ -157,7 +148,7 @@ def load_config(path: str | Path | None = None, **flags: Any) -> RunConfig:
         if not isinstance(loaded, dict):
             raise InvalidInputError(f"config {path} must be a mapping of setting names to values")
         values = nest(loaded)
-    _deep_update(values, nest({k: v for k, v in flags.items() if _given(v)}))
+    values = merge_groups(values, nest({k: v for k, v in flags.items() if _given(v)}))
     try:
         return RunConfig.model_validate(values)
     except ValidationError as e:

@@ -37,6 +37,7 @@ __all__ = [
     "default_tracking_uri",
     "flat_settings",
     "groups",
+    "merge_groups",
     "nest",
     "tracking_store_exists",
 ]
@@ -131,12 +132,7 @@ class RunConfig(BaseModel):
 
     def with_settings(self, **settings: Any) -> RunConfig:
         """This configuration with the given settings (flat names, as flags) changed, validated again."""
-        merged = self.pinned(secrets=True)
-        for group, values in nest(settings).items():
-            if isinstance(values, dict) and isinstance(merged.get(group), dict):
-                merged[group] = {**merged[group], **values}
-            else:
-                merged[group] = values
+        merged = merge_groups(self.pinned(secrets=True), nest(settings))
         return RunConfig.model_validate({**merged, "quiet": self.quiet, "json": self.json_output})
 
     def with_storage_options(self, options: Mapping[str, str] | None) -> RunConfig:
@@ -167,6 +163,16 @@ class RunConfig(BaseModel):
         out["mlflow_uri"] = scrub_uri(self.tracking_uri)
         out["model_name"] = self.registered_model_name
         return out
+
+
+def merge_groups(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` (nested, as :func:`nest` gives) with ``update``'s settings over it, group by group."""
+    for name, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(name), dict):
+            base[name] = {**base[name], **value}
+        else:
+            base[name] = value
+    return base
 
 
 @cache

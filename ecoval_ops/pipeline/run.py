@@ -153,7 +153,7 @@ def _call(
         return child(_shard, *inputs, item)
     hooks: dict[str, Any] = {}
     if s.name == "fit_model" and child is not None:
-        hooks["train"] = lambda fn, ref: child(fn, ref)
+        hooks["train"] = child
     if s.name == "report":
         hooks["extra"] = {
             **{f"seconds_{k}": v for k, v in stages.seconds.items()},

@@ -116,8 +116,8 @@ def _secrets_of(result: Any) -> Any:
 
 
 def _ref(ref: Mapping[str, Any]) -> RunRef:
-    pinned = RunRef.from_dict(dict(ref))
-    return replace(pinned, run=_with_secrets(pinned.run))
+    decoded: RunRef = _secrets_of(RunRef.from_dict(dict(ref)))
+    return decoded
 
 
 @_no_retry_on_bad_input
