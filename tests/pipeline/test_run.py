@@ -215,3 +215,19 @@ def test_bad_embeddings_are_named(tmp_path, embeddings, message) -> None:
     with pytest.raises(InvalidInputError, match=message):
         run_valuation(cfg)
     assert DeltaTable(str(path)).version() == 0
+
+
+def test_trainings_in_the_child_process_value_rows_as_in_process(tmp_path, monkeypatch) -> None:
+    """Large tables train in a spawned child (the shards, the reference fit, the review's curve): same values."""
+    from ecoval_ops.pipeline import run as run_module
+
+    columns = ["row_id", "ecoval_value", "ecoval_suspect", "ecoval_cluster"]
+    valued = {}
+    for name, threshold in (("in_process", 10**9), ("child", 0)):
+        monkeypatch.setattr(run_module, "ISOLATED_TRAINING_ROWS", threshold)
+        path = tmp_path / name / "train"
+        write_deltalake(str(path), blob_rows(0, 300))
+        summary = run_valuation(run_config(path, tmp_path / name, engine="delta-rs", n_clusters=3, shards=2))
+        assert summary.mode == "refit" and summary.rows_valued == 300
+        valued[name] = DeltaTable(str(path)).to_pyarrow_table(columns=columns).sort_by("row_id")
+    assert valued["child"].equals(valued["in_process"])
