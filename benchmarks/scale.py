@@ -186,16 +186,22 @@ def _jvm_figures(session: object) -> dict[str, float]:
     return {"jvm_peak_rss_mb": peak_kb / 1024.0, "jvm_heap": conf.get("spark.driver.memory", "1g")}
 
 
-def spark(n: int) -> dict[str, dict[str, float]]:
+def _append(path: Path, offset: int, n: int) -> None:
+    """Append rows ``offset..offset+n`` of :func:`embedding_rows` in chunks (the peak is not the generator's)."""
     from deltalake import write_deltalake
 
+    for start in range(offset, offset + n, 250_000):
+        rows = embedding_rows(start, min(250_000, offset + n - start))
+        write_deltalake(str(path), rows, mode="append", schema_mode="merge")
+
+
+def spark(n: int) -> dict[str, dict[str, float]]:
     from ecoval_ops.pipeline import SparkEngine, run_valuation
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "embeddings"
         start = time.perf_counter()
-        for offset in range(0, n, 250_000):
-            write_deltalake(str(path), embedding_rows(offset, min(250_000, n - offset)), mode="append")
+        _append(path, 0, n)
         setup, setup_peak = time.perf_counter() - start, _peak_mb()
         cfg = embedding_config(path, Path(tmp), engine="spark")
         engine = SparkEngine()
@@ -204,7 +210,7 @@ def spark(n: int) -> dict[str, dict[str, float]]:
         total = time.perf_counter() - start
         jvm = _jvm_figures(engine.spark)
         refit_peak = _peak_mb()
-        write_deltalake(str(path), embedding_rows(n, n // NIGHT_SHARE), mode="append", schema_mode="merge")
+        _append(path, n, n // NIGHT_SHARE)
         start = time.perf_counter()
         night = run_valuation(cfg, engine)
         night_total = time.perf_counter() - start

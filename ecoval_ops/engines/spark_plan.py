@@ -48,6 +48,19 @@ def _first_non_finite(vector: NDArray[np.float64] | None) -> int:
     return int(bad[0]) if bad.size else -1
 
 
+def _first_non_finite_rows(vectors: pd.Series) -> NDArray[np.int64]:
+    """:func:`_first_non_finite` of each row, as one array operation when the batch stacks.
+
+    A per-row loop cost about 5 s of executor time per million rows; only a batch holding a
+    missing or uneven embedding (which the row checks then report) takes it.
+    """
+    try:
+        bad = ~np.isfinite(np.stack(vectors.to_numpy()).astype(np.float64, copy=False))
+    except (TypeError, ValueError):
+        return np.array([_first_non_finite(v) for v in vectors], dtype=np.int64)
+    return np.where(bad.any(axis=1), bad.argmax(axis=1), -1).astype(np.int64)
+
+
 def _sorted(table: pa.Table, key: str) -> pa.Table:
     """``table`` in key order, the order of the delta-rs engine's rows."""
     order = np.argsort(table.column(key).to_numpy(zero_copy_only=False), kind="stable")
@@ -109,7 +122,7 @@ def drawn_rows(spark: SparkSession, source: RowSource) -> DataFrame:
             yield part.assign(
                 ecoval_draw=key_draws(keys, seed),
                 ecoval_held=source.held_out(keys),
-                ecoval_bad=[_first_non_finite(v) for v in part[EMBEDDING_COL]],
+                ecoval_bad=_first_non_finite_rows(part[EMBEDDING_COL]),
             )
 
     return frame.mapInPandas(
