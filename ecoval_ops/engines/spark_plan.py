@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from ecoval_ops.lakehouse.source import RowSource
-    from ecoval_ops.valuation import EcoVal, TrainingPlan
+    from ecoval_ops.valuation import EcoVal, FeatureSpace, TrainingPlan
+    from ecoval_ops.valuation.clustering import ClusterModel
 
 __all__ = ["SparkKMeansClusterer", "spark_plan"]
 
@@ -100,6 +101,19 @@ def _check_rows(rows: DataFrame, source: RowSource) -> None:
         entry = sf.element_at(EMBEDDING_COL, first + 1)
         in_first = rows.filter(entry.isNull() | sf.isnan(entry) | (sf.abs(entry) == float("inf"))).count()
         raise non_finite_error(source.columns, where, first, in_first, int(counts["bad"]))
+
+
+def _fit_clusters(
+    sample: pa.Table, estimator_for: Callable[[int], EcoVal]
+) -> tuple[EcoVal, FeatureSpace, ClusterModel, int]:
+    """The run's estimator, the feature space and the clusters fitted on the clustering ``sample``; its width."""
+    from ecoval_ops.valuation import stages
+    from ecoval_ops.valuation._inputs import check_features
+
+    X_sample = check_features(_list_matrix(sample.column(EMBEDDING_COL)), "X_train")
+    estimator = estimator_for(sample.num_rows)
+    space, model = stages.fit_clusters(estimator, X_sample)
+    return estimator, space, model, X_sample.shape[1]
 
 
 def drawn_rows(spark: SparkSession, source: RowSource) -> DataFrame:
@@ -178,7 +192,10 @@ def spark_plan(
         if classes.size == 0:
             raise InvalidInputError(f"every row of {source.table} is held out; lower validation_fraction")
         wanted = [key, label, EMBEDDING_COL, "ecoval_draw"]
-        sample = _sorted(train.orderBy("ecoval_draw").limit(limit).select(*wanted).toArrow(), key)
+        # The sample is not kept: the driver holds it only while the clusters are fitted.
+        estimator, space, model, width = _fit_clusters(
+            _sorted(train.orderBy("ecoval_draw").limit(limit).select(*wanted).toArrow(), key), estimator_for
+        )
         held = rows.filter(sf.col("ecoval_held"))
         if validation is not None:
             held = drawn_rows(spark, validation)
@@ -186,9 +203,6 @@ def spark_plan(
         scored = _sorted(held.orderBy("ecoval_draw").limit(validation_limit).select(*wanted).toArrow(), key)
         X_val = _list_matrix(scored.column(EMBEDDING_COL))
         y_val = scored.column(label).to_numpy(zero_copy_only=False)
-        X_sample = check_features(_list_matrix(sample.column(EMBEDDING_COL)), "X_train")
-        estimator = estimator_for(sample.num_rows)
-        space, model = stages.fit_clusters(estimator, X_sample)
         p, n_classes = model.n_clusters, classes.size
 
         def strata(part: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -241,17 +255,19 @@ def spark_plan(
         reference = _sorted(chosen.toArrow(), key)
     finally:
         rows.unpersist()
+    X_ref = _list_matrix(reference.column(EMBEDDING_COL))
+    reference = reference.drop_columns([EMBEDDING_COL])
     labels = reference.column(label).to_numpy(zero_copy_only=False)
     plan = stages.plan_reference(
         estimator,
         space,
         model,
-        _list_matrix(reference.column(EMBEDDING_COL)),
+        X_ref,
         encode_labels(check_labels(labels, "y_train", n_rows=labels.size), classes, "y_train"),
         reference.column("ecoval_cluster").to_numpy().astype(np.int64),
         reference.column("ecoval_draw").to_numpy().astype(np.int64),
         sizes=counts.sum(axis=1),
-        X_val=check_features(X_val, "X_val", n_features=X_sample.shape[1]),
+        X_val=check_features(X_val, "X_val", n_features=width),
         y_val=encode_labels(check_labels(y_val, "y_val", n_rows=len(y_val)), classes, "y_val"),
         classes=classes,
     )
