@@ -62,6 +62,14 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF = 128
 """The graph's links per node, its build breadth and its search breadth (recall against speed)."""
 
+BLAS_FROM_QUERIES = 20
+"""Queries per search from which faiss computes the distances as one matrix product.
+
+faiss 1.15 sets this threshold to 128,000 queries and below it compares each query with each
+member in its own loop: a cluster's 800 rows of a 10,000-row Spark batch searched 17,000 members
+at 4.2k queries/s per core, against 19.4k/s as a matrix product (8,300 rows: 11.4k against
+15.8k/s). 20 was faiss's threshold before."""
+
 _SEARCH_ROWS = 8192
 _RERANK_ROWS = 512
 """Queries per faiss search (its matrix products want many) and per float64 re-rank (whose
@@ -153,6 +161,7 @@ class ExactIndex(NeighbourIndex):
         import faiss
 
         super().__init__(members)
+        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
         self._index = faiss.IndexFlatL2(self._members.shape[1])
         self._index.add(self._members.astype(np.float32))
 
