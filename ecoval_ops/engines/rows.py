@@ -30,13 +30,16 @@ if TYPE_CHECKING:
 
     from ecoval_ops.valuation import EcoVal
 
-__all__ = ["INPUT_COLUMNS", "TRAINING_COL", "input_batch", "value_batch", "x_sums"]
+__all__ = ["CLUSTER_COL", "INPUT_COLUMNS", "TRAINING_COL", "input_batch", "value_batch", "x_sums"]
+
+CLUSTER_COL = "ecoval_cluster"
+"""Each row's cluster in the inputs (and in the rows a Spark pass groups by it)."""
 
 TRAINING_COL = "ecoval_training"
 """Whether a row of the inputs is a training row of the fit (its ``x`` centres the model)."""
 
 INPUT_COLUMNS = {
-    "ecoval_cluster": "int",
+    CLUSTER_COL: "int",
     "ecoval_intrinsic": "double",
     "ecoval_extrinsic": "double",
     "ecoval_support_share": "double",
@@ -77,7 +80,7 @@ def input_batch(
         {
             key: pa.array(keys),
             "ecoval_support": pa.array(np.asarray(result.suggested_label)),
-            "ecoval_cluster": pa.array(np.asarray(result.clusters), pa.int32()),
+            CLUSTER_COL: pa.array(np.asarray(result.clusters), pa.int32()),
             "ecoval_intrinsic": pa.array(result.intrinsic, pa.float64()),
             "ecoval_extrinsic": pa.array(result.extrinsic, pa.float64()),
             "ecoval_support_share": pa.array(result.label_confidence, pa.float64()),
@@ -91,7 +94,7 @@ def input_batch(
 def x_sums(inputs: pa.Table, p: int) -> NDArray[np.float64]:
     """``(p,)`` sums of ``x_i = alpha_i beta_i`` over the training rows of a batch of inputs, per cluster."""
     training = inputs.column(TRAINING_COL).to_numpy(zero_copy_only=False)
-    clusters = inputs.column("ecoval_cluster").to_numpy(zero_copy_only=False)[training]
+    clusters = inputs.column(CLUSTER_COL).to_numpy(zero_copy_only=False)[training]
     x = (
         inputs.column("ecoval_intrinsic").to_numpy(zero_copy_only=False)
         * inputs.column("ecoval_extrinsic").to_numpy(zero_copy_only=False)
@@ -112,7 +115,7 @@ def value_batch(
     def column(name: str) -> NDArray[Any]:
         return np.asarray(inputs.column(name).to_numpy(zero_copy_only=False))
 
-    clusters = column("ecoval_cluster").astype(np.int64)
+    clusters = column(CLUSTER_COL).astype(np.int64)
     alpha, beta = column("ecoval_intrinsic"), column("ecoval_extrinsic")
     result = ev.model_.result_of(alpha, beta, clusters, column("ecoval_support"), column("ecoval_support_share"))
     valued = value_columns(

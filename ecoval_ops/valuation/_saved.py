@@ -8,6 +8,9 @@ Shared by the fitted state (:meth:`ValuationModel.save`) and the training plan
 from __future__ import annotations
 
 import json
+import struct
+import zipfile
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -63,18 +66,53 @@ def write_saved(folder: Path, arrays_file: str, arrays: dict[str, NDArray[Any]],
     return folder
 
 
-def read_saved(folder: Path, arrays_file: str, meta_file: str, what: str) -> tuple[Any, dict[str, NDArray[Any]]]:
+def read_saved(
+    folder: Path, arrays_file: str, meta_file: str, what: str, *, mapped: Collection[str] = ()
+) -> tuple[Any, dict[str, NDArray[Any]]]:
     """The JSON and the arrays of :func:`write_saved`; arrays load with ``allow_pickle=False``.
+
+    The arrays named in ``mapped`` are memory-mapped read-only from the file instead of read, so
+    a reader that touches some of their rows reads only those pages, and the processes of a host
+    that map the same file share one copy in its page cache. The file must then not be rewritten
+    in place while mapped (the workspace replaces folders by renaming).
 
     Raises:
         InvalidInputError: the folder does not hold them (``what`` names the expected content).
     """
     try:
         meta = json.loads((folder / meta_file).read_text())
-        arrays = dict(np.load(folder / arrays_file, allow_pickle=False))
-    except (OSError, ValueError) as e:
+        with np.load(folder / arrays_file, allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in saved.files if name not in mapped}
+        arrays |= {name: _mapped(folder / arrays_file, name) for name in mapped}
+    except (OSError, ValueError, KeyError) as e:
         raise InvalidInputError(f"{folder} does not hold a saved {what}: {e}") from e
     return meta, arrays
+
+
+def _mapped(path: Path, name: str) -> NDArray[Any]:
+    """The array ``name`` of the ``.npz`` at ``path`` memory-mapped where it lies in the archive.
+
+    :func:`numpy.savez` stores each array as an uncompressed ``.npy`` member, so its data are a
+    byte range of the file: after the member's local header (30 bytes, its name and its extra
+    field) and the ``.npy`` header.
+    """
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{name} is compressed in {path.name} and cannot be mapped")
+    with path.open("rb") as f:
+        f.seek(info.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", f.read(4))
+        f.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds objects and cannot be mapped")
+    if 0 in shape:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def fitted_arrays(

@@ -319,14 +319,14 @@ class EcoVal(Parameters):
         return self.model_.save(path, params)
 
     @classmethod
-    def load(cls, path: str | Path) -> EcoVal:
-        """Read a model written by :meth:`save` (:meth:`ValuationModel.load`).
+    def load(cls, path: str | Path, *, per_cluster: bool = False) -> EcoVal:
+        """Read a model written by :meth:`save` (:meth:`ValuationModel.load`, which says what ``per_cluster`` does).
 
         Raises:
             StateFormatError: the state was written in another format (an older method).
             InvalidInputError: the folder holds no state.
         """
-        model, params = ValuationModel.load(path)
+        model, params = ValuationModel.load(path, per_cluster=per_cluster)
         # The fitted model values rows on its own; composed parts are recorded by name only.
         params.update(clusterer=None, production=None, propagator=None)
         est = cls(**params)

@@ -31,6 +31,8 @@ FORMAT_VERSION = 4
 3: the members are the reference set; ``n_c`` and the members' draws joined the state."""
 _STATE_FILE = "state.npz"
 _META_FILE = "ecoval.json"
+_MAPPED = ("state_Z",)
+"""The arrays :meth:`ValuationModel.load` maps when asked: the members' embeddings."""
 
 
 @dataclass(frozen=True)
@@ -277,15 +279,23 @@ class ValuationModel:
         return write_saved(Path(path), _STATE_FILE, arrays, _META_FILE, meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> tuple[ValuationModel, dict[str, Any]]:
+    def load(cls, path: str | Path, *, per_cluster: bool = False) -> tuple[ValuationModel, dict[str, Any]]:
         """The model of :meth:`save` and its estimator's parameters; arrays load with ``allow_pickle=False``.
+
+        ``per_cluster`` reads the model for a row pass whose batches come grouped by cluster: the
+        members' embeddings (``O(R q)``, most of the state) are memory-mapped instead of read, so
+        the pass reads only the candidates of the clusters it searches and the workers of a host
+        share one copy (:func:`~ecoval_ops.valuation._saved.read_saved`), and the model holds the
+        neighbour indexes of its last batch's clusters only
+        (:attr:`~ecoval_ops.valuation.propagation_state.PropagationState.per_cluster`).
 
         Raises:
             StateFormatError: the state was written in another format (an older method).
             InvalidInputError: the folder holds no state.
         """
         folder = Path(path)
-        meta, arrays = read_saved(folder, _STATE_FILE, _META_FILE, "EcoVal state")
+        mapped = _MAPPED if per_cluster else ()
+        meta, arrays = read_saved(folder, _STATE_FILE, _META_FILE, "EcoVal state", mapped=mapped)
         if meta.get("format_version") != FORMAT_VERSION:
             raise StateFormatError(
                 f"{folder} has state format {meta.get('format_version')}; this version reads {FORMAT_VERSION}"
@@ -296,7 +306,7 @@ class ValuationModel:
             space=parts["space"],
             clusters=parts["model"],
             game=parts["game"],
-            state=parts["state"],
+            state=replace(parts["state"], per_cluster=True) if per_cluster else parts["state"],
             members=parts["result"],
             member_draws=parts["member_draws"],
             n_trainings=int(meta["n_trainings"]),

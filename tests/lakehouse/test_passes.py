@@ -147,3 +147,31 @@ def test_both_engines_refuse_bad_rows_alike(spark, tmp_path, rows, message) -> N
             engine.check_source(columns, path, 0, fraction=0.1)
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
+
+
+@pytest.mark.spark
+def test_the_spark_row_pass_gets_its_rows_grouped_by_cluster(spark) -> None:
+    from ecoval_ops.engines.spark_rows import by_cluster
+    from ecoval_ops.lakehouse.columns import EMBEDDING_COL
+    from ecoval_ops.valuation import EcoVal
+    from tests.conftest import blobs
+
+    X, y = blobs(1200, d=4, seed=5)
+    assign = EcoVal(n_clusters=5).fit(X[:400], y[:400], X[400:500], y[400:500]).model_.assigner()
+    rows = pd.DataFrame({"id": _keys(1200), "label": y.astype(str), EMBEDDING_COL: list(X)})
+    grouped = by_cluster(spark.createDataFrame(rows).repartition(6), assign)
+
+    def parts(batches):
+        for part in batches:
+            clusters = part["ecoval_cluster"].to_numpy()
+            if clusters.size:
+                runs = int((np.diff(clusters) != 0).sum()) + 1
+                yield pd.DataFrame({"runs": [runs], "held": [np.unique(clusters).size]})
+
+    counted = grouped.mapInPandas(parts, "runs long, held long").toPandas()
+    got = grouped.toPandas().set_index("id").loc[rows["id"]]
+    np.testing.assert_array_equal(got["ecoval_cluster"].to_numpy(), assign(X))
+    np.testing.assert_array_equal(got["label"].to_numpy(), rows["label"].to_numpy())
+    # Each partition's rows come cluster after cluster: one run per cluster it holds.
+    np.testing.assert_array_equal(counted["runs"], counted["held"])
+    assert len(counted) == 6 and counted["held"].min() > 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.naive_bayes import GaussianNB
 
+from ecoval_ops.exceptions import InvalidInputError
 from ecoval_ops.valuation import EcoVal
 from ecoval_ops.valuation.clustering import n_trainings
 from tests.conftest import blobs
@@ -71,6 +72,51 @@ def test_save_writes_arrays_and_json_only(small_data, tmp_path) -> None:
     assert loaded.gamma_alpha_ == ev.gamma_alpha_ and loaded.n_trainings_ == ev.n_trainings_
     X_val, y_val = small_data[2], small_data[3]
     np.testing.assert_array_equal(loaded.value(X_val, y_val), ev.value(X_val, y_val))
+
+
+@pytest.mark.parametrize("search", ["exact", "approx"])
+def test_a_model_read_per_cluster_values_as_the_model_and_holds_one_cluster(search, tmp_path) -> None:
+    X, y = blobs(900, n_classes=3, d=5, seed=11, noise=0.2)
+    ev = EcoVal(n_clusters=4, neighbour_search=search).fit(X[:600], y[:600], X[600:700], y[600:700])
+    loaded = EcoVal.load(ev.save(tmp_path / "m"), per_cluster=True)
+    # Mapped from the file: read-only, and no copy of the process's own.
+    assert not loaded.model_.member_embeddings().flags.writeable
+    assert not loaded.model_.member_embeddings().flags.owndata
+    np.testing.assert_array_equal(loaded.model_.member_embeddings(), ev.model_.member_embeddings())
+    X_new, y_new = X[700:], y[700:]
+    clusters = ev.model_.assigner()(X_new)
+    # Rows grouped by cluster, as Spark's row pass hands them over, in batches that cross clusters.
+    order = np.argsort(clusters, kind="stable")
+    held = []
+    for batch in np.array_split(order, 7):
+        np.testing.assert_array_equal(loaded.value(X_new[batch], y_new[batch]), ev.value(X_new[batch], y_new[batch]))
+        held.append(sorted(loaded.model_._state._indexes))
+        assert held[-1] == sorted(set(clusters[batch].tolist()))
+    assert set().union(*held) == set(clusters.tolist())
+    in_sample = loaded.model_.value_rows(X[:600], y[:600], train_index=np.arange(600))
+    np.testing.assert_array_equal(in_sample.values, ev.values_)
+
+
+def test_saved_arrays_map_where_they_lie_in_the_archive(tmp_path) -> None:
+    from ecoval_ops.valuation._saved import read_saved, write_saved
+
+    rng = np.random.default_rng(3)
+    arrays = {
+        "f32": rng.normal(size=(37, 5)).astype(np.float32),
+        "fortran": np.asfortranarray(rng.normal(size=(6, 4))),
+        "codes": rng.integers(0, 9, size=101),
+        "none": np.zeros((0, 3)),
+        "kept": np.arange(4.0),
+    }
+    write_saved(tmp_path, "a.npz", arrays, "m.json", {"x": 1})
+    meta, read = read_saved(tmp_path, "a.npz", "m.json", "test", mapped=("f32", "fortran", "codes", "none"))
+    assert meta == {"x": 1} and read.keys() == arrays.keys()
+    for name, array in arrays.items():
+        assert read[name].dtype == array.dtype and read[name].shape == array.shape
+        np.testing.assert_array_equal(read[name], array)
+    assert isinstance(read["f32"], np.memmap) and not isinstance(read["kept"], np.memmap)
+    with pytest.raises(InvalidInputError, match="does not hold a saved test"):
+        read_saved(tmp_path, "a.npz", "m.json", "test", mapped=("absent",))
 
 
 def test_value_rows_reports_out_of_sample_details(small_data) -> None:
