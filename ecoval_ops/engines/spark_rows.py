@@ -8,7 +8,8 @@ executors over the Delta tables read where they lie.
 - :func:`rows_frame` is the run's rows (key, label, embedding) as a DataFrame;
 - :func:`spark_row_inputs` and :func:`spark_values` are the two row passes of
   :mod:`ecoval_ops.engines.rows` in ``mapInPandas``; the per-cluster sums of ``x_i`` are one
-  aggregate.
+  aggregate. The first gets each partition's rows sorted by cluster (:func:`by_cluster`), so a
+  Python worker holds one cluster's neighbour index at a time.
 """
 
 from __future__ import annotations
