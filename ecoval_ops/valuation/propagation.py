@@ -17,8 +17,8 @@ No model is trained. For row i in cluster c:
   supports, ``argmax_y score_iy``, with its score (what a suspect row's label could be fixed to);
 - effective input ``x_i = alpha_i * beta_i``;
 - empirical-Bayes cluster share ``share_c* = mu + lambda_c (phi_c / n_c - mu)``;
-- row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``, ``kappa = c_kappa |mu|``,
-  ``c_kappa`` 20.
+- row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``,
+  ``kappa = c_kappa max(|mu|, sqrt(mean_c (se_c / n_c)^2))`` (:func:`kappa_of`), ``c_kappa`` 20.
 
 Departures from the spec's ``agree_i = sum_j s_ij [y_j = y_i] / sum_j s_ij`` over c's k members
 nearest in ``Z`` (the supervised space, the larger vote, the prior, and the optional halo),
@@ -32,7 +32,8 @@ leaves itself out of its neighbours and gets its cluster's prior (6).
 
 ``kappa`` takes ``|mu|`` rather than the spec's ``mu``: when the full model is worse than the
 prior (``mu < 0``) a signed kappa would reward rows whose labels disagree with their
-neighbours, breaking monotonicity (invariant 4).
+neighbours, breaking monotonicity (invariant 4). It is floored at the shares' per-row noise, so
+that a model no better than the prior leaves the rows' own inputs their weight.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from ecoval_ops.valuation.production import ClusterGame
 from ecoval_ops.valuation.propagation_state import PropagationState, RowInputs, gather_inputs, halo_members
 from ecoval_ops.valuation.supervised import LabelPrior
 
-__all__ = ["NeighbourPropagator", "empirical_bayes_shares"]
+__all__ = ["NeighbourPropagator", "empirical_bayes_shares", "kappa_of"]
 
 
 def _bandwidth(dist: NDArray[np.float64]) -> float:
@@ -85,6 +86,20 @@ def empirical_bayes_shares(
     return mu + lam * (share - mu), lam
 
 
+def kappa_of(c_kappa: float, mu: float, phi_se: NDArray[np.float64], sizes: NDArray[np.int64]) -> float:
+    """``kappa = c_kappa max(|mu|, sqrt(mean_c (se_c / n_c)^2))``: the row term's weight against the shares.
+
+    The floor is the shares' per-row noise. Where the full model gains about nothing per row over
+    the prior (``mu`` within that noise), ``c_kappa |mu|`` vanishes and the values would be the
+    cluster shares alone, noise and all: on one credit-default split (X1, seed 4) ``kappa`` was
+    3e-6 and detection AUROC 0.497, against 0.741 for the rows' own inputs. With the floor X1's
+    credit set goes from 0.690 to 0.737 (5 seeds) and P1 on seeds 5-9 from 0.952 to 0.962; the
+    others, where ``|mu|`` is above the floor, keep their values.
+    """
+    noise = float(np.sqrt(np.mean((phi_se / sizes) ** 2))) if phi_se.size else 0.0
+    return c_kappa * max(abs(mu), noise)
+
+
 class NeighbourPropagator:
     """Propagates cluster values to rows with neighbours and a label prior (module docstring).
 
@@ -93,7 +108,7 @@ class NeighbourPropagator:
         vote_neighbors: neighbours of the label vote. Default 20.
         halo_clusters: nearest other clusters whose members join the candidates. Default 0.
         prior_weight: ``m0``, the leave-cluster-out prior in pseudo-neighbours. Default 20.0.
-        c_kappa: ``kappa = c_kappa |mu|``. Default 20.0.
+        c_kappa: ``kappa = c_kappa max(|mu|, the shares' per-row noise)`` (:func:`kappa_of`). Default 20.0.
         empirical_bayes: shrink cluster shares towards ``mu``. Default True.
         neighbour_search: ``exact``, ``approx`` or ``auto``
             (:mod:`~ecoval_ops.valuation.neighbours`). Default ``auto``.
@@ -185,7 +200,7 @@ class NeighbourPropagator:
             share=share,
             shrink=lam,
             x_mean=np.zeros(p),
-            kappa=self.c_kappa * abs(mu),
+            kappa=kappa_of(self.c_kappa, mu, game.phi_se, sizes),
             gamma=game.returns_to_scale,
             prior_weight=float(self.prior_weight),
             sizes=sizes,

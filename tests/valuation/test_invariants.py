@@ -141,6 +141,18 @@ def test_invariant_monotonicity(small_data) -> None:
     assert inputs.alpha[order][-1] > inputs.alpha[order][0]
 
 
+def test_a_model_no_better_than_the_prior_keeps_the_rows_order_within_clusters() -> None:
+    from ecoval_ops.valuation.propagation import kappa_of
+
+    phi_se, sizes = np.array([0.3, 0.5, 0.4]), np.array([30, 50, 40])
+    noise = np.sqrt(np.mean((phi_se / sizes) ** 2))
+    # A gain per row within the shares' noise leaves kappa at the noise, not at |mu| near 0 ...
+    assert kappa_of(20.0, 1e-9, phi_se, sizes) == pytest.approx(20.0 * noise)
+    assert kappa_of(20.0, -1e-9, phi_se, sizes) == pytest.approx(20.0 * noise)
+    # ... and a larger one is the spec's c_kappa |mu|.
+    assert kappa_of(20.0, -10 * noise, phi_se, sizes) == pytest.approx(200.0 * noise)
+
+
 def test_invariant_diminishing_returns() -> None:
     game = dataclasses.replace(_unclipped_game(2), returns_to_scale=0.5)
     rng = np.random.default_rng(0)
