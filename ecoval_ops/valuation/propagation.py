@@ -93,7 +93,7 @@ def kappa_of(c_kappa: float, mu: float, phi_se: NDArray[np.float64], sizes: NDAr
     the prior (``mu`` within that noise), ``c_kappa |mu|`` vanishes and the values would be the
     cluster shares alone, noise and all: on one credit-default split (X1, seed 4) ``kappa`` was
     3e-6 and detection AUROC 0.497, against 0.741 for the rows' own inputs. With the floor X1's
-    credit set goes from 0.690 to 0.737 (5 seeds) and P1 on seeds 5-9 from 0.952 to 0.962; the
+    credit set goes from 0.690 to 0.736 (seeds 0-4) and P1 on seeds 5-9 from 0.952 to 0.962; the
     others, where ``|mu|`` is above the floor, keep their values.
     """
     noise = float(np.sqrt(np.mean((phi_se / sizes) ** 2))) if phi_se.size else 0.0
