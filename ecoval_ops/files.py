@@ -111,7 +111,8 @@ def read(ref: TableRef, load: Callable[[Path], T]) -> T:
     """``load`` called on a local path holding what ``ref`` holds: ``ref`` itself, or a fetched copy.
 
     A copy is fetched into a temporary folder and removed once ``load`` returns, so ``load`` must
-    read everything it keeps (every loader of a workspace part reads into memory).
+    read everything it keeps into memory, or memory-map it (a removed file's data stay readable
+    while mapped: ``EcoVal.load(per_cluster=True)`` on a Spark worker).
     """
     if ref.is_local:
         return load(Path(ref.uri))

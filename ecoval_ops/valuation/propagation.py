@@ -78,7 +78,7 @@ def empirical_bayes_shares(
         ``(share_c*, lambda_c)``, each ``(p,)``.
     """
     share = phi / sizes
-    se2 = (phi_se / sizes) ** 2
+    se2 = _share_variances(phi_se, sizes)
     var = float(np.var(share, ddof=1)) if share.size > 1 else 0.0
     tau2 = max(0.0, var - float(se2.mean()))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -96,8 +96,13 @@ def kappa_of(c_kappa: float, mu: float, phi_se: NDArray[np.float64], sizes: NDAr
     credit set goes from 0.690 to 0.736 (seeds 0-4) and P1 on seeds 5-9 from 0.952 to 0.962; the
     others, where ``|mu|`` is above the floor, keep their values.
     """
-    noise = float(np.sqrt(np.mean((phi_se / sizes) ** 2))) if phi_se.size else 0.0
+    noise = float(np.sqrt(np.mean(_share_variances(phi_se, sizes)))) if phi_se.size else 0.0
     return c_kappa * max(abs(mu), noise)
+
+
+def _share_variances(phi_se: NDArray[np.float64], sizes: NDArray[np.int64]) -> NDArray[np.float64]:
+    """``(se_c / n_c)^2``: the noise variance of each cluster's per-row share ``phi_c / n_c``."""
+    return np.asarray((phi_se / sizes) ** 2, dtype=np.float64)
 
 
 class NeighbourPropagator:
