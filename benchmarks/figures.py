@@ -17,6 +17,9 @@ import numpy as np
 
 __all__ = ["LABELS", "load_result", "plot_cost", "plot_quality", "plot_removal", "plot_scale"]
 
+X1_PARTS = ["X1-cpu", "X1-phoneme", "X1-credit"]
+"""The datasets of protocol X1, each run as a protocol of its own (``quality.py``)."""
+
 LABELS = {
     "ecoval": "EcoVal",
     "knn_shapley": "KNN-Shapley (k=10)",
@@ -40,7 +43,7 @@ def load_result(results: Path, name: str) -> dict[str, Any] | None:
 def plot_removal(results: Path, plots: Path) -> None:
     """One removal figure per protocol file, and X1's as the mean of its three datasets' curves."""
     curves = {p.stem: json.loads(p.read_text()) for p in sorted((results / "curves").glob("*.json"))}
-    parts = [curves[name] for name in ("X1-cpu", "X1-phoneme", "X1-credit") if name in curves]
+    parts = [curves[name] for name in X1_PARTS if name in curves]
     if len(parts) == 3:
         curves["X1"] = {
             "shares": parts[0]["shares"],

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from figures import X1_PARTS
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 from sklearn.metrics import f1_score, roc_auc_score
@@ -78,7 +79,6 @@ PROTOCOLS = {
     "X1-phoneme": Protocol("X1-phoneme", "phoneme_1489", (1000, 100, 300), 0.1),
     "X1-credit": Protocol("X1-credit", "default-of-credit-card-clients_42477", (1000, 100, 300), 0.1),
 }
-X1_PARTS = ["X1-cpu", "X1-phoneme", "X1-credit"]
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,8 @@ def run_protocol(
             record.setdefault("f1_noise_cut", []).append(f1_noise_cut(values, split.is_noisy))  # type: ignore[union-attr]
             record["rm20"].append(curve.at(0.2))  # type: ignore[union-attr]
             record["trainings"] = max(int(record["trainings"]), trainings)  # type: ignore[call-overload]
+            if result.intrinsic is not None:
+                record.setdefault("auroc_alpha", []).append(auroc(result.intrinsic, split.is_noisy))  # type: ignore[union-attr]
             if result.suggested_label is not None:
                 record.setdefault("restored", []).append(restored(result, split))  # type: ignore[union-attr]
                 precision, recall = suspect_scores(result, split.is_noisy)

@@ -16,7 +16,9 @@ No model is trained. For row i in cluster c:
 - intrinsic value ``alpha_i = 2 agree_i - 1``, ``agree_i = score_{i, y_i}``; the label the vote
   supports, ``argmax_y score_iy``, with its score (what a suspect row's label could be fixed to);
 - effective input ``x_i = alpha_i * beta_i``;
-- empirical-Bayes cluster share ``share_c* = mu + lambda_c (phi_c / n_c - mu)``;
+- empirical-Bayes cluster share ``share_c* = m_c + lambda_c (phi_c / n_c - m_c)``, towards the
+  target ``m_c = mu + kappa (mean_{j in c} x_j - mean_j x_j)``
+  (:func:`~ecoval_ops.valuation.propagation_state.share_target`);
 - row value ``v_i = share_c* + kappa (x_i - mean_{j in c} x_j)``,
   ``kappa = c_kappa max(|mu|, sqrt(mean_c (se_c / n_c)^2))`` (:func:`kappa_of`), ``c_kappa`` 20.
 
@@ -29,6 +31,10 @@ supervised space. Every invariant of spec section 6 holds: values stay linear in
 centred per cluster (1), identical rows get identical neighbours and priors (3), ``v_i`` rises
 with ``agree_i`` (4), ``beta`` is the spec's form (5), and a training row valued out of sample
 leaves itself out of its neighbours and gets its cluster's prior (6).
+
+The shares shrink towards ``m_c`` rather than the spec's ``mu``: where a cluster's measured
+share is noise, what its rows' inputs say about it stands in, instead of centring its rows on
+``mu``. ``lambda_c`` is the spec's, so shares that pass through are the spec's.
 
 ``kappa`` takes ``|mu|`` rather than the spec's ``mu``: when the full model is worse than the
 prior (``mu < 0``) a signed kappa would reward rows whose labels disagree with their
@@ -232,4 +238,4 @@ class NeighbourPropagator:
 
         inputs = gather_inputs(Z.shape[0], side_by_side(cluster_inputs, list(range(p))))
         x_mean = np.bincount(clusters, weights=inputs.x, minlength=p) / counts
-        return dataclasses.replace(state, x_mean=x_mean), inputs
+        return state.centred(x_mean * sizes), inputs

@@ -153,6 +153,27 @@ def test_a_model_no_better_than_the_prior_keeps_the_rows_order_within_clusters()
     assert kappa_of(20.0, -10 * noise, phi_se, sizes) == pytest.approx(200.0 * noise)
 
 
+def test_shares_told_from_noise_pass_through_and_noisy_ones_leave_the_rows_inputs_their_order() -> None:
+    p, n = 4, 200
+    game = _unclipped_game(p)
+    X, y = blobs(n, n_classes=3, d=4, noise=0.3, seed=2)
+    clusters = np.arange(n) % p
+    # Shares measured without noise pass through: each cluster's values sum to phi_c (the spec's).
+    exact = dataclasses.replace(game, phi_se=np.zeros(p))
+    state, inputs = NeighbourPropagator().fit(X, y, clusters, exact)
+    np.testing.assert_allclose(np.bincount(clusters, weights=state.values(inputs.x, clusters)), game.phi, rtol=1e-10)
+    # Shares lost in noise stand aside for the rows' inputs across clusters too, each cluster
+    # still summing to n_c share_c*.
+    noisy = dataclasses.replace(game, phi_se=np.full(p, 1e3))
+    state, inputs = NeighbourPropagator().fit(X, y, clusters, noisy)
+    v = state.values(inputs.x, clusters)
+    assert np.all(state.shrink == 0.0)
+    mu = game.total_gain / n
+    np.testing.assert_allclose(v, mu + state.kappa * (inputs.x - inputs.x.mean()), rtol=1e-9)
+    assert np.bincount(clusters, weights=inputs.x).std() > 0
+    np.testing.assert_allclose(np.bincount(clusters, weights=v), np.bincount(clusters) * state.share, rtol=1e-10)
+
+
 def test_invariant_diminishing_returns() -> None:
     game = dataclasses.replace(_unclipped_game(2), returns_to_scale=0.5)
     rng = np.random.default_rng(0)

@@ -25,8 +25,9 @@ from tests.conftest import SHARED_DATASETS, blobs
 BEFORE = Path(__file__).parent / "data" / "before_reference.npz"
 """Values of ``EcoVal(seed=1)`` on three datasets, recorded by the method before the reference set existed.
 
-pol's values and out-of-sample values were recorded anew when ``kappa`` got its floor (the shares'
-per-row noise, which is above ``|mu|`` there); its clusters and inputs are the first recording's.
+The values and out-of-sample values were recorded anew when the shares' empirical-Bayes target
+became the clusters' mean inputs (pol's first when ``kappa`` got its floor); the clusters and
+inputs are the first recording's.
 """
 
 
