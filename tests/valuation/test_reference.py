@@ -25,9 +25,9 @@ from tests.conftest import SHARED_DATASETS, blobs
 BEFORE = Path(__file__).parent / "data" / "before_reference.npz"
 """Values of ``EcoVal(seed=1)`` on three datasets, recorded by the method before the reference set existed.
 
-The values and out-of-sample values were recorded anew when the shares' empirical-Bayes target
-became the clusters' mean inputs (pol's first when ``kappa`` got its floor); the clusters and
-inputs are the first recording's.
+The values, inputs and out-of-sample values were recorded anew when the vote's metric became the
+trees' importances (and, before, when the shares' target became the clusters' mean inputs and
+``kappa`` got its floor); the clusters are the first recording's.
 """
 
 

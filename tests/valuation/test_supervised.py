@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 
-from ecoval_ops.valuation.supervised import FEATURES, RIDGE, LabelPrior, random_features
+from ecoval_ops.valuation.supervised import FEATURES, RIDGE, LabelPrior, metric_weights, random_features
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,8 +36,32 @@ def test_each_leave_cluster_out_fit_is_the_ridge_fit_on_the_other_clusters() -> 
 def test_the_metric_weighs_the_features_that_predict_the_label() -> None:
     Z, y, clusters = _data(1)
     w = LabelPrior.fit(Z, y, clusters, p=4, seed=0).weights
-    # The echo adds nothing once feature 0 is known: both other features fade.
-    assert w[0] == 1.0 and w[1] < 0.1 and w[2] < 0.1
+    # The echo adds little once feature 0 is known: both other features fade.
+    assert w[0] == 1.0 and w[1] < 0.2 and w[2] < 0.2
+
+
+def test_the_metric_finds_a_feature_that_acts_on_the_label_non_linearly() -> None:
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(600, 4))
+    # The label is |z_2| > 0.7: no linear fit leans on feature 2, its coefficient is about 0.
+    y = (np.abs(Z[:, 2]) > 0.7).astype(np.int64)
+    w = metric_weights(Z, y, seed=0)
+    assert w[2] == 1.0 and np.all(np.delete(w, 2) < 0.2)
+    np.testing.assert_array_equal(metric_weights(Z, y, seed=0), w)
+    np.testing.assert_array_equal(metric_weights(Z, np.zeros(600, dtype=np.int64), seed=0), np.ones(4))
+
+
+def test_the_metric_is_fitted_on_a_seeded_sample_of_many_rows(monkeypatch) -> None:
+    import ecoval_ops.valuation.supervised as supervised
+
+    rng = np.random.default_rng(6)
+    Z = rng.normal(size=(400, 3))
+    y = (Z[:, 1] > 0).astype(np.int64)
+    every_row = metric_weights(Z, y, seed=0)
+    monkeypatch.setattr(supervised, "METRIC_ROWS", 100)
+    a, b, c = (metric_weights(Z, y, seed=s) for s in (0, 0, 1))
+    np.testing.assert_array_equal(a, b)
+    assert a[1] == 1.0 and not np.array_equal(a, c) and not np.array_equal(a, every_row)
 
 
 def test_a_flipped_label_gets_a_low_prior_from_the_rest_of_the_data() -> None:
