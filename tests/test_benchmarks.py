@@ -29,9 +29,10 @@ def _check_shape(result: dict, *, methods: set[str], runs: int) -> None:
     assert len(result["split"]) == 3 and all(isinstance(n, int) for n in result["split"])
     assert 0 < result["noise"] < 1 and set(result["methods"]) == methods
     for name, record in result["methods"].items():
-        # EcoVal's record may carry how often its suggested label restores a flipped label and its
-        # suspect flag's precision and recall; methods run since the noise-rate cut carry its F1.
-        extra = {"restored", "suspect_precision", "suspect_recall"} if name == "ecoval" else set()
+        # EcoVal's record may carry how often its suggested label restores a flipped label, its
+        # suspect flag's precision and recall and alpha's own AUROC; methods run since the
+        # noise-rate cut carry its F1.
+        extra = {"restored", "suspect_precision", "suspect_recall", "auroc_alpha"} if name == "ecoval" else set()
         assert RECORD <= set(record) <= RECORD | extra | {"f1_noise_cut"}, name
         assert isinstance(record["trainings"], int) and record["trainings"] >= 0
         for metric in ("auroc", "f1", "rm20", "wall_s"):
@@ -56,7 +57,8 @@ def test_quick_run_of_one_protocol_and_its_report(tmp_path) -> None:
     # The noise-rate cut flags as many rows as were flipped: its precision, recall and F1 coincide.
     assert all(len(m[k]["f1_noise_cut"]) == 1 for k in m) and m["ecoval"]["f1_noise_cut"][0] > 0.7
     assert m["ecoval"]["suspect_precision"][0] > 0.7 and m["ecoval"]["suspect_recall"][0] > 0.8
-    assert "suspect_precision" not in m["random"]
+    assert "suspect_precision" not in m["random"] and "auroc_alpha" not in m["random"]
+    assert m["ecoval"]["auroc_alpha"][0] > m["random"]["auroc"][0] + 0.2
     curves = json.loads((out / "curves" / "D1.json").read_text())
     assert len(curves["shares"]) == 10 and curves["methods"]["ecoval"]["top"][3] == m["ecoval"]["rm20"][0]
 

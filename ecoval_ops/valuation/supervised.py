@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.ensemble import ExtraTreesClassifier
 
 __all__ = ["LabelPrior", "metric_weights", "random_features"]
 
@@ -135,6 +134,8 @@ class LabelPrior:
 
 def metric_weights(Z: NDArray[np.float64], y: NDArray[np.int64], seed: int) -> NDArray[np.float64]:
     """``w_j = I_j / max_j I_j`` of the trees fitted on (a seeded sample of) the rows; all 1 where no feature splits."""
+    from sklearn.ensemble import ExtraTreesClassifier  # scikit-learn is heavy to import; DAG parsing must not pay it
+
     rows = np.arange(y.size)
     if y.size > METRIC_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(y.size, METRIC_ROWS, replace=False))
