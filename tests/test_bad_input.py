@@ -42,6 +42,7 @@ def ecoval_run(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "WARNING")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
 
     def run(*flags: str) -> tuple[int, str]:
         capsys.readouterr()
@@ -98,6 +99,12 @@ CASES = {
     "SQL in an identifier": (_table(), ["--label", "y; DROP TABLE x"], "not a plain identifier"),
     "SQL in a feature": (_table(), ["--features", "a,b) OR (1=1"], "not a plain identifier"),
     "unreachable MLflow": (_table(), ["--mlflow-uri", "http://127.0.0.1:9"], "is not reachable"),
+    "refused MLflow store": (_table(), ["--mlflow-uri", "file:./mlruns"], "cannot use the tracking store"),
+    "MLflow database without its driver": (
+        _table(),
+        ["--mlflow-uri", "postgresql://ecoval:s3cret-pw@127.0.0.1:9/mlflow"],
+        "cannot use the tracking store postgresql://***@127.0.0.1:9/mlflow",
+    ),
 }
 
 
@@ -113,6 +120,7 @@ def test_bad_input_exits_2_and_leaves_the_table(tmp_path, ecoval_run, case) -> N
     assert code == 2, stderr
     assert message in stderr, stderr
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "s3cret" not in stderr
     assert _state(path) == before
 
 

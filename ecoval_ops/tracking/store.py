@@ -65,10 +65,14 @@ class MlflowStore:
             return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def check_reachable(self, timeout_s: float = 10.0) -> None:
-        """Fail fast when an HTTP tracking server does not answer (MLflow's client retries for minutes).
+        """Fail fast on a tracking store that cannot be used.
+
+        An HTTP server that does not answer (MLflow's client retries for minutes), or any other
+        store that MLflow refuses (a ``file:`` store unless ``MLFLOW_ALLOW_FILE_STORE``).
 
         Raises:
-            EcovalError: the server's ``/health`` endpoint does not answer within ``timeout_s``.
+            EcovalError: the server's ``/health`` endpoint does not answer within ``timeout_s``, or
+                MLflow refuses the store; one line, the URI's credentials scrubbed.
         """
         import urllib.error
         import urllib.parse
@@ -76,6 +80,7 @@ class MlflowStore:
 
         parts = urllib.parse.urlsplit(self.tracking_uri)
         if parts.scheme not in ("http", "https"):
+            self._open()
             return
         # /health needs no credentials, and urllib does not take them inside the URL.
         host = parts.netloc.rsplit("@", 1)[-1]
@@ -85,6 +90,20 @@ class MlflowStore:
                 return
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise EcovalError(f"MLflow at {self._safe_uri()} is not reachable: {e}") from e
+
+    def _open(self) -> None:
+        import urllib.parse
+
+        try:
+            self._client()
+        # Whatever MLflow or the store's driver raises (a refused file store, a database driver not
+        # installed, a refused login) means the same to the user: this URI cannot be used.
+        except Exception as e:
+            reason = " ".join(str(e).split()).replace(self.tracking_uri, self._safe_uri())
+            password = urllib.parse.urlsplit(self.tracking_uri).password
+            if password:
+                reason = reason.replace(password, "***")
+            raise EcovalError(f"MLflow cannot use the tracking store {self._safe_uri()}: {reason}") from e
 
     @contextmanager
     def _fluent(self) -> Iterator[None]:
