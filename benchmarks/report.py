@@ -112,7 +112,7 @@ def bar_section(found: dict[str, dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def detection_bar_section(results: Path) -> list[str]:
+def detection_bar_section(found: dict[str, dict[str, Any]], results: Path) -> list[str]:
     """Issue 28's bar as gaps to the baselines it names, X1's sets one by one.
 
     AUROC at or above Data-OOB's and cleanlab's, 2-means F1 above both, rm20 not above Random's
@@ -129,9 +129,9 @@ def detection_bar_section(results: Path) -> list[str]:
         "| rm20 - min(Random, Data-OOB) | bar |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in [*QUALITY, *X1_PARTS]:
-        r = load_result(results, name)
-        if r is None or not {"ecoval", "data_oob", "cleanlab", "random"} <= set(r["methods"]):
+    parts = {name: r for name in X1_PARTS if (r := load_result(results, name)) is not None}
+    for name, r in {**found, **parts}.items():
+        if not {"ecoval", "data_oob", "cleanlab", "random"} <= set(r["methods"]):
             continue
         m = {k: {s: float(np.mean(v[s])) for s in ("auroc", "f1", "rm20")} for k, v in r["methods"].items()}
         e, oob, cl, rnd = (m[k] for k in ("ecoval", "data_oob", "cleanlab", "random"))
@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> str:
         "unless a section says otherwise.",
         "",
         *bar_section(found),
-        *detection_bar_section(args.results),
+        *detection_bar_section(found, args.results),
         "![AUROC and F1 per method](benchmarks/plots/quality_auroc_f1.png)",
         "",
         *quality,

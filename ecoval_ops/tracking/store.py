@@ -94,14 +94,17 @@ class MlflowStore:
     def _open(self) -> None:
         import urllib.parse
 
+        from ecoval_ops.identifiers import scrub_uri
+
         try:
             self._client()
         # Whatever MLflow or the store's driver raises (a refused file store, a database driver not
         # installed, a refused login) means the same to the user: this URI cannot be used.
         except Exception as e:
-            reason = " ".join(str(e).split()).replace(self.tracking_uri, self._safe_uri())
+            reason = scrub_uri(" ".join(str(e).split()))
             password = urllib.parse.urlsplit(self.tracking_uri).password
             if password:
+                # A driver may name the password outside any URI.
                 reason = reason.replace(password, "***")
             raise EcovalError(f"MLflow cannot use the tracking store {self._safe_uri()}: {reason}") from e
 
