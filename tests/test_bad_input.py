@@ -105,6 +105,12 @@ CASES = {
         ["--mlflow-uri", "postgresql://ecoval:s3cret-pw@127.0.0.1:9/mlflow"],
         "cannot use the tracking store postgresql://***@127.0.0.1:9/mlflow",
     ),
+    # psycopg2 is installed: MLflow itself would retry the refused connection for minutes.
+    "MLflow database that does not answer": (
+        _table(),
+        ["--mlflow-uri", "postgresql+psycopg2://ecoval:s3cret-pw@127.0.0.1:9/mlflow"],
+        "cannot use the tracking store postgresql+psycopg2://***@127.0.0.1:9/mlflow: [Errno 111] Connection refused",
+    ),
 }
 
 

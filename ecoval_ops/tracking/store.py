@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["MlflowStore", "store_lock"]
 
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+"""The servers' default ports, for a database URI that names none."""
 
 
 @contextmanager
@@ -67,12 +69,13 @@ class MlflowStore:
     def check_reachable(self, timeout_s: float = 10.0) -> None:
         """Fail fast on a tracking store that cannot be used.
 
-        An HTTP server that does not answer (MLflow's client retries for minutes), or any other
-        store that MLflow refuses (a ``file:`` store unless ``MLFLOW_ALLOW_FILE_STORE``).
+        An HTTP server or a database that does not answer (MLflow's client retries either for
+        minutes), a database login refused, or any other store that MLflow refuses (a ``file:``
+        store unless ``MLFLOW_ALLOW_FILE_STORE``, a database driver not installed).
 
         Raises:
-            EcovalError: the server's ``/health`` endpoint does not answer within ``timeout_s``, or
-                MLflow refuses the store; one line, the URI's credentials scrubbed.
+            EcovalError: the server's ``/health`` endpoint or the database does not answer within
+                ``timeout_s``, or the store is refused; one line, the URI's credentials scrubbed.
         """
         import urllib.error
         import urllib.parse
@@ -80,7 +83,7 @@ class MlflowStore:
 
         parts = urllib.parse.urlsplit(self.tracking_uri)
         if parts.scheme not in ("http", "https"):
-            self._open()
+            self._open(timeout_s)
             return
         # /health needs no credentials, and urllib does not take them inside the URL.
         host = parts.netloc.rsplit("@", 1)[-1]
@@ -91,12 +94,13 @@ class MlflowStore:
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise EcovalError(f"MLflow at {self._safe_uri()} is not reachable: {e}") from e
 
-    def _open(self) -> None:
+    def _open(self, timeout_s: float) -> None:
         import urllib.parse
 
         from ecoval_ops.identifiers import scrub_uri
 
         try:
+            self._connect_database(timeout_s)
             self._client()
         # Whatever MLflow or the store's driver raises (a refused file store, a database driver not
         # installed, a refused login) means the same to the user: this URI cannot be used.
@@ -107,6 +111,33 @@ class MlflowStore:
                 # A driver may name the password outside any URI.
                 reason = reason.replace(password, "***")
             raise EcovalError(f"MLflow cannot use the tracking store {self._safe_uri()}: {reason}") from e
+
+    def _connect_database(self, timeout_s: float) -> None:
+        """Connect once to a database store: its server must answer within ``timeout_s``.
+
+        MLflow retries a failed connection with a doubling back-off for many minutes, logging a
+        warning each time, where one try tells whether the store can be used. The engine is
+        created first so that a driver that is not installed is named as such.
+        """
+        import socket
+
+        import sqlalchemy
+        from mlflow.store.db.db_types import DATABASE_ENGINES, SQLITE
+
+        url = sqlalchemy.engine.make_url(self.tracking_uri)
+        backend = url.get_backend_name()
+        if backend not in DATABASE_ENGINES or backend == SQLITE:
+            return
+        engine = sqlalchemy.create_engine(url)
+        try:
+            port = url.port or _DATABASE_PORTS.get(backend)
+            if url.host and port:
+                # A host that drops packets would hold the driver's connect for its own timeout.
+                socket.create_connection((url.host, port), timeout=timeout_s).close()
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
 
     @contextmanager
     def _fluent(self) -> Iterator[None]:
