@@ -88,6 +88,7 @@ QUICK := results-quick
 
 bench: $(STAMP)
 	$(BENCH) quality.py
+	$(BENCH) quality.py --protocols P1 P3 X1 --methods ecoval_trees --merge
 	$(BENCH) tuning.py
 	$(BENCH) cost.py
 	$(BENCH) oos.py
@@ -117,6 +118,7 @@ bench-batched: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BENCH) quality.py
+	$(BENCH) quality.py --protocols P1 P3 X1 --methods ecoval_trees --merge
 
 bench-scale: $(STAMP)
 	$(BENCH) scale.py

@@ -22,6 +22,7 @@ X1_PARTS = ["X1-cpu", "X1-phoneme", "X1-credit"]
 
 LABELS = {
     "ecoval": "EcoVal",
+    "ecoval_trees": "EcoVal (learner trees)",
     "knn_shapley": "KNN-Shapley (k=10)",
     "data_oob": "Data-OOB (200 models)",
     "loo": "Leave-one-out",
@@ -78,7 +79,8 @@ def _removal_figure(name: str, c: dict[str, Any], out: Path) -> None:
 def plot_quality(found: dict[str, dict[str, Any]], plots: Path) -> None:
     if not found:
         return
-    methods = list(next(iter(found.values()))["methods"])
+    # A method run on some protocols only (an option, quality.OPTIONS) stays out of the bars.
+    methods = [m for m in next(iter(found.values()))["methods"] if all(m in r["methods"] for r in found.values())]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     width = 0.8 / len(methods)
     for metric, ax in zip(("auroc", "f1"), axes, strict=True):

@@ -50,7 +50,8 @@ class EcoVal(Parameters):
         utility: ``"log_likelihood"`` (clipped log-probability of the true label) or
             ``"accuracy"``.
         learner: ``"logistic"`` (batched softmax regression), ``"mlp"`` (batched one-hidden-layer
-            MLP), a scikit-learn classifier (trained one model at a time) or an object with
+            MLP), ``"trees"`` (gradient boosted trees, for tabular rows a linear model fits
+            poorly), a scikit-learn classifier (trained one model at a time) or an object with
             ``predict_proba_masked``.
         k_neighbors: within-cluster neighbours of the redundancy ``rho``, k.
         vote_neighbors: neighbours of the intrinsic label vote.

@@ -15,12 +15,28 @@ from ecoval_ops.valuation.clustering import n_trainings
 from tests.conftest import blobs
 
 
-@pytest.mark.parametrize("learner", ["logistic", "mlp", GaussianNB()], ids=["logistic", "mlp", "sklearn"])
+@pytest.mark.parametrize(
+    "learner", ["logistic", "mlp", "trees", GaussianNB()], ids=["logistic", "mlp", "trees", "sklearn"]
+)
 def test_every_learner_values_every_row(learner, small_data) -> None:
     ev = EcoVal(n_clusters=4, learner=learner, device="cpu").fit(*small_data)
     assert ev.values_.shape == (300,) and np.isfinite(ev.values_).all()
     assert ev.n_trainings_ == n_trainings(4, pairwise=True)
     assert ev.learner is learner
+
+
+def test_boosted_trees_measure_a_label_no_linear_model_fits() -> None:
+    # An XOR label: a linear learner's full model gains about nothing over the empty one, so
+    # every cluster's value is noise; the trees' trainings measure what the clusters carry.
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1.0, 1.0, size=(900, 2))
+    y = ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(np.int64)
+    gains = {
+        learner: EcoVal(n_clusters=4, learner=learner, device="cpu").fit(X[:600], y[:600], X[600:], y[600:])
+        for learner in ("logistic", "trees")
+    }
+    assert gains["trees"].model_.game.total_gain > 10 * max(gains["logistic"].model_.game.total_gain, 1e-3)
+    assert gains["trees"].n_trainings_ == gains["logistic"].n_trainings_ == n_trainings(4, pairwise=True)
 
 
 def test_default_budget_gives_twelve_clusters_and_eighty_trainings() -> None:

@@ -74,7 +74,7 @@ BAD_PARAMS = [
     ({"learner": "forest"}, "EcoVal: learner must be one of 'logistic', 'mlp', .*; found 'forest'"),
     (
         {"learner": object()},
-        r"learner must be one of 'logistic', 'mlp', a Learner \(predict_proba_masked\) or a "
+        r"learner must be one of 'logistic', 'mlp', 'trees', a Learner \(predict_proba_masked\) or a "
         r"Classifier \(fit, predict_proba\)",
     ),
     ({"device": "gpu"}, "EcoVal: device must be one of 'auto', 'cpu', 'cuda'; found 'gpu'"),

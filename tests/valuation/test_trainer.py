@@ -74,6 +74,8 @@ def test_learner_resolution() -> None:
     assert isinstance(learner_from_name("logistic", "cpu"), SoftmaxRegression)
     assert isinstance(learner_from_name("mlp", "cpu"), MLPClassifier)
     assert isinstance(learner_from_name(GaussianNB(), "cpu"), SklearnLearner)
+    trees = learner_from_name("trees", "cpu")
+    assert isinstance(trees, SklearnLearner) and type(trees.estimator).__name__ == "HistGradientBoostingClassifier"
     custom = SoftmaxRegression()
     assert learner_from_name(custom, "cpu") is custom
 
