@@ -73,7 +73,8 @@ def test_cli_flags_and_yaml_keys_are_the_settings(tmp_path) -> None:
     actions = _run_parser_actions()
     assert [a.dest for a in actions] == names
     by_dest = {a.dest: a for a in actions}
-    assert by_dest["learner"].choices == ("logistic", "mlp") and by_dest["device"].choices == ("auto", "cpu", "cuda")
+    assert by_dest["learner"].choices == ("logistic", "mlp", "trees")
+    assert by_dest["device"].choices == ("auto", "cpu", "cuda")
     assert by_dest["k_neighbors"].type is int and by_dest["c_kappa"].type is float
     assert by_dest["json_output"].option_strings == ["--json"]
     assert by_dest["pairwise"].option_strings == ["--pairwise", "--no-pairwise"]
@@ -86,7 +87,7 @@ def test_cli_flags_and_yaml_keys_are_the_settings(tmp_path) -> None:
     values = {
         "table": "t", "key": "k", "label": "y", "features": "a,b", "validation_fraction": 0.2, "refit": "never",
         "mlflow_uri": "sqlite:///x.db", "experiment": "e", "model_name": "m", "n_clusters": 3, "budget": 30,
-        "seed": 4, "learner": "mlp", "device": "cpu", "k_neighbors": 7, "c_kappa": 2.5, "engine": "delta-rs",
+        "seed": 4, "learner": "trees", "device": "cpu", "k_neighbors": 7, "c_kappa": 2.5, "engine": "delta-rs",
         "vote_neighbors": 12, "halo_clusters": 0, "prior_weight": 0.5, "neighbour_search": "exact",
         "max_reference_rows": 5000, "validation_rows": 900, "shards": 2, "staging_dir": "ws", "quiet": True,
         "json_output": True, "values_table": "v", "storage_options": "AWS_REGION=eu-west-1",
@@ -103,7 +104,7 @@ def test_cli_flags_and_yaml_keys_are_the_settings(tmp_path) -> None:
     cfg = load_config(path)
     method = cfg.method
     assert (method.learner, method.device, method.k_neighbors, method.c_kappa, cfg.json_output) == (
-        "mlp", "cpu", 7, 2.5, True,
+        "trees", "cpu", 7, 2.5, True,
     )  # fmt: skip
     assert (method.vote_neighbors, method.halo_clusters, method.prior_weight, method.max_reference_rows) == (
         12, 0, 0.5, 5000,
