@@ -87,8 +87,7 @@ BENCH := cd benchmarks && ../$(BIN)/python
 QUICK := results-quick
 
 bench: $(STAMP)
-	$(BENCH) quality.py
-	$(BENCH) quality.py --protocols P1 P3 X1 --methods ecoval_trees --merge
+	$(MAKE) bench-quality
 	$(BENCH) tuning.py
 	$(BENCH) cost.py
 	$(BENCH) oos.py
