@@ -95,7 +95,7 @@ def test_cli_flags_and_yaml_keys_are_the_settings(tmp_path) -> None:
         "spark_cores": 1, "spark_driver_memory": "2g", "spark_executor_memory": "512m",
         "spark_remote": "sc://spark.example:15002", "spark_conn_id": "spark_connect_default",
         "pairwise": False, "utility": "accuracy", "seeds": 2, "max_train_rows": 800, "min_cluster_frac": 0.02,
-        "pca_dims": 8, "shrinkage": False, "empirical_bayes": False,
+        "pca_dims": 8, "shrinkage": False, "empirical_bayes": False, "threads": 1,
     }  # fmt: skip
     image_only = {"embedding_col", "image_col", "embedder", "weights", "validation_table"}
     assert set(values) == set(names) - image_only

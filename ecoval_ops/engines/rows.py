@@ -73,9 +73,8 @@ def input_batch(
     """
     import pyarrow as pa
 
-    model = ev.model_
-    member = np.where(training, model.member_positions(key_draws(keys, ev.seed)), -1)
-    result = model.value_rows(X, y, train_index=member)
+    member = np.where(training, ev.model_.member_positions(key_draws(keys, ev.seed)), -1)
+    result = ev.value_rows(X, y, train_index=member)
     return pa.table(
         {
             key: pa.array(keys),

@@ -28,6 +28,7 @@ from ecoval_ops.valuation.params import Count, Parameters, Positive, Weight
 from ecoval_ops.valuation.plan import TrainingPlan
 from ecoval_ops.valuation.protocols import Classifier, Clusterer, Learner, ProductionFunction, Propagator
 from ecoval_ops.valuation.result import ValuationResult
+from ecoval_ops.valuation.threads import cpu_threads
 from ecoval_ops.valuation.trainer import DeviceName
 from ecoval_ops.valuation.utility import UtilityName
 
@@ -80,6 +81,9 @@ class EcoVal(Parameters):
         neighbour_search: the nearest-member search of the row values: ``"exact"``, ``"approx"``
             (an HNSW graph per cluster) or ``"auto"`` (exact below 50,000 candidates per cluster;
             :mod:`~ecoval_ops.valuation.neighbours`).
+        threads: CPU threads of the fit and of valuing rows (BLAS, OpenMP, torch, the clusters
+            side by side); ``None`` = every core. Give each of N valuations on one host (runs, or
+            shard tasks side by side) its cores / N (:mod:`~ecoval_ops.valuation.threads`).
 
     Attributes:
         values_: ``(n,)`` row values ``v_i``.
@@ -129,6 +133,7 @@ class EcoVal(Parameters):
         shrinkage: bool = True,
         empirical_bayes: bool = True,
         neighbour_search: NeighbourSearch = "auto",
+        threads: Positive | None = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.budget = budget
@@ -153,6 +158,7 @@ class EcoVal(Parameters):
         self.shrinkage = shrinkage
         self.empirical_bayes = empirical_bayes
         self.neighbour_search = neighbour_search
+        self.threads = threads
 
     def fit(
         self,
@@ -205,12 +211,14 @@ class EcoVal(Parameters):
             InvalidInputError: as :meth:`fit`.
         """
         self.check_params()
-        return stages.prepare(self, X_train, y_train, X_val, y_val, draws=draws)
+        with cpu_threads(self.threads):
+            return stages.prepare(self, X_train, y_train, X_val, y_val, draws=draws)
 
     def train_masks(self, plan: TrainingPlan, indices: ArrayLike) -> NDArray[np.float64]:
         """Utilities of the trainings of masks ``indices`` (:func:`~ecoval_ops.valuation.stages.train_masks`)."""
         self.check_params()
-        return stages.train_masks(self, plan, indices)
+        with cpu_threads(self.threads):
+            return stages.train_masks(self, plan, indices)
 
     def fit_plan(
         self,
@@ -265,7 +273,8 @@ class EcoVal(Parameters):
         ``result_`` holds the members.
         """
         self.check_params()
-        model, members = stages.fit_model(self, plan, utilities, n_trainings=n_trainings)
+        with cpu_threads(self.threads):
+            model, members = stages.fit_model(self, plan, utilities, n_trainings=n_trainings)
         self._set_fitted(model, members)
         return self
 
@@ -302,7 +311,8 @@ class EcoVal(Parameters):
     ) -> ValuationResult:
         """Like :meth:`value`, with ``alpha``, ``beta``, cluster and ``phi`` of every row."""
         self._check_fitted()
-        return self.model_.value_rows(X_new, y_new, train_index=train_index)
+        with cpu_threads(self.threads):
+            return self.model_.value_rows(X_new, y_new, train_index=train_index)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model to the folder ``path`` as ``state.npz`` and ``ecoval.json``.

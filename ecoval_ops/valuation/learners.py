@@ -30,7 +30,10 @@ class SklearnLearner:
     """Any scikit-learn classifier (``fit`` / ``predict_proba``), one model per mask.
 
     The estimator is cloned for every mask and never modified. ``random_state`` is set to the
-    seed when the estimator has one. A mask with a single class predicts that class.
+    seed when the estimator has one. A mask with a single class predicts that class. Each model
+    fits on one OpenMP thread: the trainings are small, so a thread per core wins little alone
+    (``"trees"`` on 1,000 rows 4.3 s against 5.0 s) and spins against another valuation on the
+    same cores (4.5 s against 24.6 s each, two side by side on 2 cores).
 
     Args:
         estimator: an unfitted scikit-learn classifier.
@@ -50,9 +53,12 @@ class SklearnLearner:
         seed: int,
     ) -> NDArray[np.float64]:
         """Same contract as :meth:`SoftmaxRegression.predict_proba_masked`."""
+        from threadpoolctl import threadpool_limits
+
         out = np.zeros((masks.shape[0], X_val.shape[0], n_classes), dtype=np.float64)
-        for r, mask in enumerate(masks):
-            out[r] = self._fit_predict(X[mask], y[mask], X_val, n_classes, seed)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            for r, mask in enumerate(masks):
+                out[r] = self._fit_predict(X[mask], y[mask], X_val, n_classes, seed)
         return out
 
     def _fit_predict(

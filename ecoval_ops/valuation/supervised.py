@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ecoval_ops.valuation.threads import available_threads
+
 __all__ = ["LabelPrior", "metric_weights", "random_features"]
 
 RIDGE = 1.0
@@ -140,7 +142,7 @@ def metric_weights(Z: NDArray[np.float64], y: NDArray[np.int64], seed: int) -> N
     if y.size > METRIC_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(y.size, METRIC_ROWS, replace=False))
     trees = ExtraTreesClassifier(
-        n_estimators=METRIC_TREES, min_samples_leaf=METRIC_LEAF, random_state=seed, n_jobs=-1
+        n_estimators=METRIC_TREES, min_samples_leaf=METRIC_LEAF, random_state=seed, n_jobs=available_threads()
     ).fit(Z[rows], y[rows])
     importance = np.asarray(trees.feature_importances_, dtype=np.float64)
     return importance / importance.max() if importance.max() > 0 else np.ones(Z.shape[1])
