@@ -95,6 +95,7 @@ bench: $(STAMP)
 	$(BENCH) exactness.py
 	$(BENCH) batched_training.py
 	$(BENCH) scale.py
+	$(BENCH) concurrency.py
 	$(BENCH) object_store.py
 	$(MAKE) bench-report
 
@@ -110,6 +111,7 @@ bench-quick: $(STAMP)
 	$(BENCH) exactness.py --seeds 0 --clusters 4 --out $(QUICK)
 	$(BENCH) batched_training.py --repeats 1 --out $(QUICK)/batched_lco.json
 	$(BENCH) scale.py --incore 10000 --spark 10000 --out $(QUICK)/scale.json
+	$(BENCH) concurrency.py --cases P1:logistic --out $(QUICK)
 	$(BENCH) report.py --results $(QUICK) --plots $(QUICK)/plots --out $(QUICK)/BENCHMARKS.md
 
 bench-batched: $(STAMP)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from figures import LABELS, X1_PARTS, load_result, plot_cost, plot_quality, plot_removal, plot_scale
-from report_systems import batched_section, scale_section, stack_section
+from report_systems import batched_section, concurrency_section, scale_section, stack_section
 
 HERE = Path(__file__).resolve().parent
 QUALITY = ["P1", "P3", "M1", "D1", "X1"]
@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> str:
         *tuning_section(args.results),
         *batched_section(args.results),
         *scale_section(args.results),
+        *concurrency_section(args.results),
         *stack_section(args.results),
     ]
     notes = HERE / "NOTES.md"

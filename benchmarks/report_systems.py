@@ -215,3 +215,26 @@ def stack_section(results: Path) -> list[str]:
         tasks = " | ".join(f"{run['tasks'].get(t, 0.0):.1f}" for t in TASKS)
         lines.append(f"| {name} | {run['engine']} | {sizing} | {run['wall_s']:.0f} | {tasks} |")
     return [*lines, ""]
+
+
+def concurrency_section(results: Path) -> list[str]:
+    r = load_result(results, "concurrency")
+    lines = ["## Two valuations on one host", ""]
+    if r is None:
+        return [*lines, "No concurrency results (`benchmarks/concurrency.py`).", ""]
+    lines += [
+        f"Each valuation (a protocol's seed-0 split, in a fresh process, its fit timed) alone and then two started "
+        f"together on this {r['cores']}-core machine, as Airflow's shard tasks or two runs share a host; `threads` "
+        "is EcoVal's bound on BLAS, OpenMP and torch (None: every core). A pair's values equal the lone run's.",
+        "",
+        "| protocol, learner | threads | alone s | each of a pair s | slower side by side |",
+        "|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        pair = max(run["pair_s"])
+        threads = "every core" if run["threads"] is None else str(run["threads"])
+        lines.append(
+            f"| {run['case'].replace(':', ', ')} | {threads} | {run['alone_s']:.1f} | "
+            f"{' / '.join(f'{s:.1f}' for s in run['pair_s'])} | {pair / run['alone_s']:.1f}x |"
+        )
+    return [*lines, ""]

@@ -131,3 +131,17 @@ def test_committed_quarantine_calibration_holds_at_the_small_cuts() -> None:
         for name in ("1%", "2%", "5%"):
             assert 0.85 <= cuts[name]["ratio"] <= 1.1, (protocol, name, cuts[name])
             assert cuts[name]["ratio"] == cuts[name]["expected"] / cuts[name]["actual"]
+
+
+def test_committed_concurrency_results_pair_each_case_with_and_without_a_bound() -> None:
+    """Every case ran alone and as a pair at every core and at one thread; at one thread a pair costs each run
+    at most half again its lone time (the README's advice for valuations that share a host)."""
+    found = json.loads((RESULTS / "concurrency.json").read_text())
+    by_case: dict[str, dict[object, dict[str, object]]] = {}
+    for run in found["runs"]:
+        by_case.setdefault(run["case"], {})[run["threads"]] = run
+    assert {"P1:logistic", "D1:logistic", "P1:trees"} <= set(by_case)
+    for case, runs in by_case.items():
+        assert set(runs) == {None, 1}, case
+        bounded = runs[1]
+        assert len(bounded["pair_s"]) == 2 and max(bounded["pair_s"]) <= 1.5 * bounded["alone_s"], case
