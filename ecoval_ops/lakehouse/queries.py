@@ -31,7 +31,7 @@ __all__ = [
 CLEAN_PREDICATE = "ecoval_value > 0 AND NOT ecoval_suspect"
 """Rows that help the model and whose label agrees with their most similar rows."""
 SUSPECT_PREDICATE = "ecoval_suspect"
-"""Rows whose vote supports another label at least 3 times their own (``ValuationResult.suspect``)."""
+"""Rows whose vote supports another label well above their own (``ValuationResult.suspect``)."""
 
 
 def table_ref(path: TableLike) -> str:

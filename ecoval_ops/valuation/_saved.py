@@ -155,6 +155,8 @@ def fitted_from_arrays(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) ->
         "model": model,
         "game": ClusterGame(**take("game_"), **meta["game"]),
         "state": PropagationState(**take("state_"), **meta["state"]),
-        "result": ValuationResult(**take("result_"), mode="in_sample", n_trainings=int(meta["n_trainings"])),
+        "result": ValuationResult(
+            **take("result_"), mode="in_sample", n_trainings=int(meta["n_trainings"]), n_classes=arrays["classes"].size
+        ),
         "member_draws": arrays["member_draws"],
     }

@@ -219,6 +219,7 @@ class ValuationModel:
             n_trainings=0,
             suggested_label=suggested_label,
             label_confidence=label_confidence,
+            n_classes=self._classes.size,
         )
 
     def centred(self, x_sum: ArrayLike) -> ValuationModel:

@@ -11,16 +11,29 @@ from numpy.typing import ArrayLike, NDArray
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["SUSPECT_ODDS", "Mode", "ValuationResult", "check_values"]
+__all__ = ["SUSPECT_ODDS", "TWO_CLASS_SUSPECT_ODDS", "Mode", "ValuationResult", "check_values"]
 
 Mode = Literal["in_sample", "out_of_sample"]
 
 SUSPECT_ODDS = 3.0
-"""A row is suspect when the label its vote supports scores at least this many times its own.
+"""A row is suspect when the label its vote supports scores at least this many times its own (three
+or more classes).
 
 Chosen on seeds 0-4 of the quality protocols, confirmed on seeds 5-9 (``BENCHMARKS.md``): the
 sign of ``alpha`` (odds 1) flagged about two rows for each mislabelled one; at 3 the flag is
 precise where labels have many classes and still catches most flips."""
+
+TWO_CLASS_SUSPECT_ODDS = 1.5
+"""The odds on two classes: the supported label scores at least 1.5 times the row's own, an
+agreement of at most 0.4.
+
+With two classes every flip lands in the one other class, so a flipped row's neighbours carry its
+wrong label more often than with many and its agreement sits nearer one half: at odds 3 the flag
+missed half of P1's flips (precision / recall 0.99 / 0.50). 1.5 is the largest odds that finds
+80% of them, chosen on seeds 0-4 (0.89 / 0.83) and confirmed on 5-9 (0.91 / 0.84). Retraining
+without the suspects gives at least the accuracy odds 3 gives on every two-class set, with a
+linear and with a boosted-trees model, at lower precision where the vote ranks flips less well
+(``benchmarks/NOTES.md``, "The two-class suspect flag")."""
 
 
 def check_values(values: ArrayLike, n_rows: int, name: str = "values") -> NDArray[np.float64]:
@@ -55,6 +68,7 @@ class ValuationResult:
             read back from a saved state).
         suggested_label: ``(n,)`` the label each row's vote supports (EcoVal), or None.
         label_confidence: ``(n,)`` that label's score in the vote, in [0, 1].
+        n_classes: K, the labels' classes (EcoVal), which sets the suspect odds.
     """
 
     values: NDArray[np.float64]
@@ -67,6 +81,7 @@ class ValuationResult:
     n_trainings: int | None = None
     suggested_label: NDArray[np.generic] | None = None
     label_confidence: NDArray[np.float64] | None = None
+    n_classes: int | None = None
 
     def __post_init__(self) -> None:
         n = np.asarray(self.values).shape[0]
@@ -84,6 +99,8 @@ class ValuationResult:
             raise ValueError(f"mode must be 'in_sample' or 'out_of_sample'; found {self.mode!r}")
         if self.n_trainings is not None and self.n_trainings < 0:
             raise ValueError(f"n_trainings must be >= 0; found {self.n_trainings}")
+        if self.n_classes is not None and self.n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2; found {self.n_classes}")
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -105,12 +122,14 @@ class ValuationResult:
 
     @property
     def suspect(self) -> NDArray[np.bool_]:
-        """The vote supports another label at least :data:`SUSPECT_ODDS` times the row's own.
+        """The vote supports another label at least the odds times the row's own.
 
-        ``score_support >= SUSPECT_ODDS * agree_i`` with ``agree_i = (1 + alpha_i) / 2``.
+        ``score_support >= odds * agree_i`` with ``agree_i = (1 + alpha_i) / 2``, the odds
+        :data:`TWO_CLASS_SUSPECT_ODDS` on two classes and :data:`SUSPECT_ODDS` on more.
         """
+        odds = TWO_CLASS_SUSPECT_ODDS if self._ecoval("n_classes") == 2 else SUSPECT_ODDS
         agree = (1.0 + self._ecoval("intrinsic")) / 2.0
-        return np.asarray(self._ecoval("label_confidence") >= SUSPECT_ODDS * agree)
+        return np.asarray(self._ecoval("label_confidence") >= odds * agree)
 
     def _ecoval(self, name: str) -> NDArray[Any]:
         value = getattr(self, name)

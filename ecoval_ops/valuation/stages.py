@@ -235,6 +235,7 @@ def fit_model(
         n_trainings=n_trainings,
         suggested_label=plan.classes[inputs.support],
         label_confidence=inputs.support_share,
+        n_classes=plan.classes.size,
     )
     model = ValuationModel(
         classes=plan.classes,

@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from ecoval_ops.valuation import EcoVal, ValuationResult
+from ecoval_ops.valuation.result import SUSPECT_ODDS, TWO_CLASS_SUSPECT_ODDS
 
 
 def test_result_to_arrow_has_the_row_value_columns(small_data) -> None:
@@ -34,6 +35,31 @@ def test_result_to_arrow_has_the_row_value_columns(small_data) -> None:
     assert suggested.type == pa.int64() and suggested.null_count == len(suspect) - suspect.sum()
     confidence = np.asarray(table.column("ecoval_label_confidence").to_pylist(), dtype=float)
     assert np.isnan(confidence[~suspect]).all() and ((confidence[suspect] > 0) & (confidence[suspect] <= 1)).all()
+
+
+def test_two_classes_flag_at_lower_odds_and_the_saved_model_keeps_them(tmp_path) -> None:
+    # With two classes every flip lands in the one other class and keeps more of its vote: the
+    # flag reads odds of 1.5 there (an agreement of at most 0.4), 3 with more classes.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 4))
+    y = (X[:, 0] + 0.5 * X[:, 1] + 0.5 * rng.normal(size=500) > 0).astype(int) ^ (rng.random(500) < 0.2)
+    ev = EcoVal(n_clusters=4, seed=0).fit(X[:400], y[:400], X[400:], y[400:])
+    agree = (1 + ev.intrinsic_) / 2
+    odds = ev.result_.label_confidence / agree
+    suspect = ev.result_.suspect
+    np.testing.assert_array_equal(suspect, odds >= TWO_CLASS_SUSPECT_ODDS)
+    assert np.sum(odds >= SUSPECT_ODDS) < suspect.sum() < np.sum(ev.intrinsic_ < 0)
+    np.testing.assert_array_equal(ev.value_rows(X[:400], y[:400], train_index=np.arange(400)).suspect, suspect)
+    loaded = EcoVal.load(ev.save(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.result_.suspect, suspect)
+    np.testing.assert_array_equal(loaded.value_rows(X[400:], y[400:]).suspect, ev.value_rows(X[400:], y[400:]).suspect)
+
+
+def test_only_ecoval_results_know_suspects() -> None:
+    with pytest.raises(ValueError, match="a data_oob result has no"):
+        _ = ValuationResult(np.zeros(3), method="data_oob").suspect
+    with pytest.raises(ValueError, match="n_classes must be >= 2"):
+        ValuationResult(np.zeros(3), n_classes=1)
 
 
 def test_the_suggested_label_is_the_vote_with_its_prior() -> None:
