@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from ecoval_ops.exceptions import InvalidInputError, NotFittedError
 from ecoval_ops.valuation import stages
 from ecoval_ops.valuation._inputs import check_features, check_labels, encode_labels
-from ecoval_ops.valuation.learners import LearnerName
+from ecoval_ops.valuation.learners import LearnerName, trains_torch
 from ecoval_ops.valuation.model import ValuationModel
 from ecoval_ops.valuation.neighbours import NeighbourSearch
 from ecoval_ops.valuation.params import Count, Parameters, Positive, Weight
@@ -217,7 +217,7 @@ class EcoVal(Parameters):
     def train_masks(self, plan: TrainingPlan, indices: ArrayLike) -> NDArray[np.float64]:
         """Utilities of the trainings of masks ``indices`` (:func:`~ecoval_ops.valuation.stages.train_masks`)."""
         self.check_params()
-        with cpu_threads(self.threads):
+        with cpu_threads(self.threads, trains_torch=trains_torch(self.learner)):
             return stages.train_masks(self, plan, indices)
 
     def fit_plan(

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from ecoval_ops.valuation.trainer import DeviceName, MLPClassifier, SoftmaxRegression
 
-__all__ = ["LearnerName", "SklearnLearner", "boosted_trees", "learner_from_name"]
+__all__ = ["LearnerName", "SklearnLearner", "boosted_trees", "learner_from_name", "trains_torch"]
 
 LearnerName = Literal["logistic", "mlp", "trees"]
 """The learners by name: the batched torch learners and boosted trees."""
@@ -126,3 +126,10 @@ def learner_from_name(
             "a scikit-learn classifier or an object with predict_proba_masked"
         )
     return SklearnLearner(learner)
+
+
+def trains_torch(learner: str | Any) -> bool:
+    """Whether EcoVal's ``learner`` may train torch models: all but ``"trees"`` and scikit-learn classifiers."""
+    if isinstance(learner, str):
+        return learner != "trees"
+    return hasattr(learner, "predict_proba_masked") and not isinstance(learner, SklearnLearner)

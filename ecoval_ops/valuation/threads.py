@@ -23,18 +23,25 @@ _BOUND: ContextVar[int | None] = ContextVar("ecoval_threads", default=None)
 
 
 @contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with BLAS, OpenMP and torch on at most ``threads`` threads; None leaves them be."""
+def cpu_threads(threads: int | None, *, trains_torch: bool = False) -> Iterator[None]:
+    """Run the block with BLAS, OpenMP and torch on at most ``threads`` threads; None leaves them be.
+
+    Args:
+        threads: the bound, or None.
+        trains_torch: the block trains the torch learners. threadpoolctl bounds the libraries
+            loaded when it is called, so faiss's and scikit-learn's OpenMP are loaded first, and
+            torch's where the block will use it: importing torch takes about 0.5 GB, which a
+            row pass (a Spark worker) must not pay.
+    """
     if threads is None:
         yield
         return
     import faiss  # noqa: F401
     import sklearn.utils._openmp_helpers  # noqa: F401
-    import torch  # noqa: F401
     from threadpoolctl import threadpool_limits
 
-    # threadpoolctl bounds the libraries loaded when it is called: load the three that bring their
-    # own thread pools (faiss's and torch's OpenMP, scikit-learn's) before the rest import them.
+    if trains_torch:
+        import torch  # noqa: F401
     token = _BOUND.set(threads)
     try:
         with threadpool_limits(limits=threads):

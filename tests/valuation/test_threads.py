@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from typing import ClassVar
 
@@ -111,3 +113,20 @@ def test_scikit_learn_models_fit_on_one_openmp_thread(data) -> None:
     SklearnLearner(_OpenMPRecording()).predict_proba_masked(X, y, masks, Xv, n_classes=3, seed=0)
     assert _OpenMPRecording.seen == [1, 1, 1]
     assert _pools()["openmp"] > 1
+
+
+def test_valuing_rows_under_a_bound_does_not_load_torch(data, tmp_path) -> None:
+    # A Spark worker values rows with the saved model's threads: torch (about 0.5 GB) stays out.
+    X, y, Xv, yv = data
+    path = EcoVal(n_clusters=4, seed=0, threads=1).fit(X, y, Xv, yv).save(tmp_path / "model")
+    np.save(tmp_path / "rows.npy", X[:40])
+    np.save(tmp_path / "labels.npy", y[:40])
+    script = (
+        "import sys, numpy as np\n"
+        "from ecoval_ops.valuation import EcoVal\n"
+        f"ev = EcoVal.load({str(path)!r})\n"
+        f"ev.value_rows(np.load({str(tmp_path / 'rows.npy')!r}), np.load({str(tmp_path / 'labels.npy')!r}))\n"
+        "print(ev.threads, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "False"], done.stderr[-2000:]

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
 from ecoval_ops.valuation import MLPClassifier, SklearnLearner, SoftmaxRegression
-from ecoval_ops.valuation.learners import learner_from_name
+from ecoval_ops.valuation.learners import learner_from_name, trains_torch
 from tests.conftest import blobs
 
 
@@ -78,6 +78,14 @@ def test_learner_resolution() -> None:
     assert isinstance(trees, SklearnLearner) and type(trees.estimator).__name__ == "HistGradientBoostingClassifier"
     custom = SoftmaxRegression()
     assert learner_from_name(custom, "cpu") is custom
+    # Which learners load torch (EcoVal's threads bound it before it loads, and only then).
+    assert [trains_torch(x) for x in ("logistic", "mlp", "trees", GaussianNB(), custom)] == [
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
 
 
 @pytest.mark.gpu
