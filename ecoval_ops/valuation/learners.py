@@ -31,9 +31,9 @@ class SklearnLearner:
 
     The estimator is cloned for every mask and never modified. ``random_state`` is set to the
     seed when the estimator has one. A mask with a single class predicts that class. Each model
-    fits on one OpenMP thread: the trainings are small, so a thread per core wins little alone
-    (``"trees"`` on 1,000 rows 4.3 s against 5.0 s) and spins against another valuation on the
-    same cores (4.5 s against 24.6 s each, two side by side on 2 cores).
+    fits on one OpenMP thread: the trainings are small, so a thread per core wins nothing alone
+    and spins against another valuation on the same cores (two ``"trees"`` valuations side by
+    side on 2 cores took 74 s each, and take 5.3-5.7 s; ``benchmarks/NOTES.md``).
 
     Args:
         estimator: an unfitted scikit-learn classifier.

@@ -3,7 +3,7 @@
 BLAS, OpenMP (faiss, scikit-learn's trees) and torch each start a thread per core. Two
 valuations on one host (two runs, or Airflow's shard tasks side by side) then put twice as many
 spinning threads on the cores as there are cores: on 2 cores a D1 valuation (1,000 rows, 10
-classes) took 7.0 s beside another against 2.1 s alone, and 2.5 s each at one thread per process
+classes) took 7-14 s beside another against 2.0 s alone, and 2.5 s each at one thread per process
 (``benchmarks/concurrency.py``). :func:`cpu_threads` bounds every one of them, and the work that
 EcoVal itself runs side by side (the clusters' searches, the metric's trees) asks
 :func:`available_threads` how wide to go.
