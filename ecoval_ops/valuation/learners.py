@@ -129,7 +129,5 @@ def learner_from_name(
 
 
 def trains_torch(learner: str | Any) -> bool:
-    """Whether EcoVal's ``learner`` may train torch models: all but ``"trees"`` and scikit-learn classifiers."""
-    if isinstance(learner, str):
-        return learner != "trees"
-    return hasattr(learner, "predict_proba_masked") and not isinstance(learner, SklearnLearner)
+    """Whether EcoVal's ``learner`` may train torch models: any that does not resolve to scikit-learn."""
+    return not isinstance(learner_from_name(learner, "auto"), SklearnLearner)
